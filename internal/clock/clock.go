@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,8 +159,9 @@ func (v Vector) String() string {
 }
 
 // Parse decodes the canonical text encoding written by String. It accepts
-// ids in any order but rejects repeated ids, invalid ids and counters that
-// are not decimal unsigned integers.
+// ids in any order but rejects repeated ids (even with a zero counter),
+// invalid ids and counters that are not decimal integers in [0, MaxCounter],
+// so that whatever it returns MarshalJSON and UnmarshalJSON round-trip.
 func Parse(s string) (Vector, error) {
 	v := Vector{}
 	if s == "" {
@@ -174,13 +176,12 @@ func Parse(s string) (Vector, error) {
 			return nil, fmt.Errorf("%w: repeated id %q", ErrInvalid, id)
 		}
 		c, err := strconv.ParseUint(n, 10, 64)
-		if err != nil {
+		if err != nil || c > MaxCounter {
 			return nil, fmt.Errorf("%w: bad counter in %q", ErrInvalid, pair)
 		}
-		if c > 0 {
-			v[id] = c
-		}
+		v[id] = c // zeros too, until the end, so a repeat is still caught
 	}
+	maps.DeleteFunc(v, func(_ string, n uint64) bool { return n == 0 })
 	return v, nil
 }
 
@@ -203,7 +204,8 @@ func (v Vector) MarshalJSON() ([]byte, error) {
 // rejecting invalid ids, fractions, negatives and values above 2^53 (the
 // largest integer every JSON client can hold exactly).
 func (v *Vector) UnmarshalJSON(data []byte) error {
-	var raw map[string]json.Number
+	// RawMessage, not json.Number: json.Number also accepts a quoted "1".
+	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -215,7 +217,7 @@ func (v *Vector) UnmarshalJSON(data []byte) error {
 		if !ValidID(id) {
 			return fmt.Errorf("%w: bad writer id %q", ErrInvalid, id)
 		}
-		n, err := strconv.ParseUint(num.String(), 10, 64)
+		n, err := strconv.ParseUint(string(num), 10, 64)
 		if err != nil || n > MaxCounter {
 			return fmt.Errorf("%w: counter for %q must be an integer in [0, 2^53]", ErrInvalid, id)
 		}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	memhttp "github.com/memsync/memsync/internal/http"
+)
+
+// config is the process configuration: flags, each with an environment
+// fallback (the flag wins).
+type config struct {
+	Addr         string
+	RedisURL     string
+	Namespace    string
+	DefaultTTL   time.Duration
+	MaxTTL       time.Duration
+	MaxBodyBytes int64
+	RulesFile    string
+	Insecure     bool
+	LogLevel     slog.Level
+}
+
+// parseConfig reads flags from args with fallbacks from getenv. A usage
+// message goes to out on -h.
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("memsync", flag.ContinueOnError)
+	fs.SetOutput(out)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var defaultTTL, maxTTL, logLevel string
+	fs.StringVar(&c.Addr, "addr", env("MEMSYNC_ADDR", "127.0.0.1:8080"), "listen address (MEMSYNC_ADDR)")
+	fs.StringVar(&c.RedisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL; a comma-separated list for Cluster; ?master_name= for Sentinel; empty for an embedded, non-persistent Redis (REDIS_URL)")
+	fs.StringVar(&c.Namespace, "namespace", env("MEMSYNC_NAMESPACE", memhttp.DefaultNamespace), "namespace of requests without ?ns= (MEMSYNC_NAMESPACE)")
+	fs.StringVar(&defaultTTL, "default-ttl", env("MEMSYNC_DEFAULT_TTL", "3600"), "TTL of writes that name none: seconds or a duration like 1h (MEMSYNC_DEFAULT_TTL)")
+	fs.StringVar(&maxTTL, "max-ttl", env("MEMSYNC_MAX_TTL", "720h"), "largest TTL a write may ask for (MEMSYNC_MAX_TTL)")
+	fs.Int64Var(&c.MaxBodyBytes, "max-body", envInt(getenv, "MEMSYNC_MAX_BODY", memhttp.DefaultMaxBodyBytes), "largest request body in bytes (MEMSYNC_MAX_BODY)")
+	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
+	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
+	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if c.DefaultTTL, err = parseSeconds("default-ttl", defaultTTL); err != nil {
+		return c, err
+	}
+	if c.MaxTTL, err = parseSeconds("max-ttl", maxTTL); err != nil {
+		return c, err
+	}
+	if c.MaxTTL <= 0 {
+		return c, fmt.Errorf("max-ttl must be positive")
+	}
+	if c.DefaultTTL > c.MaxTTL {
+		return c, fmt.Errorf("default-ttl %s is above max-ttl %s", c.DefaultTTL, c.MaxTTL)
+	}
+	if c.MaxBodyBytes <= 0 {
+		return c, fmt.Errorf("max-body must be positive")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return c, fmt.Errorf("log-level: %w", err)
+	}
+	if !c.Insecure && !loopback(c.Addr) {
+		return c, fmt.Errorf("refusing to listen on %s: memsync has no authentication yet, so it listens on loopback only; pass --insecure to expose it anyway", c.Addr)
+	}
+	return c, nil
+}
+
+// log prints the configuration at start-up, with the Redis password masked.
+func (c config) log(log *slog.Logger) {
+	redis := "embedded (miniredis)"
+	if c.RedisURL != "" {
+		redis = maskURL(c.RedisURL)
+	}
+	log.Info("configuration", "addr", c.Addr, "redis", redis, "namespace", c.Namespace,
+		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
+		"rules", c.RulesFile, "insecure", c.Insecure)
+}
+
+// parseSeconds accepts whole seconds ("3600") or a Go duration ("1h").
+func parseSeconds(name, v string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%s must not be negative", name)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: %q is neither seconds nor a duration like 90s or 1h", name, v)
+	}
+	return d, nil
+}
+
+func envInt(getenv func(string) string, name string, def int64) int64 {
+	if n, err := strconv.ParseInt(getenv(name), 10, 64); err == nil {
+		return n
+	}
+	return def
+}
+
+// loopback reports whether addr binds to a loopback interface only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// maskURL hides passwords in a (comma-separated list of) Redis URL(s).
+func maskURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
+}

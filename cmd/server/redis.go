@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis client timeouts: short, so that requests fail fast with 503 while
+// Redis is down, and recover by themselves when it is back.
+const (
+	redisDialTimeout = time.Second
+	redisIOTimeout   = 2 * time.Second
+)
+
+// openRedis connects to the Redis named by rawURL, or starts an embedded
+// miniredis when it is empty. It returns the client and a function that
+// closes it (and stops the embedded server).
+//
+//	redis://host:6379/0                         one server
+//	rediss://…                                  one server over TLS
+//	redis://h1:7000,redis://h2:7001             Redis Cluster (comma-separated)
+//	redis://h1:26379?master_name=m&addr=h2:26379  Sentinel
+func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), error) {
+	if rawURL == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.Start(); err != nil {
+			return nil, nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		m.ClockTTL(true) // TTLs run in real time, as on a real Redis
+		log.Warn("no REDIS_URL: using an embedded in-memory Redis; NOTHING IS PERSISTED and other instances cannot share it", "addr", m.Addr())
+		c := redis.NewClient(tune(&redis.Options{Addr: m.Addr()}))
+		return c, func() { c.Close(); m.Close() }, nil
+	}
+	var c redis.UniversalClient
+	switch {
+	case strings.Contains(rawURL, ","):
+		urls := strings.Split(rawURL, ",")
+		opts, err := redis.ParseClusterURL(strings.TrimSpace(urls[0]))
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis-url: %w", err)
+		}
+		for _, u := range urls[1:] {
+			p, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || p.Host == "" {
+				return nil, nil, fmt.Errorf("redis-url: bad cluster address %q", u)
+			}
+			opts.Addrs = append(opts.Addrs, p.Host)
+		}
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		c = redis.NewClusterClient(opts)
+	case strings.Contains(rawURL, "master_name="):
+		opts, err := redis.ParseFailoverURL(rawURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis-url: %w", err)
+		}
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		c = redis.NewFailoverClient(opts)
+	default:
+		opts, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis-url: %w", err)
+		}
+		c = redis.NewClient(tune(opts))
+	}
+	return c, func() { c.Close() }, nil
+}
+
+func tune(o *redis.Options) *redis.Options {
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+	o.MaxRetries = 1
+	return o
+}

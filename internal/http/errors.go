@@ -1,0 +1,75 @@
+package http
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// Errors raised at the edge, before anything reaches the store.
+var (
+	errInvalidJSON     = errors.New("invalid JSON")
+	errInvalidArgument = errors.New("invalid argument")
+	errBodyTooLarge    = errors.New("request body too large")
+	errRouteNotFound   = errors.New("no such route")
+	errMethod          = errors.New("method not allowed")
+)
+
+// problem is an RFC 9457 problem document with memsync's stable code.
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+// errorKind is what one class of error becomes on the wire.
+type errorKind struct {
+	target error
+	status int
+	code   string
+	title  string
+}
+
+// errorKinds maps errors to problems, first match wins. Anything not here is
+// an internal error: logged, and reported without detail.
+var errorKinds = []errorKind{
+	{keys.ErrInvalidKey, http.StatusBadRequest, "invalid_key", "Invalid key"},
+	{errInvalidJSON, http.StatusBadRequest, "invalid_json", "Invalid JSON"},
+	{errInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{store.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large"},
+	{store.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{errRouteNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{errMethod, http.StatusMethodNotAllowed, "invalid_argument", "Method not allowed"},
+	{store.ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition_failed", "Precondition failed"},
+	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
+}
+
+// retryAfterUnavailable is the Retry-After, in seconds, of a 503.
+const retryAfterUnavailable = "1"
+
+// writeError reports err as application/problem+json.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p := problem{Status: http.StatusInternalServerError, Code: "internal", Title: "Internal error",
+		Detail: "the server failed to handle the request; it has been logged"}
+	for _, k := range errorKinds {
+		if errors.Is(err, k.target) {
+			p = problem{Status: k.status, Code: k.code, Title: k.title, Detail: err.Error()}
+			break
+		}
+	}
+	p.Type = "urn:memsync:problem:" + p.Code
+	switch p.Status {
+	case http.StatusInternalServerError:
+		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+	case http.StatusServiceUnavailable:
+		log.Warn("backend unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", retryAfterUnavailable)
+	}
+	encode(w, p.Status, "application/problem+json", p)
+}

@@ -1,0 +1,278 @@
+package http
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// entryResponse is the body of a read or write: CONTRACT §3.
+type entryResponse struct {
+	Key         string          `json:"key"`
+	Namespace   string          `json:"namespace"`
+	Value       json.RawMessage `json:"value,omitempty"` // absent only when unresolved
+	Version     clock.Vector    `json:"version"`
+	ETag        string          `json:"etag"`
+	Timestamp   int64           `json:"timestamp"`
+	Writer      string          `json:"writer"`
+	ExpiresAt   int64           `json:"expires_at,omitempty"`
+	Strategy    store.Strategy  `json:"strategy"`
+	Conflict    bool            `json:"conflict"`
+	Siblings    int             `json:"siblings"`
+	SiblingList []siblingJSON   `json:"sibling_list,omitempty"`
+}
+
+type siblingJSON struct {
+	Value     json.RawMessage `json:"value"`
+	Version   clock.Vector    `json:"version"`
+	Timestamp int64           `json:"timestamp"`
+	Writer    string          `json:"writer"`
+	Discarded bool            `json:"discarded"`
+}
+
+// newEntryResponse renders e; the sibling list is included when asked for
+// or when the client must resolve.
+func newEntryResponse(e store.Entry, withSiblings bool) entryResponse {
+	out := entryResponse{
+		Key: e.Key, Namespace: e.Namespace, Value: e.Value, Version: e.Version,
+		ETag: quoteETag(e.ETag), Timestamp: e.Timestamp, Writer: e.Writer, ExpiresAt: e.ExpiresAt,
+		Strategy: e.Strategy, Conflict: e.Conflict(), Siblings: len(e.Siblings),
+	}
+	if withSiblings || !e.Resolved {
+		out.SiblingList = make([]siblingJSON, len(e.Siblings))
+		for i, sib := range e.Siblings {
+			out.SiblingList[i] = siblingJSON{Value: sib.Value, Version: sib.Version,
+				Timestamp: sib.Timestamp, Writer: sib.Writer, Discarded: e.Discarded[i]}
+		}
+	}
+	return out
+}
+
+func writeEntry(w http.ResponseWriter, e store.Entry, withSiblings bool) {
+	w.Header().Set("ETag", quoteETag(e.ETag))
+	writeJSON(w, http.StatusOK, newEntryResponse(e, withSiblings))
+}
+
+func handleKVGet(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, key, err := target(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		q := r.URL.Query()
+		var opt store.GetOptions
+		if v := q.Get("resolve"); v != "" {
+			if opt.Resolve, err = store.ParseStrategy(v); err != nil {
+				writeError(w, r, log, fmt.Errorf("%w: resolve: %v", errInvalidArgument, err))
+				return
+			}
+		}
+		withSiblings, err := boolParam(q.Get("siblings"), "siblings")
+		if err == nil {
+			_, err = boolParam(q.Get("consistent"), "consistent") // no cache yet: every read is consistent
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		e, err := st.Get(r.Context(), ns, key, opt)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeEntry(w, e, withSiblings)
+	}
+}
+
+func handleKVPut(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+	type request struct {
+		Value   json.RawMessage `json:"value"`
+		Context *clock.Vector   `json:"context"`
+		TTL     *int64          `json:"ttl"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, key, err := target(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		put, err := writePreconditions(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		var req request
+		if err := decode(r, cfg.MaxDepth, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if req.Value == nil {
+			writeError(w, r, log, fmt.Errorf("%w: the body needs a \"value\" (null is a value)", errInvalidArgument))
+			return
+		}
+		put.Value = req.Value
+		if req.Context != nil {
+			put.Context = *req.Context
+		}
+		if req.TTL != nil {
+			if *req.TTL < 0 || *req.TTL > maxTTLSeconds {
+				writeError(w, r, log, fmt.Errorf("%w: ttl must be a whole number of seconds >= 0", errInvalidArgument))
+				return
+			}
+			ttl := time.Duration(*req.TTL) * time.Second
+			put.TTL = &ttl
+		}
+		res, err := st.Put(r.Context(), ns, key, put)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeEntry(w, res.Entry, false)
+	}
+}
+
+// maxTTLSeconds keeps a TTL's conversion to time.Duration from overflowing;
+// the store applies the configured maximum.
+const maxTTLSeconds = int64(100 * 365 * 24 * 3600)
+
+func handleKVDelete(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, key, err := target(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if err := st.Delete(r.Context(), ns, key, ifMatch); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+	type response struct {
+		Keys   []string `json:"keys"`
+		Cursor string   `json:"cursor,omitempty"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		ns, err := namespace(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		limit := store.DefaultListLimit
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > store.MaxListLimit {
+				writeError(w, r, log, fmt.Errorf("%w: limit must be an integer from 1 to %d", errInvalidArgument, store.MaxListLimit))
+				return
+			}
+			limit = n
+		}
+		ks, cursor, err := st.List(r.Context(), ns, q.Get("prefix"), q.Get("cursor"), limit)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if ks == nil {
+			ks = []string{}
+		}
+		writeJSON(w, http.StatusOK, response{Keys: ks, Cursor: cursor})
+	}
+}
+
+// target returns the namespace and the key of a /v1/kv/{key...} request.
+func target(r *http.Request, cfg Config) (ns, key string, err error) {
+	if ns, err = namespace(r, cfg); err != nil {
+		return "", "", err
+	}
+	key = chi.URLParam(r, "*")
+	if err := keys.Validate(key); err != nil {
+		return "", "", err
+	}
+	return ns, key, nil
+}
+
+// namespace returns the ?ns= of a request, or the configured default.
+func namespace(r *http.Request, cfg Config) (string, error) {
+	ns := r.URL.Query().Get("ns")
+	if ns == "" {
+		return cfg.Namespace, nil
+	}
+	return ns, validNamespace(ns)
+}
+
+func validNamespace(ns string) error { return keys.ValidateNamespace(ns) }
+
+// writePreconditions reads the writer and the conditional headers of a
+// write: X-Worker-Id, If-Match, If-None-Match.
+func writePreconditions(r *http.Request) (store.PutRequest, error) {
+	var put store.PutRequest
+	put.Writer = r.Header.Get("X-Worker-Id")
+	if put.Writer != "" && !clock.ValidID(put.Writer) {
+		return put, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument)
+	}
+	var err error
+	if put.IfMatch, err = parseIfMatch(r.Header.Get("If-Match")); err != nil {
+		return put, err
+	}
+	switch inm := strings.TrimSpace(r.Header.Get("If-None-Match")); inm {
+	case "":
+	case "*":
+		put.IfNoneMatch = true
+	default:
+		return put, fmt.Errorf("%w: If-None-Match on a write supports only \"*\" (create only)", errInvalidArgument)
+	}
+	if put.IfMatch != "" && put.IfNoneMatch {
+		return put, fmt.Errorf("%w: If-Match and If-None-Match together can never both hold", errInvalidArgument)
+	}
+	return put, nil
+}
+
+// parseIfMatch returns the etag of an If-Match header ("" when absent, "*"
+// for any). One entity tag only; weak tags are refused, since a
+// compare-and-set needs the exact state.
+func parseIfMatch(h string) (string, error) {
+	h = strings.TrimSpace(h)
+	switch {
+	case h == "" || h == "*":
+		return h, nil
+	case strings.HasPrefix(h, "W/"):
+		return "", fmt.Errorf("%w: If-Match needs a strong entity tag", errInvalidArgument)
+	case len(h) >= 2 && h[0] == '"' && h[len(h)-1] == '"' && !strings.ContainsAny(h[1:len(h)-1], `",`):
+		return h[1 : len(h)-1], nil
+	}
+	return "", fmt.Errorf("%w: If-Match must be one quoted entity tag, as the ETag header gives it", errInvalidArgument)
+}
+
+func quoteETag(etag string) string { return `"` + etag + `"` }
+
+// boolParam parses an optional boolean query parameter.
+func boolParam(v, name string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s must be true or false", errInvalidArgument, name)
+	}
+	return b, nil
+}

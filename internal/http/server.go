@@ -1,0 +1,98 @@
+// Package http serves memsync's HTTP/JSON API. routes.go lists every route
+// and mirrors api/openapi.yaml; each handler is a maker that receives only
+// what it uses. Every error leaves through writeError as
+// application/problem+json.
+package http
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/memsync/memsync/internal/store"
+)
+
+// Store is what the handlers need from the key-value store.
+type Store interface {
+	Get(ctx context.Context, ns, key string, opt store.GetOptions) (store.Entry, error)
+	Put(ctx context.Context, ns, key string, req store.PutRequest) (store.PutResult, error)
+	Delete(ctx context.Context, ns, key, ifMatch string) error
+	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
+	Ping(ctx context.Context) error
+}
+
+// Defaults of Config.
+const (
+	DefaultNamespace    = "task-sentinel"
+	DefaultMaxBodyBytes = 1 << 20 // 1 MiB
+	DefaultMaxDepth     = 64
+)
+
+// Config is the HTTP layer's configuration. Zero fields take the defaults.
+type Config struct {
+	Namespace    string // namespace of requests without ?ns=
+	MaxBodyBytes int64  // larger bodies get 413
+	MaxDepth     int    // deeper JSON gets 400
+	Spec         []byte // served at /openapi.yaml
+}
+
+// Server is the memsync API as an http.Handler.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	store  Store
+	router chi.Router
+}
+
+// NewServer returns the API handler over st.
+func NewServer(cfg Config, log *slog.Logger, st Store) (*Server, error) {
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxDepth <= 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if err := validNamespace(cfg.Namespace); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, store: st, router: chi.NewRouter()}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.router.ServeHTTP(w, r)
+}
+
+// recoverer turns a panic in a handler into a logged 500 problem instead of
+// a dropped connection.
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				writeError(w, r, s.log, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody caps every request body at MaxBodyBytes; decode turns the
+// overflow into 413.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r)
+	})
+}

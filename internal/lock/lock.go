@@ -1,0 +1,518 @@
+// Package lock provides leased, fenced mutual-exclusion locks on Redis.
+//
+// A lock is named like a memsync key ("tasks/T1") inside a namespace. Acquire
+// grants it for a TTL and returns a random token, which Release and Refresh
+// must present, and a fencing token (Fence) that strictly increases with every
+// grant of that name, across Redis restarts too. A lease can end without the
+// holder knowing (a GC pause, a network partition): it is NOT safe to assume
+// the lock is still held after ExpiresAt, so hand Fence to the storage the lock
+// protects and let it reject writes carrying a smaller fence than it has seen
+// (Kleppmann, "How to do distributed locking").
+//
+// Waiting (AcquireRequest.Wait > 0) is event driven: a release publishes the
+// lock name on the namespace's release channel, one pattern subscription per
+// Locker fans it out to the waiters in the process, and those are served in
+// arrival order. A waiter also wakes when the holder's TTL runs out, and, as a
+// safety net for a lost message, retries every Options.RetryInterval.
+//
+// Redis layout for lock L in namespace N (all of one lock in L's subtree hash
+// slot; see package keys):
+//
+//	ms:{N/sub}…#lock        hash: token, owner, fence, acquired_at, expires_at
+//	                        (ms since the epoch, Redis clock); PEXPIREAT expires_at
+//	ms:{N/sub}…#lock-fence  string: the last fence given for L; no TTL
+//	ms:{N}#locks            sorted set, the namespace's index: member "L#fence",
+//	                        score expires_at; read by List
+//	ms:{N}#lock-released    pub/sub channel; message: L
+package lock
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Defaults of Options.
+const (
+	// DefaultMaxTTL is the default longest lease: no lock lives forever.
+	DefaultMaxTTL = 5 * time.Minute
+	// DefaultMaxWait is the default longest AcquireRequest.Wait.
+	DefaultMaxWait = 60 * time.Second
+	// DefaultRetryInterval is the default period of a waiter's safety-net
+	// retry, for a release message that never arrived.
+	DefaultRetryInterval = 250 * time.Millisecond
+)
+
+// MaxOwnerLen is the longest AcquireRequest.Owner in bytes.
+const MaxOwnerLen = 256
+
+// Errors. Redis failures come back wrapped with the operation and are none
+// of these.
+var (
+	// ErrInvalidArgument: a bad TTL, wait, owner or token. A bad namespace
+	// or name also wraps keys.ErrInvalidKey.
+	ErrInvalidArgument = errors.New("lock: invalid argument")
+	// ErrLockHeld: someone else holds the lock. Acquire returns it inside a
+	// *HeldError that says who and until when.
+	ErrLockHeld = errors.New("lock: lock held")
+	// ErrNotHeld: the token does not hold the lock (it expired, was
+	// released, or was taken over), or ForceRelease found no holder.
+	ErrNotHeld = errors.New("lock: lock not held")
+	// ErrNotFound: Holder found no holder.
+	ErrNotFound = errors.New("lock: lock not found")
+	// ErrClosed: Acquire had to wait on a closed Locker.
+	ErrClosed = errors.New("lock: locker closed")
+)
+
+// HeldError is the error of an Acquire that did not get the lock because
+// someone else holds it. errors.Is(err, ErrLockHeld) reports true for it.
+type HeldError struct {
+	// Holder is the holder's owner (empty when it gave none).
+	Holder string
+	// ExpiresAt is when the holder's lease ends unless refreshed (zero if
+	// unknown), by the Redis clock: the earliest time worth retrying.
+	ExpiresAt time.Time
+
+	left time.Duration // lease left as Redis saw it; drives the waiter's timer
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("lock: lock held by %q until %s", e.Holder, e.ExpiresAt.UTC().Format(time.RFC3339Nano))
+}
+
+// Unwrap makes errors.Is(err, ErrLockHeld) true.
+func (e *HeldError) Unwrap() error { return ErrLockHeld }
+
+// Options configure a Locker. The zero value is ready to use.
+type Options struct {
+	// MaxTTL is the longest lease Acquire and Refresh accept. Defaults to
+	// DefaultMaxTTL (5 min).
+	MaxTTL time.Duration
+	// MaxWait is the longest AcquireRequest.Wait accepted. Defaults to
+	// DefaultMaxWait (60 s).
+	MaxWait time.Duration
+	// RetryInterval is how often a waiter at the head of its queue retries
+	// even without a release message or the holder's expiry, in case a
+	// message was lost. Defaults to DefaultRetryInterval (250 ms).
+	RetryInterval time.Duration
+}
+
+// AcquireRequest says how to acquire a lock.
+type AcquireRequest struct {
+	// TTL is the lease: required, at least 1 ms and at most Options.MaxTTL;
+	// truncated to whole milliseconds.
+	TTL time.Duration
+	// Wait is how long to wait for a held lock: 0 tries once; at most
+	// Options.MaxWait.
+	Wait time.Duration
+	// Owner names the holder for Holder, List and HeldError (optional; at
+	// most MaxOwnerLen bytes).
+	Owner string
+}
+
+// Grant is a held lock.
+type Grant struct {
+	Name  string
+	Owner string
+	// Token proves holding the lock to Release and Refresh: 32 hex digits of
+	// 16 random bytes. Keep it secret.
+	Token string
+	// Fence strictly increases with every grant of Name.
+	Fence int64
+	// AcquiredAt and ExpiresAt are by the Redis clock, to the millisecond.
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
+}
+
+// Info describes the holder of a lock, without its token.
+type Info struct {
+	Name       string
+	Owner      string
+	Fence      int64
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
+}
+
+// Locker grants locks in any namespace of one Redis. It is safe for
+// concurrent use; create one per process and Close it when done.
+type Locker struct {
+	rdb  redis.UniversalClient
+	opts Options
+	ps   *redis.PubSub
+
+	mu     sync.Mutex
+	queues map[string][]*waiter // waiters by lock key, in arrival order
+
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+}
+
+// New returns a Locker on rdb. It subscribes at once to the release channels
+// of every namespace (one pattern subscription, kept up by go-redis across
+// reconnects) and runs a goroutine that Close stops. rdb stays the caller's.
+func New(rdb redis.UniversalClient, opts Options) *Locker {
+	if opts.MaxTTL <= 0 {
+		opts.MaxTTL = DefaultMaxTTL
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = DefaultRetryInterval
+	}
+	l := &Locker{
+		rdb:    rdb,
+		opts:   opts,
+		queues: make(map[string][]*waiter),
+		done:   make(chan struct{}),
+	}
+	l.ps = rdb.PSubscribe(context.Background(), releasedPattern)
+	ch := l.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.dispatch(ch)
+	}()
+	return l
+}
+
+// Close stops the subscription and its goroutine; waiting Acquires return
+// ErrClosed. The other methods keep working while the Redis client is open.
+func (l *Locker) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.closeErr = l.ps.Close()
+		l.wg.Wait()
+	})
+	return l.closeErr
+}
+
+// Acquire takes lock name in namespace ns for req.TTL. When the lock is held
+// it waits up to req.Wait for a release or the holder's expiry, behind the
+// earlier waiters of this Locker, and then returns a *HeldError
+// (errors.Is(err, ErrLockHeld)). Other errors: ErrInvalidArgument, ErrClosed,
+// ctx's error when it ends first (the waiter leaves the queue), or a Redis
+// failure.
+func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireRequest) (Grant, error) {
+	if err := validName(ns, name); err != nil {
+		return Grant{}, err
+	}
+	if err := l.validTTL(req.TTL); err != nil {
+		return Grant{}, err
+	}
+	if req.Wait < 0 || req.Wait > l.opts.MaxWait {
+		return Grant{}, fmt.Errorf("%w: wait %v must be between 0 and %v", ErrInvalidArgument, req.Wait, l.opts.MaxWait)
+	}
+	if len(req.Owner) > MaxOwnerLen {
+		return Grant{}, fmt.Errorf("%w: owner is %d bytes, more than %d", ErrInvalidArgument, len(req.Owner), MaxOwnerLen)
+	}
+	token, err := newToken()
+	if err != nil {
+		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
+	}
+	if req.Wait == 0 {
+		return l.try(ctx, ns, name, token, req)
+	}
+	return l.wait(ctx, ns, name, token, req)
+}
+
+// try runs the acquire script once and, on a grant, records it in the index.
+func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest) (Grant, error) {
+	lockKey := keys.Aux(ns, name, "lock")
+	res, err := acquireScript.Run(ctx, l.rdb,
+		[]string{lockKey, keys.Aux(ns, name, "lock-fence")},
+		token, req.TTL.Milliseconds(), req.Owner).Slice()
+	if err != nil {
+		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
+	}
+	if len(res) != 4 {
+		return Grant{}, fmt.Errorf("lock: acquire %q: unexpected script reply %v", name, res)
+	}
+	if ok, _ := toInt(res[0]); ok == 0 {
+		owner, _ := res[1].(string)
+		exp, err1 := toInt(res[2])
+		now, err2 := toInt(res[3])
+		if err := errors.Join(err1, err2); err != nil {
+			return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
+		}
+		he := &HeldError{Holder: owner, left: -1}
+		if exp > 0 {
+			he.ExpiresAt = time.UnixMilli(exp)
+			he.left = time.Duration(exp-now) * time.Millisecond
+		}
+		return Grant{}, he
+	}
+	fence, err1 := toInt(res[1])
+	acq, err2 := toInt(res[2])
+	exp, err3 := toInt(res[3])
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
+	}
+	g := Grant{
+		Name:       name,
+		Owner:      req.Owner,
+		Token:      token,
+		Fence:      fence,
+		AcquiredAt: time.UnixMilli(acq),
+		ExpiresAt:  time.UnixMilli(exp),
+	}
+	// The index is in another hash slot, so it is written after the script.
+	// Its members are per grant ("name#fence"), which makes the writes of
+	// different grants commute: whatever order acquires, refreshes and
+	// releases of successive holders land in, none removes another's entry.
+	// Expired members are trimmed here, by the Redis clock the script read.
+	// An error here does not undo the grant (the caller would lose a lock it
+	// holds for a whole TTL); the entry comes back with the next Refresh.
+	idx := keys.Namespace(ns, "locks")
+	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, idx, redis.Z{Score: float64(exp), Member: member(name, fence)})
+		p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(acq, 10))
+		return nil
+	})
+	return g, nil
+}
+
+// Release gives up the lock that token holds. ErrNotHeld when the token does
+// not hold it (it expired, was released or taken over); then nothing changes.
+// Also ErrInvalidArgument, or a Redis failure.
+func (l *Locker) Release(ctx context.Context, ns, name, token string) error {
+	if err := validName(ns, name); err != nil {
+		return err
+	}
+	if token == "" {
+		return fmt.Errorf("%w: token is empty", ErrInvalidArgument)
+	}
+	res, err := releaseScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
+		token, releasedChannel(ns), name).Slice()
+	return l.released(ctx, ns, name, "release", res, err)
+}
+
+// ForceRelease deletes the lock whoever holds it, for administrators; the
+// holder's next Refresh or Release gets ErrNotHeld. It returns ErrNotHeld when
+// nobody holds the lock, so that a caller can tell; one that wants an
+// idempotent delete ignores it with errors.Is. Also ErrInvalidArgument, or a
+// Redis failure.
+func (l *Locker) ForceRelease(ctx context.Context, ns, name string) error {
+	if err := validName(ns, name); err != nil {
+		return err
+	}
+	res, err := forceReleaseScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
+		releasedChannel(ns), name).Slice()
+	return l.released(ctx, ns, name, "force release", res, err)
+}
+
+// released finishes Release and ForceRelease from the script's reply.
+func (l *Locker) released(ctx context.Context, ns, name, op string, res []any, err error) error {
+	if err != nil {
+		return fmt.Errorf("lock: %s %q: %w", op, name, err)
+	}
+	if len(res) == 0 {
+		return fmt.Errorf("lock: %s %q: unexpected script reply %v", op, name, res)
+	}
+	if ok, _ := toInt(res[0]); ok == 0 {
+		return ErrNotHeld
+	}
+	// Waiters of this Locker need not wait for the pub/sub round trip.
+	l.wakeHead(keys.Aux(ns, name, "lock"))
+	if len(res) == 2 {
+		if fence, err := toInt(res[1]); err == nil {
+			// Best effort: a member left behind is filtered out by List and
+			// trimmed once its score passes.
+			_ = l.rdb.ZRem(ctx, keys.Namespace(ns, "locks"), member(name, fence)).Err()
+		}
+	}
+	return nil
+}
+
+// Refresh sets the lease of the lock that token holds to ttl from now (it may
+// shorten it) and returns the grant with its new ExpiresAt; Fence and
+// AcquiredAt stay. ErrNotHeld when the token does not hold the lock; then
+// nothing changes. Also ErrInvalidArgument, or a Redis failure.
+func (l *Locker) Refresh(ctx context.Context, ns, name, token string, ttl time.Duration) (Grant, error) {
+	if err := validName(ns, name); err != nil {
+		return Grant{}, err
+	}
+	if token == "" {
+		return Grant{}, fmt.Errorf("%w: token is empty", ErrInvalidArgument)
+	}
+	if err := l.validTTL(ttl); err != nil {
+		return Grant{}, err
+	}
+	res, err := refreshScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
+		token, ttl.Milliseconds()).Slice()
+	if err != nil {
+		return Grant{}, fmt.Errorf("lock: refresh %q: %w", name, err)
+	}
+	if len(res) == 0 {
+		return Grant{}, fmt.Errorf("lock: refresh %q: unexpected script reply %v", name, res)
+	}
+	if ok, _ := toInt(res[0]); ok == 0 {
+		return Grant{}, ErrNotHeld
+	}
+	if len(res) != 5 {
+		return Grant{}, fmt.Errorf("lock: refresh %q: unexpected script reply %v", name, res)
+	}
+	owner, _ := res[1].(string)
+	fence, err1 := toInt(res[2])
+	acq, err2 := toInt(res[3])
+	exp, err3 := toInt(res[4])
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return Grant{}, fmt.Errorf("lock: refresh %q: %w", name, err)
+	}
+	// Best effort, as in try; this also restores an entry a failed write lost.
+	_ = l.rdb.ZAdd(ctx, keys.Namespace(ns, "locks"), redis.Z{Score: float64(exp), Member: member(name, fence)}).Err()
+	return Grant{
+		Name:       name,
+		Owner:      owner,
+		Token:      token,
+		Fence:      fence,
+		AcquiredAt: time.UnixMilli(acq),
+		ExpiresAt:  time.UnixMilli(exp),
+	}, nil
+}
+
+// Holder describes who holds lock name. ErrNotFound when nobody does; also
+// ErrInvalidArgument, or a Redis failure.
+func (l *Locker) Holder(ctx context.Context, ns, name string) (Info, error) {
+	if err := validName(ns, name); err != nil {
+		return Info{}, err
+	}
+	vals, err := l.rdb.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...).Result()
+	if err != nil {
+		return Info{}, fmt.Errorf("lock: holder %q: %w", name, err)
+	}
+	info, ok := parseInfo(name, vals)
+	if !ok {
+		return Info{}, ErrNotFound
+	}
+	return info, nil
+}
+
+// List returns the held locks of namespace ns whose names start with prefix
+// (all of them for ""), sorted by name. It reads the namespace's index, never
+// the keyspace, and checks every candidate lock, so a lock released or expired
+// meanwhile is left out. Errors: ErrInvalidArgument, or a Redis failure.
+func (l *Locker) List(ctx context.Context, ns, prefix string) ([]Info, error) {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	members, err := listScript.Run(ctx, l.rdb, []string{keys.Namespace(ns, "locks")}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("lock: list: %w", err)
+	}
+	var names []string
+	seen := make(map[string]bool)
+	for _, m := range members {
+		i := strings.LastIndexByte(m, '#')
+		if i < 0 {
+			continue
+		}
+		name := m[:i]
+		if !strings.HasPrefix(name, prefix) || seen[name] || keys.Validate(name) != nil {
+			continue
+		}
+		seen[name] = true
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return []Info{}, nil
+	}
+	cmds := make([]*redis.SliceCmd, len(names))
+	_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			cmds[i] = p.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lock: list: %w", err)
+	}
+	out := make([]Info, 0, len(names))
+	for i, name := range names {
+		if info, ok := parseInfo(name, cmds[i].Val()); ok {
+			out = append(out, info)
+		}
+	}
+	slices.SortFunc(out, func(a, b Info) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+var infoFields = []string{"owner", "fence", "acquired_at", "expires_at"}
+
+// parseInfo reads an HMGET of infoFields; ok is false when the lock is gone.
+func parseInfo(name string, vals []any) (Info, bool) {
+	if len(vals) != len(infoFields) || vals[1] == nil {
+		return Info{}, false
+	}
+	owner, _ := vals[0].(string)
+	fence, err1 := toInt(vals[1])
+	acq, err2 := toInt(vals[2])
+	exp, err3 := toInt(vals[3])
+	if errors.Join(err1, err2, err3) != nil {
+		return Info{}, false
+	}
+	return Info{
+		Name:       name,
+		Owner:      owner,
+		Fence:      fence,
+		AcquiredAt: time.UnixMilli(acq),
+		ExpiresAt:  time.UnixMilli(exp),
+	}, true
+}
+
+func validName(ns, name string) error {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if err := keys.Validate(name); err != nil {
+		return fmt.Errorf("%w: lock name: %w", ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+func (l *Locker) validTTL(ttl time.Duration) error {
+	if ttl < time.Millisecond || ttl > l.opts.MaxTTL {
+		return fmt.Errorf("%w: ttl %v must be between 1ms and %v", ErrInvalidArgument, ttl, l.opts.MaxTTL)
+	}
+	return nil
+}
+
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// member is a grant's index entry. '#' is outside the key alphabet, so the
+// name is everything before the last '#'.
+func member(name string, fence int64) string {
+	return name + "#" + strconv.FormatInt(fence, 10)
+}
+
+// toInt reads an integer from a script or HMGET reply element.
+func toInt(v any) (int64, error) {
+	switch v := v.(type) {
+	case int64:
+		return v, nil
+	case string:
+		return strconv.ParseInt(v, 10, 64)
+	default:
+		return 0, fmt.Errorf("not an integer: %v (%T)", v, v)
+	}
+}

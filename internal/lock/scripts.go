@@ -1,0 +1,136 @@
+package lock
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts below are every read-modify-write the package does. Each
+// names in KEYS every key it touches, and all of a lock's keys share the hash
+// slot of the lock name's subtree (keys.Aux), so each script is one atomic
+// step on Redis Cluster too. The per-namespace index lives in another slot and
+// is updated by the Go side after the script.
+//
+// Numbers that Redis stores are formatted with string.format('%.0f', n):
+// Lua 5.1 numbers are doubles, and both tostring and Redis's own conversion of
+// a number argument may print a 16-digit integer in exponent form. Doubles
+// hold integers exactly up to 2^53 (about 9.0e15), far above the microsecond
+// clock (about 1.8e15) the fence follows.
+//
+// Times come from Redis TIME, so every instance stamps grants with the same
+// clock. Redis 7 replicates scripts by their effects, so the non-deterministic
+// TIME is allowed before writes; miniredis supports it as well.
+
+// acquireScript takes a free lock: SET NX PX semantics on a hash that holds
+// the token and the holder's metadata in one key, so the token and the
+// metadata are created, expire and vanish together.
+//
+// The fencing token is max(counter+1, now_us), where counter is the last fence
+// given for this name (a key without TTL) and now_us is the Redis clock in
+// microseconds. The counter alone makes fences strictly increase while it
+// survives (and with AOF it survives a restart). The clock term covers losing
+// it (a restart without persistence, a failover to a lagging replica, a DEL by
+// hand): one script run takes more than a microsecond, so in normal use the
+// counter never runs ahead of the clock, and a re-seeded fence is above every
+// earlier one as long as the Redis clock has not been stepped back. The first
+// fence of a name is therefore a timestamp, not 1.
+//
+// KEYS[1] lock hash (fields token, owner, fence, acquired_at, expires_at)
+// KEYS[2] fence counter (string, no TTL)
+// ARGV[1] token, ARGV[2] TTL in ms (integer >= 1), ARGV[3] owner
+//
+// Returns {1, fence, acquired_at_ms, expires_at_ms} when granted (fence as a
+// decimal string), or {0, holder_owner, holder_expires_at_ms, now_ms} when the
+// lock is held (holder_expires_at_ms is 0 for a key without TTL, which these
+// scripts never create).
+var acquireScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
+  local exp = tonumber(h[2])
+  if not exp then
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl >= 0 then exp = now + pttl else exp = 0 end
+  end
+  return {0, h[1] or '', exp, now}
+end
+local fence = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+if fence < now_us then fence = now_us end
+fence = string.format('%.0f', fence)
+local exp = now + tonumber(ARGV[2])
+redis.call('SET', KEYS[2], fence)
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[3], 'fence', fence,
+  'acquired_at', string.format('%.0f', now), 'expires_at', string.format('%.0f', exp))
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', exp))
+return {1, fence, now, exp}
+`)
+
+// refreshScript sets a new expiry on a lock the token still holds; the fence
+// and acquisition time stay.
+//
+// KEYS[1] lock hash
+// ARGV[1] token, ARGV[2] TTL in ms from now (integer >= 1)
+//
+// Returns {1, owner, fence, acquired_at_ms, expires_at_ms}, or {0} when the
+// token does not hold the lock (expired, released or taken over); then
+// nothing changes.
+var refreshScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
+  return {0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local exp = string.format('%.0f', now + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'expires_at', exp)
+redis.call('PEXPIREAT', KEYS[1], exp)
+local h = redis.call('HMGET', KEYS[1], 'owner', 'fence', 'acquired_at')
+return {1, h[1], h[2], h[3], exp}
+`)
+
+// releaseScript deletes a lock the token holds and announces it on the
+// namespace's release channel, so that waiters on every instance wake.
+//
+// KEYS[1] lock hash
+// ARGV[1] token, ARGV[2] release channel, ARGV[3] lock name (the message)
+//
+// Returns {1, fence} (the released grant's fence, to remove its index entry),
+// or {0} when the token does not hold the lock; then nothing changes.
+var releaseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
+  return {0}
+end
+local fence = redis.call('HGET', KEYS[1], 'fence')
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {1, fence}
+`)
+
+// forceReleaseScript deletes a lock whoever holds it (an admin's override)
+// and announces it like releaseScript.
+//
+// KEYS[1] lock hash
+// ARGV[1] release channel, ARGV[2] lock name (the message)
+//
+// Returns {1, fence}, or {0} when the lock is not held.
+var forceReleaseScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0}
+end
+local fence = redis.call('HGET', KEYS[1], 'fence')
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {1, fence}
+`)
+
+// listScript reads the namespace's lock index by the Redis clock: the members
+// whose grant has not expired by score. Members are "name#fence"; the caller
+// still checks each lock, because a released or refreshed-then-force-released
+// grant may leave a member behind until its score passes.
+//
+// KEYS[1] index sorted set (member "name#fence", score expires_at_ms)
+//
+// Returns the members with score >= now_ms.
+var listScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%.0f', now), '+inf')
+`)

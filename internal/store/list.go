@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Listing limits.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
+
+// listChunk is how many subtrees one pipelined round trip reads.
+const listChunk = 64
+
+// List returns up to limit live keys of namespace ns that start with
+// prefix, in path order (segment by segment), after the opaque cursor a
+// previous page returned. The returned cursor is "" on the last page.
+//
+// It walks the indexes the writes keep — the first segments (roots), the
+// second segments under each (children), and each subtree's keys — reading
+// only the branches the prefix allows, never the Redis keyspace. It returns
+// ErrInvalidArgument or ErrUnavailable.
+func (s *Store) List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error) {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return nil, "", err
+	}
+	if err := validPrefix(prefix); err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	if limit > MaxListLimit {
+		return nil, "", fmt.Errorf("%w: limit must be at most %d", ErrInvalidArgument, MaxListLimit)
+	}
+	after, err := decodeCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	w := walk{s: s, ctx: ctx, ns: ns, prefix: prefix, after: after, want: limit + 1,
+		live: &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.cfg.Now().UnixMilli(), 10), Max: "+inf"}}
+	if err := w.run(); err != nil {
+		return nil, "", wrap("list", prefix, err)
+	}
+	if len(w.out) <= limit {
+		return w.out, "", nil
+	}
+	page := w.out[:limit]
+	return page, encodeCursor(page[limit-1]), nil
+}
+
+// walk is one listing in progress.
+type walk struct {
+	s      *Store
+	ctx    context.Context
+	ns     string
+	prefix string
+	after  string // list only keys after this one; "" for all
+	want   int
+	live   *redis.ZRangeBy
+	out    []string
+}
+
+func (w *walk) done() bool { return len(w.out) >= w.want }
+
+func (w *walk) run() error {
+	first, rest, deep := strings.Cut(w.prefix, "/")
+	afterFirst, afterRest, _ := strings.Cut(w.after, "/")
+	afterSecond, _, _ := strings.Cut(afterRest, "/")
+
+	var firsts []string
+	if deep {
+		firsts = []string{first}
+	} else {
+		all, err := w.s.rdb.ZRangeByScore(w.ctx, keys.Namespace(w.ns, "roots"), w.live).Result()
+		if err != nil {
+			return err
+		}
+		firsts = matching(all, first, false)
+	}
+	for _, f := range firsts {
+		if w.after != "" && f < afterFirst {
+			continue
+		}
+		// The single-segment key f itself, then f's subtrees.
+		pipe := w.s.rdb.Pipeline()
+		self := pipe.ZScore(w.ctx, keys.SubtreeIndex(w.ns, f), f)
+		kids := pipe.ZRangeByScore(w.ctx, keys.Aux(w.ns, f, "children"), w.live)
+		if _, err := pipe.Exec(w.ctx); err != nil && err != redis.Nil {
+			return err
+		}
+		if err := kids.Err(); err != nil {
+			return err
+		}
+		if score, err := self.Result(); err == nil && w.isLive(score) {
+			w.add([]string{f})
+		}
+		second, _, deeper := strings.Cut(rest, "/")
+		children := matching(kids.Val(), second, deep && deeper)
+		if f == afterFirst {
+			children = slices.DeleteFunc(children, func(c string) bool { return c < afterSecond })
+		}
+		for chunk := range slices.Chunk(children, listChunk) {
+			if w.done() {
+				return nil
+			}
+			if err := w.subtrees(f, chunk); err != nil {
+				return err
+			}
+		}
+		if w.done() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// subtrees adds the live keys of the subtrees f/c for every c in children.
+func (w *walk) subtrees(f string, children []string) error {
+	pipe := w.s.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(children))
+	for i, c := range children {
+		cmds[i] = pipe.ZRangeByScore(w.ctx, keys.SubtreeIndex(w.ns, f+"/"+c), w.live)
+	}
+	if _, err := pipe.Exec(w.ctx); err != nil {
+		return err
+	}
+	for _, cmd := range cmds {
+		w.add(cmd.Val())
+	}
+	return nil
+}
+
+// add appends the keys that match the prefix and follow the cursor, in
+// path order.
+func (w *walk) add(ks []string) {
+	ks = slices.DeleteFunc(ks, func(k string) bool {
+		return !strings.HasPrefix(k, w.prefix) || (w.after != "" && pathCompare(k, w.after) <= 0)
+	})
+	slices.SortFunc(ks, pathCompare)
+	w.out = append(w.out, ks...)
+}
+
+func (w *walk) isLive(score float64) bool {
+	return score > float64(w.s.cfg.Now().UnixMilli())
+}
+
+// matching returns the members equal to seg (exact) or starting with it,
+// sorted.
+func matching(members []string, seg string, exact bool) []string {
+	out := members[:0:0]
+	for _, m := range members {
+		if (exact && m == seg) || (!exact && strings.HasPrefix(m, seg)) {
+			out = append(out, m)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// pathCompare orders keys segment by segment, so "a/b" sorts before "a-b"
+// and "a" before "a/b": the order of a walk down the index tree.
+func pathCompare(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		ca, cb := a[i], b[i]
+		if ca == cb {
+			continue
+		}
+		if ca == '/' {
+			return -1
+		}
+		if cb == '/' {
+			return 1
+		}
+		return int(ca) - int(cb)
+	}
+	return len(a) - len(b)
+}
+
+// validPrefix accepts the start of a key: key characters and '/', within
+// the key length limit.
+func validPrefix(p string) error {
+	if len(p) > keys.MaxKeyLen {
+		return fmt.Errorf("%w: prefix is longer than %d bytes", ErrInvalidArgument, keys.MaxKeyLen)
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg != "" && !keys.ValidSegment(seg) && seg != "." {
+			return fmt.Errorf("%w: prefix segment %q has characters outside [A-Za-z0-9._:@-]", ErrInvalidArgument, seg)
+		}
+	}
+	return nil
+}
+
+func encodeCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key))
+}
+
+func decodeCursor(c string) (string, error) {
+	if c == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || keys.Validate(string(b)) != nil {
+		return "", fmt.Errorf("%w: cursor is not one this server returned", ErrInvalidArgument)
+	}
+	return string(b), nil
+}

@@ -1,0 +1,478 @@
+// Package store keeps memsync's vector-clocked keys in Redis.
+//
+// A key holds one or more siblings (see Envelope); every read-modify-write
+// is one atomic Lua script (scripts.go), and siblings are resolved on read
+// by the key's strategy (resolve.go, rules.go). Listing walks an index kept
+// by the writes, never the Redis keyspace.
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Errors returned by the store. Callers match them with errors.Is.
+var (
+	ErrNotFound           = errors.New("store: not found")
+	ErrPreconditionFailed = errors.New("store: precondition failed")
+	ErrInvalidArgument    = errors.New("store: invalid argument")
+	// ErrInvalidKey is keys.ErrInvalidKey, so one errors.Is covers both.
+	ErrInvalidKey = keys.ErrInvalidKey
+	// ErrUnavailable wraps any failure to reach Redis.
+	ErrUnavailable = errors.New("store: backend unavailable")
+)
+
+// Defaults of Config.
+const (
+	DefaultTTL        = time.Hour           // the seed's default
+	DefaultMaxTTL     = 30 * 24 * time.Hour // a month
+	DefaultSiblingCap = 32
+	// AnonymousWriter writes when a request names no writer.
+	AnonymousWriter = "anonymous"
+)
+
+// Config tunes a Store. Zero fields take the defaults above.
+type Config struct {
+	DefaultTTL time.Duration // TTL of a write that names none
+	MaxTTL     time.Duration // the largest TTL a write may ask for
+	SiblingCap int           // siblings past this are merged into one
+	Rules      *Rules        // strategy per key; nil means the built-in defaults
+	// Now is the clock for timestamps and expiries; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store reads and writes keys. It is safe for concurrent use.
+type Store struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a Store on rdb.
+func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.SiblingCap <= 0 {
+		cfg.SiblingCap = DefaultSiblingCap
+	}
+	if cfg.DefaultTTL > cfg.MaxTTL {
+		return nil, fmt.Errorf("%w: default TTL %s is above the maximum %s", ErrInvalidArgument, cfg.DefaultTTL, cfg.MaxTTL)
+	}
+	if cfg.Rules == nil {
+		r, err := NewRules(nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Rules = r
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{rdb: rdb, cfg: cfg}, nil
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+// Entry is a key's state as a reader sees it: its siblings and their
+// resolution.
+type Entry struct {
+	Namespace string
+	Key       string
+	// Value is the resolved value; nil when Resolved is false.
+	Value json.RawMessage
+	// Version merges every sibling's clock: the causal context to send back.
+	Version clock.Vector
+	ETag    string
+	// Timestamp and Writer are the newest sibling's.
+	Timestamp int64
+	Writer    string
+	// ExpiresAt is the expiry in Unix ms, 0 for none.
+	ExpiresAt int64
+	Strategy  Strategy
+	// Resolved is false when the strategy left several siblings to the client.
+	Resolved bool
+	// Siblings are every live sibling, oldest first; Discarded[i] tells
+	// whether Siblings[i] did not contribute to Value.
+	Siblings  []Envelope
+	Discarded []bool
+}
+
+// Conflict reports whether the entry has concurrent siblings.
+func (e Entry) Conflict() bool { return len(e.Siblings) > 1 }
+
+// PutRequest is one write.
+type PutRequest struct {
+	Value json.RawMessage
+	// Context is the version the writer last read; nil for none.
+	Context clock.Vector
+	// TTL is the lifetime; nil means the configured default, 0 no expiry.
+	TTL *time.Duration
+	// Writer names the writer; "" means AnonymousWriter.
+	Writer string
+	// IfMatch makes the write conditional on the current ETag.
+	IfMatch string
+	// IfNoneMatch makes the write create the key only.
+	IfNoneMatch bool
+}
+
+// PutResult is what a write did.
+type PutResult struct {
+	Entry
+	// Superseded counts the siblings the write replaced.
+	Superseded int
+	// Conflicted is true when the write left concurrent siblings.
+	Conflicted bool
+	// Written is the envelope this write stored, with its own version.
+	Written Envelope
+}
+
+// Put writes a value to key in namespace ns. It returns ErrInvalidKey,
+// ErrInvalidArgument, ErrPreconditionFailed or ErrUnavailable.
+func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutResult, error) {
+	if err := validate(ns, key); err != nil {
+		return PutResult{}, err
+	}
+	if req.Writer == "" {
+		req.Writer = AnonymousWriter
+	}
+	if !clock.ValidID(req.Writer) {
+		return PutResult{}, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
+	}
+	if !json.Valid(req.Value) {
+		return PutResult{}, fmt.Errorf("%w: value is not valid JSON", ErrInvalidArgument)
+	}
+	ttl := s.cfg.DefaultTTL
+	if req.TTL != nil {
+		ttl = *req.TTL
+	}
+	if ttl < 0 || ttl > s.cfg.MaxTTL {
+		return PutResult{}, fmt.Errorf("%w: ttl must be between 0 and %d seconds", ErrInvalidArgument, int64(s.cfg.MaxTTL/time.Second))
+	}
+	now := s.cfg.Now()
+	var exp int64
+	if ttl > 0 {
+		exp = now.Add(ttl).UnixMilli()
+	}
+	res, err := s.put(ctx, ns, key, req, now.UnixMilli(), exp)
+	if err != nil {
+		return PutResult{}, err
+	}
+	if len(res.Siblings) > s.cfg.SiblingCap {
+		if compacted, ok := s.compact(ctx, ns, key, req.Writer); ok {
+			res.Entry = compacted.Entry
+		}
+	}
+	return res, nil
+}
+
+// put runs putScript and builds the entry the write produced.
+func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64) (PutResult, error) {
+	value := compact(req.Value)
+	tail := make([]byte, 0, len(value)+len(req.Writer)+48)
+	tail = append(tail, `,"timestamp":`...)
+	tail = strconv.AppendInt(tail, ts, 10)
+	tail = append(tail, `,"writer":"`...)
+	tail = append(tail, req.Writer...) // a valid id needs no JSON escaping
+	tail = append(tail, `","value":`...)
+	tail = append(tail, value...)
+	tail = append(tail, '}')
+	etag := newETag()
+	ifNoneMatch := ""
+	if req.IfNoneMatch {
+		ifNoneMatch = "1"
+	}
+
+	// The namespace-wide indexes live in other hash slots than the key, so
+	// they cannot be written by the script; they are raised first, in the
+	// same round trip, so a listed subtree never misses a written key.
+	// (A failed write leaves at most an index entry pointing at nothing.)
+	pipe := s.rdb.Pipeline()
+	s.touchIndexes(ctx, pipe, ns, key, exp)
+	run := putScript.EvalSha(ctx, pipe,
+		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)},
+		key, req.Writer, req.Context.String(), tail, exp, req.IfMatch, ifNoneMatch, etag)
+	_, err := pipe.Exec(ctx)
+	if err != nil && isNoScript(err) {
+		// First use on this Redis: load the script and run it again. The
+		// index updates above are idempotent.
+		pipe = s.rdb.Pipeline()
+		s.touchIndexes(ctx, pipe, ns, key, exp)
+		run = putScript.Eval(ctx, pipe,
+			[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)},
+			key, req.Writer, req.Context.String(), tail, exp, req.IfMatch, ifNoneMatch, etag)
+		_, err = pipe.Exec(ctx)
+	}
+	if err != nil {
+		return PutResult{}, wrap("put", key, err)
+	}
+	out, err := run.Slice()
+	if err != nil {
+		return PutResult{}, wrap("put", key, err)
+	}
+	if len(out) >= 1 && out[0] == "precondition_failed" {
+		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, key)
+	}
+	if len(out) < 5 {
+		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", key, out)
+	}
+	version, err := clock.Parse(asString(out[2]))
+	if err != nil {
+		return PutResult{}, fmt.Errorf("store: put %q: %w", key, err)
+	}
+	sibs := make([]Envelope, 0, len(out)-4)
+	for _, b := range out[5:] {
+		var e Envelope
+		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
+			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", key, err)
+		}
+		sibs = append(sibs, e)
+	}
+	written := Envelope{Value: value, Version: version, Timestamp: ts, Writer: req.Writer}
+	sibs = append(sibs, written)
+	superseded, _ := out[4].(int64)
+	entry, err := s.entry(ns, key, asString(out[1]), exp, sibs, "")
+	if err != nil {
+		return PutResult{}, err
+	}
+	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written}, nil
+}
+
+// touchIndexes queues the updates of the namespace-wide indexes for a write
+// of key expiring at exp (0: never): the first segment in the roots index,
+// the second in its parent's children index (both scored by the latest
+// expiry below them, so a sweep may drop only dead ones), and the key in the
+// expiry index (scored by the earliest expiry asked for; a sweeper checks
+// the key's own subtree index, which the script keeps exact).
+func (s *Store) touchIndexes(ctx context.Context, pipe redis.Pipeliner, ns, key string, exp int64) {
+	score := float64(exp)
+	if exp == 0 {
+		score = inf
+	}
+	first, rest, deep := strings.Cut(key, "/")
+	pipe.ZAddGT(ctx, keys.Namespace(ns, "roots"), redis.Z{Score: score, Member: first})
+	if deep {
+		second, _, _ := strings.Cut(rest, "/")
+		pipe.ZAddGT(ctx, keys.Aux(ns, first, "children"), redis.Z{Score: score, Member: second})
+	}
+	if exp != 0 {
+		pipe.ZAddLT(ctx, keys.Namespace(ns, "expiry"), redis.Z{Score: score, Member: key})
+	}
+}
+
+// compact merges a key's siblings into one once they pass the cap: the
+// strategy's resolution (LWW for the siblings strategy) is written back by
+// the writer that tipped it over, with the merged version as context, so it
+// supersedes every sibling; nothing is dropped from the merge. It gives up
+// after a few lost races: the next write past the cap tries again.
+func (s *Store) compact(ctx context.Context, ns, key, writer string) (PutResult, bool) {
+	for range 3 {
+		cur, err := s.Get(ctx, ns, key, GetOptions{})
+		if err != nil || len(cur.Siblings) <= s.cfg.SiblingCap {
+			return PutResult{}, false
+		}
+		if !cur.Resolved {
+			if cur, err = s.Get(ctx, ns, key, GetOptions{Resolve: LWW}); err != nil {
+				return PutResult{}, false
+			}
+		}
+		last := cur.Siblings[len(cur.Siblings)-1]
+		res, err := s.put(ctx, ns, key, PutRequest{
+			Value: cur.Value, Context: cur.Version, Writer: writer, IfMatch: cur.ETag,
+		}, max(s.cfg.Now().UnixMilli(), last.Timestamp), cur.ExpiresAt)
+		if err == nil {
+			return res, true
+		}
+		if !errors.Is(err, ErrPreconditionFailed) {
+			return PutResult{}, false
+		}
+	}
+	return PutResult{}, false
+}
+
+// GetOptions tune a read.
+type GetOptions struct {
+	// Resolve overrides the key's strategy for this read; "" keeps it.
+	Resolve Strategy
+}
+
+// Get reads key in namespace ns and resolves its siblings. It returns
+// ErrInvalidKey, ErrNotFound or ErrUnavailable.
+func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry, error) {
+	if err := validate(ns, key); err != nil {
+		return Entry{}, err
+	}
+	fields, err := s.rdb.HGetAll(ctx, keys.Redis(ns, key)).Result()
+	if err != nil {
+		return Entry{}, wrap("get", key, err)
+	}
+	etag, ok := fields["etag"]
+	if !ok {
+		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	exp, _ := strconv.ParseInt(fields["exp"], 10, 64)
+	sibs := make([]Envelope, 0, 1)
+	for f, blob := range fields {
+		if !strings.HasPrefix(f, "s:") {
+			continue
+		}
+		var e Envelope
+		if err := json.Unmarshal([]byte(blob), &e); err != nil {
+			return Entry{}, fmt.Errorf("store: get %q: corrupt sibling %s: %w", key, f, err)
+		}
+		sibs = append(sibs, e)
+	}
+	if len(sibs) == 0 {
+		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return s.entry(ns, key, etag, exp, sibs, opt.Resolve)
+}
+
+// entry resolves sibs into the Entry a reader sees.
+func (s *Store) entry(ns, key, etag string, exp int64, sibs []Envelope, override Strategy) (Entry, error) {
+	rule := s.cfg.Rules.For(key)
+	strategy := rule.Strategy
+	if override != "" {
+		strategy = override
+	}
+	sortOldestFirst(sibs)
+	res, err := Resolve(sibs, strategy, rule.Field)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	version := clock.Vector{}
+	for _, e := range sibs {
+		version = version.Merge(e.Version)
+	}
+	newest := sibs[len(sibs)-1]
+	return Entry{
+		Namespace: ns, Key: key,
+		Value: res.Value, Version: version, ETag: etag,
+		Timestamp: newest.Timestamp, Writer: newest.Writer, ExpiresAt: exp,
+		Strategy: strategy, Resolved: res.Resolved,
+		Siblings: sibs, Discarded: res.Discarded,
+	}, nil
+}
+
+// Delete removes key. With ifMatch it removes only an unchanged key. It
+// returns ErrInvalidKey, ErrNotFound, ErrPreconditionFailed or ErrUnavailable.
+func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
+	if err := validate(ns, key); err != nil {
+		return err
+	}
+	n, err := deleteScript.Run(ctx, s.rdb,
+		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, ifMatch).Int()
+	if err != nil {
+		return wrap("delete", key, err)
+	}
+	switch n {
+	case 0:
+		return fmt.Errorf("%w: %q", ErrNotFound, key)
+	case -1:
+		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, key)
+	}
+	return nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func validate(ns, key string) error {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return err
+	}
+	return keys.Validate(key)
+}
+
+// wrap names the operation and classifies a Redis failure: a reply error
+// from the server is a bug or misuse (internal), anything else means Redis
+// could not be reached.
+func wrap(op, key string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("store: %s %q: %w", op, key, err)
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) && !transient(reply.Error()) {
+		return fmt.Errorf("store: %s %q: %w", op, key, err)
+	}
+	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, key, err)
+}
+
+// transient reports whether a Redis reply error means the server cannot
+// serve right now (loading, failing over) rather than that the request was
+// wrong.
+func transient(msg string) bool {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// newETag returns a fresh opaque etag. It is random rather than derived from
+// the content so that a key deleted and written again never repeats an
+// etag a client may still hold.
+func newETag() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func asString(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// inf scores index entries of keys that never expire.
+var inf = math.Inf(1)
+
+// compact strips insignificant whitespace from valid JSON so that stored
+// values are canonical in layout (not in key order: values are opaque).
+func compact(v json.RawMessage) []byte {
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		return v
+	}
+	return b.Bytes()
+}
+
+// sortOldestFirst orders siblings by timestamp, then writer, then version:
+// the order every instance resolves in.
+func sortOldestFirst(sibs []Envelope) {
+	slices.SortFunc(sibs, func(a, b Envelope) int {
+		return cmp.Or(
+			cmp.Compare(a.Timestamp, b.Timestamp),
+			cmp.Compare(a.Writer, b.Writer),
+			cmp.Compare(a.Version.String(), b.Version.String()),
+		)
+	})
+}
