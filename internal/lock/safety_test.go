@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -80,7 +81,7 @@ func TestSafety(t *testing.T) {
 	if len(holds) != clients*cycles {
 		t.Fatalf("%d grants, want %d", len(holds), clients*cycles)
 	}
-	slices.SortFunc(holds, func(a, b hold) int { return int(a.g.Fence - b.g.Fence) })
+	slices.SortFunc(holds, func(a, b hold) int { return cmp.Compare(a.g.Fence, b.g.Fence) })
 	expired := 0
 	for i, h := range holds {
 		if !h.released {

@@ -458,9 +458,11 @@ func TestConcurrentWritersMatchModel(t *testing.T) {
 		}
 		var (
 			mu   sync.Mutex
-			acks []ack
-			wg   sync.WaitGroup
+			acks  []ack
+			wg    sync.WaitGroup
+			phase sync.WaitGroup
 		)
+		phase.Add(writers)
 		ctx := context.Background()
 		for w := range writers {
 			wg.Add(1)
@@ -472,8 +474,14 @@ func TestConcurrentWritersMatchModel(t *testing.T) {
 				for i := range opsEach {
 					var c clock.Vector
 					op := rng.IntN(3)
+					if i == opsEach-3 {
+						// Everyone ends with blind writes, after a barrier, so
+						// that many concurrent siblings must survive.
+						phase.Done()
+						phase.Wait()
+					}
 					if i >= opsEach-3 {
-						op = 0 // end with blind writes, so that many concurrent siblings must survive
+						op = 0
 					}
 					switch op {
 					case 1: // read, then write with what was read
@@ -485,6 +493,7 @@ func TestConcurrentWritersMatchModel(t *testing.T) {
 							}
 						} else if !errors.Is(err, store.ErrNotFound) {
 							t.Error(err)
+							phase.Done()
 							return
 						}
 					case 2: // write with an old context
@@ -494,6 +503,7 @@ func TestConcurrentWritersMatchModel(t *testing.T) {
 					res, err := s.Put(ctx, ns, "model/k", store.PutRequest{Value: json.RawMessage(value), Writer: writer, Context: c})
 					if err != nil {
 						t.Error(err)
+						phase.Done()
 						return
 					}
 					mu.Lock()
