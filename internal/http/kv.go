@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -204,7 +205,12 @@ func target(r *http.Request, cfg Config) (ns, key string, err error) {
 	if ns, err = namespace(r, cfg); err != nil {
 		return "", "", err
 	}
-	key = chi.URLParam(r, "*")
+	// chi routes on the raw path, so a key sent percent-encoded
+	// (tasks%2FT1%2Fstate) arrives escaped.
+	key, err = url.PathUnescape(chi.URLParam(r, "*"))
+	if err != nil {
+		return "", "", fmt.Errorf("%w: bad percent-encoding in the key", keys.ErrInvalidKey)
+	}
 	if err := keys.Validate(key); err != nil {
 		return "", "", err
 	}

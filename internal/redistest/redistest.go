@@ -23,6 +23,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+func init() {
+	// go-redis logs every failed dial; the tests that stop Redis on purpose
+	// would drown the output.
+	redis.SetLogger(quiet{})
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
 // Backend is one Redis a test body runs against.
 type Backend struct {
 	// Name is "miniredis" or "redis-server"; it names the subtest.

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -107,20 +108,34 @@ func (r Resolution) winner(sibs []Envelope, w int) Resolution {
 // bytes break the last ties, so only identical siblings are ever left in
 // input order, and for them the order cannot change the answer.
 func oldestFirstOrder(sibs []Envelope) []int {
-	versions := make([]string, len(sibs))
 	order := make([]int, len(sibs))
-	for i, e := range sibs {
-		versions[i] = e.Version.String()
+	for i := range order {
 		order[i] = i
+	}
+	// Version strings cost a sort and an allocation each, and siblings of
+	// one writer at one millisecond are rare: build them only for such ties.
+	var versions []string
+	version := func(i int) string {
+		if versions == nil {
+			versions = make([]string, len(sibs))
+		}
+		if versions[i] == "" {
+			versions[i] = "=" + sibs[i].Version.String() // "=": never "" once built
+		}
+		return versions[i]
 	}
 	slices.SortFunc(order, func(i, j int) int {
 		a, b := &sibs[i], &sibs[j]
-		return cmp.Or(
-			cmp.Compare(a.Timestamp, b.Timestamp),
-			cmp.Compare(a.Writer, b.Writer),
-			cmp.Compare(versions[i], versions[j]),
-			bytes.Compare(a.Value, b.Value),
-		)
+		if c := cmp.Compare(a.Timestamp, b.Timestamp); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Writer, b.Writer); c != 0 {
+			return c
+		}
+		if c := strings.Compare(version(i), version(j)); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Value, b.Value)
 	})
 	return order
 }
@@ -204,18 +219,7 @@ func resolveMax(sibs []Envelope, order []int, field string) (int, bool) {
 		return 0, false
 	}
 	for _, i := range order {
-		c := leadingByte(sibs[i].Value)
-		if numbers && !isNumberStart(c) || !numbers && c != '{' {
-			return 0, false
-		}
-		v, ok := decodeJSON(sibs[i].Value)
-		if !ok {
-			return 0, false
-		}
-		if !numbers {
-			v = v.(map[string]any)[field]
-		}
-		num, ok := v.(json.Number)
+		num, ok := maxOperand(sibs[i].Value, numbers, field)
 		if !ok {
 			return 0, false
 		}
@@ -225,6 +229,31 @@ func resolveMax(sibs []Envelope, order []int, field string) (int, bool) {
 		}
 	}
 	return bestAt, true
+}
+
+// maxOperand returns the number literal max compares in v: v itself when
+// numbers, else v's member field. Only the top level is decoded: max runs on
+// every read of a busy progress key.
+func maxOperand(v []byte, numbers bool, field string) ([]byte, bool) {
+	if !numbers {
+		if leadingByte(v) != '{' {
+			return nil, false
+		}
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(v, &members); err != nil {
+			return nil, false
+		}
+		v = members[field]
+	} else if !json.Valid(v) {
+		return nil, false
+	}
+	// v is valid JSON (Unmarshal checked all of it), so a value that starts
+	// like a number is one number literal, give or take whitespace.
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || !isNumberStart(v[0]) {
+		return nil, false
+	}
+	return v, true
 }
 
 // unionSet builds an array union: elements in first-seen order, each kept

@@ -75,6 +75,12 @@ func TestResolve(t *testing.T) {
 				sib(2, "w2", `[{"b":[2.00],"a":1e0}, 1, 1E0, 10e-1, 0.1e1, 0, 0.0]`),
 			},
 			`[{"a":1,"b":[2]},1.0,-0]`, u, []bool{false, false}},
+		{"union/huge exponents compare exactly", u, "",
+			[]store.Envelope{
+				sib(1, "w1", `[1e99999999999999999999, 100, -1e99999999999999999999]`),
+				sib(2, "w2", `[10e99999999999999999998, 0.1E100000000000000000000, 1e0000000000000000002, 1e99999999999999999998]`),
+			},
+			`[1e99999999999999999999,100,-1e99999999999999999999,1e99999999999999999998]`, u, []bool{false, false}},
 		{"union/duplicates inside one array", u, "",
 			[]store.Envelope{sib(1, "w1", `["a","a",null,null]`), sib(2, "w2", `[true,"a",true]`)},
 			`["a",null,true]`, u, []bool{false, false}},

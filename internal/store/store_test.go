@@ -457,7 +457,7 @@ func TestConcurrentWritersMatchModel(t *testing.T) {
 			version clock.Vector
 		}
 		var (
-			mu   sync.Mutex
+			mu    sync.Mutex
 			acks  []ack
 			wg    sync.WaitGroup
 			phase sync.WaitGroup
