@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startServer runs the real run() on a free loopback port with the given
+// extra flags and environment, and stops it when the test ends. It returns
+// the base URL once /healthz answers.
+func startServer(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() {
+		done <- run(ctx, append([]string{"--addr", addr}, args...), func(k string) string { return env[k] }, logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run returned %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("run did not return within 15 s of cancellation")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get(base + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return base
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run exited early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not answer /healthz: %v\n%s", err, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunServesEmbeddedAndShutsDown(t *testing.T) {
+	base := startServer(t, nil)
+	req, _ := http.NewRequest("PUT", base+"/v1/kv/tasks/T1/state", strings.NewReader(`{"value":{"status":"running"}}`))
+	req.Header.Set("X-Worker-Id", "w1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("PUT = %d", res.StatusCode)
+	}
+	res, err = http.Get(base + "/v1/kv/tasks/T1/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"value":{"status":"running"}`) {
+		t.Errorf("GET = %d %s", res.StatusCode, body)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(config) error
+		wantErr string
+	}{
+		{name: "defaults", check: func(c config) error {
+			if c.Addr != "127.0.0.1:8080" || c.Namespace != "task-sentinel" || c.DefaultTTL != time.Hour || c.RedisURL != "" {
+				return fmt.Errorf("got %+v", c)
+			}
+			return nil
+		}},
+		{name: "environment fallback", env: map[string]string{"MEMSYNC_NAMESPACE": "prod", "MEMSYNC_DEFAULT_TTL": "90s", "REDIS_URL": "redis://x:6379"},
+			check: func(c config) error {
+				if c.Namespace != "prod" || c.DefaultTTL != 90*time.Second || c.RedisURL != "redis://x:6379" {
+					return fmt.Errorf("got %+v", c)
+				}
+				return nil
+			}},
+		{name: "flag wins over environment", args: []string{"--namespace", "flag"}, env: map[string]string{"MEMSYNC_NAMESPACE": "env"},
+			check: func(c config) error {
+				if c.Namespace != "flag" {
+					return fmt.Errorf("namespace %q", c.Namespace)
+				}
+				return nil
+			}},
+		{name: "ttl 0 means never", args: []string{"--default-ttl", "0"}, check: func(c config) error {
+			if c.DefaultTTL != 0 {
+				return fmt.Errorf("default ttl %s", c.DefaultTTL)
+			}
+			return nil
+		}},
+		{name: "bad ttl", args: []string{"--default-ttl", "soon"}, wantErr: "default-ttl"},
+		{name: "negative ttl", args: []string{"--default-ttl", "-1"}, wantErr: "default-ttl"},
+		{name: "default above max", args: []string{"--default-ttl", "2h", "--max-ttl", "1h"}, wantErr: "above max-ttl"},
+		{name: "public address refused", args: []string{"--addr", "0.0.0.0:8080"}, wantErr: "loopback only"},
+		{name: "public address with --insecure", args: []string{"--addr", "0.0.0.0:8080", "--insecure"}, check: func(c config) error { return nil }},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.check(c); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestMaskURL(t *testing.T) {
+	got := maskURL("redis://user:secret@h1:7000,redis://:other@h2:7001")
+	if strings.Contains(got, "secret") || strings.Contains(got, "other") {
+		t.Errorf("maskURL leaked a password: %s", got)
+	}
+}
+
+// TestREADMECurl runs every curl line of the README, in order, against a
+// fresh server, and checks each "# → STATUS fragment…fragment" annotation:
+// the status, and that each JSON fragment between "…" appears in the body.
+func TestREADMECurl(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "base64", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("MEMSYNC_REQUIRE_CURL") == "1" {
+				t.Fatalf("%s is missing and MEMSYNC_REQUIRE_CURL=1", tool)
+			}
+			t.Skipf("skipping: %s is not installed", tool)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startServer(t, nil)
+	host := strings.TrimPrefix(base, "http://")
+
+	dir := t.TempDir()
+	var script strings.Builder
+	fmt.Fprintf(&script, `set -u
+status_file=%[1]s/status; body_file=%[1]s/body
+curl() { command curl "$@" -w '%%{stderr}%%{http_code}' 2>"$status_file" | tee "$body_file"; return "${PIPESTATUS[0]}"; }
+check() {
+  local want=$1 line=$2 got; got=$(cat "$status_file")
+  if [ "$got" != "$want" ]; then echo "README line $line: status $got, want $want; body: $(cat "$body_file")" >&2; exit 1; fi
+  echo "$3" | base64 -d | while IFS= read -r frag; do
+    [ -z "$frag" ] && continue
+    grep -qF -- "$frag" "$body_file" || { echo "README line $line: body lacks $frag; body: $(cat "$body_file")" >&2; exit 1; }
+  done || exit 1
+}
+`, dir)
+	inBlock, curls, checks := false, 0, 0
+	for i, line := range strings.Split(string(readme), "\n") {
+		n := i + 1
+		switch {
+		case strings.HasPrefix(line, "```sh"):
+			inBlock = true
+			continue
+		case strings.HasPrefix(line, "```"):
+			inBlock = false
+			continue
+		}
+		if !inBlock || strings.HasPrefix(line, "make ") || strings.HasPrefix(line, "redis-cli ") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "# → "); ok {
+			status, text, _ := strings.Cut(rest, " ")
+			var frags []string
+			if strings.HasPrefix(text, "{") || strings.HasPrefix(text, "…") {
+				for _, f := range strings.Split(text, "…") {
+					if f = strings.TrimSpace(f); f != "" {
+						frags = append(frags, f)
+					}
+				}
+			}
+			fmt.Fprintf(&script, "check %s %d %s\n", status, n,
+				base64.StdEncoding.EncodeToString([]byte(strings.Join(frags, "\n")+"\n")))
+			checks++
+			continue
+		}
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.ReplaceAll(line, "localhost:8080", host)
+		fmt.Fprintf(&script, "%s >/dev/null || { echo 'README line %d failed' >&2; exit 1; }\n", line, n)
+		if strings.Contains(line, "curl ") {
+			curls++
+		}
+	}
+	if curls < 20 || checks < 20 {
+		t.Fatalf("found %d curl lines and %d checks in the README; the parser is probably broken", curls, checks)
+	}
+	cmd := exec.Command("bash", "-c", script.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("README curl lines failed: %v\n%s", err, out)
+	}
+	t.Logf("ran %d curl lines, checked %d results", curls, checks)
+}
