@@ -128,3 +128,11 @@ func SubtreeIndex(ns, key string) string {
 func Namespace(ns, kind string) string {
 	return Prefix + "{" + ns + "}#" + kind
 }
+
+// Global returns a Redis key for state shared by all namespaces, named by
+// kind: "ms:{#memsync}#kind". Every such key shares one hash slot, so one
+// script may touch several; '#' cannot occur in a namespace, so no
+// namespace's keys collide with them.
+func Global(kind string) string {
+	return Prefix + "{#memsync}#" + kind
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -345,6 +346,67 @@ func TestResolveDeterministic(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestMaxAgainstBigRat checks max's exact comparison against big.Rat on
+// numbers spelt every way JSON allows: leading and trailing zeros, fractions,
+// exponents, negative zero.
+func TestMaxAgainstBigRat(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	digits := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = "0001239"[r.IntN(7)]
+		}
+		return string(b)
+	}
+	number := func() string {
+		s := ""
+		if r.IntN(2) == 0 {
+			s = "-"
+		}
+		if r.IntN(3) == 0 {
+			s += "0"
+		} else {
+			s += string("123456789"[r.IntN(9)]) + digits(r.IntN(4))
+		}
+		if r.IntN(2) == 0 {
+			s += "." + digits(1+r.IntN(4))
+		}
+		if r.IntN(2) == 0 {
+			s += []string{"e", "E", "e+", "e-", "E-0"}[r.IntN(5)] + fmt.Sprint(r.IntN(5))
+		}
+		return s
+	}
+	for range 5000 {
+		a, b := number(), number()
+		ra, _ := new(big.Rat).SetString(a)
+		rb, _ := new(big.Rat).SetString(b)
+		// b is the newer sibling, so it wins ties.
+		want := b
+		if ra.Cmp(rb) > 0 {
+			want = a
+		}
+		res, err := store.Resolve([]store.Envelope{sib(1, "w1", a), sib(2, "w2", b)}, store.Max, "")
+		if err != nil || res.Strategy != store.Max {
+			t.Fatalf("max(%s, %s) = %+v, %v", a, b, res, err)
+		}
+		if string(res.Value) != want {
+			t.Fatalf("max(%s, %s) = %s, want %s", a, b, res.Value, want)
+		}
+		// Union drops b exactly when it equals a.
+		res, err = store.Resolve([]store.Envelope{sib(1, "w1", "["+a+"]"), sib(2, "w2", "["+b+"]")}, store.Union, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUnion := "[" + a + "," + b + "]"
+		if ra.Cmp(rb) == 0 {
+			wantUnion = "[" + a + "]"
+		}
+		if string(res.Value) != wantUnion {
+			t.Fatalf("union([%s], [%s]) = %s, want %s", a, b, res.Value, wantUnion)
 		}
 	}
 }

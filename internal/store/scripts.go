@@ -13,7 +13,8 @@ import "github.com/redis/go-redis/v9"
 //	                                    read only this, never the values
 //	                            s:<id>  one sibling's envelope as JSON:
 //	                                    {"version":{…},"timestamp":…,"writer":"…","value":…}
-//	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf)
+//	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
+//	                          exact: only the scripts change it
 //
 // Values are opaque to the scripts: Lua's cjson would round big integers
 // through doubles and turn [] into {}, so a value is only ever concatenated,
@@ -38,10 +39,12 @@ import "github.com/redis/go-redis/v9"
 // ARGV[7] "1" for If-None-Match: *
 // ARGV[8] the etag of the state this write creates
 //
-// Returns {"ok", etag, version, siblings, superseded, blob…} where version is
-// the new sibling's clock in text form, siblings the count after the write,
-// superseded the count removed, and blob… the envelopes of the other
-// siblings still present (none when the write left a single sibling); or
+// Returns {"ok", etag, version, siblings, superseded, expired, blob…} where
+// version is the new sibling's clock in text form, siblings the count after
+// the write, superseded the count removed, expired 1 when the key had
+// expired but was still in the subtree index (the sweeper had not announced
+// it yet; the caller does), and blob… the envelopes of the other siblings
+// still present (none when the write left a single sibling); or
 // {"precondition_failed", current etag or ""} when a condition fails.
 var putScript = redis.NewScript(`
 local function parse(s)
@@ -64,6 +67,12 @@ elseif ARGV[6] ~= "" and etag ~= ARGV[6] then
   return {"precondition_failed", etag or ""}
 end
 if ARGV[7] == "1" and etag then return {"precondition_failed", etag} end
+
+local expired = 0
+if not etag then
+  local old = redis.call("ZSCORE", KEYS[2], ARGV[1])
+  if old and old ~= "inf" then expired = 1 end
+end
 
 local w = ARGV[2]
 local new = parse(ARGV[3])
@@ -120,7 +129,7 @@ else
   redis.call("ZADD", KEYS[2], "+inf", ARGV[1])
 end
 
-local out = {"ok", ARGV[8], version, #keep, #gone}
+local out = {"ok", ARGV[8], version, #keep, #gone, expired}
 if #others > 0 then
   local blobs = redis.call("HMGET", KEYS[1], unpack(others))
   for _, b in ipairs(blobs) do out[#out + 1] = b end
@@ -146,4 +155,42 @@ if ARGV[2] ~= "" and etag ~= ARGV[2] then return -1 end
 redis.call("DEL", KEYS[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
 return 1
+`)
+
+// sweepScript decides whether a key the expiry index lists has expired, and
+// if so claims the announcement: the subtree index entry is removed
+// atomically, so of several instances sweeping at once exactly one gets
+// "expired".
+//
+// KEYS[1] the data hash; KEYS[2] the subtree index
+// ARGV[1] the key; ARGV[2] now, Unix ms
+//
+// Returns {"gone"} when the index no longer lists the key (deleted, or
+// already announced); {"live", score} when it was written again and now
+// expires at score ("inf": never); {"wait"} when the index says expired but
+// Redis still has the data (clock skew: try again later); {"expired"} when
+// this caller must announce the expiry.
+var sweepScript = redis.NewScript(`
+local score = redis.call("ZSCORE", KEYS[2], ARGV[1])
+if not score then return {"gone"} end
+if score == "inf" or tonumber(score) > tonumber(ARGV[2]) then return {"live", score} end
+if redis.call("EXISTS", KEYS[1]) == 1 then return {"wait"} end
+redis.call("ZREM", KEYS[2], ARGV[1])
+return {"expired"}
+`)
+
+// unlistExpiryScript removes an entry from the expiry index only while its
+// score is in the past, so that an entry a write has just moved into the
+// future survives a sweep that read the old one.
+//
+// KEYS[1] the expiry index
+// ARGV[1] the member ("ns/key"); ARGV[2] now, Unix ms
+//
+// Returns 1 when removed, 0 otherwise.
+var unlistExpiryScript = redis.NewScript(`
+local s = redis.call("ZSCORE", KEYS[1], ARGV[1])
+if s and s ~= "inf" and tonumber(s) <= tonumber(ARGV[2]) then
+  return redis.call("ZREM", KEYS[1], ARGV[1])
+end
+return 0
 `)

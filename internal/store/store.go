@@ -55,6 +55,8 @@ type Config struct {
 	Rules      *Rules        // strategy per key; nil means the built-in defaults
 	// Now is the clock for timestamps and expiries; nil means time.Now.
 	Now func() time.Time
+	// EventLogLen bounds the replayable event log (DefaultEventLogLen).
+	EventLogLen int64
 }
 
 // Store reads and writes keys. It is safe for concurrent use.
@@ -86,6 +88,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.EventLogLen <= 0 {
+		cfg.EventLogLen = DefaultEventLogLen
 	}
 	return &Store{rdb: rdb, cfg: cfg}, nil
 }
@@ -232,15 +237,23 @@ func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp
 	if len(out) >= 1 && out[0] == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, key)
 	}
-	if len(out) < 5 {
+	if len(out) < 6 {
 		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", key, out)
 	}
 	version, err := clock.Parse(asString(out[2]))
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", key, err)
 	}
-	sibs := make([]Envelope, 0, len(out)-4)
-	for _, b := range out[5:] {
+	if expired, _ := out[5].(int64); expired == 1 {
+		// The key had expired but was not swept yet: its expiry is
+		// announced now, before the write that replaces it, and the
+		// script's index update keeps the sweeper from announcing it again.
+		if err := s.Publish(ctx, &Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: ts}); err != nil {
+			return PutResult{}, err
+		}
+	}
+	sibs := make([]Envelope, 0, len(out)-5)
+	for _, b := range out[6:] {
 		var e Envelope
 		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
 			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", key, err)
@@ -260,9 +273,11 @@ func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp
 // touchIndexes queues the updates of the namespace-wide indexes for a write
 // of key expiring at exp (0: never): the first segment in the roots index,
 // the second in its parent's children index (both scored by the latest
-// expiry below them, so a sweep may drop only dead ones), and the key in the
-// expiry index (scored by the earliest expiry asked for; a sweeper checks
-// the key's own subtree index, which the script keeps exact).
+// expiry below them, so a sweep may drop only dead ones), and "ns/key" in
+// the global expiry index that the sweeper walks. The sweeper trusts only
+// the key's own subtree index, which the script keeps exact, and removes an
+// expiry entry only while its score is in the past: set here before the
+// script, a future score is never lost to a sweep racing the write.
 func (s *Store) touchIndexes(ctx context.Context, pipe redis.Pipeliner, ns, key string, exp int64) {
 	score := float64(exp)
 	if exp == 0 {
@@ -275,7 +290,7 @@ func (s *Store) touchIndexes(ctx context.Context, pipe redis.Pipeliner, ns, key 
 		pipe.ZAddGT(ctx, keys.Aux(ns, first, "children"), redis.Z{Score: score, Member: second})
 	}
 	if exp != 0 {
-		pipe.ZAddLT(ctx, keys.Namespace(ns, "expiry"), redis.Z{Score: score, Member: key})
+		pipe.ZAdd(ctx, keys.Global("expiry"), redis.Z{Score: score, Member: ns + "/" + key})
 	}
 }
 

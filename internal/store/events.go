@@ -1,0 +1,109 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Event types.
+const (
+	EventPut    = "put"
+	EventDelete = "delete"
+	EventExpire = "expire"
+)
+
+// ChangeChannel is the Redis pub/sub channel every change event is
+// published on, for every namespace: one subscription per instance hears
+// them all.
+const ChangeChannel = "ms:changes"
+
+// DefaultEventLogLen is how many events the replayable log keeps
+// (approximately: Redis trims the stream in whole nodes).
+const DefaultEventLogLen = 10000
+
+// Event is one change to a key. ID orders events: consecutive events have
+// consecutive ids, so a gap is visible.
+type Event struct {
+	ID        uint64          `json:"id"`
+	Type      string          `json:"type"`
+	Namespace string          `json:"namespace"`
+	Key       string          `json:"key"`
+	Version   clock.Vector    `json:"version,omitempty"`
+	Timestamp int64           `json:"timestamp"`
+	Writer    string          `json:"writer,omitempty"`
+	Value     json.RawMessage `json:"value,omitempty"`
+}
+
+// publishScript appends an event to the log and publishes it, so that the
+// log order and the id are the same thing.
+//
+// KEYS[1] the event counter; KEYS[2] the event log stream (same slot)
+// ARGV[1] the channel; ARGV[2] the log's approximate maximum length
+// ARGV[3] the event JSON after its id: `"type":…}`
+//
+// Returns the event's id. The stream entry id is "0-<id>" and its field "e"
+// holds the event JSON, id included.
+var publishScript = redis.NewScript(`
+local n = redis.call("INCR", KEYS[1])
+local e = '{"id":' .. string.format("%d", n) .. ',' .. ARGV[3]
+redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. string.format("%d", n), "e", e)
+redis.call("PUBLISH", ARGV[1], e)
+return n
+`)
+
+// Publish appends ev to the event log and publishes it to every instance.
+// It fills in ev.ID.
+func (s *Store) Publish(ctx context.Context, ev *Event) error {
+	b, err := json.Marshal(struct {
+		Event
+		ID *struct{} `json:"id,omitempty"` // the script writes the id first
+	}{Event: *ev})
+	if err != nil {
+		return fmt.Errorf("store: publish %s %q: %w", ev.Type, ev.Key, err)
+	}
+	n, err := publishScript.Run(ctx, s.rdb,
+		[]string{keys.Global("events-seq"), keys.Global("events")},
+		ChangeChannel, s.cfg.EventLogLen, b[1:]).Uint64()
+	if err != nil {
+		return wrap("publish", ev.Key, err)
+	}
+	ev.ID = n
+	return nil
+}
+
+// ParseEvent decodes an event as published or logged.
+func ParseEvent(data string) (Event, error) {
+	var ev Event
+	if err := json.Unmarshal([]byte(data), &ev); err != nil {
+		return Event{}, fmt.Errorf("store: bad event %q: %w", data, err)
+	}
+	return ev, nil
+}
+
+// EventsAfter returns up to limit logged events with ids greater than
+// after, oldest first, and whether the log still held every event after
+// it (false: some were trimmed, and the caller missed them).
+func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
+	msgs, err := s.rdb.XRangeN(ctx, keys.Global("events"), "(0-"+strconv.FormatUint(after, 10), "+", limit).Result()
+	if err != nil {
+		return nil, false, wrap("events", "", err)
+	}
+	out := make([]Event, 0, len(msgs))
+	for _, m := range msgs {
+		data, _ := m.Values["e"].(string)
+		ev, err := ParseEvent(data)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, ev)
+	}
+	complete := len(out) == 0 || out[0].ID == after+1
+	return out, complete, nil
+}

@@ -1,0 +1,150 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// collect subscribes to the change channel and returns a function that
+// waits until n events have arrived (or the timeout passes) and returns them.
+func collect(t *testing.T, b redistest.Backend) func(n int, timeout time.Duration) []store.Event {
+	t.Helper()
+	sub := b.Client.Subscribe(context.Background(), store.ChangeChannel)
+	if _, err := sub.Receive(context.Background()); err != nil { // the subscription confirmation
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	ch := sub.Channel()
+	return func(n int, timeout time.Duration) []store.Event {
+		var got []store.Event
+		deadline := time.After(timeout)
+		for len(got) < n {
+			select {
+			case m := <-ch:
+				ev, err := store.ParseEvent(m.Payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, ev)
+			case <-deadline:
+				return got
+			}
+		}
+		return got
+	}
+}
+
+func TestSweepAnnouncesEachExpiryOnceAcrossInstances(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		wait := collect(t, b)
+		const n = 40
+		writer := newStore(t, b, store.Config{})
+		start := time.Now()
+		for i := range n {
+			if _, err := writer.Put(context.Background(), ns, fmt.Sprintf("workers/w%d/heartbeat", i),
+				store.PutRequest{Value: json.RawMessage(`{}`), TTL: ttl(time.Second)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustPut(t, writer, "workers/keep/heartbeat", "w", `{}`, nil) // default TTL: not due
+		// Three instances sweep concurrently, as three servers would.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var wg sync.WaitGroup
+		for range 3 {
+			s := newStore(t, b, store.Config{})
+			wg.Go(func() { s.RunSweeper(ctx, 50*time.Millisecond, func(err error) { t.Error(err) }) })
+		}
+		got := wait(n, 5*time.Second)
+		elapsed := time.Since(start)
+		extra := wait(1, 500*time.Millisecond) // nothing announced twice
+		cancel()
+		wg.Wait()
+		seen := map[string]int{}
+		for _, ev := range append(got, extra...) {
+			if ev.Type != store.EventExpire || ev.Namespace != ns {
+				t.Errorf("unexpected event %+v", ev)
+			}
+			seen[ev.Key]++
+		}
+		for i := range n {
+			if k := fmt.Sprintf("workers/w%d/heartbeat", i); seen[k] != 1 {
+				t.Errorf("%s announced %d times, want once", k, seen[k])
+			}
+		}
+		if len(seen) != n {
+			t.Errorf("announced %d keys, want %d: %v", len(seen), n, seen)
+		}
+		if elapsed > 2*time.Second+500*time.Millisecond {
+			t.Errorf("all expiries announced after %s; want within TTL + 1 s", elapsed)
+		}
+		t.Logf("%d expiries announced %s after the writes (TTL 1 s)", len(got), elapsed.Round(time.Millisecond))
+	})
+}
+
+func TestRewriteOfAnExpiredKeyAnnouncesItOnce(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		wait := collect(t, b)
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		if _, err := s.Put(ctx, ns, "k", store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1200 * time.Millisecond) // expired in Redis, not swept
+		if _, err := s.Put(ctx, ns, "k", store.PutRequest{Value: json.RawMessage(`2`), TTL: ttl(0)}); err != nil {
+			t.Fatal(err)
+		}
+		got := wait(1, time.Second)
+		if len(got) != 1 || got[0].Type != store.EventExpire || got[0].Key != "k" {
+			t.Fatalf("events after rewriting an expired key = %+v, want one expire", got)
+		}
+		if evs, err := s.Sweep(ctx); err != nil || len(evs) != 0 {
+			t.Errorf("sweep after the rewrite published %v (err %v), want nothing", evs, err)
+		}
+		// A TTL extended before expiry is never announced.
+		if _, err := s.Put(ctx, ns, "k2", store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Put(ctx, ns, "k2", store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1200 * time.Millisecond)
+		if evs, err := s.Sweep(ctx); err != nil || len(evs) != 0 {
+			t.Errorf("sweep after extending the TTL published %v (err %v), want nothing", evs, err)
+		}
+	})
+}
+
+func TestEventLogReplayAndGaps(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{EventLogLen: 10})
+		ctx := context.Background()
+		var ids []uint64
+		for i := range 300 {
+			ev := store.Event{Type: store.EventExpire, Namespace: ns, Key: fmt.Sprintf("k%d", i)}
+			if err := s.Publish(ctx, &ev); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, ev.ID)
+		}
+		if !sort.SliceIsSorted(ids, func(i, j int) bool { return ids[i] < ids[j] }) || ids[len(ids)-1]-ids[0] != 299 {
+			t.Fatalf("ids are not consecutive: first %d last %d", ids[0], ids[len(ids)-1])
+		}
+		last := ids[len(ids)-1]
+		evs, complete, err := s.EventsAfter(ctx, last-3, 100)
+		if err != nil || !complete || len(evs) != 3 || evs[0].ID != last-2 || evs[2].Key != "k299" {
+			t.Errorf("EventsAfter(last-3) = %+v, complete %v, err %v", evs, complete, err)
+		}
+		if _, complete, err := s.EventsAfter(ctx, ids[0], 100); err != nil || complete {
+			t.Errorf("EventsAfter(first) complete = %v (err %v); the log holds ~10, so events were trimmed", complete, err)
+		}
+	})
+}
