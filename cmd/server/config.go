@@ -24,6 +24,9 @@ type config struct {
 	MaxTTL       time.Duration
 	MaxBodyBytes int64
 	RulesFile    string
+	HeartbeatTTL time.Duration
+	MaxLockTTL   time.Duration
+	MaxLockWait  time.Duration
 	Insecure     bool
 	LogLevel     slog.Level
 }
@@ -40,13 +43,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		}
 		return def
 	}
-	var defaultTTL, maxTTL, logLevel string
+	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel string
 	fs.StringVar(&c.Addr, "addr", env("MEMSYNC_ADDR", "127.0.0.1:8080"), "listen address (MEMSYNC_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL; a comma-separated list for Cluster; ?master_name= for Sentinel; empty for an embedded, non-persistent Redis (REDIS_URL)")
 	fs.StringVar(&c.Namespace, "namespace", env("MEMSYNC_NAMESPACE", memhttp.DefaultNamespace), "namespace of requests without ?ns= (MEMSYNC_NAMESPACE)")
 	fs.StringVar(&defaultTTL, "default-ttl", env("MEMSYNC_DEFAULT_TTL", "3600"), "TTL of writes that name none: seconds or a duration like 1h (MEMSYNC_DEFAULT_TTL)")
 	fs.StringVar(&maxTTL, "max-ttl", env("MEMSYNC_MAX_TTL", "720h"), "largest TTL a write may ask for (MEMSYNC_MAX_TTL)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body", envInt(getenv, "MEMSYNC_MAX_BODY", memhttp.DefaultMaxBodyBytes), "largest request body in bytes (MEMSYNC_MAX_BODY)")
+	fs.StringVar(&heartbeatTTL, "heartbeat-ttl", env("MEMSYNC_HEARTBEAT_TTL", "30"), "how long a worker stays active after a heartbeat that names no ttl (MEMSYNC_HEARTBEAT_TTL)")
+	fs.StringVar(&maxLockTTL, "max-lock-ttl", env("MEMSYNC_MAX_LOCK_TTL", "5m"), "longest lock lease a client may ask for (MEMSYNC_MAX_LOCK_TTL)")
+	fs.StringVar(&maxLockWait, "max-lock-wait", env("MEMSYNC_MAX_LOCK_WAIT", "60s"), "longest wait_ms a lock request may ask for (MEMSYNC_MAX_LOCK_WAIT)")
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
@@ -62,6 +68,17 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	}
 	if c.MaxTTL, err = parseSeconds("max-ttl", maxTTL); err != nil {
 		return c, err
+	}
+	for _, d := range []struct {
+		name, text string
+		into *time.Duration
+	}{{"heartbeat-ttl", heartbeatTTL, &c.HeartbeatTTL}, {"max-lock-ttl", maxLockTTL, &c.MaxLockTTL}, {"max-lock-wait", maxLockWait, &c.MaxLockWait}} {
+		if *d.into, err = parseSeconds(d.name, d.text); err != nil {
+			return c, err
+		}
+	}
+	if c.HeartbeatTTL <= 0 || c.MaxLockTTL <= 0 {
+		return c, fmt.Errorf("heartbeat-ttl and max-lock-ttl must be positive")
 	}
 	if c.MaxTTL <= 0 {
 		return c, fmt.Errorf("max-ttl must be positive")
@@ -89,7 +106,8 @@ func (c config) log(log *slog.Logger) {
 	}
 	log.Info("configuration", "addr", c.Addr, "redis", redis, "namespace", c.Namespace,
 		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
-		"rules", c.RulesFile, "insecure", c.Insecure)
+		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
+		"max_lock_wait", c.MaxLockWait, "insecure", c.Insecure)
 }
 
 // parseSeconds accepts whole seconds ("3600") or a Go duration ("1h").

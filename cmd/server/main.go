@@ -19,6 +19,7 @@ import (
 
 	"github.com/memsync/memsync/api"
 	memhttp "github.com/memsync/memsync/internal/http"
+	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/store"
 )
 
@@ -60,12 +61,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	locker := lock.New(rdb, lock.Options{MaxTTL: cfg.MaxLockTTL, MaxWait: cfg.MaxLockWait})
+	defer locker.Close()
 	handler, err := memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec,
-	}, log, st)
+		HeartbeatTTL: cfg.HeartbeatTTL,
+	}, log, st, locker)
 	if err != nil {
 		return err
 	}
+
+	// Every instance sweeps; the sweep script lets exactly one announce
+	// each expiry.
+	sweepCtx, stopSweep := context.WithCancel(context.Background())
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		st.RunSweeper(sweepCtx, store.DefaultSweepInterval, func(err error) {
+			log.Warn("expiry sweep failed; retrying", "err", err)
+		})
+	}()
+	defer func() { stopSweep(); <-sweepDone }()
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

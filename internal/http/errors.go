@@ -3,9 +3,13 @@ package http
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/store"
 )
 
@@ -25,6 +29,9 @@ type problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
 	Code   string `json:"code"`
+	// Holder and ExpiresAt (Unix ms) say who holds a lock, for lock_held.
+	Holder    string `json:"holder,omitempty"`
+	ExpiresAt int64  `json:"expires_at,omitempty"`
 }
 
 // errorKind is what one class of error becomes on the wire.
@@ -47,6 +54,11 @@ var errorKinds = []errorKind{
 	{errRouteNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{errMethod, http.StatusMethodNotAllowed, "invalid_argument", "Method not allowed"},
 	{store.ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition_failed", "Precondition failed"},
+	{lock.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{lock.ErrLockHeld, http.StatusConflict, "lock_held", "Lock held"},
+	{lock.ErrNotHeld, http.StatusConflict, "lock_not_held", "Lock not held"},
+	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{lock.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 }
 
@@ -64,6 +76,15 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		}
 	}
 	p.Type = "urn:memsync:problem:" + p.Code
+	var held *lock.HeldError
+	if errors.As(err, &held) {
+		p.Holder = held.Holder
+		p.ExpiresAt = held.ExpiresAt.UnixMilli()
+		// Retry-After in whole seconds, rounded up: retrying before the
+		// lease ends is pointless unless the holder releases early.
+		secs := max(1, int64(math.Ceil(time.Until(held.ExpiresAt).Seconds())))
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
 	switch p.Status {
 	case http.StatusInternalServerError:
 		log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)

@@ -4,18 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/memsync/memsync/api"
-	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/spectest"
 	"github.com/memsync/memsync/internal/store"
+	"github.com/memsync/memsync/internal/testserver"
 )
 
 // harness is a memsync API on one backend, reached through a client that
@@ -25,36 +23,28 @@ type harness struct {
 	url     string
 	client  *http.Client
 	backend redistest.Backend
+	srv     *testserver.Server
 }
 
 func newHarness(t *testing.T, b redistest.Backend) *harness {
 	t.Helper()
-	rules, err := store.NewRules([]store.Rule{
-		{Pattern: "lists/**", Strategy: store.Union},
-		{Pattern: "docs/**", Strategy: store.Merge},
-		{Pattern: "scores/*", Strategy: store.Max, Field: "score"},
-		{Pattern: "manual/**", Strategy: store.Siblings},
+	srv := testserver.StartWith(t, testserver.Options{
+		Backend: &b,
+		Rules: []store.Rule{
+			{Pattern: "lists/**", Strategy: store.Union},
+			{Pattern: "docs/**", Strategy: store.Merge},
+			{Pattern: "scores/*", Strategy: store.Max, Field: "score"},
+			{Pattern: "manual/**", Strategy: store.Siblings},
+		},
+		MaxTTL: 24 * time.Hour,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.New(b.Client, store.Config{Rules: rules, MaxTTL: 24 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := memhttp.NewServer(memhttp.Config{Spec: api.Spec}, slog.New(slog.DiscardHandler), st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
 	v := spectest.New(t, api.Spec)
 	t.Cleanup(func() {
 		if v.Count() == 0 {
 			t.Error("no response was validated against the spec")
 		}
 	})
-	return &harness{t: t, url: ts.URL, client: v.Client(), backend: b}
+	return &harness{t: t, url: srv.URL, client: v.Client(), backend: b, srv: srv}
 }
 
 // response is a finished HTTP exchange.

@@ -64,9 +64,45 @@ func writeEntry(w http.ResponseWriter, e store.Entry, withSiblings bool) {
 	writeJSON(w, http.StatusOK, newEntryResponse(e, withSiblings))
 }
 
-func handleKVGet(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+// keyFunc names the key a request addresses.
+type keyFunc func(r *http.Request) (string, error)
+
+// wildcardKey is the key of /v1/kv/{key...}. chi routes on the raw path, so
+// a key sent percent-encoded (tasks%2FT1%2Fstate) arrives escaped.
+func wildcardKey(r *http.Request) (string, error) {
+	key, err := url.PathUnescape(chi.URLParam(r, "*"))
+	if err != nil {
+		return "", fmt.Errorf("%w: bad percent-encoding in %q", keys.ErrInvalidKey, chi.URLParam(r, "*"))
+	}
+	return key, nil
+}
+
+// templateKey is the key of a typed endpoint: tmpl with each {param}
+// replaced by the route's parameter, e.g. "tasks/{id}/state".
+func templateKey(tmpl string) keyFunc {
+	return func(r *http.Request) (string, error) {
+		var b strings.Builder
+		rest := tmpl
+		for {
+			open := strings.IndexByte(rest, '{')
+			if open < 0 {
+				b.WriteString(rest)
+				return b.String(), nil
+			}
+			end := strings.IndexByte(rest, '}')
+			b.WriteString(rest[:open])
+			b.WriteString(chi.URLParam(r, rest[open+1:end]))
+			rest = rest[end+1:]
+		}
+	}
+}
+
+// valueCheck validates a typed endpoint's value before it is written.
+type valueCheck func(json.RawMessage) error
+
+func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ns, key, err := target(r, cfg)
+		ns, key, err := target(r, cfg, keyOf)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -96,14 +132,14 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 	}
 }
 
-func handleKVPut(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc, check valueCheck) http.HandlerFunc {
 	type request struct {
 		Value   json.RawMessage `json:"value"`
 		Context *clock.Vector   `json:"context"`
 		TTL     *int64          `json:"ttl"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		ns, key, err := target(r, cfg)
+		ns, key, err := target(r, cfg, keyOf)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -121,6 +157,12 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 		if req.Value == nil {
 			writeError(w, r, log, fmt.Errorf("%w: the body needs a \"value\" (null is a value)", errInvalidArgument))
 			return
+		}
+		if check != nil {
+			if err := check(req.Value); err != nil {
+				writeError(w, r, log, err)
+				return
+			}
 		}
 		put.Value = req.Value
 		if req.Context != nil {
@@ -147,9 +189,9 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 // the store applies the configured maximum.
 const maxTTLSeconds = int64(100 * 365 * 24 * 3600)
 
-func handleKVDelete(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+func handleKVDelete(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ns, key, err := target(r, cfg)
+		ns, key, err := target(r, cfg, keyOf)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -200,16 +242,13 @@ func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 	}
 }
 
-// target returns the namespace and the key of a /v1/kv/{key...} request.
-func target(r *http.Request, cfg Config) (ns, key string, err error) {
+// target returns the namespace and the validated key of a request.
+func target(r *http.Request, cfg Config, keyOf keyFunc) (ns, key string, err error) {
 	if ns, err = namespace(r, cfg); err != nil {
 		return "", "", err
 	}
-	// chi routes on the raw path, so a key sent percent-encoded
-	// (tasks%2FT1%2Fstate) arrives escaped.
-	key, err = url.PathUnescape(chi.URLParam(r, "*"))
-	if err != nil {
-		return "", "", fmt.Errorf("%w: bad percent-encoding in the key", keys.ErrInvalidKey)
+	if key, err = keyOf(r); err != nil {
+		return "", "", err
 	}
 	if err := keys.Validate(key); err != nil {
 		return "", "", err

@@ -9,13 +9,46 @@ func (s *Server) routes() {
 	r.Use(s.recoverer, s.limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errRouteNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errMethod) })
+	log, cfg, st, lk := s.log, s.cfg, s.store, s.locker
 
 	r.Get("/healthz", handleHealth())
-	r.Get("/readyz", handleReady(s.log, s.store))
-	r.Get("/openapi.yaml", handleSpec(s.cfg.Spec))
+	r.Get("/readyz", handleReady(log, st))
+	r.Get("/openapi.yaml", handleSpec(cfg.Spec))
 
-	r.Get("/v1/kv/*", handleKVGet(s.log, s.cfg, s.store))
-	r.Put("/v1/kv/*", handleKVPut(s.log, s.cfg, s.store))
-	r.Delete("/v1/kv/*", handleKVDelete(s.log, s.cfg, s.store))
-	r.Get("/v1/keys", handleKeys(s.log, s.cfg, s.store))
+	// Generic keys.
+	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, wildcardKey))
+	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey, nil))
+	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
+	r.Get("/v1/keys", handleKeys(log, cfg, st))
+
+	// Locks; "refresh" is reserved as a lock name's last segment.
+	r.Post("/v1/locks/*", handleLockPost(log, cfg, lk))
+	r.Get("/v1/locks/*", handleLockHolder(log, cfg, lk, wildcardLock(false)))
+	r.Delete("/v1/locks/*", handleLockRelease(log, cfg, lk, wildcardLock(false)))
+	r.Get("/v1/locks", handleLocks(log, cfg, lk))
+
+	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
+	// their key.
+	r.Get("/v1/tasks/{id}/state", handleKVGet(log, cfg, st, templateKey("tasks/{id}/state")))
+	r.Put("/v1/tasks/{id}/state", handleKVPut(log, cfg, st, templateKey("tasks/{id}/state"), nil))
+	r.Get("/v1/tasks/{id}/progress", handleKVGet(log, cfg, st, templateKey("tasks/{id}/progress")))
+	r.Put("/v1/tasks/{id}/progress", handleKVPut(log, cfg, st, templateKey("tasks/{id}/progress"), checkProgress))
+	r.Post("/v1/tasks/{id}/lock", handleLockAcquire(log, cfg, lk, taskLock))
+	r.Post("/v1/tasks/{id}/lock/refresh", handleLockRefresh(log, cfg, lk, taskLock))
+	r.Get("/v1/tasks/{id}/lock", handleLockHolder(log, cfg, lk, taskLock))
+	r.Delete("/v1/tasks/{id}/lock", handleLockRelease(log, cfg, lk, taskLock))
+	r.Get("/v1/tasks/{id}/agents", handleTaskAgents(log, cfg, st))
+	r.Get("/v1/tasks/{id}/agents/{agent}", handleKVGet(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
+	r.Put("/v1/tasks/{id}/agents/{agent}", handleKVPut(log, cfg, st, templateKey("tasks/{id}/agents/{agent}"), nil))
+
+	r.Get("/v1/workers", handleWorkers(log, cfg, st))
+	r.Put("/v1/workers/{id}/heartbeat", handleHeartbeat(log, cfg, st))
+	for _, k := range []string{"status", "capacity"} {
+		r.Get("/v1/workers/{id}/"+k, handleKVGet(log, cfg, st, templateKey("workers/{id}/"+k)))
+		r.Put("/v1/workers/{id}/"+k, handleKVPut(log, cfg, st, templateKey("workers/{id}/"+k), nil))
+	}
+	for _, k := range []string{"queue", "assignments", "metrics"} {
+		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, templateKey("coordination/"+k)))
+		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k), nil))
+	}
 }

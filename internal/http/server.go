@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -20,6 +21,7 @@ type Store interface {
 	Get(ctx context.Context, ns, key string, opt store.GetOptions) (store.Entry, error)
 	Put(ctx context.Context, ns, key string, req store.PutRequest) (store.PutResult, error)
 	Delete(ctx context.Context, ns, key, ifMatch string) error
+	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
 	Ping(ctx context.Context) error
 }
@@ -37,6 +39,9 @@ type Config struct {
 	MaxBodyBytes int64  // larger bodies get 413
 	MaxDepth     int    // deeper JSON gets 400
 	Spec         []byte // served at /openapi.yaml
+	// HeartbeatTTL is the life of a heartbeat that names none
+	// (DefaultHeartbeatTTL).
+	HeartbeatTTL time.Duration
 }
 
 // Server is the memsync API as an http.Handler.
@@ -44,11 +49,12 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	store  Store
+	locker Locker
 	router chi.Router
 }
 
-// NewServer returns the API handler over st.
-func NewServer(cfg Config, log *slog.Logger, st Store) (*Server, error) {
+// NewServer returns the API handler over st and lk.
+func NewServer(cfg Config, log *slog.Logger, st Store, lk Locker) (*Server, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
 	}
@@ -58,10 +64,13 @@ func NewServer(cfg Config, log *slog.Logger, st Store) (*Server, error) {
 	if cfg.MaxDepth <= 0 {
 		cfg.MaxDepth = DefaultMaxDepth
 	}
+	if cfg.HeartbeatTTL <= 0 {
+		cfg.HeartbeatTTL = DefaultHeartbeatTTL
+	}
 	if err := validNamespace(cfg.Namespace); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, store: st, router: chi.NewRouter()}
+	s := &Server{cfg: cfg, log: log, store: st, locker: lk, router: chi.NewRouter()}
 	s.routes()
 	return s, nil
 }

@@ -21,7 +21,8 @@
 //	ms:{N/sub}…#lock        hash: token, owner, fence, acquired_at, expires_at
 //	                        (ms since the epoch, Redis clock); PEXPIREAT expires_at
 //	ms:{N/sub}…#lock-fence  string: the last fence given for L; no TTL
-//	ms:{N}#locks            sorted set, the namespace's index: member "L#fence",
+//	ms:{N}#locks            sorted set, the namespace's index: one member per
+//	                        grant, "L#" + 16 hex digits of SHA-256(token),
 //	                        score expires_at; read by List
 //	ms:{N}#lock-released    pub/sub channel; message: L
 package lock
@@ -30,6 +31,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -74,7 +76,21 @@ var (
 	ErrNotFound = errors.New("lock: lock not found")
 	// ErrClosed: Acquire had to wait on a closed Locker.
 	ErrClosed = errors.New("lock: locker closed")
+	// ErrUnavailable wraps any failure to reach Redis.
+	ErrUnavailable = errors.New("lock: backend unavailable")
 )
+
+// redisError names the operation of a failed Redis call and marks it
+// ErrUnavailable unless Redis itself answered with an error (a bug or
+// misuse), or the caller gave up.
+func redisError(op, name string, err error) error {
+	var reply redis.Error
+	if (errors.As(err, &reply) && !strings.HasPrefix(reply.Error(), "LOADING") && !strings.HasPrefix(reply.Error(), "READONLY")) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("lock: %s %q: %w", op, name, err)
+	}
+	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+}
 
 // HeldError is the error of an Acquire that did not get the lock because
 // someone else holds it. errors.Is(err, ErrLockHeld) reports true for it.
@@ -237,7 +253,7 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 		[]string{lockKey, keys.Aux(ns, name, "lock-fence")},
 		token, req.TTL.Milliseconds(), req.Owner).Slice()
 	if err != nil {
-		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
+		return Grant{}, redisError("acquire", name, err)
 	}
 	if len(res) != 4 {
 		return Grant{}, fmt.Errorf("lock: acquire %q: unexpected script reply %v", name, res)
@@ -271,15 +287,17 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 		ExpiresAt:  time.UnixMilli(exp),
 	}
 	// The index is in another hash slot, so it is written after the script.
-	// Its members are per grant ("name#fence"), which makes the writes of
+	// Its members are per grant (see member), which makes the writes of
 	// different grants commute: whatever order acquires, refreshes and
 	// releases of successive holders land in, none removes another's entry.
 	// Expired members are trimmed here, by the Redis clock the script read.
 	// An error here does not undo the grant (the caller would lose a lock it
-	// holds for a whole TTL); the entry comes back with the next Refresh.
+	// holds for a whole TTL); the entry comes back with the next Refresh. The
+	// write outlives a cancelled ctx, since the grant happened regardless.
+	ctx = context.WithoutCancel(ctx)
 	idx := keys.Namespace(ns, "locks")
 	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, idx, redis.Z{Score: float64(exp), Member: member(name, fence)})
+		p.ZAdd(ctx, idx, redis.Z{Score: float64(exp), Member: member(name, token)})
 		p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(acq, 10))
 		return nil
 	})
@@ -296,9 +314,34 @@ func (l *Locker) Release(ctx context.Context, ns, name, token string) error {
 	if token == "" {
 		return fmt.Errorf("%w: token is empty", ErrInvalidArgument)
 	}
-	res, err := releaseScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
-		token, releasedChannel(ns), name).Slice()
-	return l.released(ctx, ns, name, "release", res, err)
+	lockKeys := []string{keys.Aux(ns, name, "lock")}
+	args := []any{token, releasedChannel(ns), name}
+	// One round trip: the script, and the removal of this grant's index entry.
+	// No other grant shares that member, so removing it is right whatever the
+	// script finds. A script cache emptied by a restart makes EVALSHA fail
+	// with NOSCRIPT; then Run sends the source.
+	var cmd *redis.Cmd
+	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = releaseScript.EvalSha(ctx, p, lockKeys, args...)
+		p.ZRem(ctx, keys.Namespace(ns, "locks"), member(name, token))
+		return nil
+	})
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = releaseScript.Run(ctx, l.rdb, lockKeys, args...)
+	}
+	res, err := cmd.Slice()
+	if err != nil {
+		return redisError("release", name, err)
+	}
+	if len(res) == 0 {
+		return fmt.Errorf("lock: release %q: unexpected script reply %v", name, res)
+	}
+	if ok, _ := toInt(res[0]); ok == 0 {
+		return ErrNotHeld
+	}
+	// Waiters of this Locker need not wait for the pub/sub round trip.
+	l.wakeHead(lockKeys[0])
+	return nil
 }
 
 // ForceRelease deletes the lock whoever holds it, for administrators; the
@@ -310,29 +353,23 @@ func (l *Locker) ForceRelease(ctx context.Context, ns, name string) error {
 	if err := validName(ns, name); err != nil {
 		return err
 	}
-	res, err := forceReleaseScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
-		releasedChannel(ns), name).Slice()
-	return l.released(ctx, ns, name, "force release", res, err)
-}
-
-// released finishes Release and ForceRelease from the script's reply.
-func (l *Locker) released(ctx context.Context, ns, name, op string, res []any, err error) error {
+	lockKey := keys.Aux(ns, name, "lock")
+	res, err := forceReleaseScript.Run(ctx, l.rdb, []string{lockKey}, releasedChannel(ns), name).Slice()
 	if err != nil {
-		return fmt.Errorf("lock: %s %q: %w", op, name, err)
+		return redisError("force release", name, err)
 	}
 	if len(res) == 0 {
-		return fmt.Errorf("lock: %s %q: unexpected script reply %v", op, name, res)
+		return fmt.Errorf("lock: force release %q: unexpected script reply %v", name, res)
 	}
 	if ok, _ := toInt(res[0]); ok == 0 {
 		return ErrNotHeld
 	}
-	// Waiters of this Locker need not wait for the pub/sub round trip.
-	l.wakeHead(keys.Aux(ns, name, "lock"))
+	l.wakeHead(lockKey)
 	if len(res) == 2 {
-		if fence, err := toInt(res[1]); err == nil {
+		if token, ok := res[1].(string); ok {
 			// Best effort: a member left behind is filtered out by List and
 			// trimmed once its score passes.
-			_ = l.rdb.ZRem(ctx, keys.Namespace(ns, "locks"), member(name, fence)).Err()
+			_ = l.rdb.ZRem(context.WithoutCancel(ctx), keys.Namespace(ns, "locks"), member(name, token)).Err()
 		}
 	}
 	return nil
@@ -355,7 +392,7 @@ func (l *Locker) Refresh(ctx context.Context, ns, name, token string, ttl time.D
 	res, err := refreshScript.Run(ctx, l.rdb, []string{keys.Aux(ns, name, "lock")},
 		token, ttl.Milliseconds()).Slice()
 	if err != nil {
-		return Grant{}, fmt.Errorf("lock: refresh %q: %w", name, err)
+		return Grant{}, redisError("refresh", name, err)
 	}
 	if len(res) == 0 {
 		return Grant{}, fmt.Errorf("lock: refresh %q: unexpected script reply %v", name, res)
@@ -374,7 +411,7 @@ func (l *Locker) Refresh(ctx context.Context, ns, name, token string, ttl time.D
 		return Grant{}, fmt.Errorf("lock: refresh %q: %w", name, err)
 	}
 	// Best effort, as in try; this also restores an entry a failed write lost.
-	_ = l.rdb.ZAdd(ctx, keys.Namespace(ns, "locks"), redis.Z{Score: float64(exp), Member: member(name, fence)}).Err()
+	_ = l.rdb.ZAdd(context.WithoutCancel(ctx), keys.Namespace(ns, "locks"), redis.Z{Score: float64(exp), Member: member(name, token)}).Err()
 	return Grant{
 		Name:       name,
 		Owner:      owner,
@@ -393,7 +430,7 @@ func (l *Locker) Holder(ctx context.Context, ns, name string) (Info, error) {
 	}
 	vals, err := l.rdb.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...).Result()
 	if err != nil {
-		return Info{}, fmt.Errorf("lock: holder %q: %w", name, err)
+		return Info{}, redisError("holder", name, err)
 	}
 	info, ok := parseInfo(name, vals)
 	if !ok {
@@ -412,7 +449,7 @@ func (l *Locker) List(ctx context.Context, ns, prefix string) ([]Info, error) {
 	}
 	members, err := listScript.Run(ctx, l.rdb, []string{keys.Namespace(ns, "locks")}).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("lock: list: %w", err)
+		return nil, redisError("list", "", err)
 	}
 	var names []string
 	seen := make(map[string]bool)
@@ -439,7 +476,7 @@ func (l *Locker) List(ctx context.Context, ns, prefix string) ([]Info, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lock: list: %w", err)
+		return nil, redisError("list", "", err)
 	}
 	out := make([]Info, 0, len(names))
 	for i, name := range names {
@@ -499,10 +536,14 @@ func newToken() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
-// member is a grant's index entry. '#' is outside the key alphabet, so the
-// name is everything before the last '#'.
-func member(name string, fence int64) string {
-	return name + "#" + strconv.FormatInt(fence, 10)
+// member is a grant's index entry: the name, '#' (outside the key alphabet,
+// so the name is everything before the last '#'), and 16 hex digits of the
+// SHA-256 of the token. Derived from the token, it is known to Release before
+// the script runs, so both go in one round trip; hashed, it does not reveal
+// the token to a reader of the index.
+func member(name, token string) string {
+	h := sha256.Sum256([]byte(token))
+	return name + "#" + hex.EncodeToString(h[:8])
 }
 
 // toInt reads an integer from a script or HMGET reply element.

@@ -150,7 +150,7 @@ func TestFencePersistence(t *testing.T) {
 
 	// The counter itself is persisted: push it far ahead of the clock, so
 	// that only the stored counter can explain the next fence.
-	far := time.Now().Add(24*time.Hour).UnixMicro()
+	far := time.Now().Add(24 * time.Hour).UnixMicro()
 	if err := c.Set(ctx, keys.Aux(ns, "tasks/T2", "lock-fence"), far, 0).Err(); err != nil {
 		t.Fatal(err)
 	}

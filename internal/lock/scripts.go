@@ -92,16 +92,15 @@ return {1, h[1], h[2], h[3], exp}
 // KEYS[1] lock hash
 // ARGV[1] token, ARGV[2] release channel, ARGV[3] lock name (the message)
 //
-// Returns {1, fence} (the released grant's fence, to remove its index entry),
-// or {0} when the token does not hold the lock; then nothing changes.
+// Returns {1}, or {0} when the token does not hold the lock; then nothing
+// changes.
 var releaseScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
   return {0}
 end
-local fence = redis.call('HGET', KEYS[1], 'fence')
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return {1, fence}
+return {1}
 `)
 
 // forceReleaseScript deletes a lock whoever holds it (an admin's override)
@@ -110,23 +109,25 @@ return {1, fence}
 // KEYS[1] lock hash
 // ARGV[1] release channel, ARGV[2] lock name (the message)
 //
-// Returns {1, fence}, or {0} when the lock is not held.
+// Returns {1, token} (the caller derives the grant's index member from it),
+// or {0} when the lock is not held.
 var forceReleaseScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0}
 end
-local fence = redis.call('HGET', KEYS[1], 'fence')
+local token = redis.call('HGET', KEYS[1], 'token')
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
-return {1, fence}
+return {1, token or ''}
 `)
 
 // listScript reads the namespace's lock index by the Redis clock: the members
-// whose grant has not expired by score. Members are "name#fence"; the caller
+// whose grant has not expired by score. Members are "name#id", one per grant
+// (see member in lock.go); the caller
 // still checks each lock, because a released or refreshed-then-force-released
 // grant may leave a member behind until its score passes.
 //
-// KEYS[1] index sorted set (member "name#fence", score expires_at_ms)
+// KEYS[1] index sorted set (member "name#id", score expires_at_ms)
 //
 // Returns the members with score >= now_ms.
 var listScript = redis.NewScript(`

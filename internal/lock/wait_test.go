@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/redistest"
 )
@@ -217,6 +218,29 @@ func TestWaitClosed(t *testing.T) {
 		}
 		if err := l.Close(); err != nil {
 			t.Fatalf("second Close: %v", err)
+		}
+	})
+}
+
+// TestWaitSafetyNet: when the release message is lost (here the lock key is
+// deleted by hand, which publishes nothing), the head waiter still gets the
+// lock within about one RetryInterval.
+func TestWaitSafetyNet(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		l := newLocker(t, b, lock.Options{RetryInterval: 100 * time.Millisecond})
+		mustAcquire(t, l, "tasks/T1", lock.AcquireRequest{TTL: 10 * time.Second})
+		ch := acquireAsync(context.Background(), l, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Wait: 2 * time.Second})
+		time.Sleep(30 * time.Millisecond)
+		deleted := time.Now()
+		if err := b.Client.Del(context.Background(), keys.Aux(ns, "tasks/T1", "lock")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		r := <-ch
+		if r.err != nil {
+			t.Fatalf("waiter: %v", r.err)
+		}
+		if d := r.at.Sub(deleted); d > 250*time.Millisecond {
+			t.Errorf("granted %v after the silent release, want about 100ms", d)
 		}
 	})
 }

@@ -340,6 +340,42 @@ func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry,
 	if err != nil {
 		return Entry{}, wrap("get", key, err)
 	}
+	return s.decode(ns, key, fields, opt.Resolve)
+}
+
+// GetMany reads several keys of namespace ns in one round trip. The result
+// has one entry per key, in order; a key that does not exist gets an Entry
+// with an empty Key. It returns ErrInvalidKey or ErrUnavailable.
+func (s *Store) GetMany(ctx context.Context, ns string, ks []string, opt GetOptions) ([]Entry, error) {
+	for _, k := range ks {
+		if err := validate(ns, k); err != nil {
+			return nil, err
+		}
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ks))
+	for i, k := range ks {
+		cmds[i] = pipe.HGetAll(ctx, keys.Redis(ns, k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, wrap("get", strings.Join(ks, ","), err)
+	}
+	out := make([]Entry, len(ks))
+	for i, cmd := range cmds {
+		e, err := s.decode(ns, ks[i], cmd.Val(), opt.Resolve)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// decode turns a key's hash fields into its Entry; ErrNotFound when empty.
+func (s *Store) decode(ns, key string, fields map[string]string, override Strategy) (Entry, error) {
 	etag, ok := fields["etag"]
 	if !ok {
 		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
@@ -359,7 +395,7 @@ func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry,
 	if len(sibs) == 0 {
 		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
-	return s.entry(ns, key, etag, exp, sibs, opt.Resolve)
+	return s.entry(ns, key, etag, exp, sibs, override)
 }
 
 // entry resolves sibs into the Entry a reader sees.

@@ -1,0 +1,249 @@
+package http
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/lock"
+)
+
+// Locker is what the handlers need from the lock service.
+type Locker interface {
+	Acquire(ctx context.Context, ns, name string, req lock.AcquireRequest) (lock.Grant, error)
+	Release(ctx context.Context, ns, name, token string) error
+	ForceRelease(ctx context.Context, ns, name string) error
+	Refresh(ctx context.Context, ns, name, token string, ttl time.Duration) (lock.Grant, error)
+	Holder(ctx context.Context, ns, name string) (lock.Info, error)
+	List(ctx context.Context, ns, prefix string) ([]lock.Info, error)
+}
+
+// grantResponse is a held lock, token included: only its acquirer sees it.
+type grantResponse struct {
+	Name       string `json:"name"`
+	Owner      string `json:"owner"`
+	Token      string `json:"token"`
+	Fence      int64  `json:"fence"`
+	AcquiredAt int64  `json:"acquired_at"`
+	ExpiresAt  int64  `json:"expires_at"`
+}
+
+// lockInfo is a lock's holder as anyone may see it: no token.
+type lockInfo struct {
+	Name       string `json:"name"`
+	Owner      string `json:"owner"`
+	Fence      int64  `json:"fence"`
+	AcquiredAt int64  `json:"acquired_at"`
+	ExpiresAt  int64  `json:"expires_at"`
+}
+
+func newGrantResponse(g lock.Grant) grantResponse {
+	return grantResponse{Name: g.Name, Owner: g.Owner, Token: g.Token, Fence: g.Fence,
+		AcquiredAt: g.AcquiredAt.UnixMilli(), ExpiresAt: g.ExpiresAt.UnixMilli()}
+}
+
+func newLockInfo(i lock.Info) lockInfo {
+	return lockInfo{Name: i.Name, Owner: i.Owner, Fence: i.Fence,
+		AcquiredAt: i.AcquiredAt.UnixMilli(), ExpiresAt: i.ExpiresAt.UnixMilli()}
+}
+
+// lockName names the lock a request addresses.
+type lockName func(r *http.Request) (string, error)
+
+// wildcardLock is the name of /v1/locks/{name...}, less a trailing
+// "/refresh" when refresh is set.
+func wildcardLock(refresh bool) lockName {
+	return func(r *http.Request) (string, error) {
+		raw := chi.URLParam(r, "*")
+		if refresh {
+			raw = strings.TrimSuffix(raw, "/refresh")
+		}
+		name, err := url.PathUnescape(raw)
+		if err != nil {
+			return "", fmt.Errorf("%w: bad percent-encoding in %q", keys.ErrInvalidKey, raw)
+		}
+		return name, nil
+	}
+}
+
+// taskLock is the lock of /v1/tasks/{id}/lock: "tasks/{id}".
+func taskLock(r *http.Request) (string, error) { return "tasks/" + chi.URLParam(r, "id"), nil }
+
+// lockTarget returns the namespace and the validated lock name.
+func lockTarget(r *http.Request, cfg Config, nameOf lockName) (string, string, error) {
+	ns, err := namespace(r, cfg)
+	if err != nil {
+		return "", "", err
+	}
+	name, err := nameOf(r)
+	if err != nil {
+		return "", "", err
+	}
+	if err := keys.Validate(name); err != nil {
+		return "", "", err
+	}
+	return ns, name, nil
+}
+
+// handleLockAcquire grants a lock, waiting up to wait_ms for a holder to let
+// go. The owner defaults to the caller's X-Worker-Id.
+func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	type request struct {
+		TTLMs  *int64 `json:"ttl_ms"`
+		WaitMs int64  `json:"wait_ms"`
+		Owner  string `json:"owner"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := lockTarget(r, cfg, nameOf)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		var req request
+		if err := decode(r, cfg.MaxDepth, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if req.TTLMs == nil || *req.TTLMs <= 0 || req.WaitMs < 0 {
+			writeError(w, r, log, fmt.Errorf("%w: ttl_ms is required and must be positive; wait_ms must not be negative", errInvalidArgument))
+			return
+		}
+		owner := req.Owner
+		if owner == "" {
+			owner = r.Header.Get("X-Worker-Id")
+		}
+		g, err := lk.Acquire(r.Context(), ns, name, lock.AcquireRequest{
+			TTL:   time.Duration(min(*req.TTLMs, maxTTLSeconds)) * time.Millisecond,
+			Wait:  time.Duration(min(req.WaitMs, maxTTLSeconds)) * time.Millisecond,
+			Owner: owner,
+		})
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newGrantResponse(g))
+	}
+}
+
+// handleLockRefresh extends the lease of the token's holder.
+func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	type request struct {
+		Token string `json:"token"`
+		TTLMs *int64 `json:"ttl_ms"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := lockTarget(r, cfg, nameOf)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		var req request
+		if err := decode(r, cfg.MaxDepth, &req); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if req.Token == "" || req.TTLMs == nil || *req.TTLMs <= 0 {
+			writeError(w, r, log, fmt.Errorf("%w: token and a positive ttl_ms are required", errInvalidArgument))
+			return
+		}
+		g, err := lk.Refresh(r.Context(), ns, name, req.Token, time.Duration(min(*req.TTLMs, maxTTLSeconds))*time.Millisecond)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newGrantResponse(g))
+	}
+}
+
+// handleLockRelease releases the lock of the X-Lock-Token holder, or any
+// holder's with ?force=true (an admin's escape hatch: there is no
+// authentication yet, so anyone who can reach the API can force).
+func handleLockRelease(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := lockTarget(r, cfg, nameOf)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		force, err := boolParam(r.URL.Query().Get("force"), "force")
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		token := r.Header.Get("X-Lock-Token")
+		switch {
+		case force:
+			err = lk.ForceRelease(r.Context(), ns, name)
+		case token == "":
+			err = fmt.Errorf("%w: the X-Lock-Token header is required (or ?force=true)", errInvalidArgument)
+		default:
+			err = lk.Release(r.Context(), ns, name, token)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func handleLockHolder(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := lockTarget(r, cfg, nameOf)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		info, err := lk.Holder(r.Context(), ns, name)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, newLockInfo(info))
+	}
+}
+
+func handleLocks(log *slog.Logger, cfg Config, lk Locker) http.HandlerFunc {
+	type response struct {
+		Locks []lockInfo `json:"locks"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		infos, err := lk.List(r.Context(), ns, r.URL.Query().Get("prefix"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Locks: make([]lockInfo, len(infos))}
+		for i, info := range infos {
+			out.Locks[i] = newLockInfo(info)
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// handleLockPost routes POST /v1/locks/{name...}: a name ending in
+// "/refresh" refreshes the lock named by the rest. ("refresh" is therefore
+// reserved as the last segment of a lock name.)
+func handleLockPost(log *slog.Logger, cfg Config, lk Locker) http.HandlerFunc {
+	acquire := handleLockAcquire(log, cfg, lk, wildcardLock(false))
+	refresh := handleLockRefresh(log, cfg, lk, wildcardLock(true))
+	return func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(chi.URLParam(r, "*"), "/refresh") {
+			refresh(w, r)
+			return
+		}
+		acquire(w, r)
+	}
+}
