@@ -71,7 +71,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	}
 	for _, d := range []struct {
 		name, text string
-		into *time.Duration
+		into       *time.Duration
 	}{{"heartbeat-ttl", heartbeatTTL, &c.HeartbeatTTL}, {"max-lock-ttl", maxLockTTL, &c.MaxLockTTL}, {"max-lock-wait", maxLockWait, &c.MaxLockWait}} {
 		if *d.into, err = parseSeconds(d.name, d.text); err != nil {
 			return c, err
