@@ -16,6 +16,11 @@ import (
 const (
 	redisDialTimeout = time.Second
 	redisIOTimeout   = 2 * time.Second
+	// A refused dial is retried twice, 50 ms apart (go-redis's default is
+	// five times, 100 ms apart): a request fails with 503 in about 100 ms
+	// instead of half a second per attempt.
+	redisDialRetries    = 2
+	redisDialRetryPause = 50 * time.Millisecond
 )
 
 // openRedis connects to the Redis named by rawURL, or starts an embedded
@@ -53,6 +58,7 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 			opts.Addrs = append(opts.Addrs, p.Host)
 		}
 		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		opts.DialerRetries, opts.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
 		c = redis.NewClusterClient(opts)
 	case strings.Contains(rawURL, "master_name="):
 		opts, err := redis.ParseFailoverURL(rawURL)
@@ -60,6 +66,7 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 			return nil, nil, fmt.Errorf("redis-url: %w", err)
 		}
 		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
+		opts.DialerRetries, opts.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
 		c = redis.NewFailoverClient(opts)
 	default:
 		opts, err := redis.ParseURL(rawURL)
@@ -74,5 +81,6 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 func tune(o *redis.Options) *redis.Options {
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 	o.MaxRetries = 1
+	o.DialerRetries, o.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
 	return o
 }

@@ -285,7 +285,16 @@ func TestRedisDownThenBack(t *testing.T) {
 	h.must(503, "PUT", "/v1/kv/k", `{"value":2}`)
 	h.must(200, "GET", "/healthz", "") // the process itself is fine
 	b.Real.Restart(t)
-	h.must(200, "GET", "/readyz", "")
+	// go-redis re-dials a server that refused it in the background, about
+	// once a second: recovery is automatic, not instant.
+	back := time.Now()
+	for h.do("GET", "/readyz", "").status != 200 {
+		if time.Since(back) > 5*time.Second {
+			t.Fatal("/readyz still failing 5 s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("ready again %s after Redis came back", time.Since(back).Round(time.Millisecond))
 	h.must(200, "PUT", "/v1/kv/k", `{"value":3}`)
 	if got := h.must(200, "GET", "/v1/kv/k", "").json(t)["value"]; got != float64(3) {
 		t.Errorf("value after recovery = %v, want 3", got)

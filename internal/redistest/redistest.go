@@ -153,7 +153,8 @@ func (s *Server) start(tb testing.TB) {
 
 // Client returns a new client for the server, closed when the test ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	// Fail fast while a test has the server stopped, as cmd/server does.
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: 1, DialerRetries: 2, DialerRetryTimeout: 50 * time.Millisecond})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }

@@ -437,6 +437,14 @@ func TestBackendDownAndBack(t *testing.T) {
 		t.Errorf("ping with Redis down: %v, want ErrUnavailable", err)
 	}
 	b.Real.Restart(t) // not persistent: the data is gone, the service is not
+	// go-redis re-dials in the background about once a second.
+	back := time.Now()
+	for s.Ping(ctx) != nil {
+		if time.Since(back) > 5*time.Second {
+			t.Fatal("store still unavailable 5 s after Redis came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if _, err := s.Put(ctx, ns, "down/k", store.PutRequest{Value: json.RawMessage(`3`)}); err != nil {
 		t.Errorf("put after Redis came back: %v", err)
 	}
