@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	locker := lock.New(rdb, lock.Options{MaxTTL: cfg.MaxLockTTL, MaxWait: cfg.MaxLockWait})
 	defer locker.Close()
 	handler, err := memhttp.NewServer(memhttp.Config{

@@ -41,40 +41,57 @@ type Event struct {
 	Value     json.RawMessage `json:"value,omitempty"`
 }
 
-// publishScript appends an event to the log and publishes it, so that the
-// log order and the id are the same thing.
+// publishScript appends events to the log and publishes them, so that the
+// log order and the ids are the same thing.
 //
 // KEYS[1] the event counter; KEYS[2] the event log stream (same slot)
 // ARGV[1] the channel; ARGV[2] the log's approximate maximum length
-// ARGV[3] the event JSON after its id: `"type":…}`
+// ARGV[3…] one event each, as JSON after its id: `"type":…}`
 //
-// Returns the event's id. The stream entry id is "0-<id>" and its field "e"
-// holds the event JSON, id included.
+// Returns the id of the first event; the others follow consecutively. A
+// stream entry's id is "0-<id>" and its field "e" holds the event JSON, id
+// included.
 var publishScript = redis.NewScript(`
-local n = redis.call("INCR", KEYS[1])
-local e = '{"id":' .. string.format("%d", n) .. ',' .. ARGV[3]
-redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. string.format("%d", n), "e", e)
-redis.call("PUBLISH", ARGV[1], e)
-return n
+local count = #ARGV - 2
+local last = redis.call("INCRBY", KEYS[1], count)
+local first = last - count + 1
+for i = 1, count do
+  local id = string.format("%d", first + i - 1)
+  local e = '{"id":' .. id .. ',' .. ARGV[i + 2]
+  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. id, "e", e)
+  redis.call("PUBLISH", ARGV[1], e)
+end
+return first
 `)
 
 // Publish appends ev to the event log and publishes it to every instance.
 // It fills in ev.ID.
 func (s *Store) Publish(ctx context.Context, ev *Event) error {
-	b, err := json.Marshal(struct {
-		Event
-		ID *struct{} `json:"id,omitempty"` // the script writes the id first
-	}{Event: *ev})
-	if err != nil {
-		return fmt.Errorf("store: publish %s %q: %w", ev.Type, ev.Key, err)
+	return s.publish(ctx, ev)
+}
+
+// publish logs and publishes events in one script call, in order, and fills
+// in their ids.
+func (s *Store) publish(ctx context.Context, events ...*Event) error {
+	args := make([]any, 0, len(events)+2)
+	args = append(args, ChangeChannel, s.cfg.EventLogLen)
+	for _, ev := range events {
+		b, err := json.Marshal(struct {
+			Event
+			ID *struct{} `json:"id,omitempty"` // the script writes the id first
+		}{Event: *ev})
+		if err != nil {
+			return fmt.Errorf("store: publish %s %q: %w", ev.Type, ev.Key, err)
+		}
+		args = append(args, b[1:])
 	}
-	n, err := publishScript.Run(ctx, s.rdb,
-		[]string{keys.Global("events-seq"), keys.Global("events")},
-		ChangeChannel, s.cfg.EventLogLen, b[1:]).Uint64()
+	first, err := publishScript.Run(ctx, s.rdb, []string{keys.Global("events-seq"), keys.Global("events")}, args...).Uint64()
 	if err != nil {
-		return wrap("publish", ev.Key, err)
+		return wrap("publish", events[0].Key, err)
 	}
-	ev.ID = n
+	for i, ev := range events {
+		ev.ID = first + uint64(i)
+	}
 	return nil
 }
 

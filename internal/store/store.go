@@ -36,6 +36,8 @@ var (
 	ErrInvalidKey = keys.ErrInvalidKey
 	// ErrUnavailable wraps any failure to reach Redis.
 	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrClosed is returned by writes to a closed Store.
+	ErrClosed = errors.New("store: closed")
 )
 
 // Defaults of Config.
@@ -57,12 +59,18 @@ type Config struct {
 	Now func() time.Time
 	// EventLogLen bounds the replayable event log (DefaultEventLogLen).
 	EventLogLen int64
+	// Committers is how many pipelines of writes may be in flight at once
+	// (DefaultCommitters); MaxCommitBatch bounds the writes in one
+	// (DefaultMaxCommitBatch).
+	Committers     int
+	MaxCommitBatch int
 }
 
 // Store reads and writes keys. It is safe for concurrent use.
 type Store struct {
-	rdb redis.UniversalClient
-	cfg Config
+	rdb    redis.UniversalClient
+	cfg    Config
+	commit *committer
 }
 
 // New returns a Store on rdb.
@@ -92,7 +100,22 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	if cfg.EventLogLen <= 0 {
 		cfg.EventLogLen = DefaultEventLogLen
 	}
-	return &Store{rdb: rdb, cfg: cfg}, nil
+	if cfg.Committers <= 0 {
+		cfg.Committers = DefaultCommitters
+	}
+	if cfg.MaxCommitBatch <= 0 {
+		cfg.MaxCommitBatch = DefaultMaxCommitBatch
+	}
+	s := &Store{rdb: rdb, cfg: cfg}
+	s.commit = newCommitter(s)
+	return s, nil
+}
+
+// Close stops the group committer after the writes it holds are done.
+// Writes after Close fail with ErrClosed.
+func (s *Store) Close() error {
+	s.commit.close()
+	return nil
 }
 
 // Config returns the configuration in force, defaults filled in.
@@ -149,6 +172,8 @@ type PutResult struct {
 	Conflicted bool
 	// Written is the envelope this write stored, with its own version.
 	Written Envelope
+	// EventID is the id of the put event announcing the write.
+	EventID uint64
 }
 
 // Put writes a value to key in namespace ns. It returns ErrInvalidKey,
@@ -188,86 +213,6 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		}
 	}
 	return res, nil
-}
-
-// put runs putScript and builds the entry the write produced.
-func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64) (PutResult, error) {
-	value := compact(req.Value)
-	tail := make([]byte, 0, len(value)+len(req.Writer)+48)
-	tail = append(tail, `,"timestamp":`...)
-	tail = strconv.AppendInt(tail, ts, 10)
-	tail = append(tail, `,"writer":"`...)
-	tail = append(tail, req.Writer...) // a valid id needs no JSON escaping
-	tail = append(tail, `","value":`...)
-	tail = append(tail, value...)
-	tail = append(tail, '}')
-	etag := newETag()
-	ifNoneMatch := ""
-	if req.IfNoneMatch {
-		ifNoneMatch = "1"
-	}
-
-	// The namespace-wide indexes live in other hash slots than the key, so
-	// they cannot be written by the script; they are raised first, in the
-	// same round trip, so a listed subtree never misses a written key.
-	// (A failed write leaves at most an index entry pointing at nothing.)
-	pipe := s.rdb.Pipeline()
-	s.touchIndexes(ctx, pipe, ns, key, exp)
-	run := putScript.EvalSha(ctx, pipe,
-		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)},
-		key, req.Writer, req.Context.String(), tail, exp, req.IfMatch, ifNoneMatch, etag)
-	_, err := pipe.Exec(ctx)
-	if err != nil && isNoScript(err) {
-		// First use on this Redis: load the script and run it again. The
-		// index updates above are idempotent.
-		pipe = s.rdb.Pipeline()
-		s.touchIndexes(ctx, pipe, ns, key, exp)
-		run = putScript.Eval(ctx, pipe,
-			[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)},
-			key, req.Writer, req.Context.String(), tail, exp, req.IfMatch, ifNoneMatch, etag)
-		_, err = pipe.Exec(ctx)
-	}
-	if err != nil {
-		return PutResult{}, wrap("put", key, err)
-	}
-	out, err := run.Slice()
-	if err != nil {
-		return PutResult{}, wrap("put", key, err)
-	}
-	if len(out) >= 1 && out[0] == "precondition_failed" {
-		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, key)
-	}
-	if len(out) < 6 {
-		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", key, out)
-	}
-	version, err := clock.Parse(asString(out[2]))
-	if err != nil {
-		return PutResult{}, fmt.Errorf("store: put %q: %w", key, err)
-	}
-	if expired, _ := out[5].(int64); expired == 1 {
-		// The key had expired but was not swept yet: its expiry is
-		// announced now, before the write that replaces it, and the
-		// script's index update keeps the sweeper from announcing it again.
-		if err := s.Publish(ctx, &Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: ts}); err != nil {
-			return PutResult{}, err
-		}
-	}
-	sibs := make([]Envelope, 0, len(out)-5)
-	for _, b := range out[6:] {
-		var e Envelope
-		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
-			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", key, err)
-		}
-		sibs = append(sibs, e)
-	}
-	written := Envelope{Value: value, Version: version, Timestamp: ts, Writer: req.Writer}
-	sibs = append(sibs, written)
-	superseded, _ := out[4].(int64)
-	entry, err := s.entry(ns, key, asString(out[1]), exp, sibs, "")
-	if err != nil {
-		return PutResult{}, err
-	}
-	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written}, nil
 }
 
 // touchIndexes queues the updates of the namespace-wide indexes for a write
@@ -441,7 +386,7 @@ func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
 	case -1:
 		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, key)
 	}
-	return nil
+	return s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: s.cfg.Now().UnixMilli()})
 }
 
 // Ping checks that Redis answers.

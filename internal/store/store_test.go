@@ -25,6 +25,7 @@ func newStore(tb testing.TB, b redistest.Backend, cfg store.Config) *store.Store
 	if err != nil {
 		tb.Fatalf("store.New: %v", err)
 	}
+	tb.Cleanup(func() { s.Close() })
 	return s
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +16,9 @@ import (
 )
 
 // collect subscribes to the change channel and returns a function that
-// waits until n events have arrived (or the timeout passes) and returns them.
-func collect(t *testing.T, b redistest.Backend) func(n int, timeout time.Duration) []store.Event {
+// waits until n events of the given types have arrived (or the timeout
+// passes) and returns them; other events are skipped.
+func collect(t *testing.T, b redistest.Backend, types ...string) func(n int, timeout time.Duration) []store.Event {
 	t.Helper()
 	sub := b.Client.Subscribe(context.Background(), store.ChangeChannel)
 	if _, err := sub.Receive(context.Background()); err != nil { // the subscription confirmation
@@ -33,7 +36,9 @@ func collect(t *testing.T, b redistest.Backend) func(n int, timeout time.Duratio
 				if err != nil {
 					t.Fatal(err)
 				}
-				got = append(got, ev)
+				if slices.Contains(types, ev.Type) {
+					got = append(got, ev)
+				}
 			case <-deadline:
 				return got
 			}
@@ -44,7 +49,7 @@ func collect(t *testing.T, b redistest.Backend) func(n int, timeout time.Duratio
 
 func TestSweepAnnouncesEachExpiryOnceAcrossInstances(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		wait := collect(t, b)
+		wait := collect(t, b, store.EventExpire)
 		const n = 40
 		writer := newStore(t, b, store.Config{})
 		start := time.Now()
@@ -92,7 +97,7 @@ func TestSweepAnnouncesEachExpiryOnceAcrossInstances(t *testing.T) {
 
 func TestRewriteOfAnExpiredKeyAnnouncesItOnce(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		wait := collect(t, b)
+		wait := collect(t, b, store.EventExpire)
 		s := newStore(t, b, store.Config{})
 		ctx := context.Background()
 		if _, err := s.Put(ctx, ns, "k", store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(time.Second)}); err != nil {
@@ -145,6 +150,82 @@ func TestEventLogReplayAndGaps(t *testing.T) {
 		}
 		if _, complete, err := s.EventsAfter(ctx, ids[0], 100); err != nil || complete {
 			t.Errorf("EventsAfter(first) complete = %v (err %v); the log holds ~10, so events were trimmed", complete, err)
+		}
+	})
+}
+
+func TestWritesAndDeletesPublishEvents(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		wait := collect(t, b, store.EventPut, store.EventDelete)
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		res := mustPut(t, s, "ev/k", "w1", `{"a":1}`, nil)
+		big := `"` + strings.Repeat("x", 20<<10) + `"`
+		mustPut(t, s, "ev/big", "w1", big, nil)
+		if err := s.Delete(ctx, ns, "ev/k", ""); err != nil {
+			t.Fatal(err)
+		}
+		got := wait(3, 2*time.Second)
+		if len(got) != 3 {
+			t.Fatalf("events = %+v, want put, put, delete", got)
+		}
+		put, bigPut, del := got[0], got[1], got[2]
+		if put.Type != store.EventPut || put.Key != "ev/k" || put.Writer != "w1" || string(put.Value) != `{"a":1}` ||
+			put.Version.String() != "w1=1" || put.ID != res.EventID {
+			t.Errorf("put event = %+v (put returned event id %d)", put, res.EventID)
+		}
+		if bigPut.Value != nil {
+			t.Errorf("a 20 KiB value rode in its event (%d bytes); events carry values up to 16 KiB", len(bigPut.Value))
+		}
+		if del.Type != store.EventDelete || del.Key != "ev/k" || del.ID != bigPut.ID+1 || bigPut.ID != put.ID+1 {
+			t.Errorf("delete event = %+v after ids %d, %d", del, put.ID, bigPut.ID)
+		}
+		// The log replays what was published.
+		logged, complete, err := s.EventsAfter(ctx, put.ID-1, 10)
+		if err != nil || !complete || len(logged) != 3 || logged[2].Type != store.EventDelete {
+			t.Errorf("EventsAfter = %+v, %v, %v", logged, complete, err)
+		}
+	})
+}
+
+// TestGroupCommitUnderConcurrency writes from many goroutines at once, so
+// the committer batches them, and checks that every write is answered with
+// its own result, in Redis, with its own event.
+func TestGroupCommitUnderConcurrency(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{Committers: 2, MaxCommitBatch: 16})
+		ctx := context.Background()
+		const n = 400
+		var wg sync.WaitGroup
+		results := make([]store.PutResult, n)
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() {
+				results[i], errs[i] = s.Put(ctx, ns, fmt.Sprintf("gc/k%d", i%50), store.PutRequest{
+					Value: json.RawMessage(fmt.Sprintf(`%d`, i)), Writer: fmt.Sprintf("w%d", i)})
+			})
+		}
+		wg.Wait()
+		ids := map[uint64]bool{}
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("write %d: %v", i, errs[i])
+			}
+			if got := string(results[i].Written.Value); got != fmt.Sprint(i) {
+				t.Errorf("write %d was answered with write %s's result", i, got)
+			}
+			if ids[results[i].EventID] {
+				t.Errorf("event id %d given twice", results[i].EventID)
+			}
+			ids[results[i].EventID] = true
+		}
+		// Every write is a sibling of its key: 8 writers per key, none with context.
+		total := 0
+		for k := range 50 {
+			total += len(mustGet(t, s, fmt.Sprintf("gc/k%d", k), store.GetOptions{}).Siblings)
+		}
+		if total != n {
+			t.Errorf("%d siblings stored, want %d", total, n)
 		}
 	})
 }

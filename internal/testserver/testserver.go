@@ -84,6 +84,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		cancel()
 		<-swept
 		lk.Close()
+		st.Close()
 	})
 	return &Server{URL: ts.URL, Store: st, Locker: lk, Backend: b}
 }

@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Defaults of the group committer.
+const (
+	DefaultCommitters     = 4
+	DefaultMaxCommitBatch = 256
+	// commitTimeout bounds one pipeline round trip; it is not tied to any
+	// one request, whose cancellation must not fail its neighbours.
+	commitTimeout = 5 * time.Second
+	// maxEventValue is the largest value carried inside a put event;
+	// watchers read larger ones with a GET.
+	maxEventValue = 16 << 10
+)
+
+// writeOp is one write on its way through the group committer.
+type writeOp struct {
+	ns, key string
+	req     PutRequest
+	value   []byte // compacted
+	ts, exp int64
+	etag    string
+
+	run  *redis.Cmd
+	res  PutResult
+	err  error
+	done chan struct{}
+}
+
+// committer coalesces concurrent writes into Redis pipelines (group
+// commit): a write waits only while the pipelines in flight finish, then
+// goes out with every write that queued meanwhile. Each write is answered
+// only after its own script ran in Redis and its event was published.
+type committer struct {
+	s    *Store
+	ops  chan *writeOp // unbuffered: a handed-over write is always committed
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+func newCommitter(s *Store) *committer {
+	c := &committer{s: s, ops: make(chan *writeOp), stop: make(chan struct{})}
+	for range s.cfg.Committers {
+		c.wg.Add(1)
+		go c.loop()
+	}
+	return c
+}
+
+func (c *committer) close() {
+	c.once.Do(func() { close(c.stop) })
+	c.wg.Wait()
+}
+
+// submit hands op to a committer and waits for its result. Once handed
+// over, the write completes even if ctx is cancelled: it is atomic in Redis
+// either way, and its neighbours in the pipeline must not fail with it.
+func (c *committer) submit(ctx context.Context, op *writeOp) (PutResult, error) {
+	op.done = make(chan struct{})
+	select {
+	case c.ops <- op:
+	case <-ctx.Done():
+		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, ctx.Err())
+	case <-c.stop:
+		return PutResult{}, ErrClosed
+	}
+	<-op.done
+	return op.res, op.err
+}
+
+func (c *committer) loop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case op := <-c.ops:
+			batch := []*writeOp{op}
+		drain:
+			for len(batch) < c.s.cfg.MaxCommitBatch {
+				select {
+				case op := <-c.ops:
+					batch = append(batch, op)
+				default:
+					break drain
+				}
+			}
+			c.commit(batch)
+		}
+	}
+}
+
+// commit runs one pipeline of writes, then publishes their events in one
+// script call, then answers every write.
+func (c *committer) commit(batch []*writeOp) {
+	defer func() {
+		for _, op := range batch {
+			close(op.done)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	s := c.s
+
+	pending := batch
+	for attempt := 0; len(pending) > 0; attempt++ {
+		pipe := s.rdb.Pipeline()
+		for _, op := range pending {
+			s.touchIndexes(ctx, pipe, op.ns, op.key, op.exp)
+			op.run = putScript.EvalSha(ctx, pipe, []string{keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key)},
+				op.key, op.req.Writer, op.req.Context.String(), envelopeTail(op), op.exp,
+				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag)
+		}
+		_, _ = pipe.Exec(ctx) // each command's own error is read below
+		var retry []*writeOp
+		for _, op := range pending {
+			if isNoScript(op.run.Err()) && attempt == 0 {
+				retry = append(retry, op)
+			}
+		}
+		if len(retry) > 0 {
+			// This Redis has not seen the script yet (or lost its script
+			// cache): load it and run those writes again. The index updates
+			// are idempotent.
+			if err := putScript.Load(ctx, s.rdb).Err(); err != nil {
+				for _, op := range retry {
+					op.run.SetErr(err)
+				}
+				retry = nil
+			}
+		}
+		pending = retry
+	}
+
+	var events []*Event
+	var owners []*writeOp // owners[i] wrote events[i]; nil for expire events
+	for _, op := range batch {
+		op.res, op.err = s.parsePut(op)
+		if op.err != nil {
+			continue
+		}
+		if expired, _ := op.run.Val().([]any)[5].(int64); expired == 1 {
+			// The key had expired but was not swept yet: its expiry is
+			// announced first, and the script's index update keeps the
+			// sweeper from announcing it again.
+			events = append(events, &Event{Type: EventExpire, Namespace: op.ns, Key: op.key, Timestamp: op.ts})
+			owners = append(owners, nil)
+		}
+		ev := &Event{Type: EventPut, Namespace: op.ns, Key: op.key, Version: op.res.Version,
+			Timestamp: op.ts, Writer: op.req.Writer}
+		if len(op.value) <= maxEventValue {
+			ev.Value = op.value
+		}
+		events = append(events, ev)
+		owners = append(owners, op)
+	}
+	if len(events) == 0 {
+		return
+	}
+	if err := s.publish(ctx, events...); err != nil {
+		// The writes are in Redis but nobody heard of them: fail them, so
+		// the writers retry (a retry supersedes their own write) rather
+		// than trust caches elsewhere to notice.
+		for _, op := range owners {
+			if op != nil {
+				op.err = err
+			}
+		}
+		return
+	}
+	for i, op := range owners {
+		if op != nil {
+			op.res.EventID = events[i].ID
+		}
+	}
+}
+
+// parsePut reads putScript's reply for op.
+func (s *Store) parsePut(op *writeOp) (PutResult, error) {
+	out, err := op.run.Slice()
+	if err != nil {
+		return PutResult{}, wrap("put", op.key, err)
+	}
+	if len(out) >= 1 && out[0] == "precondition_failed" {
+		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
+	}
+	if len(out) < 6 {
+		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", op.key, out)
+	}
+	version, err := clock.Parse(asString(out[2]))
+	if err != nil {
+		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
+	}
+	sibs := make([]Envelope, 0, len(out)-5)
+	for _, b := range out[6:] {
+		var e Envelope
+		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
+			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", op.key, err)
+		}
+		sibs = append(sibs, e)
+	}
+	written := Envelope{Value: op.value, Version: version, Timestamp: op.ts, Writer: op.req.Writer}
+	sibs = append(sibs, written)
+	superseded, _ := out[4].(int64)
+	entry, err := s.entry(op.ns, op.key, asString(out[1]), op.exp, sibs, "")
+	if err != nil {
+		return PutResult{}, err
+	}
+	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written}, nil
+}
+
+// put writes one validated value through the group committer.
+func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64) (PutResult, error) {
+	return s.commit.submit(ctx, &writeOp{ns: ns, key: key, req: req, value: compact(req.Value),
+		ts: ts, exp: exp, etag: newETag()})
+}
+
+// envelopeTail is the stored envelope after its version, which the script
+// prepends: `,"timestamp":…,"writer":"…","value":…}`.
+func envelopeTail(op *writeOp) []byte {
+	tail := make([]byte, 0, len(op.value)+len(op.req.Writer)+48)
+	tail = append(tail, `,"timestamp":`...)
+	tail = strconv.AppendInt(tail, op.ts, 10)
+	tail = append(tail, `,"writer":"`...)
+	tail = append(tail, op.req.Writer...) // a valid id needs no JSON escaping
+	tail = append(tail, `","value":`...)
+	tail = append(tail, op.value...)
+	return append(tail, '}')
+}
+
+func boolArg(b bool) string {
+	if b {
+		return "1"
+	}
+	return ""
+}
