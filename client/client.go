@@ -1,0 +1,184 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Defaults of the options of New.
+const (
+	// DefaultWorkerID is the worker id sent when WithWorkerID is not given:
+	// none, so the server records writes as "anonymous".
+	DefaultWorkerID = ""
+	// DefaultNamespace is the namespace used when WithNamespace is not
+	// given: none, so the server picks its configured one ("task-sentinel").
+	DefaultNamespace = ""
+	// UserAgent is the User-Agent of every request.
+	UserAgent = "memsync-go-client/1"
+)
+
+// maxErrorBody caps how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// Client talks to one memsync server (or a load balancer in front of many).
+// It is safe for concurrent use.
+type Client struct {
+	base      *url.URL
+	workerID  string
+	namespace string
+	token     string
+	hc        *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithWorkerID names the worker: it is sent as X-Worker-Id on every request,
+// becomes the writer id in vector clocks, the default lock owner, and the id
+// that Heartbeat keeps alive. Defaults to DefaultWorkerID (none: the server
+// writes as "anonymous", and Heartbeat fails).
+func WithWorkerID(id string) Option { return func(c *Client) { c.workerID = id } }
+
+// WithNamespace sends ?ns=ns on every request. Defaults to DefaultNamespace
+// (none: the server's configured namespace, "task-sentinel").
+func WithNamespace(ns string) Option { return func(c *Client) { c.namespace = ns } }
+
+// WithHTTPClient sets the HTTP client. Defaults to http.DefaultClient, which
+// has no timeout of its own: bound every call with its context. A timeout on
+// hc must exceed the longest lock wait you ask for.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithToken sends "Authorization: Bearer token" on every request. Defaults
+// to none.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// New returns a client of the server at baseURL ("http://127.0.0.1:8080";
+// a path prefix is kept, for a server behind a proxy). It fails only on a
+// baseURL that is not an absolute http or https URL: it does not contact the
+// server.
+func New(baseURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("memsync: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("memsync: base URL %q: want http://host[:port] or https://…", baseURL)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
+	c := &Client{base: u, workerID: DefaultWorkerID, namespace: DefaultNamespace, hc: http.DefaultClient}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.hc == nil {
+		c.hc = http.DefaultClient
+	}
+	return c, nil
+}
+
+// WorkerID returns the worker id the client sends ("" for none).
+func (c *Client) WorkerID() string { return c.workerID }
+
+// request is one API call.
+type request struct {
+	method string
+	path   string     // already escaped, from pathOf
+	query  url.Values // may be nil
+	header http.Header
+	body   any // JSON-encoded when not nil
+}
+
+// do sends req and decodes a 2xx JSON answer into out (when out is not nil).
+// Any other status becomes an *APIError.
+func (c *Client) do(ctx context.Context, req request, out any) error {
+	q := req.query
+	if c.namespace != "" {
+		if q == nil {
+			q = url.Values{}
+		}
+		if q.Get("ns") == "" {
+			q.Set("ns", c.namespace)
+		}
+	}
+	target := c.base.String() + req.path
+	if len(q) > 0 {
+		target += "?" + q.Encode()
+	}
+	var body io.Reader
+	if req.body != nil {
+		b, err := json.Marshal(req.body)
+		if err != nil {
+			return fmt.Errorf("memsync: %s %s: encode body: %w", req.method, req.path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, target, body)
+	if err != nil {
+		return fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
+	}
+	for k, vs := range req.header {
+		hr.Header[k] = vs
+	}
+	if req.body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	hr.Header.Set("Accept", "application/json")
+	hr.Header.Set("User-Agent", UserAgent)
+	if c.workerID != "" {
+		hr.Header.Set("X-Worker-Id", c.workerID)
+	}
+	if c.token != "" {
+		hr.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(hr)
+	if err != nil {
+		return fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return newAPIError(req.method, req.path, resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // let the connection be reused
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("memsync: %s %s: decode %d response: %w", req.method, req.path, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// pathOf joins escaped path segments; each part may itself hold '/' (a key
+// or lock name), whose segments are escaped one by one.
+func pathOf(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		for _, seg := range strings.Split(p, "/") {
+			b.WriteByte('/')
+			b.WriteString(url.PathEscape(seg))
+		}
+	}
+	return b.String()
+}
+
+// errEmpty reports an empty name before anything is sent.
+func errEmpty(what string) error {
+	return fmt.Errorf("memsync: empty %s: %w", what, ErrInvalid)
+}
+
+// checkName refuses names that would change the route they are put in.
+func checkName(what, name string) error {
+	if name == "" {
+		return errEmpty(what)
+	}
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("memsync: %s %q contains '/': %w", what, name, ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+// Package client is a Go client for memsync, the HTTP/JSON coordination
+// service: versioned keys with conflict resolution, leased and fenced locks,
+// worker heartbeats, and the Task Sentinel calls (task state and progress,
+// agent coordination, the shared queue) built on them.
+//
+// It uses only the standard library. One *Client is safe for concurrent use
+// by any number of goroutines and should be reused:
+//
+//	c, err := client.New("http://127.0.0.1:8080", client.WithWorkerID("w1"))
+//	if err != nil { … }
+//	e, err := c.SyncTaskState(ctx, "T1", map[string]string{"status": "running"})
+//
+// # Versions and siblings
+//
+// Every value carries a vector clock, Entry.Version. A write that sends a
+// version it has read as its context (WithContext) supersedes everything that
+// version has seen; a write without one supersedes only the same worker's
+// earlier writes and is kept beside other workers' concurrent writes as a
+// sibling. The server resolves siblings on read by the key's strategy (lww,
+// union, merge, max) or hands them all to the client (Resolve("siblings")).
+// Update does the read, modify, compare-and-set write cycle with retries.
+//
+// # Errors
+//
+// Every non-2xx answer is an *APIError. Test it with errors.Is against the
+// sentinels (ErrNotFound, ErrPreconditionFailed, ErrLockHeld, …) and read its
+// fields with errors.As. Transport failures and cancelled contexts come back
+// wrapped as they are, and match none of the sentinels.
+//
+// # Locks
+//
+// Lock and AcquireTaskLock return a *Lock handle holding the lease's token and
+// its fencing token. A lease can end without its holder knowing (a pause, a
+// partition): pass Lock.Fence to the storage the lock protects, and watch the
+// channel of Lock.Keep if the work outlives one TTL.
+package client

@@ -1,0 +1,400 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Strategies a read may ask for with Resolve.
+const (
+	StrategyLWW      = "lww"      // the latest timestamp wins
+	StrategyUnion    = "union"    // arrays: their union
+	StrategyMerge    = "merge"    // objects: deep merge, later timestamps win
+	StrategyMax      = "max"      // the largest number (or field)
+	StrategySiblings = "siblings" // no resolution: the client resolves
+)
+
+// Entry is a key's state as the server returns it: the value its siblings
+// resolve to, and what is needed to write on top of it.
+type Entry struct {
+	Key       string
+	Namespace string
+	// Value is the resolved value as JSON; nil when the read asked for
+	// Resolve("siblings") and there is more than one sibling (see
+	// SiblingList).
+	Value json.RawMessage
+	// Version is the merge of every sibling's vector clock: pass it to
+	// WithContext to supersede what this read saw.
+	Version map[string]uint64
+	// ETag identifies this state, for IfMatch.
+	ETag string
+	// Timestamp and Writer are those of the winning (or latest) write.
+	Timestamp time.Time
+	Writer    string
+	// ExpiresAt is when the key expires; zero when it never does.
+	ExpiresAt time.Time
+	// Strategy resolved the siblings.
+	Strategy string
+	// Conflict is true when more than one sibling was resolved.
+	Conflict bool
+	// Siblings counts the siblings the key holds.
+	Siblings int
+	// SiblingList holds every sibling, with WithSiblings or
+	// Resolve("siblings").
+	SiblingList []Sibling
+}
+
+// Sibling is one stored write of a key, concurrent with the others.
+type Sibling struct {
+	Value     json.RawMessage
+	Version   map[string]uint64
+	Timestamp time.Time
+	Writer    string
+	// Discarded is true, in a resolved read, when the strategy did not keep
+	// this sibling's value.
+	Discarded bool
+}
+
+// entryJSON and siblingJSON are the wire forms (times in Unix ms).
+type entryJSON struct {
+	Key         string            `json:"key"`
+	Namespace   string            `json:"namespace"`
+	Value       json.RawMessage   `json:"value,omitempty"`
+	Version     map[string]uint64 `json:"version"`
+	ETag        string            `json:"etag"`
+	Timestamp   int64             `json:"timestamp"`
+	Writer      string            `json:"writer"`
+	ExpiresAt   int64             `json:"expires_at,omitempty"`
+	Strategy    string            `json:"strategy"`
+	Conflict    bool              `json:"conflict"`
+	Siblings    int               `json:"siblings"`
+	SiblingList []siblingJSON     `json:"sibling_list,omitempty"`
+}
+
+type siblingJSON struct {
+	Value     json.RawMessage   `json:"value"`
+	Version   map[string]uint64 `json:"version"`
+	Timestamp int64             `json:"timestamp"`
+	Writer    string            `json:"writer"`
+	Discarded bool              `json:"discarded"`
+}
+
+// UnmarshalJSON reads the server's entry.
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var w entryJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*e = Entry{Key: w.Key, Namespace: w.Namespace, Value: w.Value, Version: w.Version, ETag: w.ETag,
+		Timestamp: fromMillis(w.Timestamp), Writer: w.Writer, ExpiresAt: fromMillis(w.ExpiresAt),
+		Strategy: w.Strategy, Conflict: w.Conflict, Siblings: w.Siblings}
+	for _, s := range w.SiblingList {
+		e.SiblingList = append(e.SiblingList, Sibling{Value: s.Value, Version: s.Version,
+			Timestamp: fromMillis(s.Timestamp), Writer: s.Writer, Discarded: s.Discarded})
+	}
+	return nil
+}
+
+// MarshalJSON writes the entry as the server does.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	w := entryJSON{Key: e.Key, Namespace: e.Namespace, Value: e.Value, Version: e.Version, ETag: e.ETag,
+		Timestamp: toMillis(e.Timestamp), Writer: e.Writer, ExpiresAt: toMillis(e.ExpiresAt),
+		Strategy: e.Strategy, Conflict: e.Conflict, Siblings: e.Siblings}
+	for _, s := range e.SiblingList {
+		w.SiblingList = append(w.SiblingList, siblingJSON{Value: s.Value, Version: s.Version,
+			Timestamp: toMillis(s.Timestamp), Writer: s.Writer, Discarded: s.Discarded})
+	}
+	return json.Marshal(w)
+}
+
+// Decode unmarshals the resolved value into v. It returns an error wrapping
+// ErrUnresolved when the entry's siblings were left to the client.
+func (e *Entry) Decode(v any) error {
+	if e.Value == nil {
+		return fmt.Errorf("memsync: %q has %d siblings: %w", e.Key, e.Siblings, ErrUnresolved)
+	}
+	if err := json.Unmarshal(e.Value, v); err != nil {
+		return fmt.Errorf("memsync: decode %q: %w", e.Key, err)
+	}
+	return nil
+}
+
+// Decode unmarshals the sibling's value into v.
+func (s Sibling) Decode(v any) error {
+	if err := json.Unmarshal(s.Value, v); err != nil {
+		return fmt.Errorf("memsync: decode sibling of %q: %w", s.Writer, err)
+	}
+	return nil
+}
+
+// GetOption changes how a read resolves.
+type GetOption func(url.Values)
+
+// Resolve overrides the key's strategy for this read: StrategyLWW,
+// StrategyUnion, StrategyMerge, StrategyMax, or StrategySiblings (no
+// resolution: Entry.Value is nil when there are several siblings, and
+// Entry.SiblingList holds them all).
+func Resolve(strategy string) GetOption { return func(q url.Values) { q.Set("resolve", strategy) } }
+
+// WithSiblings adds Entry.SiblingList, marking the siblings the strategy
+// discarded.
+func WithSiblings() GetOption { return func(q url.Values) { q.Set("siblings", "true") } }
+
+// Consistent bypasses the server's read cache.
+func Consistent() GetOption { return func(q url.Values) { q.Set("consistent", "true") } }
+
+// PutOption changes how a write applies.
+type PutOption interface{ applyPut(*putOptions) }
+
+// DeleteOption changes how a delete applies.
+type DeleteOption interface{ applyDelete(*deleteOptions) }
+
+type putOptions struct {
+	context     map[string]uint64
+	ttl         *int64
+	ifMatch     string
+	ifNoneMatch bool
+	err         error
+}
+
+type deleteOptions struct{ ifMatch string }
+
+type putOptionFunc func(*putOptions)
+
+func (f putOptionFunc) applyPut(o *putOptions) { f(o) }
+
+// WithContext sends clock (an Entry.Version you read) as the write's causal
+// context: the write supersedes every sibling that clock has seen. Without
+// it a write supersedes only this worker's own earlier writes.
+func WithContext(clock map[string]uint64) PutOption {
+	clock = maps.Clone(clock)
+	return putOptionFunc(func(o *putOptions) { o.context = clock })
+}
+
+// TTL sets how long the key lives, rounded up to whole seconds; 0 means it
+// never expires. Defaults to the server's default TTL (3600 s). A negative
+// d fails the write with ErrInvalid before anything is sent.
+func TTL(d time.Duration) PutOption {
+	return putOptionFunc(func(o *putOptions) {
+		if d < 0 {
+			o.err = fmt.Errorf("memsync: negative ttl %v: %w", d, ErrInvalid)
+			return
+		}
+		secs := int64((d + time.Second - 1) / time.Second)
+		o.ttl = &secs
+	})
+}
+
+// IfNoneMatch makes the write create-only: it fails with
+// ErrPreconditionFailed when the key exists.
+func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNoneMatch = true }) }
+
+// Precondition is a compare-and-set condition, for Put and Delete.
+type Precondition struct{ etag string }
+
+// IfMatch makes a Put or Delete apply only if the key's ETag is still etag
+// (an Entry.ETag); else it fails with ErrPreconditionFailed and nothing
+// changes.
+func IfMatch(etag string) Precondition { return Precondition{etag: etag} }
+
+func (p Precondition) applyPut(o *putOptions)       { o.ifMatch = p.etag }
+func (p Precondition) applyDelete(o *deleteOptions) { o.ifMatch = p.etag }
+
+// Get reads key, its siblings resolved by the key's strategy. It returns
+// ErrNotFound when the key does not exist or has expired.
+func (c *Client) Get(ctx context.Context, key string, opts ...GetOption) (*Entry, error) {
+	if key == "" {
+		return nil, errEmpty("key")
+	}
+	return c.getEntry(ctx, pathOf("v1/kv", key), opts)
+}
+
+// Put writes value (encoded with encoding/json; pass a json.RawMessage for
+// JSON you already have) to key and returns the new entry. It returns
+// ErrPreconditionFailed when IfMatch or IfNoneMatch does not hold, and
+// ErrInvalid for a bad key or TTL.
+func (c *Client) Put(ctx context.Context, key string, value any, opts ...PutOption) (*Entry, error) {
+	if key == "" {
+		return nil, errEmpty("key")
+	}
+	return c.putEntry(ctx, pathOf("v1/kv", key), value, opts)
+}
+
+// Delete removes key with all its siblings. It returns ErrNotFound when the
+// key is absent, and ErrPreconditionFailed when IfMatch does not hold.
+func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) error {
+	if key == "" {
+		return errEmpty("key")
+	}
+	var o deleteOptions
+	for _, opt := range opts {
+		opt.applyDelete(&o)
+	}
+	h := http.Header{}
+	if o.ifMatch != "" {
+		h.Set("If-Match", o.ifMatch)
+	}
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/kv", key), header: h}, nil)
+}
+
+// keysPageSize is the page size Keys asks for: the server's maximum.
+const keysPageSize = 1000
+
+// Keys lists every live key starting with prefix ("tasks/T1/"; "" for all),
+// sorted, following the server's cursors until the last page.
+func (c *Client) Keys(ctx context.Context, prefix string) ([]string, error) {
+	all := []string{}
+	cursor := ""
+	for {
+		q := url.Values{"prefix": {prefix}, "limit": {strconv.Itoa(keysPageSize)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var page struct {
+			Keys   []string `json:"keys"`
+			Cursor string   `json:"cursor"`
+		}
+		if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/keys", query: q}, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Keys...)
+		if page.Cursor == "" || page.Cursor == cursor {
+			return all, nil
+		}
+		cursor = page.Cursor
+	}
+}
+
+// DefaultUpdateAttempts is how many read-write cycles Update tries before it
+// gives up on a key that keeps changing under it.
+const DefaultUpdateAttempts = 10
+
+// Update is a compare-and-set read-modify-write of key. It reads the key
+// (bypassing the cache, with its sibling list), calls fn with the entry (nil
+// when the key does not exist), and writes fn's result with the entry's
+// version as context and its ETag as IfMatch (IfNoneMatch for a new key),
+// so the write supersedes exactly what fn saw and fails if anything else
+// landed in between. On ErrPreconditionFailed it starts over, up to
+// DefaultUpdateAttempts times, after a short random pause.
+//
+// fn may therefore run more than once and must not have side effects; an
+// error from fn stops Update and is returned as is. opts (TTL, say) apply to
+// the write; Update's own context and precondition replace any given.
+// When every attempt fails, the error wraps ErrPreconditionFailed.
+func (c *Client) Update(ctx context.Context, key string, fn func(current *Entry) (any, error), opts ...PutOption) (*Entry, error) {
+	var lastErr error
+	for attempt := 1; attempt <= DefaultUpdateAttempts; attempt++ {
+		if attempt > 1 {
+			// Spread the retries of contending updaters apart.
+			pause := time.Duration(rand.Int64N(int64(min(attempt*5, 100)) * int64(time.Millisecond)))
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("memsync: update %q: %w", key, ctx.Err())
+			case <-t.C:
+			}
+		}
+		cur, err := c.Get(ctx, key, Consistent(), WithSiblings())
+		switch {
+		case errors.Is(err, ErrNotFound):
+			cur = nil
+		case err != nil:
+			return nil, err
+		}
+		v, err := fn(cur)
+		if err != nil {
+			return nil, err
+		}
+		e, err := c.Put(ctx, key, v, append(slices.Clip(opts), casOn(cur))...)
+		if err == nil {
+			return e, nil
+		}
+		if !errors.Is(err, ErrPreconditionFailed) {
+			return nil, err
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("memsync: update %q: gave up after %d attempts: %w", key, DefaultUpdateAttempts, lastErr)
+}
+
+// casOn makes a write supersede exactly cur (create only when cur is nil).
+func casOn(cur *Entry) PutOption {
+	return putOptionFunc(func(o *putOptions) {
+		if cur == nil {
+			o.context, o.ifMatch, o.ifNoneMatch = nil, "", true
+			return
+		}
+		o.context, o.ifMatch, o.ifNoneMatch = maps.Clone(cur.Version), cur.ETag, false
+	})
+}
+
+// getEntry reads the entry at path (a /v1/kv key or a typed endpoint).
+func (c *Client) getEntry(ctx context.Context, path string, opts []GetOption) (*Entry, error) {
+	q := url.Values{}
+	for _, o := range opts {
+		o(q)
+	}
+	var e Entry
+	if err := c.do(ctx, request{method: http.MethodGet, path: path, query: q}, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// putEntry writes value at path (a /v1/kv key or a typed endpoint).
+func (c *Client) putEntry(ctx context.Context, path string, value any, opts []PutOption) (*Entry, error) {
+	var o putOptions
+	for _, opt := range opts {
+		opt.applyPut(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil, fmt.Errorf("memsync: PUT %s: encode value: %w", path, err)
+	}
+	body := struct {
+		Value   json.RawMessage   `json:"value"`
+		Context map[string]uint64 `json:"context,omitempty"`
+		TTL     *int64            `json:"ttl,omitempty"`
+	}{Value: raw, Context: o.context, TTL: o.ttl}
+	h := http.Header{}
+	if o.ifMatch != "" {
+		h.Set("If-Match", o.ifMatch)
+	}
+	if o.ifNoneMatch {
+		h.Set("If-None-Match", "*")
+	}
+	var e Entry
+	if err := c.do(ctx, request{method: http.MethodPut, path: path, header: h, body: body}, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// fromMillis converts Unix ms to a time; 0 is the zero time.
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// toMillis converts a time to Unix ms; the zero time is 0.
+func toMillis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
