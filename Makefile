@@ -2,7 +2,7 @@
 # `make test` runs every test with the race detector.
 GO ?= go
 
-.PHONY: run build test lint bench fuzz
+.PHONY: run build test lint bench bench-load fuzz
 
 run:
 	$(GO) run ./cmd/server
@@ -17,10 +17,17 @@ lint:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
-# Go micro-benchmarks (clock, resolution, envelope, locks). Nothing else
-# should run meanwhile; no -race.
+# Go micro-benchmarks (clock, resolution, envelope, locks), then the load
+# benchmark. Nothing else should run meanwhile; no -race.
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+	$(GO) run ./cmd/bench
+
+# The load benchmark alone: memsync against baselines in the same run, as
+# ratios (BENCH.md). Needs redis-server; uses wrk when installed. Pass flags
+# with BENCHFLAGS, e.g. make bench-load BENCHFLAGS='-only naive-set,memsync-put'.
+bench-load:
+	$(GO) run ./cmd/bench $(BENCHFLAGS)
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzMerge -fuzztime=30s ./internal/clock/
