@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/memsync/memsync/internal/async"
+	"github.com/memsync/memsync/internal/cache"
 	memhttp "github.com/memsync/memsync/internal/http"
 )
 
@@ -27,8 +29,14 @@ type config struct {
 	HeartbeatTTL time.Duration
 	MaxLockTTL   time.Duration
 	MaxLockWait  time.Duration
-	Insecure     bool
-	LogLevel     slog.Level
+	// BatchInterval and BatchSize drive the async write queue: it flushes
+	// at least this often, and as soon as this many writes wait.
+	BatchInterval time.Duration
+	BatchSize     int
+	// CacheSize is the read cache's entries per instance; 0 disables it.
+	CacheSize int
+	Insecure  bool
+	LogLevel  slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -43,7 +51,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		}
 		return def
 	}
-	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel string
+	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel, batchInterval string
 	fs.StringVar(&c.Addr, "addr", env("MEMSYNC_ADDR", "127.0.0.1:8080"), "listen address (MEMSYNC_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL; a comma-separated list for Cluster; ?master_name= for Sentinel; empty for an embedded, non-persistent Redis (REDIS_URL)")
 	fs.StringVar(&c.Namespace, "namespace", env("MEMSYNC_NAMESPACE", memhttp.DefaultNamespace), "namespace of requests without ?ns= (MEMSYNC_NAMESPACE)")
@@ -53,6 +61,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&heartbeatTTL, "heartbeat-ttl", env("MEMSYNC_HEARTBEAT_TTL", "30"), "how long a worker stays active after a heartbeat that names no ttl (MEMSYNC_HEARTBEAT_TTL)")
 	fs.StringVar(&maxLockTTL, "max-lock-ttl", env("MEMSYNC_MAX_LOCK_TTL", "5m"), "longest lock lease a client may ask for (MEMSYNC_MAX_LOCK_TTL)")
 	fs.StringVar(&maxLockWait, "max-lock-wait", env("MEMSYNC_MAX_LOCK_WAIT", "60s"), "longest wait_ms a lock request may ask for (MEMSYNC_MAX_LOCK_WAIT)")
+	fs.StringVar(&batchInterval, "batch-interval", env("MEMSYNC_BATCH_INTERVAL", "100ms"), "how often queued ?async=true writes are flushed: a duration like 100ms, or milliseconds (MEMSYNC_BATCH_INTERVAL)")
+	fs.IntVar(&c.CacheSize, "cache-size", int(envInt(getenv, "MEMSYNC_CACHE_SIZE", cache.DefaultSize)), "entries in this instance's read cache; 0 disables it (MEMSYNC_CACHE_SIZE)")
+	fs.IntVar(&c.BatchSize, "batch-size", int(envInt(getenv, "MEMSYNC_BATCH_SIZE", async.DefaultSize)), "flush queued writes as soon as this many wait (MEMSYNC_BATCH_SIZE)")
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
@@ -89,6 +100,15 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	if c.MaxBodyBytes <= 0 {
 		return c, fmt.Errorf("max-body must be positive")
 	}
+	if c.BatchInterval, err = parseMillis("batch-interval", batchInterval); err != nil {
+		return c, err
+	}
+	if c.BatchInterval <= 0 || c.BatchSize <= 0 {
+		return c, fmt.Errorf("batch-interval and batch-size must be positive")
+	}
+	if c.CacheSize < 0 {
+		return c, fmt.Errorf("cache-size must not be negative")
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("log-level: %w", err)
 	}
@@ -107,7 +127,8 @@ func (c config) log(log *slog.Logger) {
 	log.Info("configuration", "addr", c.Addr, "redis", redis, "namespace", c.Namespace,
 		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
-		"max_lock_wait", c.MaxLockWait, "insecure", c.Insecure)
+		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
+		"insecure", c.Insecure)
 }
 
 // parseSeconds accepts whole seconds ("3600") or a Go duration ("1h").
@@ -121,6 +142,21 @@ func parseSeconds(name, v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("%s: %q is neither seconds nor a duration like 90s or 1h", name, v)
+	}
+	return d, nil
+}
+
+// parseMillis accepts whole milliseconds ("100") or a Go duration ("1s").
+func parseMillis(name, v string) (time.Duration, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("%s must not be negative", name)
+		}
+		return time.Duration(n) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: %q is neither milliseconds nor a duration like 100ms or 1s", name, v)
 	}
 	return d, nil
 }

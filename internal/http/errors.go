@@ -1,7 +1,9 @@
 package http
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -29,9 +31,10 @@ type problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
 	Code   string `json:"code"`
-	// Holder and ExpiresAt (Unix ms) say who holds a lock, for lock_held.
-	Holder    string `json:"holder,omitempty"`
-	ExpiresAt int64  `json:"expires_at,omitempty"`
+	// Holder and ExpiresAt (Unix ms) say who holds a lock, for lock_held
+	// only. Pointers, so that an anonymous holder ("") is still reported.
+	Holder    *string `json:"holder,omitempty"`
+	ExpiresAt *int64  `json:"expires_at,omitempty"`
 }
 
 // errorKind is what one class of error becomes on the wire.
@@ -65,10 +68,15 @@ var errorKinds = []errorKind{
 // retryAfterUnavailable is the Retry-After, in seconds, of a 503.
 const retryAfterUnavailable = "1"
 
-// writeError reports err as application/problem+json.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// problemOf maps err to its problem through errorKinds, without sending
+// or logging it (batch results carry one per operation).
+func problemOf(err error) problem {
 	p := problem{Status: http.StatusInternalServerError, Code: "internal", Title: "Internal error",
 		Detail: "the server failed to handle the request; it has been logged"}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The client went away or the request ran out of time: not a bug.
+		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
 	for _, k := range errorKinds {
 		if errors.Is(err, k.target) {
 			p = problem{Status: k.status, Code: k.code, Title: k.title, Detail: err.Error()}
@@ -76,10 +84,19 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		}
 	}
 	p.Type = "urn:memsync:problem:" + p.Code
+	return p
+}
+
+// writeError reports err as application/problem+json.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p := problemOf(err)
 	var held *lock.HeldError
 	if errors.As(err, &held) {
-		p.Holder = held.Holder
-		p.ExpiresAt = held.ExpiresAt.UnixMilli()
+		exp := int64(0) // unknown; the lock scripts always set an expiry
+		if !held.ExpiresAt.IsZero() {
+			exp = held.ExpiresAt.UnixMilli()
+		}
+		p.Holder, p.ExpiresAt = &held.Holder, &exp
 		// Retry-After in whole seconds, rounded up: retrying before the
 		// lease ends is pointless unless the holder releases early.
 		secs := max(1, int64(math.Ceil(time.Until(held.ExpiresAt).Seconds())))

@@ -36,3 +36,25 @@ func handleSpec(spec []byte) http.HandlerFunc {
 		_, _ = w.Write(spec)
 	}
 }
+
+// handleMetrics serves the Prometheus exposition.
+func handleMetrics(log *slog.Logger, h http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h == nil {
+			writeError(w, r, log, errRouteNotFound)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}
+}
+
+// handleStats answers the seed's getMetrics() snapshot.
+func handleStats(log *slog.Logger, stats func() any) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if stats == nil {
+			writeError(w, r, log, errRouteNotFound)
+			return
+		}
+		writeJSON(w, http.StatusOK, stats())
+	}
+}

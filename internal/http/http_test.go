@@ -304,7 +304,7 @@ func TestRedisDownThenBack(t *testing.T) {
 func TestKeysHealthAndSpec(t *testing.T) {
 	h := newHarness(t, redistest.Mini(t))
 	for _, k := range []string{"tasks/T1/state", "tasks/T1/progress", "tasks/T2/state", "workers/w1/status"} {
-		h.must(200, "PUT", "/v1/kv/"+k, `{"value":true}`)
+		h.must(200, "PUT", "/v1/kv/"+k, `{"value":{"progress":1}}`)
 	}
 	h.must(200, "PUT", "/v1/kv/tasks/T9/state?ns=other", `{"value":true}`)
 	r := h.must(200, "GET", "/v1/keys?prefix=tasks/&limit=2", "").json(t)

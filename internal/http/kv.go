@@ -117,7 +117,7 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 		}
 		withSiblings, err := boolParam(q.Get("siblings"), "siblings")
 		if err == nil {
-			_, err = boolParam(q.Get("consistent"), "consistent") // no cache yet: every read is consistent
+			opt.Consistent, err = boolParam(q.Get("consistent"), "consistent") // bypasses the instance cache
 		}
 		if err != nil {
 			writeError(w, r, log, err)
@@ -158,8 +158,12 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc, check va
 			writeError(w, r, log, fmt.Errorf("%w: the body needs a \"value\" (null is a value)", errInvalidArgument))
 			return
 		}
-		if check != nil {
-			if err := check(req.Value); err != nil {
+		valid := check
+		if valid == nil {
+			valid = checkForKey(key)
+		}
+		if valid != nil {
+			if err := valid(req.Value); err != nil {
 				writeError(w, r, log, err)
 				return
 			}
@@ -175,6 +179,15 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc, check va
 			}
 			ttl := time.Duration(*req.TTL) * time.Second
 			put.TTL = &ttl
+		}
+		async, err := boolParam(r.URL.Query().Get("async"), "async")
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		if async {
+			enqueuePut(w, r, log, cfg.Queue, st, ns, key, put)
+			return
 		}
 		res, err := st.Put(r.Context(), ns, key, put)
 		if err != nil {

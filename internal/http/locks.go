@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -53,6 +54,11 @@ func newLockInfo(i lock.Info) lockInfo {
 	return lockInfo{Name: i.Name, Owner: i.Owner, Fence: i.Fence,
 		AcquiredAt: i.AcquiredAt.UnixMilli(), ExpiresAt: i.ExpiresAt.UnixMilli()}
 }
+
+// maxMillis keeps a millisecond count's conversion to time.Duration from
+// overflowing; the locker applies the configured maxima, so a larger value
+// is still refused rather than silently shortened.
+const maxMillis = math.MaxInt64 / int64(time.Millisecond)
 
 // lockName names the lock a request addresses.
 type lockName func(r *http.Request) (string, error)
@@ -106,6 +112,12 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, err)
 			return
 		}
+		if name == "refresh" || strings.HasSuffix(name, "/refresh") {
+			// POST …/{name}/refresh means refresh: such a lock could never
+			// be refreshed, so it cannot be taken either.
+			writeError(w, r, log, fmt.Errorf("%w: \"refresh\" is reserved as the last segment of a lock name", keys.ErrInvalidKey))
+			return
+		}
 		var req request
 		if err := decode(r, cfg.MaxDepth, &req); err != nil {
 			writeError(w, r, log, err)
@@ -120,8 +132,8 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			owner = r.Header.Get("X-Worker-Id")
 		}
 		g, err := lk.Acquire(r.Context(), ns, name, lock.AcquireRequest{
-			TTL:   time.Duration(min(*req.TTLMs, maxTTLSeconds)) * time.Millisecond,
-			Wait:  time.Duration(min(req.WaitMs, maxTTLSeconds)) * time.Millisecond,
+			TTL:   time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
+			Wait:  time.Duration(min(req.WaitMs, maxMillis)) * time.Millisecond,
 			Owner: owner,
 		})
 		if err != nil {
@@ -153,7 +165,7 @@ func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, fmt.Errorf("%w: token and a positive ttl_ms are required", errInvalidArgument))
 			return
 		}
-		g, err := lk.Refresh(r.Context(), ns, name, req.Token, time.Duration(min(*req.TTLMs, maxTTLSeconds))*time.Millisecond)
+		g, err := lk.Refresh(r.Context(), ns, name, req.Token, time.Duration(min(*req.TTLMs, maxMillis))*time.Millisecond)
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -6,7 +6,7 @@ import "net/http"
 // spec test fails on any route or response the spec does not describe.
 func (s *Server) routes() {
 	r := s.router
-	r.Use(s.recoverer, s.limitBody)
+	r.Use(s.observe, s.recoverer, s.limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errRouteNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errMethod) })
 	log, cfg, st, lk := s.log, s.cfg, s.store, s.locker
@@ -14,12 +14,18 @@ func (s *Server) routes() {
 	r.Get("/healthz", handleHealth())
 	r.Get("/readyz", handleReady(log, st))
 	r.Get("/openapi.yaml", handleSpec(cfg.Spec))
+	r.Get("/metrics", handleMetrics(log, cfg.Metrics))
+	r.Get("/v1/stats", handleStats(log, cfg.Stats))
 
 	// Generic keys.
 	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, wildcardKey))
 	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey, nil))
 	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
 	r.Get("/v1/keys", handleKeys(log, cfg, st))
+
+	// Batches and queued writes (PUT ?async=true on every key route).
+	r.Post("/v1/batch", handleBatch(log, cfg, st))
+	r.Post("/v1/sync", handleSync(log, cfg.Queue))
 
 	// Locks; "refresh" is reserved as a lock name's last segment.
 	r.Post("/v1/locks/*", handleLockPost(log, cfg, lk))
@@ -51,4 +57,8 @@ func (s *Server) routes() {
 		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, templateKey("coordination/"+k)))
 		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k), nil))
 	}
+
+	// Propagation: change streams and the instance caches (watch.go).
+	r.Get("/v1/watch", handleWatch(log, cfg, s.prop))
+	r.Post("/v1/cache/invalidate", handleCacheInvalidate(log, cfg, s.prop))
 }

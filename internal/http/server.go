@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/memsync/memsync/internal/store"
 )
@@ -23,6 +24,7 @@ type Store interface {
 	Delete(ctx context.Context, ns, key, ifMatch string) error
 	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
+	Batch(ctx context.Context, ops []store.BatchOp, atomic bool) ([]store.BatchResult, error)
 	Ping(ctx context.Context) error
 }
 
@@ -42,6 +44,15 @@ type Config struct {
 	// HeartbeatTTL is the life of a heartbeat that names none
 	// (DefaultHeartbeatTTL).
 	HeartbeatTTL time.Duration
+	// Queue holds the writes of PUT ?async=true (batch.go); nil applies
+	// them at once (still answered 202).
+	Queue Queue
+	// Metrics serves /metrics, Stats answers /v1/stats, and ObserveRequest
+	// hears every finished request (route pattern, method, status, time).
+	// Any may be nil: /metrics and /v1/stats then answer 404.
+	Metrics        http.Handler
+	Stats          func() any
+	ObserveRequest func(route, method string, status int, took time.Duration)
 }
 
 // Server is the memsync API as an http.Handler.
@@ -51,10 +62,12 @@ type Server struct {
 	store  Store
 	locker Locker
 	router chi.Router
+	prop   propagation // watch and cache routes (watch.go)
 }
 
-// NewServer returns the API handler over st and lk.
-func NewServer(cfg Config, log *slog.Logger, st Store, lk Locker) (*Server, error) {
+// NewServer returns the API handler over st and lk. Options add the
+// optional dependencies (WithWatch, WithCache).
+func NewServer(cfg Config, log *slog.Logger, st Store, lk Locker, opts ...Option) (*Server, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
 	}
@@ -70,7 +83,11 @@ func NewServer(cfg Config, log *slog.Logger, st Store, lk Locker) (*Server, erro
 	if err := validNamespace(cfg.Namespace); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	st = withQueue(st, cfg.Queue) // reads see this instance's queued writes
 	s := &Server{cfg: cfg, log: log, store: st, locker: lk, router: chi.NewRouter()}
+	for _, o := range opts {
+		o(s)
+	}
 	s.routes()
 	return s, nil
 }
@@ -92,6 +109,28 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 			}
 		}()
 		next.ServeHTTP(w, r)
+	})
+}
+
+// observe reports every finished request to cfg.ObserveRequest, by chi
+// route pattern (not path: keys would explode the label set).
+func (s *Server) observe(next http.Handler) http.Handler {
+	if s.cfg.ObserveRequest == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := ""
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			route = rc.RoutePattern()
+		}
+		status := ww.Status()
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.cfg.ObserveRequest(route, r.Method, status, time.Since(start))
 	})
 }
 

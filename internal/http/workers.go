@@ -183,6 +183,16 @@ func handleTaskAgents(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 	}
 }
 
+// checkForKey returns the value check of a typed key, whichever route
+// writes it: tasks/{id}/progress must hold a progress value on /v1/kv too.
+func checkForKey(key string) valueCheck {
+	parts := strings.Split(key, "/")
+	if len(parts) == 3 && parts[0] == "tasks" && parts[2] == "progress" {
+		return checkProgress
+	}
+	return nil
+}
+
 // checkProgress accepts the seed's progress value: an object whose
 // "progress" is a number from 0 to 100 (the max strategy compares it), with
 // an optional string "status".

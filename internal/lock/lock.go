@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -123,6 +124,9 @@ type Options struct {
 	// even without a release message or the holder's expiry, in case a
 	// message was lost. Defaults to DefaultRetryInterval (250 ms).
 	RetryInterval time.Duration
+	// OnAcquire, if set, hears how long each Acquire took and whether it was
+	// granted (for a wait-time histogram). It must be quick.
+	OnAcquire func(took time.Duration, granted bool)
 }
 
 // AcquireRequest says how to acquire a lock.
@@ -170,6 +174,8 @@ type Locker struct {
 
 	mu     sync.Mutex
 	queues map[string][]*waiter // waiters by lock key, in arrival order
+
+	grants, contended atomic.Uint64
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -240,11 +246,46 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	if err != nil {
 		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
 	}
+	start := time.Now()
+	var g Grant
 	if req.Wait == 0 {
-		return l.try(ctx, ns, name, token, req)
+		g, err = l.try(ctx, ns, name, token, req)
+	} else {
+		g, err = l.wait(ctx, ns, name, token, req)
 	}
-	return l.wait(ctx, ns, name, token, req)
+	l.count(time.Since(start), err)
+	return g, err
 }
+
+// Stats are a Locker's counters since it started, for metrics.
+type Stats struct {
+	Grants    uint64 // locks granted
+	Contended uint64 // acquires that found the lock held (granted after waiting, or not at all)
+}
+
+// Stats returns the counters.
+func (l *Locker) Stats() Stats {
+	return Stats{Grants: l.grants.Load(), Contended: l.contended.Load()}
+}
+
+// count records the outcome of an Acquire that took waited.
+func (l *Locker) count(waited time.Duration, err error) {
+	if err == nil {
+		l.grants.Add(1)
+	}
+	// A grant that took longer than a round trip or two waited for a holder.
+	contended := errors.Is(err, ErrLockHeld) || (err == nil && waited > contentionThreshold)
+	if contended {
+		l.contended.Add(1)
+	}
+	if l.opts.OnAcquire != nil && (err == nil || errors.Is(err, ErrLockHeld)) {
+		l.opts.OnAcquire(waited, err == nil)
+	}
+}
+
+// contentionThreshold tells a grant that waited for a holder from one that
+// only paid for its round trips.
+const contentionThreshold = 5 * time.Millisecond
 
 // try runs the acquire script once and, on a grant, records it in the index.
 func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest) (Grant, error) {

@@ -115,6 +115,10 @@ func (c *committer) commit(batch []*writeOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	s := c.s
+	s.count.commits.Add(1)
+	if s.cfg.OnCommit != nil {
+		s.cfg.OnCommit(len(batch))
+	}
 
 	pending := batch
 	for attempt := 0; len(pending) > 0; attempt++ {
@@ -185,6 +189,7 @@ func (c *committer) commit(batch []*writeOp) {
 	for i, op := range owners {
 		if op != nil {
 			op.res.EventID = events[i].ID
+			s.count.wrote(op.res)
 		}
 	}
 }
@@ -193,7 +198,7 @@ func (c *committer) commit(batch []*writeOp) {
 func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	out, err := op.run.Slice()
 	if err != nil {
-		return PutResult{}, wrap("put", op.key, err)
+		return PutResult{}, s.wrap("put", op.key, err)
 	}
 	if len(out) >= 1 && out[0] == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)

@@ -87,8 +87,9 @@ func (s *Store) publish(ctx context.Context, events ...*Event) error {
 	}
 	first, err := publishScript.Run(ctx, s.rdb, []string{keys.Global("events-seq"), keys.Global("events")}, args...).Uint64()
 	if err != nil {
-		return wrap("publish", events[0].Key, err)
+		return s.wrap("publish", events[0].Key, err)
 	}
+	s.count.events.Add(uint64(len(events)))
 	for i, ev := range events {
 		ev.ID = first + uint64(i)
 	}
@@ -110,7 +111,7 @@ func ParseEvent(data string) (Event, error) {
 func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
 	msgs, err := s.rdb.XRangeN(ctx, keys.Global("events"), "(0-"+strconv.FormatUint(after, 10), "+", limit).Result()
 	if err != nil {
-		return nil, false, wrap("events", "", err)
+		return nil, false, s.wrap("events", "", err)
 	}
 	out := make([]Event, 0, len(msgs))
 	for _, m := range msgs {

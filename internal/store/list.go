@@ -50,7 +50,7 @@ func (s *Store) List(ctx context.Context, ns, prefix, cursor string, limit int) 
 	w := walk{s: s, ctx: ctx, ns: ns, prefix: prefix, after: after, want: limit + 1,
 		live: &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.cfg.Now().UnixMilli(), 10), Max: "+inf"}}
 	if err := w.run(); err != nil {
-		return nil, "", wrap("list", prefix, err)
+		return nil, "", s.wrap("list", prefix, err)
 	}
 	if len(w.out) <= limit {
 		return w.out, "", nil

@@ -141,7 +141,7 @@ return out
 //
 // KEYS[1] the data hash; KEYS[2] the subtree index
 // ARGV[1] the key (index member)
-// ARGV[2] If-Match etag, "" for none
+// ARGV[2] If-Match etag, "*" for any existing state, "" for none
 //
 // Returns 1 when deleted, 0 when the key did not exist, -1 when If-Match
 // did not match (nothing changed).
@@ -151,7 +151,7 @@ if not etag then
   redis.call("ZREM", KEYS[2], ARGV[1])
   return 0
 end
-if ARGV[2] ~= "" and etag ~= ARGV[2] then return -1 end
+if ARGV[2] ~= "" and ARGV[2] ~= "*" and etag ~= ARGV[2] then return -1 end
 redis.call("DEL", KEYS[1])
 redis.call("ZREM", KEYS[2], ARGV[1])
 return 1

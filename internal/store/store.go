@@ -64,6 +64,9 @@ type Config struct {
 	// (DefaultMaxCommitBatch).
 	Committers     int
 	MaxCommitBatch int
+	// OnCommit, if set, hears the size of every pipeline of writes the
+	// group committer sends (for a metrics histogram). It must be quick.
+	OnCommit func(writes int)
 }
 
 // Store reads and writes keys. It is safe for concurrent use.
@@ -71,6 +74,9 @@ type Store struct {
 	rdb    redis.UniversalClient
 	cfg    Config
 	commit *committer
+	count  counters
+	// scripts tracks the script cache for batches (batch.go).
+	scripts scriptState
 }
 
 // New returns a Store on rdb.
@@ -179,24 +185,9 @@ type PutResult struct {
 // Put writes a value to key in namespace ns. It returns ErrInvalidKey,
 // ErrInvalidArgument, ErrPreconditionFailed or ErrUnavailable.
 func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutResult, error) {
-	if err := validate(ns, key); err != nil {
+	ttl, err := s.checkPut(ns, key, &req)
+	if err != nil {
 		return PutResult{}, err
-	}
-	if req.Writer == "" {
-		req.Writer = AnonymousWriter
-	}
-	if !clock.ValidID(req.Writer) {
-		return PutResult{}, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
-	}
-	if !json.Valid(req.Value) {
-		return PutResult{}, fmt.Errorf("%w: value is not valid JSON", ErrInvalidArgument)
-	}
-	ttl := s.cfg.DefaultTTL
-	if req.TTL != nil {
-		ttl = *req.TTL
-	}
-	if ttl < 0 || ttl > s.cfg.MaxTTL {
-		return PutResult{}, fmt.Errorf("%w: ttl must be between 0 and %d seconds", ErrInvalidArgument, int64(s.cfg.MaxTTL/time.Second))
 	}
 	now := s.cfg.Now()
 	var exp int64
@@ -273,6 +264,10 @@ func (s *Store) compact(ctx context.Context, ns, key, writer string) (PutResult,
 type GetOptions struct {
 	// Resolve overrides the key's strategy for this read; "" keeps it.
 	Resolve Strategy
+	// Consistent asks a read cache in front of the store to read Redis
+	// instead of serving its copy. The store itself always reads Redis and
+	// ignores it.
+	Consistent bool
 }
 
 // Get reads key in namespace ns and resolves its siblings. It returns
@@ -281,9 +276,10 @@ func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry,
 	if err := validate(ns, key); err != nil {
 		return Entry{}, err
 	}
+	s.count.reads.Add(1)
 	fields, err := s.rdb.HGetAll(ctx, keys.Redis(ns, key)).Result()
 	if err != nil {
-		return Entry{}, wrap("get", key, err)
+		return Entry{}, s.wrap("get", key, err)
 	}
 	return s.decode(ns, key, fields, opt.Resolve)
 }
@@ -302,8 +298,9 @@ func (s *Store) GetMany(ctx context.Context, ns string, ks []string, opt GetOpti
 	for i, k := range ks {
 		cmds[i] = pipe.HGetAll(ctx, keys.Redis(ns, k))
 	}
+	s.count.reads.Add(uint64(len(ks)))
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, wrap("get", strings.Join(ks, ","), err)
+		return nil, s.wrap("get", strings.Join(ks, ","), err)
 	}
 	out := make([]Entry, len(ks))
 	for i, cmd := range cmds {
@@ -378,7 +375,7 @@ func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
 	n, err := deleteScript.Run(ctx, s.rdb,
 		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, ifMatch).Int()
 	if err != nil {
-		return wrap("delete", key, err)
+		return s.wrap("delete", key, err)
 	}
 	switch n {
 	case 0:
@@ -392,6 +389,7 @@ func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		s.count.redisErrors.Add(1)
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
@@ -402,6 +400,14 @@ func validate(ns, key string) error {
 		return err
 	}
 	return keys.Validate(key)
+}
+
+// wrap is the package-level wrap that also counts the failure.
+func (s *Store) wrap(op, key string, err error) error {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		s.count.redisErrors.Add(1)
+	}
+	return wrap(op, key, err)
 }
 
 // wrap names the operation and classifies a Redis failure: a reply error

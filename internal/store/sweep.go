@@ -32,7 +32,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 			Min: "-inf", Max: nowText, Count: sweepBatch,
 		}).Result()
 		if err != nil {
-			return out, wrap("sweep", "", err)
+			return out, s.wrap("sweep", "", err)
 		}
 		waiting := 0
 		for _, member := range due {
@@ -44,7 +44,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 			verdict, err := sweepScript.Run(ctx, s.rdb,
 				[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, nowText).StringSlice()
 			if err != nil {
-				return out, wrap("sweep", key, err)
+				return out, s.wrap("sweep", key, err)
 			}
 			switch verdict[0] {
 			case "wait":
@@ -68,7 +68,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 				_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{keys.Global("expiry")}, member, nowText).Result()
 			}
 			if err != nil && !errors.Is(err, redis.Nil) {
-				return out, wrap("sweep", key, err)
+				return out, s.wrap("sweep", key, err)
 			}
 		}
 		// A full batch may mean more are due; entries still waiting for

@@ -1,0 +1,107 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/memsync/memsync/internal/metrics"
+)
+
+func sources() metrics.Sources {
+	return metrics.Sources{
+		Store: func() metrics.StoreStats {
+			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1,
+				Conflicts: map[string]uint64{"lww": 1, "merge": 1}}
+		},
+		Locks: func() metrics.LockStats { return metrics.LockStats{Grants: 5, Contended: 2} },
+		Cache: func() metrics.CacheStats {
+			return metrics.CacheStats{Hits: 30, Misses: 10, Evictions: 1, Invalidations: 4, Entries: 7, MaxEntries: 1000}
+		},
+		Watch: func() metrics.WatchStats {
+			return metrics.WatchStats{Watchers: 2, EventsDelivered: 16, SubscriptionUp: true}
+		},
+		Async:         func() metrics.AsyncStats { return metrics.AsyncStats{Pending: 3, Flushes: 2} },
+		VectorClock:   func() map[string]uint64 { return map[string]uint64{"w1": 4} },
+		ActiveWorkers: func(context.Context) (int, error) { return 2, nil },
+	}
+}
+
+func TestExpositionPassesLint(t *testing.T) {
+	m := metrics.New(sources())
+	m.ObserveRequest("/v1/kv/*", "GET", 200, 3*time.Millisecond)
+	m.ObserveRequest("", "GET", 404, time.Millisecond)
+	m.ObserveCommit(12)
+	m.ObserveLockWait(40*time.Millisecond, true)
+	problems, err := testutil.GatherAndLint(m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`memsync_http_requests_total{code="200",method="GET",route="/v1/kv/*"} 1`,
+		`memsync_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+		`memsync_conflicts_total{strategy="merge"} 1`,
+		`memsync_batch_flushes_total{kind="async"} 2`,
+		`memsync_batch_flushes_total{kind="group_commit"} 3`,
+		`memsync_cache_hits_total 30`,
+		`memsync_pending_async_writes 3`,
+		`memsync_lock_grants_total 5`,
+		`memsync_active_workers 2`,
+		`memsync_event_subscription_up 1`,
+		`memsync_batch_size_count 1`,
+		`memsync_lock_wait_seconds_count 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestSnapshotHasTheSeedsShape(t *testing.T) {
+	b, err := json.Marshal(metrics.New(sources()).Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	// Every field of the design document's getMetrics() example, plus the two rates.
+	for _, k := range []string{"reads", "writes", "conflicts", "cacheHits", "cacheMisses", "syncs", "cache",
+		"pendingWrites", "subscriptions", "vectorClock", "hitRate", "conflictRate"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("stats lack %q: %s", k, b)
+		}
+	}
+	cache := got["cache"].(map[string]any)
+	for _, k := range []string{"size", "maxSize", "invalidated"} {
+		if _, ok := cache[k]; !ok {
+			t.Errorf("stats.cache lacks %q", k)
+		}
+	}
+	if got["hitRate"] != 0.75 || got["conflictRate"] != 0.25 || got["reads"] != float64(40) || got["syncs"] != float64(5) {
+		t.Errorf("derived stats wrong: %s", b)
+	}
+}
+
+func TestMissingSourcesAreLeftOut(t *testing.T) {
+	m := metrics.New(metrics.Sources{})
+	if problems, err := testutil.GatherAndLint(m.Registry()); err != nil || len(problems) > 0 {
+		t.Fatalf("lint with no sources: %v %v", problems, err)
+	}
+	if st := m.Snapshot(); st.Reads != 0 || st.VectorClock == nil {
+		t.Errorf("empty snapshot = %+v", st)
+	}
+}

@@ -1,0 +1,632 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// MaxBatchOps is the most operations one Batch may carry (CONTRACT §10).
+const MaxBatchOps = 1000
+
+// Atomic batches retry this many times when a key they watch changes
+// between the read of its etag and EXEC, then give up with ErrContended.
+const atomicAttempts = 8
+
+// ErrContended is returned by an atomic Batch whose keys kept changing under
+// it: nothing was applied, and trying again may succeed.
+var ErrContended = fmt.Errorf("%w: the keys of the atomic batch kept changing; nothing was applied, retry", ErrUnavailable)
+
+// OpKind names what one operation of a batch does.
+type OpKind string
+
+// The operations of a batch.
+const (
+	OpGet    OpKind = "get"
+	OpPut    OpKind = "put"
+	OpDelete OpKind = "delete"
+)
+
+// BatchOp is one operation of a batch.
+type BatchOp struct {
+	Kind      OpKind
+	Namespace string
+	Key       string
+	// PutRequest is the write of an OpPut. OpGet and OpDelete read only its
+	// IfMatch: the key's etag must be this one ("*": the key must exist).
+	PutRequest
+	// At is when the op was issued: a put's timestamp and the start of its
+	// TTL. Zero means when Batch runs. A queued write sets it when it is
+	// accepted, so that last-writer-wins orders it by acceptance.
+	At time.Time
+}
+
+// BatchResult is what one operation of a batch did.
+type BatchResult struct {
+	// Entry is the key after a put, or as a get read it; zero for a delete
+	// and on error.
+	Entry Entry
+	// Err is nil when the op succeeded, else ErrInvalidKey,
+	// ErrInvalidArgument, ErrNotFound, ErrPreconditionFailed or
+	// ErrUnavailable (Redis failed mid-batch: the op may or may not have
+	// been applied).
+	Err error
+}
+
+// BatchError is the error of an atomic batch that applied nothing because
+// of one of its operations. It wraps that operation's error.
+type BatchError struct {
+	Index int // of the operation in the batch, from 0
+	Err   error
+}
+
+func (e *BatchError) Error() string { return fmt.Sprintf("op %d: %v", e.Index, e.Err) }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// scriptState remembers whether the write scripts are known to be in the
+// Redis script cache (see Store.loadScripts).
+type scriptState struct{ loaded atomic.Bool }
+
+// batchItem is one op on its way through a batch. Puts reuse the group
+// committer's writeOp, so that both paths parse replies the same way.
+type batchItem struct {
+	op    *BatchOp
+	w     writeOp                   // puts: the prepared write and its reply
+	get   *redis.MapStringStringCmd // gets
+	del   *redis.Cmd                // deletes
+	entry Entry                     // gets: what was read
+	err   error                     // validation failure, then the op's outcome
+}
+
+// Batch runs ops, in order, in one Redis round trip, and publishes the
+// change events of its writes in one call. It returns one result per op.
+//
+// Not atomic (atomic false): every op stands alone, as if sent by itself;
+// an op that fails (bad key, failed If-Match, …) has its error in its
+// result and the others still run. The error return is ErrInvalidArgument
+// for more than MaxBatchOps ops, or ErrUnavailable when Redis could not be
+// reached at all (then nothing ran).
+//
+// Atomic: every op's precondition is checked against the state the ops
+// before it leave, and either all ops apply or none does. An invalid op, or
+// an If-Match that does not hold (an absent key holds none, for a delete
+// too), fails the whole batch with a *BatchError naming the op, wrapping
+// ErrInvalidKey, ErrInvalidArgument or ErrPreconditionFailed. Keys that
+// change while the batch checks them make it start over, up to a few times
+// (then ErrContended). On Redis Cluster every key of an atomic batch must be
+// in one subtree ({namespace}/{first}/{second}), since a transaction cannot
+// span hash slots; otherwise ErrInvalidArgument.
+//
+// A get in a batch sees the writes of the ops before it.
+func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchResult, error) {
+	if len(ops) > MaxBatchOps {
+		return nil, fmt.Errorf("%w: a batch holds at most %d operations, not %d", ErrInvalidArgument, MaxBatchOps, len(ops))
+	}
+	if len(ops) == 0 {
+		return []BatchResult{}, nil
+	}
+	now := s.cfg.Now()
+	items := make([]batchItem, len(ops))
+	for i := range ops {
+		it := &items[i]
+		it.op = &ops[i]
+		it.err = s.prepareOp(it, now)
+		if it.err != nil && atomic {
+			return nil, &BatchError{Index: i, Err: it.err}
+		}
+	}
+	var err error
+	if atomic {
+		err = s.runAtomic(ctx, items)
+	} else {
+		err = s.runPipeline(ctx, items)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.finishBatch(ctx, items), nil
+}
+
+// CheckOp validates op as Batch would, without touching Redis: nil means
+// only Redis can still refuse it (a precondition, an outage).
+func (s *Store) CheckOp(op BatchOp) error {
+	it := batchItem{op: &op}
+	return s.prepareOp(&it, s.cfg.Now())
+}
+
+// prepareOp validates it.op and, for a put, fills in the write.
+func (s *Store) prepareOp(it *batchItem, now time.Time) error {
+	op := it.op
+	if err := validate(op.Namespace, op.Key); err != nil {
+		return err
+	}
+	switch op.Kind {
+	case OpPut:
+	case OpGet, OpDelete:
+		return nil
+	default:
+		return fmt.Errorf("%w: op must be put, get or delete, not %q", ErrInvalidArgument, op.Kind)
+	}
+	req := op.PutRequest
+	ttl, err := s.checkPut(op.Namespace, op.Key, &req)
+	if err != nil {
+		return err
+	}
+	at := now
+	if !op.At.IsZero() {
+		at = op.At
+	}
+	var exp int64
+	if ttl > 0 {
+		exp = at.Add(ttl).UnixMilli()
+	}
+	it.w = writeOp{ns: op.Namespace, key: op.Key, req: req, value: compact(req.Value),
+		ts: at.UnixMilli(), exp: exp, etag: newETag()}
+	return nil
+}
+
+// checkPut validates a write as Put does and returns its TTL, the default
+// filled in; an empty writer becomes AnonymousWriter.
+func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error) {
+	if err := validate(ns, key); err != nil {
+		return 0, err
+	}
+	if req.Writer == "" {
+		req.Writer = AnonymousWriter
+	}
+	if !clock.ValidID(req.Writer) {
+		return 0, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
+	}
+	if !json.Valid(req.Value) {
+		return 0, fmt.Errorf("%w: value is not valid JSON", ErrInvalidArgument)
+	}
+	ttl := s.cfg.DefaultTTL
+	if req.TTL != nil {
+		ttl = *req.TTL
+	}
+	if ttl < 0 || ttl > s.cfg.MaxTTL {
+		return 0, fmt.Errorf("%w: ttl must be between 0 and %d seconds", ErrInvalidArgument, int64(s.cfg.MaxTTL/time.Second))
+	}
+	return ttl, nil
+}
+
+// runPipeline sends a non-atomic batch: the index updates of its puts, then
+// every op in order, in one pipeline.
+func (s *Store) runPipeline(ctx context.Context, items []batchItem) error {
+	if !s.scripts.loaded.Load() {
+		// Load both write scripts up front: a pipeline in which only one of
+		// them is cached would run a later op on a key before an earlier one.
+		// A failure shows up below as NOSCRIPT (or as the outage it is).
+		_ = s.loadScripts(ctx)
+	}
+	pipe := s.rdb.Pipeline()
+	s.pipeIndexes(ctx, pipe, items)
+	sent := 0
+	for i := range items {
+		if items[i].err == nil {
+			s.pipeOp(ctx, pipe, &items[i], false)
+			sent++
+		}
+	}
+	if sent == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) && s.allFailed(items) {
+		return s.wrap("batch", items[0].op.Key, err)
+	}
+	return s.rerunNoScript(ctx, items)
+}
+
+// rerunNoScript runs again the ops whose script Redis did not have (its
+// script cache was flushed, or Redis restarted). A key's ops are run again
+// only when every write to it failed so, which keeps their order; a key on
+// which some writes ran and others did not (the cache was flushed in the
+// middle of the pipeline) gets ErrUnavailable for the ones that did not.
+func (s *Store) rerunNoScript(ctx context.Context, items []batchItem) error {
+	if !s.anyNoScript(items) {
+		return nil
+	}
+	failed := map[string]bool{} // data key → every write to it failed with NOSCRIPT
+	for i := range items {
+		it := &items[i]
+		if it.err != nil || it.op.Kind == OpGet {
+			continue
+		}
+		rk := keys.Redis(it.op.Namespace, it.op.Key)
+		all, seen := failed[rk]
+		noScript := isNoScript(it.scriptErr())
+		failed[rk] = noScript && (all || !seen)
+	}
+	s.scripts.loaded.Store(false)
+	loadErr := s.loadScripts(ctx)
+	pipe := s.rdb.Pipeline()
+	n := 0
+	for i := range items {
+		it := &items[i]
+		if it.err != nil {
+			continue
+		}
+		rk := keys.Redis(it.op.Namespace, it.op.Key)
+		switch {
+		case failed[rk] && loadErr == nil:
+			s.pipeOp(ctx, pipe, it, false)
+			n++
+		case isNoScript(it.scriptErr()):
+			it.err = fmt.Errorf("%w: batch %q: Redis lost its scripts in the middle of the batch; this op did not run, retry it", ErrUnavailable, it.op.Key)
+			if loadErr != nil {
+				it.err = s.wrap("batch", it.op.Key, loadErr)
+			}
+		}
+	}
+	if n > 0 {
+		_, _ = pipe.Exec(ctx) // each command's own error is read later
+	}
+	return nil
+}
+
+func (s *Store) anyNoScript(items []batchItem) bool {
+	for i := range items {
+		if items[i].err == nil && isNoScript(items[i].scriptErr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// allFailed reports whether no op that was sent got a reply.
+func (s *Store) allFailed(items []batchItem) bool {
+	for i := range items {
+		it := &items[i]
+		if it.err != nil {
+			continue
+		}
+		var err error
+		switch it.op.Kind {
+		case OpPut:
+			err = it.w.run.Err()
+		case OpGet:
+			err = it.get.Err()
+		case OpDelete:
+			err = it.del.Err()
+		}
+		if err == nil || isReplyError(err) {
+			return false
+		}
+	}
+	return true
+}
+
+// scriptErr is the error of a write's script call; nil for a get.
+func (it *batchItem) scriptErr() error {
+	switch it.op.Kind {
+	case OpPut:
+		return it.w.run.Err()
+	case OpDelete:
+		return it.del.Err()
+	}
+	return nil
+}
+
+// loadScripts puts the write scripts in the script cache (of every master,
+// on Cluster).
+func (s *Store) loadScripts(ctx context.Context) error {
+	for _, sc := range []*redis.Script{putScript, deleteScript} {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return err
+		}
+	}
+	s.scripts.loaded.Store(true)
+	return nil
+}
+
+// pipeIndexes queues the index updates of every put in items, as
+// touchIndexes does for one, with one ZADD per index key: on the roots
+// and children indexes ZADD GT keeps the latest expiry of duplicates, and
+// on the expiry index the last write of a key wins, as if they ran one by
+// one.
+func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, items []batchItem) {
+	type group struct {
+		key     string
+		gt      bool
+		members []redis.Z
+	}
+	var groups []group
+	at := make(map[string]int, 4)
+	add := func(key string, gt bool, member string, score float64) {
+		i, ok := at[key]
+		if !ok {
+			i = len(groups)
+			at[key] = i
+			groups = append(groups, group{key: key, gt: gt})
+		}
+		groups[i].members = append(groups[i].members, redis.Z{Score: score, Member: member})
+	}
+	for i := range items {
+		it := &items[i]
+		if it.err != nil || it.op.Kind != OpPut {
+			continue
+		}
+		ns, key, exp := it.w.ns, it.w.key, it.w.exp
+		score := float64(exp)
+		if exp == 0 {
+			score = inf
+		}
+		first, rest, deep := strings.Cut(key, "/")
+		add(keys.Namespace(ns, "roots"), true, first, score)
+		if deep {
+			second, _, _ := strings.Cut(rest, "/")
+			add(keys.Aux(ns, first, "children"), true, second, score)
+		}
+		if exp != 0 {
+			add(keys.Global("expiry"), false, ns+"/"+key, score)
+		}
+	}
+	for _, g := range groups {
+		if g.gt {
+			pipe.ZAddGT(ctx, g.key, g.members...)
+		} else {
+			pipe.ZAdd(ctx, g.key, g.members...)
+		}
+	}
+}
+
+// pipeOp queues one op. In a transaction (eval) the scripts go as EVAL, so
+// that a script missing from the cache cannot fail one op of an EXEC whose
+// others apply.
+func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem, eval bool) {
+	op := it.op
+	switch op.Kind {
+	case OpGet:
+		it.get = pipe.HGetAll(ctx, keys.Redis(op.Namespace, op.Key))
+	case OpPut:
+		w := &it.w
+		ks := []string{keys.Redis(w.ns, w.key), keys.SubtreeIndex(w.ns, w.key)}
+		args := []any{w.key, w.req.Writer, w.req.Context.String(), envelopeTail(w), w.exp,
+			w.req.IfMatch, boolArg(w.req.IfNoneMatch), w.etag}
+		if eval {
+			w.run = putScript.Eval(ctx, pipe, ks, args...)
+		} else {
+			w.run = putScript.EvalSha(ctx, pipe, ks, args...)
+		}
+	case OpDelete:
+		ks := []string{keys.Redis(op.Namespace, op.Key), keys.SubtreeIndex(op.Namespace, op.Key)}
+		if eval {
+			it.del = deleteScript.Eval(ctx, pipe, ks, op.Key, op.IfMatch)
+		} else {
+			it.del = deleteScript.EvalSha(ctx, pipe, ks, op.Key, op.IfMatch)
+		}
+	}
+}
+
+// runAtomic applies items all or nothing: WATCH every data key, read their
+// etags, check every precondition in op order against the state the ops
+// before it leave, then run the ops in MULTI/EXEC. EXEC aborts when a
+// watched key changed meanwhile; then it starts over.
+func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
+	watched := make([]string, 0, len(items))
+	index := make(map[string]int, len(items)) // data key → position in watched
+	for i := range items {
+		rk := keys.Redis(items[i].op.Namespace, items[i].op.Key)
+		if _, ok := index[rk]; !ok {
+			index[rk] = len(watched)
+			watched = append(watched, rk)
+		}
+	}
+	if _, ok := s.rdb.(*redis.ClusterClient); ok {
+		first := items[0].op
+		tag := keys.Tag(first.Namespace, first.Key)
+		for i := range items {
+			op := items[i].op
+			if t := keys.Tag(op.Namespace, op.Key); t != tag {
+				return &BatchError{Index: i, Err: fmt.Errorf(
+					"%w: on Redis Cluster an atomic batch must keep its keys in one subtree ({namespace}/{first}/{second}), since a transaction cannot span hash slots: %q is in %s, %q in %s",
+					ErrInvalidArgument, first.Key, tag, op.Key, t)}
+			}
+		}
+	}
+
+	// The index updates go first, outside the transaction: they only ever
+	// raise scores, so they are harmless if the batch is then refused (as
+	// they are for a single write whose If-Match fails).
+	pipe := s.rdb.Pipeline()
+	s.pipeIndexes(ctx, pipe, items)
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return s.wrap("batch", items[0].op.Key, err)
+		}
+	}
+
+	type state struct {
+		exists bool
+		etag   string
+	}
+	cur := make([]state, len(watched))
+	txn := func(tx *redis.Tx) error {
+		etags := make([]*redis.StringCmd, len(watched))
+		_, _ = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, rk := range watched {
+				etags[i] = p.HGet(ctx, rk, "etag")
+			}
+			return nil
+		})
+		for i, c := range etags {
+			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			cur[i] = state{exists: c.Err() == nil, etag: c.Val()}
+		}
+		for i := range items {
+			it := &items[i]
+			k := index[keys.Redis(it.op.Namespace, it.op.Key)]
+			st := cur[k]
+			if m := it.op.IfMatch; m != "" && (!st.exists || m != "*" && m != st.etag) {
+				return &BatchError{Index: i, Err: fmt.Errorf("%w: %q changed, or does not exist", ErrPreconditionFailed, it.op.Key)}
+			}
+			switch it.op.Kind {
+			case OpPut:
+				if it.op.IfNoneMatch && st.exists {
+					return &BatchError{Index: i, Err: fmt.Errorf("%w: %q exists", ErrPreconditionFailed, it.op.Key)}
+				}
+				cur[k] = state{exists: true, etag: it.w.etag}
+			case OpDelete:
+				cur[k] = state{}
+			}
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range items {
+				s.pipeOp(ctx, p, &items[i], true)
+			}
+			return nil
+		})
+		if err != nil && (errors.Is(err, redis.TxFailedErr) || !isReplyError(err)) {
+			return err
+		}
+		return nil // a script's own error is read from its reply
+	}
+
+	backoff := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.rdb.Watch(ctx, txn, watched...)
+		if err == nil {
+			return nil
+		}
+		var be *BatchError
+		switch {
+		case errors.As(err, &be):
+			return err
+		case !errors.Is(err, redis.TxFailedErr):
+			return s.wrap("batch", items[0].op.Key, err)
+		case attempt == atomicAttempts:
+			return ErrContended
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("store: batch: %w", ctx.Err())
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// finishBatch reads every op's reply, publishes the events of the writes
+// that ran in one call, and compacts keys a put left past the sibling cap.
+func (s *Store) finishBatch(ctx context.Context, items []batchItem) []BatchResult {
+	out := make([]BatchResult, len(items))
+	var events []*Event
+	var owners []*batchItem // owners[i] made events[i]; nil for expire events
+	reads := 0
+	for i := range items {
+		it := &items[i]
+		if it.err != nil {
+			continue
+		}
+		op := it.op
+		switch op.Kind {
+		case OpGet:
+			reads++
+			it.err = s.readGet(it)
+		case OpPut:
+			it.w.res, it.err = s.parsePut(&it.w)
+			if it.err != nil {
+				continue
+			}
+			if expired, _ := it.w.run.Val().([]any)[5].(int64); expired == 1 {
+				events = append(events, &Event{Type: EventExpire, Namespace: op.Namespace, Key: op.Key, Timestamp: it.w.ts})
+				owners = append(owners, nil)
+			}
+			ev := &Event{Type: EventPut, Namespace: op.Namespace, Key: op.Key, Version: it.w.res.Version,
+				Timestamp: it.w.ts, Writer: it.w.req.Writer}
+			if len(it.w.value) <= maxEventValue {
+				ev.Value = it.w.value
+			}
+			events = append(events, ev)
+			owners = append(owners, it)
+		case OpDelete:
+			n, err := it.del.Int()
+			switch {
+			case err != nil:
+				it.err = s.wrap("delete", op.Key, err)
+			case n == 0:
+				it.err = fmt.Errorf("%w: %q", ErrNotFound, op.Key)
+			case n == -1:
+				it.err = fmt.Errorf("%w: %q changed", ErrPreconditionFailed, op.Key)
+			default:
+				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: s.cfg.Now().UnixMilli()})
+				owners = append(owners, it)
+			}
+		}
+	}
+	s.count.reads.Add(uint64(reads))
+	if len(events) > 0 {
+		if err := s.publish(ctx, events...); err != nil {
+			// The writes are in Redis but nobody heard of them: fail them,
+			// as the group committer does, so that their writers retry.
+			for _, it := range owners {
+				if it != nil {
+					it.err = err
+				}
+			}
+		} else {
+			for i, it := range owners {
+				if it != nil && it.op.Kind == OpPut {
+					it.w.res.EventID = events[i].ID
+					s.count.wrote(it.w.res)
+				}
+			}
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		out[i].Err = it.err
+		if it.err != nil {
+			continue
+		}
+		switch it.op.Kind {
+		case OpGet:
+			out[i].Entry = it.entry
+		case OpPut:
+			out[i].Entry = it.w.res.Entry
+			if len(it.w.res.Siblings) > s.cfg.SiblingCap {
+				if compacted, ok := s.compact(ctx, it.op.Namespace, it.op.Key, it.w.req.Writer); ok {
+					out[i].Entry = compacted.Entry
+				}
+			}
+		}
+	}
+	return out
+}
+
+// readGet decodes a get's reply into it.entry and checks its If-Match.
+func (s *Store) readGet(it *batchItem) error {
+	fields, err := it.get.Result()
+	if err != nil {
+		return s.wrap("get", it.op.Key, err)
+	}
+	e, err := s.decode(it.op.Namespace, it.op.Key, fields, "")
+	if err != nil {
+		return err
+	}
+	if m := it.op.IfMatch; m != "" && m != "*" && m != e.ETag {
+		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, it.op.Key)
+	}
+	it.entry = e
+	return nil
+}
+
+// isReplyError reports whether err is an error reply from Redis (the
+// command reached it) rather than a failure to reach it.
+func isReplyError(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
+}

@@ -1,0 +1,466 @@
+// Package watch fans this instance's one Redis subscription to the change
+// channel out to everything in the process that follows changes: the read
+// cache (a synchronous Listener) and the SSE watchers (each a Watcher with a
+// bounded buffer).
+//
+// Every change event carries a consecutive id and is logged in a capped
+// Redis stream before it is published (see store.Publish), so the Hub can
+// tell when it missed some (the subscription broke and came back, or Redis
+// dropped a message) and fill the gap from the log, delivering every event
+// exactly once and in id order. When the log no longer holds the missing
+// events, listeners hear Gap and watchers get a reset: the state must be
+// read again.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/store"
+)
+
+// ErrClosed is returned by Watch once Run has returned, and by a Watcher's
+// Poll and Next once it is closed and drained.
+var ErrClosed = errors.New("watch: closed")
+
+// Defaults of Options.
+const (
+	// DefaultBuffer is how many events a watcher may fall behind before its
+	// buffer is replaced by a reset.
+	DefaultBuffer = 256
+	// DefaultHealthCheck is how long the subscription may stay silent
+	// before the hub pings it; a ping unanswered for as long again means the
+	// connection is dead (a half-open TCP connection never errors by
+	// itself), so a broken subscription is noticed within twice this.
+	DefaultHealthCheck = 2 * time.Second
+)
+
+const (
+	// Reconnection back-off: the first retry after a working subscription
+	// broke comes at once (CLIENT KILL, a failover), later ones slow down to
+	// maxRetry while Redis stays away.
+	minRetry = 20 * time.Millisecond
+	maxRetry = time.Second
+	// logPage is how many events one read of the log returns, when the hub
+	// fills a gap or a watcher replays.
+	logPage = 512
+)
+
+// EventLog is the replayable log of change events; *store.Store is one.
+type EventLog interface {
+	// EventsAfter returns up to limit events with ids above after, oldest
+	// first, and whether the log still held the event after+1.
+	EventsAfter(ctx context.Context, after uint64, limit int64) ([]store.Event, bool, error)
+	// LastEventID returns the newest logged id, 0 for an empty log.
+	LastEventID(ctx context.Context) (uint64, error)
+}
+
+// Listener follows every event synchronously, on the hub's goroutine. Its
+// methods must return quickly and must not call the Hub.
+type Listener interface {
+	// Event is called for every event, control events included, exactly
+	// once each and in id order.
+	Event(store.Event)
+	// Gap says events may have been missed: the subscription is down, or
+	// the log no longer held events the hub missed. Until Connected,
+	// anything derived from earlier events may be stale.
+	Gap()
+	// Connected says the subscription is up and every event since the last
+	// Gap has been delivered (or, on the first call, that events are being
+	// delivered from now on). Listen calls it at once when the hub is
+	// already connected.
+	Connected()
+}
+
+// Options tune a Hub. Zero fields take the defaults above.
+type Options struct {
+	// Buffer is each watcher's buffer, in events (DefaultBuffer).
+	Buffer int
+	// HealthCheck is the silence after which the subscription is pinged
+	// (DefaultHealthCheck).
+	HealthCheck time.Duration
+	// Logger reports lost and recovered subscriptions; nil discards.
+	Logger *slog.Logger
+}
+
+// Hub is an instance's subscription to the change channel, shared by every
+// listener and watcher in the process. Create it with New and start it with
+// Run; it is safe for concurrent use.
+type Hub struct {
+	rdb    redis.UniversalClient
+	events EventLog
+	opts   Options
+	log    *slog.Logger
+
+	// mu orders everything the hub delivers: events, gaps and the
+	// registration of listeners and watchers. Listeners and watchers'
+	// buffers are called with it held.
+	mu        sync.Mutex
+	started   bool   // last is known
+	last      uint64 // the newest id delivered (or skipped by a loss)
+	losses    uint64 // bumped whenever the hub skipped events
+	connected bool
+	closed    bool
+	listeners map[*listener]struct{}
+	live      map[*Watcher]struct{} // receiving live events
+	replaying map[*Watcher]struct{} // still reading the log
+
+	// dupRun is true while the hub is skipping a run of events it already
+	// delivered (normal right after a resync); only Run's goroutine uses it.
+	dupRun bool
+
+	delivered atomic.Uint64 // events handed to watchers
+	dropped   atomic.Uint64 // events a watcher's reset replaced
+	resets    atomic.Uint64 // resets sent to watchers
+}
+
+type listener struct{ l Listener }
+
+// New returns a hub that subscribes with rdb and fills gaps from events.
+func New(rdb redis.UniversalClient, events EventLog, opts Options) *Hub {
+	if opts.Buffer <= 0 {
+		opts.Buffer = DefaultBuffer
+	}
+	if opts.HealthCheck <= 0 {
+		opts.HealthCheck = DefaultHealthCheck
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{
+		rdb: rdb, events: events, opts: opts, log: log,
+		listeners: map[*listener]struct{}{},
+		live:      map[*Watcher]struct{}{},
+		replaying: map[*Watcher]struct{}{},
+	}
+}
+
+// Listen registers l until cancel is called. If the hub is connected, l
+// hears Connected before Listen returns.
+func (h *Hub) Listen(l Listener) (cancel func()) {
+	e := &listener{l}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.listeners[e] = struct{}{}
+	if h.connected {
+		l.Connected()
+	}
+	return func() {
+		h.mu.Lock()
+		delete(h.listeners, e)
+		h.mu.Unlock()
+	}
+}
+
+// Stats are a hub's counters.
+type Stats struct {
+	Connected bool
+	LastID    uint64 // the newest event delivered
+	Watchers  int    // open watchers, replaying or live
+	Delivered uint64 // events handed to watchers
+	Dropped   uint64 // events buffered for a watcher, then replaced by a reset
+	Resets    uint64 // resets sent to watchers (slow consumers, lost events)
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Stats{Connected: h.connected, LastID: h.last, Watchers: len(h.live) + len(h.replaying),
+		Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Resets: h.resets.Load()}
+}
+
+// Run keeps the subscription up until ctx ends, then closes every watcher
+// and tells the listeners Gap. Call it once.
+func (h *Hub) Run(ctx context.Context) {
+	defer h.close()
+	retry := minRetry
+	for {
+		ps := h.rdb.Subscribe(ctx, store.ChangeChannel)
+		// A blocked read notices a cancelled ctx only at its deadline;
+		// closing the subscription ends it at once.
+		stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+		err := h.session(ctx, ps)
+		stop()
+		_ = ps.Close()
+		wasUp := h.disconnected()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case wasUp:
+			retry = minRetry
+			h.log.Warn("event subscription lost; caches are dropped until it is back", "err", err)
+		case retry == minRetry:
+			h.log.Warn("event subscription down; retrying", "err", err)
+		default:
+			h.log.Debug("event subscription still down", "err", err, "retry_in", retry)
+		}
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !wasUp {
+			retry = min(2*retry, maxRetry)
+		}
+	}
+}
+
+// session reads one subscription until it fails. go-redis would reconnect a
+// broken PubSub by itself, silently; the hub rather starts a new one, so
+// that every break is seen and every reconnection resynchronises.
+func (h *Hub) session(ctx context.Context, ps *redis.PubSub) error {
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, h.opts.HealthCheck)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return err
+			}
+			if pinged {
+				return fmt.Errorf("watch: no answer to a ping for %s", h.opts.HealthCheck)
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return err
+			}
+			pinged = true
+			continue
+		}
+		pinged = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == store.ChangeChannel {
+				if err := h.resync(ctx); err != nil {
+					return err
+				}
+			}
+		case *redis.Message:
+			if err := h.receive(ctx, m.Payload); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// resync runs when the subscription is (re)established: live events are
+// being buffered by then, so whatever the log holds beyond the last
+// delivered id is exactly what was missed.
+func (h *Hub) resync(ctx context.Context) error {
+	newest, err := h.events.LastEventID(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	started, last := h.started, h.last
+	if !started {
+		// Live from here on; replaying watchers may now join.
+		h.started, h.last = true, newest
+		for w := range h.replaying {
+			w.signal()
+		}
+	}
+	h.mu.Unlock()
+	switch {
+	case !started:
+	case newest < last:
+		h.lost(newest, fmt.Sprintf("the event log restarted at %d after %d: Redis lost its data", newest, last))
+	default:
+		if err := h.catchUp(ctx, 0); err != nil {
+			return err
+		}
+	}
+	h.mu.Lock()
+	h.connected = true
+	for e := range h.listeners {
+		e.l.Connected()
+	}
+	h.mu.Unlock()
+	h.dupRun = false
+	h.log.Info("event subscription up", "last_event_id", newest)
+	return nil
+}
+
+// receive handles one published event.
+func (h *Hub) receive(ctx context.Context, payload string) error {
+	ev, err := store.ParseEvent(payload)
+	if err != nil || ev.ID == 0 {
+		h.log.Warn("ignoring a malformed change event", "payload", payload, "err", err)
+		return nil
+	}
+	h.mu.Lock()
+	last := h.last
+	h.mu.Unlock()
+	// Watchers share the payload as their event's JSON: encoded once, not
+	// once per watcher.
+	raw := []byte(payload)
+	switch {
+	case ev.ID == last+1:
+		h.dupRun = false
+		h.deliver([]store.Event{ev}, raw)
+	case ev.ID > last+1:
+		// Missed some: take them from the log first.
+		h.dupRun = false
+		if err := h.catchUp(ctx, ev.ID-1); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		last = h.last
+		h.mu.Unlock()
+		if ev.ID > last+1 { // the log ended early; cannot happen while it is written first
+			h.lost(ev.ID-1, fmt.Sprintf("events %d to %d are missing from the event log", last+1, ev.ID-1))
+		}
+		h.deliver([]store.Event{ev}, raw)
+	default:
+		// Already delivered: the subscription buffered it while a resync
+		// read it from the log. Or the log restarted from 1 (Redis lost
+		// its data): check once per run of old ids.
+		if h.dupRun {
+			return nil
+		}
+		h.dupRun = true
+		newest, err := h.events.LastEventID(ctx)
+		if err != nil {
+			return err
+		}
+		if newest < last {
+			h.lost(newest, fmt.Sprintf("the event log restarted at %d after %d: Redis lost its data", newest, last))
+		}
+	}
+	return nil
+}
+
+// catchUp delivers the logged events after the last delivered one, up to
+// until (0: to the end of the log).
+func (h *Hub) catchUp(ctx context.Context, until uint64) error {
+	for {
+		h.mu.Lock()
+		last := h.last
+		h.mu.Unlock()
+		if until > 0 && last >= until {
+			return nil
+		}
+		evs, complete, err := h.events.EventsAfter(ctx, last, logPage)
+		if err != nil {
+			return err
+		}
+		full := len(evs) == logPage
+		if !complete {
+			h.lost(evs[0].ID-1, fmt.Sprintf("events %d to %d are no longer in the event log", last+1, evs[0].ID-1))
+		}
+		if until > 0 {
+			for i, ev := range evs {
+				if ev.ID > until {
+					evs = evs[:i]
+					break
+				}
+			}
+		}
+		h.deliver(evs, nil)
+		if !full {
+			return nil
+		}
+	}
+}
+
+// deliver hands events to every listener and to the live watchers whose
+// filter they match, skipping any already delivered. raw, when set, is the
+// JSON of the one event in evs.
+func (h *Hub) deliver(evs []store.Event, raw []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range evs {
+		if ev.ID <= h.last {
+			continue
+		}
+		h.last = ev.ID
+		for e := range h.listeners {
+			e.l.Event(ev)
+		}
+		if !isChange(ev.Type) {
+			continue
+		}
+		for w := range h.live {
+			if w.filter.Match(ev) {
+				w.push(ev, raw)
+			}
+		}
+	}
+}
+
+// lost records that the events up to newLast will never be delivered:
+// listeners hear Gap (and Connected again at once if the subscription is
+// up: delivery is contiguous from newLast on), live watchers get a reset,
+// and replaying ones notice the bumped loss count when they try to join.
+func (h *Hub) lost(newLast uint64, reason string) {
+	h.log.Warn("change events lost; caches dropped, watchers reset", "reason", reason)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = newLast
+	h.losses++
+	for e := range h.listeners {
+		e.l.Gap()
+	}
+	for w := range h.live {
+		w.reset(newLast, reason)
+	}
+	if h.connected {
+		for e := range h.listeners {
+			e.l.Connected()
+		}
+	}
+}
+
+// disconnected records that the subscription is down and reports whether
+// it was up.
+func (h *Hub) disconnected() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	was := h.connected
+	h.connected = false
+	if was {
+		for e := range h.listeners {
+			e.l.Gap()
+		}
+	}
+	return was
+}
+
+// close ends the hub: listeners hear Gap, watchers are closed.
+func (h *Hub) close() {
+	h.disconnected()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for w := range h.live {
+		w.closeLocked()
+	}
+	for w := range h.replaying {
+		w.closeLocked()
+	}
+}
+
+// isChange reports whether an event type is a change to a key, which
+// watchers see, rather than a control event, which only listeners see.
+func isChange(typ string) bool {
+	switch typ {
+	case store.EventPut, store.EventDelete, store.EventExpire:
+		return true
+	}
+	return false
+}
