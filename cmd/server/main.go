@@ -17,14 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/memsync/memsync/api"
-	"github.com/memsync/memsync/internal/async"
-	"github.com/memsync/memsync/internal/cache"
-	memhttp "github.com/memsync/memsync/internal/http"
-	"github.com/memsync/memsync/internal/lock"
-	"github.com/memsync/memsync/internal/metrics"
+	"github.com/memsync/memsync/internal/app"
 	"github.com/memsync/memsync/internal/store"
-	"github.com/memsync/memsync/internal/watch"
 )
 
 func main() {
@@ -65,105 +59,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	// The metrics hooks below fire only once requests flow, after m is set.
-	var m *metrics.Metrics
-	st, err := store.New(rdb, store.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL, Rules: rules,
-		OnCommit: func(n int) { m.ObserveCommit(n) }})
+	a, err := app.New(rdb, app.Config{
+		Log: log, Namespace: cfg.Namespace, DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL, Rules: rules,
+		MaxBodyBytes: cfg.MaxBodyBytes, HeartbeatTTL: cfg.HeartbeatTTL,
+		MaxLockTTL: cfg.MaxLockTTL, MaxLockWait: cfg.MaxLockWait, CacheSize: cfg.CacheSize,
+		BatchInterval: cfg.BatchInterval, BatchSize: cfg.BatchSize,
+	})
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	locker := lock.New(rdb, lock.Options{MaxTTL: cfg.MaxLockTTL, MaxWait: cfg.MaxLockWait,
-		OnAcquire: func(took time.Duration, granted bool) { m.ObserveLockWait(took, granted) }})
-	defer locker.Close()
-	var sources metrics.Sources
-	sources.Store, sources.VectorClock, sources.ActiveWorkers = metrics.StoreSource(st, cfg.Namespace)
-	sources.Locks = metrics.LockSource(locker)
-
-	// The read cache serves GETs; it follows this instance's one
-	// subscription to the change events (the hub), which also feeds every
-	// watch stream.
-	readCache, err := cache.New(st, cache.Options{Size: cfg.CacheSize}) // 0: disabled
-	if err != nil {
-		return err
-	}
-	hub := watch.New(rdb, st, watch.Options{Logger: log})
-	defer hub.Listen(readCache)()
-	sources.Cache = func() metrics.CacheStats {
-		s := readCache.Stats()
-		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions,
-			Invalidations: s.Invalidations, Entries: s.Entries, MaxEntries: s.MaxEntries}
-	}
-	sources.Watch = func() metrics.WatchStats {
-		s := hub.Stats()
-		return metrics.WatchStats{Watchers: s.Watchers, EventsDelivered: s.Delivered, Dropped: s.Dropped, SubscriptionUp: s.Connected}
-	}
-	// Writes sent with ?async=true wait here until a flush. The queue must
-	// flush through the Store the handlers use (the read cache, when there
-	// is one), so that a flush drops the cached entries of its keys.
-	queue := async.New(readCache, async.Options{Interval: cfg.BatchInterval, Size: cfg.BatchSize, Log: log,
-		OnFlush: func(n int, _ error) {
-			if n > 0 {
-				m.ObserveCommit(n)
-			}
-		}})
-	sources.Async = func() metrics.AsyncStats {
-		s := queue.Stats()
-		return metrics.AsyncStats{Pending: s.Pending, Flushes: s.Flushes}
-	}
-	m = metrics.New(sources)
-	handler, err := memhttp.NewServer(memhttp.Config{
-		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec,
-		HeartbeatTTL: cfg.HeartbeatTTL,
-		Metrics:      m.Handler(), Stats: func() any { return m.Snapshot() }, ObserveRequest: m.ObserveRequest,
-		Queue: queue,
-	}, log, readCache, locker, memhttp.WithWatch(hub, 0), memhttp.WithCache(readCache))
-	if err != nil {
-		return err
-	}
-
-	// The hub runs until the HTTP server starts shutting down: stopping it
-	// ends the watch streams, which Shutdown would otherwise wait for
-	// (their clients reconnect elsewhere with Last-Event-ID).
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	hubDone := make(chan struct{})
-	go func() {
-		defer close(hubDone)
-		hub.Run(hubCtx)
-	}()
-	defer func() { stopHub(); <-hubDone }()
-
-	// Every instance sweeps; the sweep script lets exactly one announce
-	// each expiry.
-	sweepCtx, stopSweep := context.WithCancel(context.Background())
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		st.RunSweeper(sweepCtx, store.DefaultSweepInterval, func(err error) {
-			log.Warn("expiry sweep failed; retrying", "err", err)
-		})
-	}()
-	defer func() { stopSweep(); <-sweepDone }()
-
-	// The queue flushes on its timer until shutdown; then, once the HTTP
-	// server has stopped taking requests (this defer runs after Shutdown,
-	// and before the store and Redis close), everything still queued is
-	// flushed: SIGTERM loses no accepted write unless Redis stays away for
-	// all of flushTimeout.
-	queueCtx, stopQueue := context.WithCancel(context.Background())
-	queueDone := make(chan struct{})
-	go func() {
-		defer close(queueDone)
-		queue.Run(queueCtx)
-	}()
+	a.Start()
+	// This runs after Shutdown, once no request can queue more, and before
+	// Redis closes: everything still queued is flushed, so SIGTERM loses no
+	// accepted write unless Redis stays away for all of flushTimeout.
 	defer func() {
-		stopQueue()
-		<-queueDone
 		fctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 		defer cancel()
-		n, err := queue.Close(fctx)
+		n, err := a.Close(fctx)
 		if err != nil {
-			log.Error("queued writes were NOT flushed before exit", "flushed", n, "lost", queue.Pending(), "err", err)
+			log.Error("queued writes were NOT flushed before exit", "flushed", n, "err", err)
 			return
 		}
 		log.Info("flushed queued writes", "flushed", n)
@@ -174,11 +88,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           a.Handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
-	srv.RegisterOnShutdown(stopHub)
+	srv.RegisterOnShutdown(a.StopStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("memsync listening", "addr", ln.Addr().String())

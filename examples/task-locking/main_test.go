@@ -1,33 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/memsync/memsync/internal/testserver"
 )
 
 func TestRun(t *testing.T) {
-	srv := testserver.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	if err := run(ctx, srv.URL, &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
-	t.Logf("output:\n%s", out.String())
-	for _, want := range []string{
+	testserver.RunExample(t, run,
 		"worker-2: 409 lock_held: held by worker-1",
 		"worker-2: acquired after waiting",
 		"fence increased: ",
 		"holder of tasks/T1: worker-2",
 		"refresh with the old token: lock_not_held",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
-		}
-	}
+	)
 }

@@ -4,18 +4,18 @@
 package testserver
 
 import (
+	"bytes"
 	"context"
-	"log/slog"
+	"io"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/memsync/memsync/api"
+	"github.com/memsync/memsync/internal/app"
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/cache"
-	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
-	"github.com/memsync/memsync/internal/metrics"
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
@@ -41,7 +41,7 @@ type Options struct {
 	// negative size disables the cache.
 	CacheSize int
 	// WatchPing is the ping interval of watch streams
-	// (memhttp.DefaultWatchPing).
+	// (http.DefaultWatchPing of internal/http).
 	WatchPing time.Duration
 	// WatchBuffer is each watcher's buffer (watch.DefaultBuffer).
 	WatchBuffer int
@@ -77,94 +77,62 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	if opts.HeartbeatTTL == 0 {
 		opts.HeartbeatTTL = DefaultHeartbeatTTL
 	}
+	switch {
+	case opts.CacheSize == 0:
+		opts.CacheSize = cache.DefaultSize
+	case opts.CacheSize < 0:
+		opts.CacheSize = 0 // app: 0 disables
+	}
 	rules, err := store.NewRules(opts.Rules)
 	if err != nil {
 		tb.Fatalf("testserver: %v", err)
 	}
-	st, err := store.New(b.Client, store.Config{Rules: rules, MaxTTL: opts.MaxTTL})
+	a, err := app.New(b.Client, app.Config{
+		Rules: rules, MaxTTL: opts.MaxTTL, HeartbeatTTL: opts.HeartbeatTTL, CacheSize: opts.CacheSize,
+		BatchInterval: opts.BatchInterval, BatchSize: opts.BatchSize,
+		WatchBuffer: opts.WatchBuffer, WatchPing: opts.WatchPing, SweepInterval: DefaultSweepInterval,
+	})
 	if err != nil {
 		tb.Fatalf("testserver: %v", err)
 	}
-	lk := lock.New(b.Client, lock.Options{})
-	if opts.CacheSize == 0 {
-		opts.CacheSize = cache.DefaultSize
-	}
-	c, err := cache.New(st, cache.Options{Size: opts.CacheSize})
-	if err != nil {
-		tb.Fatalf("testserver: %v", err)
-	}
-	// Queued writes flush through the cache, which drops their keys.
-	q := async.New(c, async.Options{Interval: opts.BatchInterval, Size: opts.BatchSize})
-	hub := watch.New(b.Client, st, watch.Options{Buffer: opts.WatchBuffer})
-	unlisten := hub.Listen(c)
-	var sources metrics.Sources
-	sources.Store, sources.VectorClock, sources.ActiveWorkers = metrics.StoreSource(st, memhttp.DefaultNamespace)
-	sources.Locks = metrics.LockSource(lk)
-	sources.Cache = func() metrics.CacheStats {
-		s := c.Stats()
-		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions,
-			Invalidations: s.Invalidations, Entries: s.Entries, MaxEntries: s.MaxEntries}
-	}
-	sources.Watch = func() metrics.WatchStats {
-		s := hub.Stats()
-		return metrics.WatchStats{Watchers: s.Watchers, EventsDelivered: s.Delivered, Dropped: s.Dropped, SubscriptionUp: s.Connected}
-	}
-	sources.Async = func() metrics.AsyncStats {
-		s := q.Stats()
-		return metrics.AsyncStats{Pending: s.Pending, Flushes: s.Flushes}
-	}
-	m := metrics.New(sources)
-	h, err := memhttp.NewServer(memhttp.Config{Spec: api.Spec, HeartbeatTTL: opts.HeartbeatTTL,
-		Metrics: m.Handler(), Stats: func() any { return m.Snapshot() }, ObserveRequest: m.ObserveRequest,
-		Queue: q},
-		slog.New(slog.DiscardHandler), c, lk, memhttp.WithWatch(hub, opts.WatchPing), memhttp.WithCache(c))
-	if err != nil {
-		tb.Fatalf("testserver: %v", err)
-	}
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	hubDone := make(chan struct{})
-	go func() {
-		defer close(hubDone)
-		hub.Run(hubCtx)
-	}()
+	a.Start()
 	// Serve once the cache hears changes, so that tests see it work from
 	// their first request.
-	for deadline := time.Now().Add(5 * time.Second); !hub.Stats().Connected; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			tb.Fatalf("testserver: the event subscription did not come up within 5 s")
-		}
+	if err := a.WaitConnected(5 * time.Second); err != nil {
+		tb.Fatalf("testserver: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	swept := make(chan struct{})
-	go func() {
-		defer close(swept)
-		st.RunSweeper(ctx, DefaultSweepInterval, nil)
-	}()
-	queueCtx, stopQueue := context.WithCancel(context.Background())
-	queueDone := make(chan struct{})
-	go func() {
-		defer close(queueDone)
-		q.Run(queueCtx)
-	}()
-	ts := httptest.NewServer(h)
+	ts := httptest.NewServer(a.Handler)
 	tb.Cleanup(func() {
 		// The hub first: it ends the watch streams, which ts.Close would
 		// otherwise wait for.
-		stopHub()
-		<-hubDone
-		unlisten()
+		a.StopStreams()
 		ts.Close()
-		stopQueue()
-		<-queueDone
-		closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := q.Close(closeCtx); err != nil {
-			tb.Errorf("testserver: queued writes lost: %v", err)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := a.Close(ctx); err != nil {
+			tb.Errorf("testserver: %v", err)
 		}
-		cancelClose()
-		cancel()
-		<-swept
-		lk.Close()
-		st.Close()
 	})
-	return &Server{URL: ts.URL, Store: st, Locker: lk, Hub: hub, Cache: c, Queue: q, Backend: b}
+	return &Server{URL: ts.URL, Store: a.Store, Locker: a.Locker, Hub: a.Hub, Cache: a.Cache, Queue: a.Queue, Backend: b}
+}
+
+// RunExample runs an example program's run function against a fresh
+// server, fails the test if it returns an error or if its output lacks any
+// of want, and returns the output for further checks.
+func RunExample(t *testing.T, run func(ctx context.Context, baseURL string, out io.Writer) error, want ...string) string {
+	t.Helper()
+	srv := Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, srv.URL, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	t.Logf("output:\n%s", out.String())
+	for _, w := range want {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output lacks %q:\n%s", w, out.String())
+		}
+	}
+	return out.String()
 }

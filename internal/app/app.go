@@ -1,0 +1,205 @@
+// Package app assembles one memsync instance from its parts: the store,
+// the locker, the read cache, the event hub, the async write queue, the
+// metrics and the HTTP handler, plus the background loops that keep them
+// going. cmd/server and the test server both build instances here, so
+// what is tested is what runs.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/api"
+	"github.com/memsync/memsync/internal/async"
+	"github.com/memsync/memsync/internal/cache"
+	memhttp "github.com/memsync/memsync/internal/http"
+	"github.com/memsync/memsync/internal/lock"
+	"github.com/memsync/memsync/internal/metrics"
+	"github.com/memsync/memsync/internal/store"
+	"github.com/memsync/memsync/internal/watch"
+)
+
+// Config is everything an instance is built from. Zero fields take each
+// part's defaults, except CacheSize: 0 disables the cache.
+type Config struct {
+	Log          *slog.Logger // nil discards
+	Namespace    string
+	DefaultTTL   time.Duration
+	MaxTTL       time.Duration
+	Rules        *store.Rules
+	MaxBodyBytes int64
+	HeartbeatTTL time.Duration
+	MaxLockTTL   time.Duration
+	MaxLockWait  time.Duration
+	CacheSize    int
+	// BatchInterval and BatchSize drive the async write queue.
+	BatchInterval time.Duration
+	BatchSize     int
+	// WatchBuffer is each watcher's buffer; WatchPing the SSE ping period.
+	WatchBuffer int
+	WatchPing   time.Duration
+	// SweepInterval is how often expiries are looked for
+	// (store.DefaultSweepInterval).
+	SweepInterval time.Duration
+}
+
+// App is one assembled instance.
+type App struct {
+	Store   *store.Store
+	Locker  *lock.Locker
+	Cache   *cache.Cache
+	Hub     *watch.Hub
+	Queue   *async.Queue
+	Metrics *metrics.Metrics
+	Handler http.Handler
+
+	log       *slog.Logger
+	sweep     time.Duration
+	stopHub   context.CancelFunc
+	hubDone   chan struct{}
+	stopLoops context.CancelFunc
+	loopsDone chan struct{}
+}
+
+// New assembles an instance on rdb. Start its loops with Start.
+func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
+	a := &App{log: cfg.Log, sweep: cfg.SweepInterval}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	// The metrics hooks fire only once requests flow, after a.Metrics is set.
+	var err error
+	a.Store, err = store.New(rdb, store.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL, Rules: cfg.Rules,
+		OnCommit: func(n int) { a.Metrics.ObserveCommit(n) }})
+	if err != nil {
+		return nil, err
+	}
+	a.Locker = lock.New(rdb, lock.Options{MaxTTL: cfg.MaxLockTTL, MaxWait: cfg.MaxLockWait,
+		OnAcquire: func(took time.Duration, granted bool) { a.Metrics.ObserveLockWait(took, granted) }})
+	// The read cache serves GETs; it follows this instance's one
+	// subscription to the change events (the hub), which also feeds every
+	// watch stream.
+	if a.Cache, err = cache.New(a.Store, cache.Options{Size: cfg.CacheSize}); err != nil {
+		a.Locker.Close()
+		a.Store.Close()
+		return nil, err
+	}
+	a.Hub = watch.New(rdb, a.Store, watch.Options{Buffer: cfg.WatchBuffer, Logger: a.log})
+	a.Hub.Listen(a.Cache)
+	// Writes sent with ?async=true wait in the queue until a flush, which
+	// goes through the cache so that it drops the cached entries it changes.
+	a.Queue = async.New(a.Cache, async.Options{Interval: cfg.BatchInterval, Size: cfg.BatchSize, Log: a.log,
+		OnFlush: func(n int, _ error) {
+			if n > 0 {
+				a.Metrics.ObserveCommit(n)
+			}
+		}})
+	a.Metrics = metrics.New(a.sources(cfg.Namespace))
+	a.Handler, err = memhttp.NewServer(memhttp.Config{
+		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
+		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
+		Queue: a.Queue,
+	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
+	if err != nil {
+		a.Locker.Close()
+		a.Store.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// sources adapts every part's counters for the metrics.
+func (a *App) sources(ns string) metrics.Sources {
+	if ns == "" {
+		ns = memhttp.DefaultNamespace
+	}
+	var src metrics.Sources
+	src.Store, src.VectorClock, src.ActiveWorkers = metrics.StoreSource(a.Store, ns)
+	src.Locks = metrics.LockSource(a.Locker)
+	src.Cache = func() metrics.CacheStats {
+		s := a.Cache.Stats()
+		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions,
+			Invalidations: s.Invalidations, Entries: s.Entries, MaxEntries: s.MaxEntries}
+	}
+	src.Watch = func() metrics.WatchStats {
+		s := a.Hub.Stats()
+		return metrics.WatchStats{Watchers: s.Watchers, EventsDelivered: s.Delivered, Dropped: s.Dropped, SubscriptionUp: s.Connected}
+	}
+	src.Async = func() metrics.AsyncStats {
+		s := a.Queue.Stats()
+		return metrics.AsyncStats{Pending: s.Pending, Flushes: s.Flushes}
+	}
+	return src
+}
+
+// Start runs the background loops: the event hub, the expiry sweeper and
+// the async queue's timer.
+func (a *App) Start() {
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	a.stopHub, a.hubDone = stopHub, make(chan struct{})
+	go func() {
+		defer close(a.hubDone)
+		a.Hub.Run(hubCtx)
+	}()
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	a.stopLoops, a.loopsDone = stopLoops, make(chan struct{})
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		// Every instance sweeps; the sweep script lets exactly one announce
+		// each expiry.
+		a.Store.RunSweeper(loopCtx, a.sweep, func(err error) {
+			a.log.Warn("expiry sweep failed; retrying", "err", err)
+		})
+	}()
+	go func() {
+		defer close(a.loopsDone)
+		a.Queue.Run(loopCtx)
+		<-sweepDone
+	}()
+}
+
+// WaitConnected waits until the event subscription is up, so that the cache
+// serves from the first request.
+func (a *App) WaitConnected(timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); !a.Hub.Stats().Connected; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("app: the event subscription did not come up within %s", timeout)
+		}
+	}
+	return nil
+}
+
+// StopStreams stops the hub, which ends the watch streams: call it as HTTP
+// shutdown begins, or Shutdown waits for streams that never end (their
+// clients reconnect elsewhere with Last-Event-ID).
+func (a *App) StopStreams() {
+	if a.stopHub != nil {
+		a.stopHub()
+		<-a.hubDone
+	}
+}
+
+// Close stops the loops, then flushes every queued async write (bounded by
+// ctx) and closes the parts. Call it after the HTTP server stopped taking
+// requests, before Redis goes away. It returns how many queued writes were
+// flushed, and an error when some could not be.
+func (a *App) Close(ctx context.Context) (int, error) {
+	a.StopStreams()
+	if a.stopLoops != nil {
+		a.stopLoops()
+		<-a.loopsDone
+	}
+	n, err := a.Queue.Close(ctx)
+	if err != nil {
+		err = fmt.Errorf("app: %d queued writes were not flushed: %w", a.Queue.Pending(), err)
+	}
+	a.Locker.Close()
+	a.Store.Close()
+	return n, err
+}
