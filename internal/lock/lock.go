@@ -290,9 +290,28 @@ const contentionThreshold = 5 * time.Millisecond
 // try runs the acquire script once and, on a grant, records it in the index.
 func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest) (Grant, error) {
 	lockKey := keys.Aux(ns, name, "lock")
-	res, err := acquireScript.Run(ctx, l.rdb,
-		[]string{lockKey, keys.Aux(ns, name, "lock-fence")},
-		token, req.TTL.Milliseconds(), req.Owner).Slice()
+	scriptKeys := []string{lockKey, keys.Aux(ns, name, "lock-fence")}
+	// The index is in another hash slot, so the script cannot write it; its
+	// entry goes in the same round trip, before the script's answer is
+	// known. That is safe because entries are per grant (see member) and
+	// List checks every lock it finds: the entry of a refused attempt points
+	// at a lock someone else holds (which List rightly shows) or at nothing
+	// (which it skips), and ages out with its score. Its score uses this
+	// instance's clock, close to the Redis clock the lease runs on; expired
+	// entries are trimmed by the Redis clock.
+	idx := keys.Namespace(ns, "locks")
+	pipe := l.rdb.Pipeline()
+	run := acquireScript.EvalSha(ctx, pipe, scriptKeys, token, req.TTL.Milliseconds(), req.Owner)
+	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(time.Now().Add(req.TTL).UnixMilli()), Member: member(name, token)})
+	trim := trimIndexScript.EvalSha(ctx, pipe, []string{idx})
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	res, err := run.Slice()
+	if isNoScript(err) {
+		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, token, req.TTL.Milliseconds(), req.Owner).Slice()
+	}
+	if isNoScript(trim.Err()) {
+		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time
+	}
 	if err != nil {
 		return Grant{}, redisError("acquire", name, err)
 	}
@@ -319,30 +338,18 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
 	}
-	g := Grant{
+	return Grant{
 		Name:       name,
 		Owner:      req.Owner,
 		Token:      token,
 		Fence:      fence,
 		AcquiredAt: time.UnixMilli(acq),
 		ExpiresAt:  time.UnixMilli(exp),
-	}
-	// The index is in another hash slot, so it is written after the script.
-	// Its members are per grant (see member), which makes the writes of
-	// different grants commute: whatever order acquires, refreshes and
-	// releases of successive holders land in, none removes another's entry.
-	// Expired members are trimmed here, by the Redis clock the script read.
-	// An error here does not undo the grant (the caller would lose a lock it
-	// holds for a whole TTL); the entry comes back with the next Refresh. The
-	// write outlives a cancelled ctx, since the grant happened regardless.
-	ctx = context.WithoutCancel(ctx)
-	idx := keys.Namespace(ns, "locks")
-	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, idx, redis.Z{Score: float64(exp), Member: member(name, token)})
-		p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(acq, 10))
-		return nil
-	})
-	return g, nil
+	}, nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 // Release gives up the lock that token holds. ErrNotHeld when the token does

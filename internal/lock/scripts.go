@@ -135,3 +135,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%.0f', now), '+inf')
 `)
+
+// trimIndexScript removes the index entries whose grants expired, by the
+// Redis clock (the clock leases run on).
+//
+// KEYS[1] index sorted set (member "name#id", score expires_at_ms)
+//
+// Returns the number of entries removed.
+var trimIndexScript = redis.NewScript(`
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", "(" .. string.format("%.0f", now))
+`)

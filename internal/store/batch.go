@@ -209,7 +209,7 @@ func (s *Store) runPipeline(ctx context.Context, items []batchItem) error {
 		_ = s.loadScripts(ctx)
 	}
 	pipe := s.rdb.Pipeline()
-	s.pipeIndexes(ctx, pipe, items)
+	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items))
 	sent := 0
 	for i := range items {
 		if items[i].err == nil {
@@ -223,6 +223,7 @@ func (s *Store) runPipeline(ctx context.Context, items []batchItem) error {
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) && s.allFailed(items) {
 		return s.wrap("batch", items[0].op.Key, err)
 	}
+	confirm()
 	return s.rerunNoScript(ctx, items)
 }
 
@@ -328,53 +329,92 @@ func (s *Store) loadScripts(ctx context.Context) error {
 	return nil
 }
 
-// pipeIndexes queues the index updates of every put in items, as
-// touchIndexes does for one, with one ZADD per index key: on the roots
-// and children indexes ZADD GT keeps the latest expiry of duplicates, and
-// on the expiry index the last write of a key wins, as if they ran one by
-// one.
-func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, items []batchItem) {
+// indexWrites lists the valid puts among items.
+func indexWrites(items []batchItem) []indexWrite {
+	out := make([]indexWrite, 0, len(items))
+	for i := range items {
+		if it := &items[i]; it.err == nil && it.op.Kind == OpPut {
+			out = append(out, indexWrite{ns: it.w.ns, key: it.w.key, exp: it.w.exp})
+		}
+	}
+	return out
+}
+
+// indexWrite is a put whose namespace-wide index entries a pipeline raises.
+type indexWrite struct {
+	ns, key string
+	exp     int64 // Unix ms; 0 never expires
+}
+
+// pipeIndexes queues the namespace-wide index updates of the writes, with
+// one ZADD per index key: on the roots and children indexes ZADD GT keeps
+// the latest expiry of duplicates, and on the expiry index the last write
+// of a key wins, as if they ran one by one. Roots and
+// children this instance raised high enough within memoTTL are skipped.
+// Call the returned function once the pipeline ran: it remembers what Redis
+// confirmed.
+//
+// The namespace-wide indexes, raised before every write's script by
+// pipeIndexes: the first segment in the roots index, the second in its
+// parent's children index (both scored by the latest expiry below them, so
+// a sweep may drop only dead ones), and "ns/key" in the global expiry index
+// that the sweeper walks. The sweeper trusts only the key's own subtree
+// index, which the script keeps exact, and removes an expiry entry only
+// while its score is in the past: set before the script, a future score is
+// never lost to a sweep racing the write.
+func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []indexWrite) (confirm func()) {
 	type group struct {
 		key     string
 		gt      bool
 		members []redis.Z
+		cmd     *redis.IntCmd
 	}
-	var groups []group
-	at := make(map[string]int, 4)
+	var groups []*group
+	at := make(map[string]*group, 4)
 	add := func(key string, gt bool, member string, score float64) {
-		i, ok := at[key]
+		g, ok := at[key]
 		if !ok {
-			i = len(groups)
-			at[key] = i
-			groups = append(groups, group{key: key, gt: gt})
+			g = &group{key: key, gt: gt}
+			at[key] = g
+			groups = append(groups, g)
 		}
-		groups[i].members = append(groups[i].members, redis.Z{Score: score, Member: member})
+		g.members = append(g.members, redis.Z{Score: score, Member: member})
 	}
-	for i := range items {
-		it := &items[i]
-		if it.err != nil || it.op.Kind != OpPut {
-			continue
-		}
-		ns, key, exp := it.w.ns, it.w.key, it.w.exp
-		score := float64(exp)
-		if exp == 0 {
+	now := s.cfg.Now()
+	for _, w := range writes {
+		score := float64(w.exp)
+		if w.exp == 0 {
 			score = inf
 		}
-		first, rest, deep := strings.Cut(key, "/")
-		add(keys.Namespace(ns, "roots"), true, first, score)
+		first, rest, deep := strings.Cut(w.key, "/")
+		if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, score, now) {
+			add(roots, true, first, score)
+		}
 		if deep {
 			second, _, _ := strings.Cut(rest, "/")
-			add(keys.Aux(ns, first, "children"), true, second, score)
+			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, score, now) {
+				add(children, true, second, score)
+			}
 		}
-		if exp != 0 {
-			add(keys.Global("expiry"), false, ns+"/"+key, score)
+		if w.exp != 0 {
+			add(keys.Global("expiry"), false, w.ns+"/"+w.key, score)
 		}
 	}
 	for _, g := range groups {
 		if g.gt {
-			pipe.ZAddGT(ctx, g.key, g.members...)
+			g.cmd = pipe.ZAddGT(ctx, g.key, g.members...)
 		} else {
-			pipe.ZAdd(ctx, g.key, g.members...)
+			g.cmd = pipe.ZAdd(ctx, g.key, g.members...)
+		}
+	}
+	return func() {
+		for _, g := range groups {
+			if !g.gt || g.cmd.Err() != nil {
+				continue
+			}
+			for _, m := range g.members {
+				s.memo.raised(g.key+"\x00"+m.Member.(string), m.Score, now)
+			}
 		}
 	}
 }
@@ -438,11 +478,12 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 	// raise scores, so they are harmless if the batch is then refused (as
 	// they are for a single write whose If-Match fails).
 	pipe := s.rdb.Pipeline()
-	s.pipeIndexes(ctx, pipe, items)
+	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items))
 	if pipe.Len() > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return s.wrap("batch", items[0].op.Key, err)
 		}
+		confirm()
 	}
 
 	type state struct {

@@ -123,13 +123,18 @@ func (c *committer) commit(batch []*writeOp) {
 	pending := batch
 	for attempt := 0; len(pending) > 0; attempt++ {
 		pipe := s.rdb.Pipeline()
+		writes := make([]indexWrite, len(pending))
+		for i, op := range pending {
+			writes[i] = indexWrite{ns: op.ns, key: op.key, exp: op.exp}
+		}
+		confirm := s.pipeIndexes(ctx, pipe, writes)
 		for _, op := range pending {
-			s.touchIndexes(ctx, pipe, op.ns, op.key, op.exp)
 			op.run = putScript.EvalSha(ctx, pipe, []string{keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key)},
 				op.key, op.req.Writer, op.req.Context.String(), envelopeTail(op), op.exp,
 				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag)
 		}
 		_, _ = pipe.Exec(ctx) // each command's own error is read below
+		confirm()
 		var retry []*writeOp
 		for _, op := range pending {
 			if isNoScript(op.run.Err()) && attempt == 0 {

@@ -105,6 +105,27 @@ func ParseEvent(data string) (Event, error) {
 	return ev, nil
 }
 
+// ParseEventRoute decodes only what routing an event takes: its id, type,
+// namespace and key, and the value of control events (EventInvalidate).
+// The version, writer, timestamp and a put's value are left out: a hub
+// hears every event of every instance and forwards them as the raw JSON,
+// so decoding them would be wasted.
+func ParseEventRoute(data string) (Event, error) {
+	var head struct {
+		ID        uint64 `json:"id"`
+		Type      string `json:"type"`
+		Namespace string `json:"namespace"`
+		Key       string `json:"key"`
+	}
+	if err := json.Unmarshal([]byte(data), &head); err != nil {
+		return Event{}, fmt.Errorf("store: bad event %q: %w", data, err)
+	}
+	if head.Type == EventInvalidate {
+		return ParseEvent(data)
+	}
+	return Event{ID: head.ID, Type: head.Type, Namespace: head.Namespace, Key: head.Key}, nil
+}
+
 // EventsAfter returns up to limit logged events with ids greater than
 // after, oldest first, and whether the log still held every event after
 // it (false: some were trimmed, and the caller missed them).

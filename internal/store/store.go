@@ -77,6 +77,7 @@ type Store struct {
 	count  counters
 	// scripts tracks the script cache for batches (batch.go).
 	scripts scriptState
+	memo    indexMemo // index scores recently raised (memo.go)
 }
 
 // New returns a Store on rdb.
@@ -204,30 +205,6 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		}
 	}
 	return res, nil
-}
-
-// touchIndexes queues the updates of the namespace-wide indexes for a write
-// of key expiring at exp (0: never): the first segment in the roots index,
-// the second in its parent's children index (both scored by the latest
-// expiry below them, so a sweep may drop only dead ones), and "ns/key" in
-// the global expiry index that the sweeper walks. The sweeper trusts only
-// the key's own subtree index, which the script keeps exact, and removes an
-// expiry entry only while its score is in the past: set here before the
-// script, a future score is never lost to a sweep racing the write.
-func (s *Store) touchIndexes(ctx context.Context, pipe redis.Pipeliner, ns, key string, exp int64) {
-	score := float64(exp)
-	if exp == 0 {
-		score = inf
-	}
-	first, rest, deep := strings.Cut(key, "/")
-	pipe.ZAddGT(ctx, keys.Namespace(ns, "roots"), redis.Z{Score: score, Member: first})
-	if deep {
-		second, _, _ := strings.Cut(rest, "/")
-		pipe.ZAddGT(ctx, keys.Aux(ns, first, "children"), redis.Z{Score: score, Member: second})
-	}
-	if exp != 0 {
-		pipe.ZAdd(ctx, keys.Global("expiry"), redis.Z{Score: score, Member: ns + "/" + key})
-	}
 }
 
 // compact merges a key's siblings into one once they pass the cap: the

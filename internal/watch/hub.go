@@ -67,7 +67,9 @@ type EventLog interface {
 // methods must return quickly and must not call the Hub.
 type Listener interface {
 	// Event is called for every event, control events included, exactly
-	// once each and in id order.
+	// once each and in id order. It carries at least the id, type,
+	// namespace and key, and the value of control events; live events carry
+	// no more (see store.ParseEventRoute).
 	Event(store.Event)
 	// Gap says events may have been missed: the subscription is down, or
 	// the log no longer held events the hub missed. Until Connected,
@@ -298,7 +300,7 @@ func (h *Hub) resync(ctx context.Context) error {
 
 // receive handles one published event.
 func (h *Hub) receive(ctx context.Context, payload string) error {
-	ev, err := store.ParseEvent(payload)
+	ev, err := store.ParseEventRoute(payload)
 	if err != nil || ev.ID == 0 {
 		h.log.Warn("ignoring a malformed change event", "payload", payload, "err", err)
 		return nil
