@@ -188,7 +188,12 @@ func Parse(s string) (Vector, error) {
 // MarshalJSON encodes v as an object with ids sorted and zero counters left
 // out, so equal clocks encode to equal bytes.
 func (v Vector) MarshalJSON() ([]byte, error) {
-	b := []byte{'{'}
+	return v.AppendJSON(make([]byte, 0, 16*len(v)+2))
+}
+
+// AppendJSON appends the encoding of MarshalJSON to b.
+func (v Vector) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, '{')
 	for i, id := range v.ids() {
 		if i > 0 {
 			b = append(b, ',')

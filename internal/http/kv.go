@@ -60,8 +60,7 @@ func newEntryResponse(e store.Entry, withSiblings bool) entryResponse {
 }
 
 func writeEntry(w http.ResponseWriter, e store.Entry, withSiblings bool) {
-	w.Header().Set("ETag", quoteETag(e.ETag))
-	writeJSON(w, http.StatusOK, newEntryResponse(e, withSiblings))
+	writeEntryJSON(w, newEntryResponse(e, withSiblings))
 }
 
 // keyFunc names the key a request addresses.

@@ -63,7 +63,7 @@ func Mini(tb testing.TB) Backend {
 	tb.Helper()
 	m := miniredis.RunT(tb)
 	m.ClockTTL(true)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: m.Addr(), Protocol: 2}) // as cmd/server
 	tb.Cleanup(func() { c.Close() })
 	return Backend{Name: "miniredis", Client: c, Mini: m}
 }
@@ -154,7 +154,7 @@ func (s *Server) start(tb testing.TB) {
 // Client returns a new client for the server, closed when the test ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {
 	// Fail fast while a test has the server stopped, as cmd/server does.
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: 1, DialerRetries: 2, DialerRetryTimeout: 50 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, MaxRetries: 1, DialerRetries: 2, DialerRetryTimeout: 50 * time.Millisecond})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }
