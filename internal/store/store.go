@@ -337,24 +337,49 @@ func siblingClocks(field string) map[string]string {
 
 // decodeSibling decodes a stored envelope. Its version is taken from the
 // clock text the scripts keep (clockText), which parses far faster than the
-// JSON object; the JSON one is the fallback.
+// JSON object, and the rest is sliced out of the layout putScript writes;
+// anything else goes through encoding/json.
 func decodeSibling(blob, clockText string) (Envelope, error) {
 	if clockText != "" {
 		if v, err := clock.Parse(clockText); err == nil {
-			var body struct {
-				Value     json.RawMessage `json:"value"`
-				Timestamp int64           `json:"timestamp"`
-				Writer    string          `json:"writer"`
+			if e, ok := sliceEnvelope(blob); ok {
+				e.Version = v
+				return e, nil
 			}
-			if err := json.Unmarshal([]byte(blob), &body); err != nil {
-				return Envelope{}, err
-			}
-			return Envelope{Value: body.Value, Version: v, Timestamp: body.Timestamp, Writer: body.Writer}, nil
 		}
 	}
 	var e Envelope
 	err := json.Unmarshal([]byte(blob), &e)
 	return e, err
+}
+
+// sliceEnvelope reads the fields after the version of an envelope in the
+// exact layout putScript writes: {"version":{…},"timestamp":N,"writer":"W",
+// "value":V}, where W is a valid writer id (never escaped) and V comes
+// last. The value is still checked to be valid JSON.
+func sliceEnvelope(blob string) (Envelope, bool) {
+	const tsTag, writerTag, valueTag = `},"timestamp":`, `,"writer":"`, `","value":`
+	if !strings.HasPrefix(blob, `{"version":{`) || !strings.HasSuffix(blob, "}") {
+		return Envelope{}, false
+	}
+	_, rest, ok := strings.Cut(blob, tsTag)
+	if !ok {
+		return Envelope{}, false
+	}
+	tsText, rest, ok := strings.Cut(rest, writerTag)
+	if !ok {
+		return Envelope{}, false
+	}
+	writer, rest, ok := strings.Cut(rest, valueTag)
+	if !ok || !clock.ValidID(writer) {
+		return Envelope{}, false
+	}
+	ts, err := strconv.ParseInt(tsText, 10, 64)
+	value := json.RawMessage(rest[:len(rest)-1])
+	if err != nil || !json.Valid(value) {
+		return Envelope{}, false
+	}
+	return Envelope{Value: value, Timestamp: ts, Writer: writer}, true
 }
 
 // entry resolves sibs into the Entry a reader sees.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -574,6 +575,38 @@ func TestIndexMemoRepairsALostIndex(t *testing.T) {
 		mustPut(t, s, "memo/a/k", "w1", `3`, nil) // the memo has lapsed: raised again
 		if ks, _, err := s.List(ctx, ns, "memo/", "", 10); err != nil || fmt.Sprint(ks) != "[memo/a/k]" {
 			t.Errorf("List after the index was lost and written again = %v, %v; want [memo/a/k]", ks, err)
+		}
+	})
+}
+
+// TestStoredLayoutDecodes checks both decoding paths of a stored sibling:
+// the layout putScript writes, and a hand-edited envelope in another field
+// order, which must decode the same.
+func TestStoredLayoutDecodes(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		mustPut(t, s, "layout/k", "w1", `{"a":"},\"writer\":\"x"}`, nil)
+		e := mustGet(t, s, "layout/k", store.GetOptions{})
+		if string(e.Value) != `{"a":"},\"writer\":\"x"}` || e.Writer != "w1" || e.Version.String() != "w1=1" {
+			t.Fatalf("decoded %+v", e)
+		}
+		rk := keys.Redis(ns, "layout/k")
+		fields, err := b.Client.HGetAll(ctx, rk).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for f := range fields {
+			if strings.HasPrefix(f, "s:") {
+				edited := fmt.Sprintf(`{"writer":"w1","value":[1, 2],"timestamp":%d,"version":{"w1":1}}`, e.Timestamp)
+				if err := b.Client.HSet(ctx, rk, f, edited).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		e2 := mustGet(t, s, "layout/k", store.GetOptions{})
+		if string(e2.Value) != `[1, 2]` || e2.Writer != "w1" || e2.Timestamp != e.Timestamp {
+			t.Errorf("hand-edited envelope decoded as %+v", e2)
 		}
 	})
 }
