@@ -97,6 +97,25 @@ type request struct {
 // do sends req and decodes a 2xx JSON answer into out (when out is not nil).
 // Any other status becomes an *APIError.
 func (c *Client) do(ctx context.Context, req request, out any) error {
+	resp, err := c.send(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // let the connection be reused
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("memsync: %s %s: decode %d response: %w", req.method, req.path, resp.StatusCode, err)
+	}
+	return nil
+}
+
+// send sends req and returns a 2xx response, whose body the caller must
+// close. Any other status becomes an *APIError. The Accept header is
+// application/json unless req.header sets one (the watch stream's).
+func (c *Client) send(ctx context.Context, req request) (*http.Response, error) {
 	q := req.query
 	if c.namespace != "" {
 		if q == nil {
@@ -114,13 +133,13 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if req.body != nil {
 		b, err := json.Marshal(req.body)
 		if err != nil {
-			return fmt.Errorf("memsync: %s %s: encode body: %w", req.method, req.path, err)
+			return nil, fmt.Errorf("memsync: %s %s: encode body: %w", req.method, req.path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.method, target, body)
 	if err != nil {
-		return fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
+		return nil, fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
 	}
 	for k, vs := range req.header {
 		hr.Header[k] = vs
@@ -128,7 +147,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if req.body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
-	hr.Header.Set("Accept", "application/json")
+	if hr.Header.Get("Accept") == "" {
+		hr.Header.Set("Accept", "application/json")
+	}
 	hr.Header.Set("User-Agent", UserAgent)
 	if c.workerID != "" {
 		hr.Header.Set("X-Worker-Id", c.workerID)
@@ -138,20 +159,13 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
-		return fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
+		return nil, fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return newAPIError(req.method, req.path, resp)
+		defer resp.Body.Close()
+		return nil, newAPIError(req.method, req.path, resp)
 	}
-	if out == nil || resp.StatusCode == http.StatusNoContent {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // let the connection be reused
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("memsync: %s %s: decode %d response: %w", req.method, req.path, resp.StatusCode, err)
-	}
-	return nil
+	return resp, nil
 }
 
 // pathOf joins escaped path segments; each part may itself hold '/' (a key

@@ -145,9 +145,9 @@ func TestErrorMapping(t *testing.T) {
 			if !errors.As(err, &ae) {
 				t.Fatalf("error %T is not an *APIError", err)
 			}
-			if ae.Status != tt.status || ae.Code != tt.code || ae.RetryAfter != tt.wantRetry {
-				t.Errorf("APIError = {Status %d, Code %q, RetryAfter %v}, want {%d, %q, %v}",
-					ae.Status, ae.Code, ae.RetryAfter, tt.status, tt.code, tt.wantRetry)
+			if ae.Status != tt.status || ae.Code != tt.code || ae.RetryAfter != tt.wantRetry || ae.Op != -1 {
+				t.Errorf("APIError = {Status %d, Code %q, RetryAfter %v, Op %d}, want {%d, %q, %v, -1}",
+					ae.Status, ae.Code, ae.RetryAfter, ae.Op, tt.status, tt.code, tt.wantRetry)
 			}
 			if !strings.Contains(err.Error(), "GET /v1/kv/tasks/T1/state") {
 				t.Errorf("Error() = %q, want the call in it", err.Error())
@@ -212,6 +212,18 @@ func answer(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"keys": []string{"tasks/T1/state"}})
 	case p == "/v1/workers":
 		writeJSON(w, 200, map[string]any{"workers": []any{}})
+	case p == "/v1/sync":
+		writeJSON(w, 200, map[string]any{"flushed": 3})
+	case p == "/v1/batch":
+		var req struct{ Ops []json.RawMessage }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		results := make([]map[string]any, len(req.Ops))
+		for i := range results {
+			results[i] = map[string]any{"status": 204}
+		}
+		writeJSON(w, 200, map[string]any{"results": results})
+	case r.URL.Query().Get("async") == "true":
+		writeJSON(w, 202, map[string]any{"queued": true, "key": "k", "namespace": "staging", "pending": 1})
 	case strings.HasSuffix(p, "/heartbeat"):
 		writeJSON(w, 200, map[string]any{"worker": "w1", "expires_at": 1764170030000})
 	case strings.HasSuffix(p, "/agents"):
@@ -253,6 +265,21 @@ func TestRequests(t *testing.T) {
 			_, err := c.Get(ctx, "tasks/T1/state", client.Resolve(client.StrategySiblings), client.WithSiblings(), client.Consistent())
 			return err
 		}, want{"GET", "/v1/kv/tasks/T1/state", "consistent=true&ns=staging&resolve=siblings&siblings=true", map[string]string{"Content-Type": ""}, ""}},
+		{"put async", func(ctx context.Context, c *client.Client) error {
+			return c.PutAsync(ctx, "tasks/T1/state", "queued", client.WithContext(map[string]uint64{"w1": 2}), client.TTL(time.Minute))
+		}, want{"PUT", "/v1/kv/tasks/T1/state", "async=true&ns=staging", map[string]string{"If-Match": "", "If-None-Match": ""},
+			`{"value":"queued","context":{"w1":2},"ttl":60}`}},
+		{"sync", func(ctx context.Context, c *client.Client) error {
+			n, err := c.Sync(ctx)
+			if err == nil && n != 3 {
+				err = fmt.Errorf("flushed %d, want 3", n)
+			}
+			return err
+		}, want{"POST", "/v1/sync", "ns=staging", map[string]string{"Content-Type": ""}, ""}},
+		{"batch", func(ctx context.Context, c *client.Client) error {
+			_, err := c.Batch(ctx, []client.BatchOp{{Op: client.OpDelete, Key: "k", IfMatch: `"e1"`}}, true)
+			return err
+		}, want{"POST", "/v1/batch", "ns=staging", nil, `{"ops":[{"op":"delete","key":"k","if_match":"\"e1\""}],"atomic":true}`}},
 		{"delete if match", func(ctx context.Context, c *client.Client) error {
 			return c.Delete(ctx, "tasks/T1/state", client.IfMatch(`"e1"`))
 		}, want{"DELETE", "/v1/kv/tasks/T1/state", "ns=staging", map[string]string{"If-Match": `"e1"`}, ""}},
@@ -453,6 +480,12 @@ func TestArgumentsRefusedLocally(t *testing.T) {
 		"empty agent":       func() error { _, err := c.AgentCoordination(ctx, "T1", ""); return err },
 		"reserved lock":     func() error { _, err := c.Lock(ctx, "jobs/refresh", client.LockOptions{}); return err },
 		"negative lock ttl": func() error { _, err := c.Lock(ctx, "jobs", client.LockOptions{TTL: -1}); return err },
+		"async if-match":    func() error { return c.PutAsync(ctx, "k", 1, client.IfMatch(`"e1"`)) },
+		"async create-only": func() error { return c.PutAsync(ctx, "k", 1, client.IfNoneMatch()) },
+		"async empty key":   func() error { return c.PutAsync(ctx, "", 1) },
+		"async negative ttl": func() error {
+			return c.PutAsync(ctx, "k", 1, client.TTL(-time.Second))
+		},
 	}
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, client.ErrInvalid) {

@@ -33,4 +33,18 @@
 // its fencing token. A lease can end without its holder knowing (a pause, a
 // partition): pass Lock.Fence to the storage the lock protects, and watch the
 // channel of Lock.Keep if the work outlives one TTL.
+//
+// # Batches and queued writes
+//
+// Batch runs up to MaxBatchOps gets, puts and deletes in one request, each
+// standing alone or, atomic, all or nothing. PutAsync is the design
+// document's write(): the server answers as soon as it has queued the write
+// and flushes its queue to Redis in batches; Sync is its forceSync().
+//
+// # Watching changes
+//
+// Watch subscribes to the changes of the keys matching a glob or a regular
+// expression (the design document's subscribe) and delivers them on a
+// channel, reconnecting by itself without losing events; an EventReset says
+// events were lost anyway and the state must be read again.
 package client

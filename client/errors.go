@@ -70,6 +70,10 @@ type APIError struct {
 	// LockExpiresAt is when the holder's lease ends unless refreshed, for
 	// lock_held, by the server's clock; zero otherwise.
 	LockExpiresAt time.Time
+	// Op is, for Batch, the index (from 0) of the op the problem is about:
+	// the op that stopped an atomic batch, or the op of a BatchResult.Err.
+	// It is -1 in every other error the client returns.
+	Op int
 
 	// Method and Path say which call failed.
 	Method, Path string
@@ -77,7 +81,11 @@ type APIError struct {
 
 func (e *APIError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "memsync: %s %s: %d", e.Method, e.Path, e.Status)
+	fmt.Fprintf(&b, "memsync: %s %s", e.Method, e.Path)
+	if e.Op >= 0 {
+		fmt.Fprintf(&b, " (op %d)", e.Op)
+	}
+	fmt.Fprintf(&b, ": %d", e.Status)
 	if e.Code != "" {
 		b.WriteString(" " + e.Code)
 	}
@@ -133,24 +141,38 @@ func (e *APIError) Is(target error) bool {
 	return statusErrors[e.Status] == target
 }
 
+// problemJSON is the part of a problem document (RFC 9457) the client
+// reads: the members of every problem, lock_held's holder and expiry, and
+// an atomic batch's op.
+type problemJSON struct {
+	Title     string `json:"title"`
+	Detail    string `json:"detail"`
+	Code      string `json:"code"`
+	Holder    string `json:"holder"`
+	ExpiresAt int64  `json:"expires_at"`
+	Op        *int   `json:"op"`
+}
+
+// fill copies the problem into e, keeping e's title when it has none.
+func (p problemJSON) fill(e *APIError) {
+	e.Code, e.Detail, e.Holder = p.Code, p.Detail, p.Holder
+	if p.Title != "" {
+		e.Title = p.Title
+	}
+	e.LockExpiresAt = fromMillis(p.ExpiresAt)
+	if p.Op != nil {
+		e.Op = *p.Op
+	}
+}
+
 // newAPIError reads a non-2xx response.
 func newAPIError(method, path string, resp *http.Response) *APIError {
-	e := &APIError{Status: resp.StatusCode, Method: method, Path: path,
+	e := &APIError{Status: resp.StatusCode, Method: method, Path: path, Op: -1,
 		Title: http.StatusText(resp.StatusCode), RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"))}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	var p struct {
-		Title     string `json:"title"`
-		Detail    string `json:"detail"`
-		Code      string `json:"code"`
-		Holder    string `json:"holder"`
-		ExpiresAt int64  `json:"expires_at"`
-	}
+	var p problemJSON
 	if json.Unmarshal(body, &p) == nil {
-		e.Code, e.Detail, e.Holder = p.Code, p.Detail, p.Holder
-		if p.Title != "" {
-			e.Title = p.Title
-		}
-		e.LockExpiresAt = fromMillis(p.ExpiresAt)
+		p.fill(e)
 	} else if s := strings.TrimSpace(string(body)); s != "" && len(s) < 512 {
 		e.Detail = s
 	}

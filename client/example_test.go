@@ -92,3 +92,50 @@ func ExampleResolve() {
 		log.Fatal(err)
 	}
 }
+
+// The design document's subscribe('task-sentinel/tasks/*/state', onChange):
+// every change of a task's state as it happens, for as long as ctx lasts.
+func ExampleClient_Watch() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := client.New("http://127.0.0.1:8080", client.WithNamespace("task-sentinel"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	w, err := c.Watch(ctx, "tasks/*/state")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer w.Close()
+	for ev := range w.Events() {
+		switch ev.Type {
+		case client.EventReset:
+			log.Printf("events lost (%s): read the task states again", ev.Reason)
+		case client.EventPut:
+			fmt.Printf("task state changed: %s %s\n", ev.Key, ev.Value)
+		default: // deleted, or expired
+			fmt.Printf("task state gone: %s (%s)\n", ev.Key, ev.Type)
+		}
+	}
+	if err := w.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Fatal(err)
+	}
+}
+
+// The design document's write() × 100, then forceSync().
+func ExampleClient_PutAsync() {
+	ctx := context.Background()
+	c, err := client.New("http://127.0.0.1:8080", client.WithWorkerID("worker-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := range 100 {
+		if err := c.PutAsync(ctx, fmt.Sprintf("results/key-%d", i), map[string]int{"n": i}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// All 100 are in Redis now, for every instance to read.
+}

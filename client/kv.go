@@ -189,7 +189,7 @@ func TTL(d time.Duration) PutOption {
 			o.err = fmt.Errorf("memsync: negative ttl %v: %w", d, ErrInvalid)
 			return
 		}
-		secs := int64((d + time.Second - 1) / time.Second)
+		secs := seconds(d)
 		o.ttl = &secs
 	})
 }
@@ -353,22 +353,14 @@ func (c *Client) getEntry(ctx context.Context, path string, opts []GetOption) (*
 
 // putEntry writes value at path (a /v1/kv key or a typed endpoint).
 func (c *Client) putEntry(ctx context.Context, path string, value any, opts []PutOption) (*Entry, error) {
-	var o putOptions
-	for _, opt := range opts {
-		opt.applyPut(&o)
-	}
-	if o.err != nil {
-		return nil, o.err
-	}
-	raw, err := json.Marshal(value)
+	o, err := putOptionsOf(opts)
 	if err != nil {
-		return nil, fmt.Errorf("memsync: PUT %s: encode value: %w", path, err)
+		return nil, err
 	}
-	body := struct {
-		Value   json.RawMessage   `json:"value"`
-		Context map[string]uint64 `json:"context,omitempty"`
-		TTL     *int64            `json:"ttl,omitempty"`
-	}{Value: raw, Context: o.context, TTL: o.ttl}
+	body, err := putBody(path, value, o)
+	if err != nil {
+		return nil, err
+	}
 	h := http.Header{}
 	if o.ifMatch != "" {
 		h.Set("If-Match", o.ifMatch)
@@ -381,6 +373,35 @@ func (c *Client) putEntry(ctx context.Context, path string, value any, opts []Pu
 		return nil, err
 	}
 	return &e, nil
+}
+
+// putOptionsOf applies opts, and returns the error of the first that
+// refused its argument.
+func putOptionsOf(opts []PutOption) (putOptions, error) {
+	var o putOptions
+	for _, opt := range opts {
+		opt.applyPut(&o)
+	}
+	return o, o.err
+}
+
+// putBody is the body of a PUT of value at path.
+func putBody(path string, value any, o putOptions) (any, error) {
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil, fmt.Errorf("memsync: PUT %s: encode value: %w", path, err)
+	}
+	return struct {
+		Value   json.RawMessage   `json:"value"`
+		Context map[string]uint64 `json:"context,omitempty"`
+		TTL     *int64            `json:"ttl,omitempty"`
+	}{Value: raw, Context: o.context, TTL: o.ttl}, nil
+}
+
+// seconds rounds a non-negative d up to whole seconds, as the API counts
+// TTLs.
+func seconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // fromMillis converts Unix ms to a time; 0 is the zero time.

@@ -80,7 +80,7 @@ func (c *Client) Heartbeat(ctx context.Context, opts ...HeartbeatOption) (time.T
 	if o.ttl > 0 {
 		body = struct {
 			TTL int64 `json:"ttl"`
-		}{int64((o.ttl + time.Second - 1) / time.Second)}
+		}{seconds(o.ttl)}
 	} else if o.ttl < 0 {
 		return time.Time{}, fmt.Errorf("memsync: negative heartbeat ttl %v: %w", o.ttl, ErrInvalid)
 	}

@@ -1,12 +1,18 @@
 // Command monitoring is the design document's sixth example, real-time
-// monitoring: two workers heartbeat and report task progress while a monitor
-// watches the active workers and the progress of their tasks; one worker
-// then stops beating (as if it crashed) and the monitor sees it drop out when
-// its heartbeat expires.
+// monitoring: two workers heartbeat and report the state and progress of
+// their tasks while a monitor follows it all as it happens; one worker then
+// stops beating (as if it crashed) and the monitor sees it drop out when its
+// heartbeat expires.
 //
-// The design document subscribes to changes; memsync's change stream
-// (GET /v1/watch, Server-Sent Events) is not built yet, so this monitor
-// polls ActiveWorkers and TaskProgress instead and prints what changed.
+// The monitor polls nothing. It subscribes, as the design document's
+//
+//	memorySync.subscribe('task-sentinel/tasks/*/state', { onChange })
+//
+// does, with Watch (GET /v1/watch, Server-Sent Events): one watch of
+// tasks/*/state, and one, by regular expression, of the tasks' progress and
+// the workers' heartbeats, whose keys the server announces with an "expire"
+// event when their TTL runs out. Had events been lost (a reset), the
+// monitor would read the state it follows again.
 //
 //	make run                          # a server on 127.0.0.1:8080
 //	go run ./examples/monitoring      # MEMSYNC_URL picks another server
@@ -17,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -44,36 +51,50 @@ func main() {
 
 // Short times, so that the run takes a few seconds: a worker's heartbeat
 // lives heartbeatTTL (whole seconds; the server's default is 30 s) and is
-// renewed every beatInterval; the monitor polls every pollInterval and gives
-// up after patience.
+// renewed every beatInterval; the monitor gives up after patience.
 const (
 	heartbeatTTL = time.Second
 	beatInterval = 200 * time.Millisecond
-	pollInterval = 100 * time.Millisecond
 	patience     = 15 * time.Second
 )
+
+var tasks = map[string]string{"worker-1": "T1", "worker-2": "T2"}
 
 func run(ctx context.Context, baseURL string, out io.Writer) error {
 	ns := "example-monitoring-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(out, "namespace %s\n", ns)
-	monitor, err := client.New(baseURL, client.WithWorkerID("monitor"), client.WithNamespace(ns))
+	c, err := client.New(baseURL, client.WithWorkerID("monitor"), client.WithNamespace(ns))
 	if err != nil {
 		return err
 	}
 
+	// Subscribe before anything happens: Watch returns once the server
+	// streams, so no change made after it is missed.
+	ctx, cancel := context.WithTimeout(ctx, patience)
+	defer cancel()
+	states, err := c.Watch(ctx, "tasks/*/state")
+	if err != nil {
+		return err
+	}
+	defer states.Close()
+	others, err := c.Watch(ctx, "", client.Regex(`^(tasks/[^/]+/progress|workers/[^/]+/heartbeat)$`))
+	if err != nil {
+		return err
+	}
+	defer others.Close()
+
 	// The workers: worker-1 stays up to the end; worker-2 stops beating
 	// after its task, as if it had crashed.
-	tasks := map[string]string{"worker-1": "T1", "worker-2": "T2"}
 	errs := make(chan error, len(tasks))
-	for _, w := range []string{"worker-1", "worker-2"} {
-		c, err := client.New(baseURL, client.WithWorkerID(w), client.WithNamespace(ns))
+	for _, w := range slices.Sorted(maps.Keys(tasks)) {
+		wc, err := client.New(baseURL, client.WithWorkerID(w), client.WithNamespace(ns))
 		if err != nil {
 			return err
 		}
-		stopBeats := c.StartHeartbeat(ctx, beatInterval, client.HeartbeatTTL(heartbeatTTL))
+		stopBeats := wc.StartHeartbeat(ctx, beatInterval, client.HeartbeatTTL(heartbeatTTL))
 		defer stopBeats()
 		go func() {
-			err := doTask(ctx, c, tasks[w])
+			err := doTask(ctx, wc, tasks[w])
 			if w == "worker-2" {
 				stopBeats() // the crash
 			}
@@ -81,71 +102,156 @@ func run(ctx context.Context, baseURL string, out io.Writer) error {
 		}()
 	}
 
-	// The monitor: print what changed, until both tasks are done and
-	// worker-2 has dropped out.
-	var lastActive []string
-	lastProgress := map[string]float64{}
-	deadline := time.Now().Add(patience)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for workersDone, sawW2 := 0, false; ; {
+	m := &monitor{c: c, out: out, state: map[string]string{}, progress: map[string]float64{}, active: map[string]bool{}}
+	for workersDone := 0; !m.finished() || workersDone < len(tasks); {
+		var ev client.Event
+		var ok bool
 		select {
+		case ev, ok = <-states.Events():
+		case ev, ok = <-others.Events():
 		case err := <-errs:
 			if err != nil {
 				return err
 			}
 			workersDone++
-		case <-tick.C:
-		case <-ctx.Done():
-			return ctx.Err()
+			continue
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %v: active %v, progress %v", patience, lastActive, lastProgress)
+		if !ok { // a watch ended: the time is up, or the server refused it
+			err := errors.Join(states.Err(), others.Err())
+			return fmt.Errorf("watch ended: %w; state %v, progress %v, active %v", err, m.state, m.progress, m.active)
 		}
-
-		ws, err := monitor.ActiveWorkers(ctx)
-		if err != nil {
+		if err := m.onChange(ctx, ev); err != nil {
 			return err
 		}
-		var active []string
-		for _, w := range ws {
-			active = append(active, w.ID)
-		}
-		if !slices.Equal(active, lastActive) {
-			fmt.Fprintf(out, "monitor: active workers [%s]\n", strings.Join(active, " "))
-			for _, gone := range lastActive {
-				if !slices.Contains(active, gone) {
-					fmt.Fprintf(out, "monitor: %s is no longer active (its heartbeat expired)\n", gone)
-				}
-			}
-			lastActive = active
-		}
-		sawW2 = sawW2 || slices.Contains(active, "worker-2")
+	}
+	fmt.Fprintln(out, "monitor: both tasks done; worker-1 active, worker-2 gone")
 
-		for _, task := range []string{"T1", "T2"} {
-			e, err := monitor.TaskProgress(ctx, task)
-			if errors.Is(err, client.ErrNotFound) {
-				continue // not started
-			}
-			if err != nil {
+	// The list of active workers says the same.
+	ws, err := c.ActiveWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, w := range ws {
+		ids = append(ids, w.ID)
+	}
+	if !slices.Equal(ids, []string{"worker-1"}) {
+		return fmt.Errorf("ActiveWorkers = %v, want [worker-1]", ids)
+	}
+	fmt.Fprintf(out, "monitor: ActiveWorkers agrees: %v\n", ids)
+	return nil
+}
+
+// monitor is what the monitor knows, built from the events.
+type monitor struct {
+	c        *client.Client
+	out      io.Writer
+	state    map[string]string  // task → status
+	progress map[string]float64 // task → percent
+	active   map[string]bool    // worker → beating
+	sawW2    bool
+}
+
+// onChange is the design document's onChange callback, for every watched
+// key.
+func (m *monitor) onChange(ctx context.Context, ev client.Event) error {
+	if ev.Type == client.EventReset {
+		fmt.Fprintf(m.out, "monitor: events lost (%s); reading the state again\n", ev.Reason)
+		return m.reread(ctx)
+	}
+	parts := strings.Split(ev.Key, "/")
+	switch {
+	case parts[0] == "tasks" && parts[2] == "state" && ev.Type == client.EventPut:
+		var s struct{ Status string }
+		if err := ev.Decode(&s); err != nil {
+			return err
+		}
+		m.state[parts[1]] = s.Status
+		fmt.Fprintf(m.out, "monitor: task state changed: %s → %s\n", ev.Key, s.Status)
+	case parts[0] == "tasks" && parts[2] == "progress" && ev.Type == client.EventPut:
+		var p client.Progress
+		if err := ev.Decode(&p); err != nil {
+			return err
+		}
+		m.setProgress(parts[1], p)
+	case parts[0] == "workers" && ev.Type == client.EventPut: // a heartbeat
+		m.setActive(parts[1], true, "")
+	case parts[0] == "workers" && ev.Type == client.EventExpire:
+		m.setActive(parts[1], false, " (its heartbeat expired)")
+	}
+	return nil
+}
+
+func (m *monitor) setProgress(task string, p client.Progress) {
+	if last, ok := m.progress[task]; !ok || p.Progress != last {
+		fmt.Fprintf(m.out, "monitor: %s %g%% %s\n", task, p.Progress, p.Status)
+		m.progress[task] = p.Progress
+	}
+}
+
+func (m *monitor) setActive(worker string, active bool, why string) {
+	if m.active[worker] == active {
+		return // one more heartbeat
+	}
+	if active {
+		m.active[worker] = true
+	} else {
+		delete(m.active, worker)
+		fmt.Fprintf(m.out, "monitor: %s is no longer active%s\n", worker, why)
+	}
+	m.sawW2 = m.sawW2 || m.active["worker-2"]
+	fmt.Fprintf(m.out, "monitor: active workers [%s]\n", strings.Join(slices.Sorted(maps.Keys(m.active)), " "))
+}
+
+// reread replaces what the monitor knows with what the server holds now.
+func (m *monitor) reread(ctx context.Context) error {
+	ws, err := m.c.ActiveWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	now := map[string]bool{}
+	for _, w := range ws {
+		now[w.ID] = true
+		m.setActive(w.ID, true, "")
+	}
+	for w := range m.active {
+		if !now[w] {
+			m.setActive(w, false, "")
+		}
+	}
+	for _, task := range tasks {
+		e, err := m.c.TaskState(ctx, task)
+		switch {
+		case errors.Is(err, client.ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			var s struct{ Status string }
+			if err := e.Decode(&s); err != nil {
 				return err
 			}
+			m.state[task] = s.Status
+		}
+		e, err = m.c.TaskProgress(ctx, task)
+		switch {
+		case errors.Is(err, client.ErrNotFound):
+		case err != nil:
+			return err
+		default:
 			var p client.Progress
 			if err := e.Decode(&p); err != nil {
 				return err
 			}
-			if last, ok := lastProgress[task]; !ok || p.Progress != last {
-				fmt.Fprintf(out, "monitor: %s %g%% %s\n", task, p.Progress, p.Status)
-				lastProgress[task] = p.Progress
-			}
-		}
-
-		if workersDone == len(tasks) && lastProgress["T1"] == 100 && lastProgress["T2"] == 100 &&
-			sawW2 && !slices.Contains(active, "worker-2") && slices.Contains(active, "worker-1") {
-			fmt.Fprintln(out, "monitor: both tasks done; worker-1 active, worker-2 gone")
-			return nil
+			m.setProgress(task, p)
 		}
 	}
+	return nil
+}
+
+// finished reports whether the monitor has seen everything happen.
+func (m *monitor) finished() bool {
+	return m.state["T1"] == "done" && m.state["T2"] == "done" && m.progress["T1"] == 100 && m.progress["T2"] == 100 &&
+		m.sawW2 && !m.active["worker-2"] && m.active["worker-1"]
 }
 
 // doTask stands for a worker's task: it reports its state and progress.
