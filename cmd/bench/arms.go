@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -32,6 +33,15 @@ const (
 	srvNaiveSet  = "naive-set"
 	srvNaiveLock = "naive-lock"
 	srvMemsync   = "memsync"
+	srvEtcd      = "etcd"
+)
+
+// batchOps is how many puts one request of the batch arm carries, and
+// batchBodies how many distinct requests it cycles over: 100 × 100 keys
+// bench/b<i>/k<j>, distinct within a request.
+const (
+	batchOps    = 100
+	batchBodies = 100
 )
 
 // An arm is one server under one load shape. Every round measures each
@@ -44,9 +54,32 @@ type arm struct {
 	what   string // one line in the table
 
 	// One-request arms: method, path = prefix + i + suffix with i cycling
-	// over keySpace, body (empty for none). wrk and the Go generator send
-	// the same requests.
+	// over keySpace (or n), body (empty for none). wrk and the Go generator
+	// send the same requests.
 	method, prefix, suffix, body string
+	// n, when set, is how many distinct requests the arm cycles over
+	// instead of keySpace.
+	n int
+	// fixedPath: every request's path is prefix alone.
+	fixedPath bool
+	// bodyOf, when set, is request i's body (body is then unused).
+	bodyOf func(i int) string
+	// perReq is how many operations one request counts for (1 when 0):
+	// the batch arm reports key writes, 100 per request.
+	perReq int
+	// check, when set, vets every 2xx response's body on the Go generator
+	// (wrk counts statuses only; prefill checks those arms once).
+	check func(body []byte) error
+	// needs names the optional program that is the arm's server ("etcd"):
+	// without it the arm is skipped, not failed.
+	needs string
+	// warmCache: before each measurement, read every key once without
+	// ?consistent so that the instance cache holds them all, and count the
+	// cache's hits and misses during the measurement.
+	warmCache bool
+	// fanout marks the watch fan-out arm, which has its own generator
+	// (fanout.go) and is measured by delivery, latency and memory.
+	fanout bool
 
 	// goOnly arms run on the Go generator even when wrk is installed: the
 	// lock pair must send the token of its first response in its second
@@ -61,7 +94,79 @@ type arm struct {
 }
 
 // path is the i-th request path of a one-request arm.
-func (a *arm) path(i int) string { return a.prefix + strconv.Itoa(i) + a.suffix }
+func (a *arm) path(i int) string {
+	if a.fixedPath {
+		return a.prefix
+	}
+	return a.prefix + strconv.Itoa(i) + a.suffix
+}
+
+// cycle is how many distinct requests a one-request arm cycles over.
+func (a *arm) cycle() int {
+	if a.n > 0 {
+		return a.n
+	}
+	return keySpace
+}
+
+// bodyFor is the i-th request body of a one-request arm.
+func (a *arm) bodyFor(i int) string {
+	if a.bodyOf != nil {
+		return a.bodyOf(i)
+	}
+	return a.body
+}
+
+// perRequest is how many operations one request counts for.
+func (a *arm) perRequest() float64 {
+	if a.perReq > 0 {
+		return float64(a.perReq)
+	}
+	return 1
+}
+
+// batchBody is request i of the batch arm: batchOps puts of value to the
+// distinct keys bench/b<i>/k<j>.
+func batchBody(i int) string {
+	var b strings.Builder
+	b.WriteString(`{"ops":[`)
+	for j := range batchOps {
+		if j > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"op":"put","key":"bench/b%d/k%d","value":%s}`, i, j, value)
+	}
+	b.WriteString(`]}`)
+	return b.String()
+}
+
+// checkBatch fails a batch response unless every op was answered 200.
+func checkBatch(body []byte) error {
+	if n := bytes.Count(body, []byte(`{"status":200`)); n != batchOps {
+		return fmt.Errorf("batch: %d of %d ops answered 200: %.300s", n, batchOps, body)
+	}
+	return nil
+}
+
+// etcdKey is the etcd key of memsync's key i, base64 as the gateway wants.
+func etcdKey(i int) string {
+	return base64.StdEncoding.EncodeToString([]byte("tasks/T" + strconv.Itoa(i) + "/state"))
+}
+
+// etcdValue is value, base64.
+var etcdValue = base64.StdEncoding.EncodeToString([]byte(value))
+
+// etcdPutBody and etcdRangeBody are request i of the etcd arms.
+func etcdPutBody(i int) string   { return `{"key":"` + etcdKey(i) + `","value":"` + etcdValue + `"}` }
+func etcdRangeBody(i int) string { return `{"key":"` + etcdKey(i) + `"}` }
+
+// checkRange fails an etcd range that found nothing.
+func checkRange(body []byte) error {
+	if !bytes.Contains(body, []byte(`"kvs"`)) {
+		return fmt.Errorf("etcd range: no kvs in %.200s", body)
+	}
+	return nil
+}
 
 // arms lists every arm, in the order a round runs them.
 var arms = []*arm{
@@ -69,6 +174,16 @@ var arms = []*arm{
 		name: "ceiling", server: srvCeiling, unit: "req/s",
 		what:   "chi handler, constant JSON (the most any endpoint can do)",
 		method: "GET", prefix: "/ceiling/T", suffix: "/state",
+	},
+	{
+		name: "memsync-get-cached", server: srvMemsync, unit: "req/s", warmCache: true,
+		what:   "GET /v1/kv/tasks/T<i>/state (instance cache; every key read once first)",
+		method: "GET", prefix: "/v1/kv/tasks/T", suffix: "/state",
+	},
+	{
+		name: "etcd-range", server: srvEtcd, unit: "req/s", needs: "etcd",
+		what:   "etcd JSON gateway POST /v3/kv/range of tasks/T<i>/state",
+		method: "POST", prefix: "/v3/kv/range", fixedPath: true, bodyOf: etcdRangeBody, check: checkRange,
 	},
 	{
 		name: "naive-get", server: srvNaiveGet, unit: "req/s",
@@ -91,6 +206,16 @@ var arms = []*arm{
 		method: "PUT", prefix: "/v1/kv/tasks/T", suffix: "/state", body: putBody,
 	},
 	{
+		name: "etcd-put", server: srvEtcd, unit: "req/s", needs: "etcd",
+		what:   "etcd JSON gateway POST /v3/kv/put of tasks/T<i>/state, the same value",
+		method: "POST", prefix: "/v3/kv/put", fixedPath: true, bodyOf: etcdPutBody,
+	},
+	{
+		name: "memsync-batch100", server: srvMemsync, unit: "writes/s", perReq: batchOps,
+		what:   "POST /v1/batch of 100 puts to distinct keys bench/b<i>/k<j>; key writes/s",
+		method: "POST", prefix: "/v1/batch", fixedPath: true, n: batchBodies, bodyOf: batchBody, check: checkBatch,
+	},
+	{
 		// The naive GET again, on the generator the lock arms use, so that
 		// "pairs/s ≥ 0.45 × naive GET" compares like with like.
 		name: "naive-get-go", server: srvNaiveGet, unit: "req/s", goOnly: true,
@@ -108,6 +233,10 @@ var arms = []*arm{
 		name: "memsync-lock", server: srvMemsync, unit: "pairs/s", goOnly: true,
 		what: "POST /v1/locks/bench/L<conn> + DELETE with X-Lock-Token",
 		op:   memsyncLockPair,
+	},
+	{
+		name: "watch-fanout", server: srvMemsync, unit: "events/s", goOnly: true, fanout: true, warmCache: true,
+		what: "SSE watchers on /v1/watch?pattern=fan/<run>/*, open-loop PUTs; delivered events/s",
 	},
 }
 
@@ -167,22 +296,28 @@ func armNames() string {
 	return strings.Join(names, ",")
 }
 
-// A comparison is one ratio of the report: arm ÷ base, per round.
+// A comparison is one line of the report's verdict: arm ÷ base per round,
+// or, with no base, the arm's own rate against an absolute target.
 type comparison struct {
 	what string
 	arm  string
 	// bases are tried in order: the first measured by the same generator
 	// as arm is the base. (Without wrk, naive-get itself runs on the Go
-	// generator and naive-get-go is not measured.)
+	// generator and naive-get-go is not measured.) None: absolute.
 	bases  []string
 	target float64 // 0: no target; the ratio is reported for information
 }
 
-// comparisons are BENCH.md's targets for what memsync has today, plus the
-// lock against its own naive baseline, which the locks issue asks for.
+// comparisons are BENCH.md's targets, plus the lock against its own naive
+// baseline, which the locks issue asks for. The watch fan-out's targets
+// (delivery, latency, memory) are not rates: report.go checks them.
 var comparisons = []comparison{
+	{what: "GET (cached) vs ceiling", arm: "memsync-get-cached", bases: []string{"ceiling"}, target: 0.80},
+	{what: "GET (cached) vs etcd range", arm: "memsync-get-cached", bases: []string{"etcd-range"}, target: 4},
 	{what: "GET ?consistent=true vs naive GET", arm: "memsync-get", bases: []string{"naive-get"}, target: 0.85},
 	{what: "PUT vs naive SET", arm: "memsync-put", bases: []string{"naive-set"}, target: 0.90},
+	{what: "PUT vs etcd put", arm: "memsync-put", bases: []string{"etcd-put"}, target: 3},
+	{what: "POST /v1/batch of 100 puts, key writes/s (absolute)", arm: "memsync-batch100", target: 150_000},
 	{what: "lock pairs/s vs naive GET req/s", arm: "memsync-lock", bases: []string{"naive-get-go", "naive-get"}, target: 0.45},
 	{what: "lock pairs/s vs naive SET NX PX + DEL", arm: "memsync-lock", bases: []string{"naive-lock"}},
 }

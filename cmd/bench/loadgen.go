@@ -71,6 +71,12 @@ func loadgenMain(name, baseURL string, conns int, d time.Duration, stdout io.Wri
 		return fmt.Errorf("unknown arm %q", name)
 	}
 	host, _ := strings.CutPrefix(baseURL, "http://")
+	// Every request, built before the clock starts.
+	n := a.cycle()
+	paths, bodies := make([]string, n), make([]string, n)
+	for i := range n {
+		paths[i], bodies[i] = a.path(i), a.bodyFor(i)
+	}
 	clients := make([]*client, conns)
 	for w := range clients {
 		c, err := dial(host)
@@ -96,13 +102,16 @@ func loadgenMain(name, baseURL string, conns int, d time.Duration, stdout io.Wri
 			var first error
 			// Workers start at different keys so that they do not all
 			// address the same key at the same moment.
-			i := w * keySpace / conns
+			i := w * n / conns
 			for time.Now().Before(deadline) {
 				var err error
 				if a.op != nil {
 					err = a.op(c, w)
 				} else {
-					err = c.expect(0, a.method, a.path(i%keySpace), nil, a.body)
+					err = c.expect(0, a.method, paths[i%n], nil, bodies[i%n])
+					if err == nil && a.check != nil {
+						err = a.check(c.body.Bytes())
+					}
 					i++
 				}
 				if err != nil {

@@ -37,5 +37,16 @@ func prefill(ctx context.Context, redisAddr, memsyncURL string) error {
 			return fmt.Errorf("prefill memsync: %w", err)
 		}
 	}
+	// wrk counts only the statuses of the batch arm's responses: check once
+	// here that each of its bodies' ops succeeds.
+	batch := armByName("memsync-batch100")
+	for i := range batch.cycle() {
+		if err := c.expect(200, "POST", batch.path(i), nil, batch.bodyFor(i)); err != nil {
+			return fmt.Errorf("prefill memsync: %w", err)
+		}
+		if err := batch.check(c.body.Bytes()); err != nil {
+			return fmt.Errorf("prefill memsync: %w", err)
+		}
+	}
 	return nil
 }

@@ -80,14 +80,31 @@ func profile(ctx context.Context, w io.Writer, o options, dir, redisAddr string,
 			return err
 		}
 		out := filepath.Join(o.cpuprofile, a.name+".pprof")
+		d := o.duration
+		if a.fanout {
+			d = min(d, o.watchDuration)
+		}
+		if a.warmCache && !a.fanout {
+			if _, err := warmCache(url); err != nil {
+				return fmt.Errorf("profiling %s: %w", a.name, err)
+			}
+		}
 		got := make(chan error, 1)
-		go func() { got <- fetchProfile(pprofAddr, o.duration, out) }()
+		go func() { got <- fetchProfile(pprofAddr, d, out) }()
 		time.Sleep(50 * time.Millisecond) // let the profiler start before the load
 		var rate float64
-		if tool(a) == "wrk" {
-			rate, _, err = runWrk(scripts[a.name], url, o.conns, o.duration)
-		} else {
-			rate, _, err = runGoLoad(a, url, o.conns, o.duration)
+		switch {
+		case a.fanout:
+			// The profile covers the writing; the watchers connect first.
+			var f fanSample
+			f, _, err = runFanout(url, p.cmd.Process.Pid, o, d)
+			rate = float64(f.Delivered) / max(f.DeliverSeconds, d.Seconds())
+		case tool(a) == "wrk":
+			rate, _, err = runWrk(scripts[a.name], url, o.conns, d)
+			rate *= a.perRequest()
+		default:
+			rate, _, err = runGoLoad(a, url, o.conns, d)
+			rate *= a.perRequest()
 		}
 		if err != nil {
 			return fmt.Errorf("profiling %s: %w", a.name, err)

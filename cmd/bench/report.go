@@ -21,6 +21,11 @@ type reportInput struct {
 	tool    func(*arm) string
 	samples map[string][]sample // per arm, one per round
 	load    string              // load average before the benchmark began
+	// loadAfter is the load average after the rounds, notes are lines the
+	// report must carry (what was skipped), etcd is whether etcd ran.
+	loadAfter string
+	notes     []string
+	etcd      bool
 }
 
 // sample is one arm's measurement in one round.
@@ -31,6 +36,26 @@ type sample struct {
 	// is false where /proc could not be read.
 	genCPU, serverCPU, redisCPU, busy float64
 	cpuOK                             bool
+
+	// hitRate is the share of the cacheable reads memsync answered from its
+	// cache during the measurement (arms with warmCache); hitOK when known.
+	hitRate float64
+	hitOK   bool
+	// fan is the watch fan-out's round.
+	fan *fanSample
+}
+
+// extra is what the progress line adds to the rate for some arms.
+func (s sample) extra() string {
+	switch {
+	case s.fan != nil:
+		f := s.fan
+		return fmt.Sprintf("\n               delivered %.3f%% (%d resets, %d streams ended); latency from sending p50 %.1f ms, p99 %.1f ms; from due time p99 %.1f ms; %s writes/s sustained; RSS %.1f MB; cache %d/%d",
+			f.deliveredPct(), f.Resets, f.Ended, f.P50Ms, f.P99Ms, f.DueP99Ms, thousands(f.writeRate()), f.rssMB, f.cacheEntries, f.cacheMax)
+	case s.hitOK:
+		return fmt.Sprintf("; cache hits %.2f%%", 100*s.hitRate)
+	}
+	return ""
 }
 
 // rates are the rates of ss, in round order.
@@ -63,13 +88,19 @@ func report(w io.Writer, in reportInput) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "memsync load benchmark: ratios against baselines measured in the same run (BENCH.md)")
 	fmt.Fprintf(w, "command:  %s\n", commandLine(in.args))
-	fmt.Fprintf(w, "machine:  %d CPUs, %s, load average %s before the run\n", runtime.NumCPU(), cpuModel(), in.load)
+	fmt.Fprintf(w, "machine:  %d CPUs, %s, load average %s before the run, %s after\n", runtime.NumCPU(), cpuModel(), in.load, in.loadAfter)
 	gen := "Go generator (wrk not used)"
 	if in.useWrk {
 		gen = "wrk " + wrkVersion()
 	}
 	fmt.Fprintf(w, "software: %s %s/%s; redis-server %s, no persistence (--save \"\" --appendonly no); %s\n",
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, redisVersion(), gen)
+	if in.etcd {
+		fmt.Fprintf(w, "          etcd %s, one member, as installed (WAL fsynced, data in the temp dir), through its JSON gateway\n", etcdVersion())
+	}
+	for _, n := range in.notes {
+		fmt.Fprintf(w, "note:     %s\n", n)
+	}
 	fmt.Fprintf(w, "load:     closed loop, %d connections, %v per arm per round, %d rounds of every arm in turn, %v warm-up\n",
 		o.conns, o.duration, o.rounds, o.warmup)
 	if in.useWrk {
@@ -78,6 +109,21 @@ func report(w io.Writer, in reportInput) {
 	}
 	fmt.Fprintf(w, "keys:     %d keys tasks/T<i>/state, prefilled, requested in turn; every PUT is by one writer (anonymous),\n", keySpace)
 	fmt.Fprintln(w, "          so each key keeps one sibling; each lock connection has its own lock name bench/L<conn>: no contention")
+	if hasArm(in.arms, "memsync-get-cached") {
+		fmt.Fprintln(w, "          memsync-get-cached reads every key once (unmeasured) before each measurement; cache size: memsync's default")
+	}
+	if hasArm(in.arms, "memsync-batch100") {
+		fmt.Fprintf(w, "          memsync-batch100 cycles over %d bodies of %d puts to distinct keys bench/b<i>/k<j>: %d keys\n",
+			batchBodies, batchOps, batchBodies*batchOps)
+	}
+	if hasArm(in.arms, "watch-fanout") {
+		fmt.Fprintf(w, "watch:    %d SSE watchers (Go, child process) on one pattern, all opened before writing; PUTs at %d/s open loop\n",
+			o.watchers, o.watchRate)
+		fmt.Fprintf(w, "          for %v per round from another child over %d connections, to %d keys fan/<run>/k<n>; latency from each\n",
+			min(o.duration, o.watchDuration), o.conns, fanKeys)
+		fmt.Fprintf(w, "          write's sending (and its due time) to its arrival; writes due after %d× that are not made;\n", fanWriteMax)
+		fmt.Fprintln(w, "          RSS: memsync's peak VmRSS over the round, its cache filled first")
+	}
 	if o.rounds < 3 {
 		fmt.Fprintln(w, "note:     fewer than 3 rounds: BENCH.md asks for at least 3 before quoting a ratio")
 	}
@@ -109,6 +155,13 @@ func report(w io.Writer, in reportInput) {
 		if _, ok := in.samples[c.arm]; !ok {
 			continue
 		}
+		if len(c.bases) == 0 { // an absolute target
+			r := rates(in.samples[c.arm])
+			m := median(r)
+			fmt.Fprintf(tw, "%s\t(absolute)\t%s\t%s–%s\t≥ %s\t%s\t%s\n", c.arm, thousands(m),
+				thousands(slices.Min(r)), thousands(slices.Max(r)), thousands(c.target), verdict(m >= c.target), c.what)
+			continue
+		}
 		base := ""
 		for _, b := range c.bases {
 			if _, ok := in.samples[b]; ok && in.tool(armByName(b)) == in.tool(armByName(c.arm)) {
@@ -117,7 +170,11 @@ func report(w io.Writer, in reportInput) {
 			}
 		}
 		if base == "" {
-			fmt.Fprintf(tw, "%s\t—\t\t\t\tskipped\t%s: %s not measured on the same generator\n", c.arm, c.what, strings.Join(c.bases, " or "))
+			why := strings.Join(c.bases, " or ") + " not measured on the same generator"
+			if armByName(c.bases[0]).needs == "etcd" && !in.etcd {
+				why = "etcd not installed"
+			}
+			fmt.Fprintf(tw, "%s\t—\t\t\t\tskipped\t%s: %s\n", c.arm, c.what, why)
 			continue
 		}
 		ratios := make([]float64, len(in.samples[c.arm]))
@@ -128,15 +185,86 @@ func report(w io.Writer, in reportInput) {
 		target, result := "—", "info"
 		if c.target > 0 {
 			target = fmt.Sprintf("≥ %.2f", c.target)
-			result = "MISS"
-			if m >= c.target {
-				result = "PASS"
-			}
+			result = verdict(m >= c.target)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f–%.2f\t%s\t%s\t%s\n", c.arm, base, m, slices.Min(ratios), slices.Max(ratios), target, result, c.what)
+		// Two decimals, or three where two would round a miss up to the
+		// target (or a pass down to it).
+		f := "%.2f"
+		if c.target > 0 && fmt.Sprintf("%.2f", m) == fmt.Sprintf("%.2f", c.target) {
+			f = "%.3f"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t"+f+"\t"+f+"–"+f+"\t%s\t%s\t%s\n", c.arm, base, m, slices.Min(ratios), slices.Max(ratios), target, result, c.what)
+	}
+	if ss := in.samples["watch-fanout"]; len(ss) > 0 {
+		fan := func(of func(*fanSample) float64) []float64 {
+			xs := make([]float64, len(ss))
+			for i, s := range ss {
+				xs[i] = of(s.fan)
+			}
+			return xs
+		}
+		delivered := fan(func(f *fanSample) float64 { return f.deliveredPct() })
+		p50 := fan(func(f *fanSample) float64 { return f.P50Ms })
+		p99 := fan(func(f *fanSample) float64 { return f.P99Ms })
+		dueP99 := fan(func(f *fanSample) float64 { return f.DueP99Ms })
+		wrate := fan(func(f *fanSample) float64 { return f.writeRate() })
+		rss := fan(func(f *fanSample) float64 { return f.rssMB })
+		row := func(value string, xs []float64, format func(float64) string, target, result, what string) {
+			fmt.Fprintf(tw, "watch-fanout\t(absolute)\t%s\t%s–%s\t%s\t%s\t%s\n",
+				value, format(slices.Min(xs)), format(slices.Max(xs)), target, result, what)
+		}
+		pct := func(x float64) string { return fmt.Sprintf("%.3f%%", x) }
+		ms := func(x float64) string { return fmt.Sprintf("%.1f", x) }
+		minDelivered := slices.Min(delivered)
+		row(pct(minDelivered), delivered, pct, "= 100%", verdict(minDelivered >= 100),
+			fmt.Sprintf("events delivered to %d watchers (the lowest round; every round must deliver all)", in.opts.watchers))
+		row(ms(median(p50))+" ms", p50, ms, "—", "info", "delivery latency p50, from each write's sending (median of rounds)")
+		row(ms(median(p99))+" ms", p99, ms, "≤ 50 ms", verdict(median(p99) <= 50), "delivery latency p99, from each write's sending (median of rounds)")
+		row(ms(median(dueP99))+" ms", dueP99, ms, "—", "info", "delivery latency p99, from each write's due time: open loop, counts writes sent late")
+		// The load itself: a writer held back by slow acknowledgements did
+		// not write at the rate the test asks for.
+		minRate, want := slices.Min(wrate), 0.99*float64(in.opts.watchRate)
+		row(thousands(minRate), wrate, thousands, "≥ "+thousands(want), verdict(minRate >= want),
+			fmt.Sprintf("writes/s the writer sustained, of %s/s asked (the lowest round)", thousands(float64(in.opts.watchRate))))
+		maxRSS := slices.Max(rss)
+		row(ms(maxRSS)+" MB", rss, ms, "≤ 150 MB", verdict(maxRSS <= 150),
+			fmt.Sprintf("memsync peak RSS, %d watchers open, cache full (the highest round)", in.opts.watchers))
 	}
 	tw.Flush()
+	if ss := in.samples["memsync-get-cached"]; len(ss) > 0 {
+		var hits []float64
+		for _, s := range ss {
+			if s.hitOK {
+				hits = append(hits, 100*s.hitRate)
+			}
+		}
+		if len(hits) > 0 {
+			fmt.Fprintf(w, "memsync-get-cached: %.2f%% of its reads were cache hits (the lowest round)\n", slices.Min(hits))
+		}
+	}
+	if ss := in.samples["watch-fanout"]; len(ss) > 0 {
+		for i, s := range ss {
+			f := s.fan
+			fmt.Fprintf(w, "watch-fanout round %d: %d of %d writes made in %.2f s (sent up to %.1f ms late), %d watchers opened in %.2f s; delivered %d of %d (%d watchers complete, fewest %d/%d), %d resets, %d duplicates, %d streams ended;\n"+
+				"                      latency from sending p50 %.1f, p99 %.1f, p99.9 %.1f, max %.1f ms; from due time p50 %.1f, p99 %.1f, max %.1f ms; peak RSS %.1f MB; cache %d/%d entries\n",
+				i+1, f.Writes, f.Scheduled, f.WriteSeconds, f.MaxLagMs, f.Watchers, f.ConnectSeconds, f.Delivered, f.Expected, f.Complete, f.MinDelivered, f.Writes,
+				f.Resets, f.Duplicates, f.Ended, f.P50Ms, f.P99Ms, f.P999Ms, f.MaxMs, f.DueP50Ms, f.DueP99Ms, f.DueMaxMs, f.rssMB, f.cacheEntries, f.cacheMax)
+		}
+	}
 	fmt.Fprintln(w)
+}
+
+// verdict is the result column for a target.
+func verdict(pass bool) string {
+	if pass {
+		return "PASS"
+	}
+	return "MISS"
+}
+
+// hasArm reports whether the arm called name is among as.
+func hasArm(as []*arm, name string) bool {
+	return slices.ContainsFunc(as, func(a *arm) bool { return a.name == name })
 }
 
 // medianPercent formats the median share of the CPUs the arm kept busy.

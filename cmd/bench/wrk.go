@@ -12,22 +12,41 @@ import (
 )
 
 // wrkScript is the Lua that makes wrk send a one-request arm's requests:
-// the same paths, cycling over keySpace keys, and the same body as the Go
-// generator sends. With -t1 there is one Lua state, so the counter is
+// the same paths, cycling over the arm's keys, and the same bodies as the
+// Go generator sends. With -t1 there is one Lua state, so the counter is
 // shared by all connections.
-func wrkScript(a *arm) string {
+func wrkScript(a *arm) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- %s: %s\n", a.name, a.what)
 	b.WriteString("local i = 0\n")
-	if a.body != "" {
+	switch {
+	case a.bodyOf != nil:
+		// Every body, built once: wrk's Lua then only picks one per request.
+		b.WriteString("local headers = {[\"Content-Type\"] = \"application/json\"}\nlocal bodies = {\n")
+		for i := range a.cycle() {
+			body := a.bodyOf(i)
+			if strings.Contains(body, "]==]") {
+				return "", fmt.Errorf("%s: body %d holds the Lua long bracket ]==]", a.name, i)
+			}
+			fmt.Fprintf(&b, "[==[%s]==],\n", body)
+		}
+		b.WriteString("}\n")
+	case a.body != "":
 		// A long bracket needs no escaping; no body here contains "]]".
 		fmt.Fprintf(&b, "local headers = {[\"Content-Type\"] = \"application/json\"}\nlocal body = [[%s]]\n", a.body)
-	} else {
+	default:
 		b.WriteString("local headers, body = nil, nil\n")
 	}
-	fmt.Fprintf(&b, "request = function()\n  i = (i + 1) %% %d\n", keySpace)
-	fmt.Fprintf(&b, "  return wrk.format(%q, %q .. i .. %q, headers, body)\nend\n", a.method, a.prefix, a.suffix)
-	return b.String()
+	fmt.Fprintf(&b, "request = function()\n  i = (i + 1) %% %d\n", a.cycle())
+	if a.bodyOf != nil {
+		b.WriteString("  local body = bodies[i + 1]\n")
+	}
+	if a.fixedPath {
+		fmt.Fprintf(&b, "  return wrk.format(%q, %q, headers, body)\nend\n", a.method, a.prefix)
+	} else {
+		fmt.Fprintf(&b, "  return wrk.format(%q, %q .. i .. %q, headers, body)\nend\n", a.method, a.prefix, a.suffix)
+	}
+	return b.String(), nil
 }
 
 // wrkScripts writes every one-request arm's script into dir and returns
@@ -38,8 +57,12 @@ func wrkScripts(dir string, as []*arm) (map[string]string, error) {
 		if a.goOnly {
 			continue
 		}
+		script, err := wrkScript(a)
+		if err != nil {
+			return nil, err
+		}
 		p := filepath.Join(dir, a.name+".lua")
-		if err := os.WriteFile(p, []byte(wrkScript(a)), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(script), 0o644); err != nil {
 			return nil, err
 		}
 		paths[a.name] = p
