@@ -83,6 +83,13 @@ var errNotConfigured = fmt.Errorf("%w: not configured on this instance", store.E
 // A watcher that falls behind gets "event: reset" with data {"reason": …}
 // and must read the state it watches again. Last-Event-ID (or
 // ?last_event_id=) resumes after that event while the log retains it.
+// sseFlushEvery is the shortest time between two writes to one watch
+// stream: events that arrive meanwhile go out together. It bounds a busy
+// stream to 100 writes a second (1,000 watchers of a busy key would
+// otherwise cost a syscall per event each) and adds at most this much
+// latency.
+const sseFlushEvery = 10 * time.Millisecond
+
 func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
@@ -134,6 +141,9 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 		ping := time.NewTicker(p.ping)
 		defer ping.Stop()
 		var msgs []watch.Message
+		lastSend := time.Now()
+		pause := time.NewTimer(0)
+		<-pause.C
 		for {
 			select {
 			case <-r.Context().Done():
@@ -141,6 +151,16 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 			case <-ping.C:
 				buf.WriteString(": ping\n\n")
 			case <-wt.Ready():
+				// Coalesce: at most one write (a syscall) per sseFlushEvery
+				// per stream, however fast events come.
+				if wait := sseFlushEvery - time.Since(lastSend); wait > 0 {
+					pause.Reset(wait)
+					select {
+					case <-pause.C:
+					case <-r.Context().Done():
+						return
+					}
+				}
 			case <-wt.Done():
 			}
 			msgs, err = wt.Poll(r.Context(), msgs[:0])
@@ -148,8 +168,11 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 				writeSSE(&buf, m)
 			}
 			clear(msgs)
-			if buf.Len() > 0 && !send() {
-				return
+			if buf.Len() > 0 {
+				if !send() {
+					return
+				}
+				lastSend = time.Now()
 			}
 			if err != nil {
 				if !errors.Is(err, watch.ErrClosed) && r.Context().Err() == nil {
