@@ -22,11 +22,20 @@ import (
 // still believed it held the lock (before both its release and its expiry).
 // Real redis-server only: it is about Redis's atomicity and clock, not Lua.
 func TestSafety(t *testing.T) {
-	s := redistest.Start(t, redistest.Options{})
+	checkSafety(t, redistest.Start(t, redistest.Options{}), 8, 100, false)
+}
+
+// TestSafetyAcrossRestart is TestSafety on a persistent redis-server that
+// is restarted once half the grants are in: fences keep increasing through
+// it, and no two holders overlap, although clients lose Redis meanwhile.
+func TestSafetyAcrossRestart(t *testing.T) {
+	checkSafety(t, redistest.Start(t, redistest.Options{Persistent: true}), 4, 80, true)
+}
+
+func checkSafety(t *testing.T, s *redistest.Server, clients, cycles int, restart bool) {
+	t.Helper()
 	const (
-		clients = 8
-		cycles  = 100
-		ttl     = 150 * time.Millisecond
+		ttl = 150 * time.Millisecond
 		// Redis stamps grants to the millisecond (floor), the test's own
 		// clock to the nanosecond.
 		tolerance = 2 * time.Millisecond
@@ -35,13 +44,35 @@ func TestSafety(t *testing.T) {
 		client   int
 		g        lock.Grant
 		end      time.Time // when the holder stopped believing: its release call, or its expiry
-		released bool      // Release succeeded (false: the lease had run out)
+		released bool      // Release succeeded (false: the lease had run out, or its reply was lost)
 	}
 	var (
-		mu    sync.Mutex
-		holds []hold
-		wg    sync.WaitGroup
+		mu        sync.Mutex
+		holds     []hold
+		wg        sync.WaitGroup
+		restarted = make(chan struct{})
+		outages   int
+		before    int // grants in before the restart
 	)
+	if restart {
+		// Restart once half the grants are in, while the clients go on.
+		wg.Go(func() {
+			defer close(restarted)
+			for {
+				mu.Lock()
+				n := len(holds)
+				mu.Unlock()
+				if n >= clients*cycles/2 {
+					s.Restart(t)
+					mu.Lock()
+					before = len(holds)
+					mu.Unlock()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
 	for c := range clients {
 		l := lock.New(s.Client(t), lock.Options{})
 		t.Cleanup(func() { _ = l.Close() })
@@ -50,6 +81,14 @@ func TestSafety(t *testing.T) {
 			ctx := context.Background()
 			for range cycles {
 				g, err := l.Acquire(ctx, ns, "tasks/safety", lock.AcquireRequest{TTL: ttl, Wait: 10 * time.Second, Owner: string(rune('a' + c))})
+				for restart && errors.Is(err, lock.ErrUnavailable) {
+					// Redis is restarting: try again, as a worker would.
+					mu.Lock()
+					outages++
+					mu.Unlock()
+					time.Sleep(10 * time.Millisecond)
+					g, err = l.Acquire(ctx, ns, "tasks/safety", lock.AcquireRequest{TTL: ttl, Wait: 10 * time.Second, Owner: string(rune('a' + c))})
+				}
 				if err != nil {
 					t.Errorf("client %d: %v", c, err)
 					return
@@ -61,13 +100,17 @@ func TestSafety(t *testing.T) {
 				time.Sleep(work)
 				end := time.Now()
 				err = l.Release(ctx, ns, "tasks/safety", g.Token)
-				if err != nil && !errors.Is(err, lock.ErrNotHeld) {
+				if err != nil && !errors.Is(err, lock.ErrNotHeld) && !(restart && errors.Is(err, lock.ErrUnavailable)) {
 					t.Errorf("client %d: release: %v", c, err)
 					return
 				}
 				if end.After(g.ExpiresAt) {
+					// The lease ran out mid-work: the lock was free from then.
 					end = g.ExpiresAt
 				}
+				// A holder stops working under the lock when it asks to
+				// release it, whatever the answer: a release that Redis ran
+				// but whose reply a restart lost is still a release.
 				mu.Lock()
 				holds = append(holds, hold{client: c, g: g, end: end, released: err == nil})
 				mu.Unlock()
@@ -81,6 +124,15 @@ func TestSafety(t *testing.T) {
 	if len(holds) != clients*cycles {
 		t.Fatalf("%d grants, want %d", len(holds), clients*cycles)
 	}
+	if restart {
+		<-restarted
+		if before == 0 || before >= len(holds) {
+			t.Fatalf("the restart came after %d of %d grants: not in the middle", before, len(holds))
+		}
+		t.Logf("redis-server restarted after %d of %d grants", before, len(holds))
+	}
+	// Grant order is acquisition order (by the Redis clock); fences must
+	// follow it strictly.
 	slices.SortFunc(holds, func(a, b hold) int { return cmp.Compare(a.g.Fence, b.g.Fence) })
 	expired := 0
 	for i, h := range holds {
@@ -102,7 +154,7 @@ func TestSafety(t *testing.T) {
 				h.client, h.g.Fence, h.g.AcquiredAt, p.client, p.g.Fence, p.end)
 		}
 	}
-	t.Logf("%d grants, %d leases ran out before their release", len(holds), expired)
+	t.Logf("%d grants, %d leases ran out before their release, %d acquires retried while Redis restarted", len(holds), expired, outages)
 	if expired == 0 {
 		t.Errorf("no lease ran out: the test did not exercise expiry")
 	}
