@@ -3,7 +3,8 @@ package http
 import (
 	"net/http"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/memsync/memsync/internal/jsontext"
 )
 
 // appendJSON encodes an entry exactly as encoding/json would (same fields,
@@ -13,9 +14,9 @@ import (
 // are.
 func (e entryResponse) appendJSON(b []byte) []byte {
 	b = append(b, `{"key":`...)
-	b = appendJSONString(b, e.Key)
+	b = jsontext.AppendString(b, e.Key)
 	b = append(b, `,"namespace":`...)
-	b = appendJSONString(b, e.Namespace)
+	b = jsontext.AppendString(b, e.Namespace)
 	if len(e.Value) > 0 {
 		b = append(b, `,"value":`...)
 		b = append(b, e.Value...)
@@ -23,17 +24,17 @@ func (e entryResponse) appendJSON(b []byte) []byte {
 	b = append(b, `,"version":`...)
 	b, _ = e.Version.AppendJSON(b)
 	b = append(b, `,"etag":`...)
-	b = appendJSONString(b, e.ETag)
+	b = jsontext.AppendString(b, e.ETag)
 	b = append(b, `,"timestamp":`...)
 	b = strconv.AppendInt(b, e.Timestamp, 10)
 	b = append(b, `,"writer":`...)
-	b = appendJSONString(b, e.Writer)
+	b = jsontext.AppendString(b, e.Writer)
 	if e.ExpiresAt != 0 {
 		b = append(b, `,"expires_at":`...)
 		b = strconv.AppendInt(b, e.ExpiresAt, 10)
 	}
 	b = append(b, `,"strategy":`...)
-	b = appendJSONString(b, string(e.Strategy))
+	b = jsontext.AppendString(b, string(e.Strategy))
 	b = append(b, `,"conflict":`...)
 	b = strconv.AppendBool(b, e.Conflict)
 	b = append(b, `,"siblings":`...)
@@ -55,7 +56,7 @@ func (e entryResponse) appendJSON(b []byte) []byte {
 			b = append(b, `,"timestamp":`...)
 			b = strconv.AppendInt(b, s.Timestamp, 10)
 			b = append(b, `,"writer":`...)
-			b = appendJSONString(b, s.Writer)
+			b = jsontext.AppendString(b, s.Writer)
 			b = append(b, `,"discarded":`...)
 			b = strconv.AppendBool(b, s.Discarded)
 			b = append(b, '}')
@@ -80,57 +81,3 @@ func writeEntryJSON(w http.ResponseWriter, e entryResponse) {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 }
-
-// appendJSONString appends s as a JSON string, escaping as encoding/json
-// does without HTML escaping; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, `\u00`...)
-				b = append(b, hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, `\u202`...)
-			b = append(b, hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"

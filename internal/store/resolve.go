@@ -11,7 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/memsync/memsync/internal/jsontext"
 )
 
 // ErrUnknownStrategy is returned for a strategy name that is none of LWW,
@@ -334,7 +335,7 @@ func appendJSON(b []byte, v any, norm bool) []byte {
 		}
 		return append(b, v...)
 	case string:
-		return appendString(b, v)
+		return jsontext.AppendString(b, v)
 	case []any:
 		b = append(b, '[')
 		for i, e := range v {
@@ -355,64 +356,13 @@ func appendJSON(b []byte, v any, norm bool) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, k)
+			b = jsontext.AppendString(b, k)
 			b = append(b, ':')
 			b = appendJSON(b, v[k], norm)
 		}
 		return append(b, '}')
 	}
 	panic(fmt.Sprintf("store: appendJSON: unexpected %T", v)) // decodeJSON makes none other
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string. Unlike encoding/json's default it
-// leaves '<', '>' and '&' alone: the values are data, not HTML. U+2028 and
-// U+2029 are escaped, as encoding/json does, for JavaScript consumers.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			switch r {
-			case utf8.RuneError:
-				b = append(b, `\ufffd`...)
-			default:
-				b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			}
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // decimal is a JSON number held exactly: ±0.digits × 10^exp. Comparing two
