@@ -34,6 +34,10 @@ const (
 	// DefaultMaxPending bounds the queue: past it, writes are refused with
 	// ErrFull (503) rather than queued without limit while Redis is away.
 	DefaultMaxPending = 100_000
+	// DefaultMaxPendingBytes bounds the values waiting, since one value may
+	// be as large as a request body: past it, writes are refused with
+	// ErrFull too.
+	DefaultMaxPendingBytes = 64 << 20
 	// chunkTimeout bounds one pipeline of a flush. It is not tied to the
 	// caller's context: a caller that gives up must not cut a pipeline in
 	// half, which would only send its writes twice.
@@ -60,6 +64,9 @@ type Options struct {
 	Interval   time.Duration // flush at least this often (DefaultInterval)
 	Size       int           // flush as soon as this many writes wait (DefaultSize)
 	MaxPending int           // refuse writes past this many waiting (DefaultMaxPending)
+	// MaxPendingBytes refuses writes once their values waiting add up to
+	// this many bytes (DefaultMaxPendingBytes).
+	MaxPendingBytes int
 	// Now stamps accepted writes; nil means time.Now.
 	Now func() time.Time
 	// Log hears flush failures and dropped writes; nil discards.
@@ -85,6 +92,7 @@ type Queue struct {
 	// removes.
 	pending []store.BatchOp
 	queued  map[keyID]int // writes per key still pending, in flight included
+	bytes   int           // of the values in pending
 	closed  bool
 
 	flushes, flushed atomic.Uint64
@@ -115,6 +123,9 @@ func New(w Writer, opt Options) *Queue {
 	}
 	if opt.MaxPending <= 0 {
 		opt.MaxPending = DefaultMaxPending
+	}
+	if opt.MaxPendingBytes <= 0 {
+		opt.MaxPendingBytes = DefaultMaxPendingBytes
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -153,11 +164,12 @@ func (q *Queue) Enqueue(op store.BatchOp) error {
 	case q.closed:
 		q.mu.Unlock()
 		return ErrClosed
-	case len(q.pending) >= q.opt.MaxPending:
+	case len(q.pending) >= q.opt.MaxPending, q.bytes+len(op.Value) > q.opt.MaxPendingBytes:
 		q.mu.Unlock()
 		return ErrFull
 	}
 	q.pending = append(q.pending, op)
+	q.bytes += len(op.Value)
 	q.queued[keyID{op.Namespace, op.Key}]++
 	n := len(q.pending)
 	q.mu.Unlock()
@@ -258,6 +270,7 @@ func (q *Queue) flushChunk(ctx context.Context, chunk []store.BatchOp) (int, err
 			q.opt.Log.Error("async: dropping a queued write that Redis refused", "namespace", op.Namespace,
 				"key", op.Key, "writer", op.Writer, "err", r.Err)
 		}
+		q.bytes -= len(op.Value)
 		id := keyID{op.Namespace, op.Key}
 		if q.queued[id]--; q.queued[id] <= 0 {
 			delete(q.queued, id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -321,4 +322,21 @@ func TestConcurrentEnqueueAndFlush(t *testing.T) {
 			t.Errorf("conc/w%d = %s %s, want 199 w1=200", w, e.Value, e.Version)
 		}
 	}
+}
+
+// TestQueueIsBoundedInBytes: a few large values fill the queue long before
+// its count bound; a flush frees the room again.
+func TestQueueIsBoundedInBytes(t *testing.T) {
+	s := newStore(t, redistest.Mini(t))
+	q := async.New(s, async.Options{MaxPendingBytes: 1000})
+	big := `"` + strings.Repeat("x", 398) + `"` // 400 bytes
+	mustEnqueue(t, q, put("bytes/1", big))
+	mustEnqueue(t, q, put("bytes/2", big))
+	if err := q.Enqueue(put("bytes/3", big)); !errors.Is(err, async.ErrFull) {
+		t.Fatalf("a third 400-byte value with room for 1000 bytes: %v, want ErrFull", err)
+	}
+	if _, err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustEnqueue(t, q, put("bytes/3", big))
 }
