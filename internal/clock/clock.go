@@ -194,7 +194,15 @@ func (v Vector) MarshalJSON() ([]byte, error) {
 // AppendJSON appends the encoding of MarshalJSON to b.
 func (v Vector) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, '{')
-	for i, id := range v.ids() {
+	var small [8]string // most clocks have few writers: sort them on the stack
+	ids := small[:0]
+	for id, n := range v {
+		if n > 0 {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for i, id := range ids {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -3,6 +3,7 @@ package http
 import (
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/memsync/memsync/internal/jsontext"
 )
@@ -71,13 +72,28 @@ func (e entryResponse) MarshalJSON() ([]byte, error) {
 	return e.appendJSON(make([]byte, 0, 256+len(e.Value))), nil
 }
 
+// bodies recycles response buffers: every GET and PUT needs one.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledBody keeps buffers of huge values out of the pool.
+const maxPooledBody = 64 << 10
+
 // writeEntryJSON answers 200 with the entry and its ETag.
 func writeEntryJSON(w http.ResponseWriter, e entryResponse) {
-	b := e.appendJSON(make([]byte, 0, 256+len(e.Value)))
+	bp := bodies.Get().(*[]byte)
+	b := e.appendJSON((*bp)[:0])
 	b = append(b, '\n') // as json.Encoder ends a document
 	h := w.Header()
-	h.Set("ETag", e.ETag)
-	h.Set("Content-Type", "application/json")
+	h["Etag"] = []string{e.ETag}
+	h["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+	if cap(b) <= maxPooledBody {
+		*bp = b
+		bodies.Put(bp)
+	}
 }
+
+// jsonContentType is shared by every response: header values are never
+// modified after they are set.
+var jsonContentType = []string{"application/json"}
