@@ -96,7 +96,7 @@ func templateKey(tmpl string) keyFunc {
 	}
 }
 
-// valueCheck validates a typed endpoint's value before it is written.
+// valueCheck validates a typed key's value before it is written.
 type valueCheck func(json.RawMessage) error
 
 func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
@@ -131,7 +131,7 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 	}
 }
 
-func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc, check valueCheck) http.HandlerFunc {
+func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
 	type request struct {
 		Value   json.RawMessage `json:"value"`
 		Context *clock.Vector   `json:"context"`
@@ -157,11 +157,7 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc, check va
 			writeError(w, r, log, fmt.Errorf("%w: the body needs a \"value\" (null is a value)", errInvalidArgument))
 			return
 		}
-		valid := check
-		if valid == nil {
-			valid = checkForKey(key)
-		}
-		if valid != nil {
+		if valid := checkForKey(key); valid != nil {
 			if err := valid(req.Value); err != nil {
 				writeError(w, r, log, err)
 				return

@@ -19,7 +19,7 @@ func (s *Server) routes() {
 
 	// Generic keys.
 	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, wildcardKey))
-	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey, nil))
+	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey))
 	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
 	r.Get("/v1/keys", handleKeys(log, cfg, st))
 
@@ -36,26 +36,26 @@ func (s *Server) routes() {
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.
 	r.Get("/v1/tasks/{id}/state", handleKVGet(log, cfg, st, templateKey("tasks/{id}/state")))
-	r.Put("/v1/tasks/{id}/state", handleKVPut(log, cfg, st, templateKey("tasks/{id}/state"), nil))
+	r.Put("/v1/tasks/{id}/state", handleKVPut(log, cfg, st, templateKey("tasks/{id}/state")))
 	r.Get("/v1/tasks/{id}/progress", handleKVGet(log, cfg, st, templateKey("tasks/{id}/progress")))
-	r.Put("/v1/tasks/{id}/progress", handleKVPut(log, cfg, st, templateKey("tasks/{id}/progress"), checkProgress))
+	r.Put("/v1/tasks/{id}/progress", handleKVPut(log, cfg, st, templateKey("tasks/{id}/progress")))
 	r.Post("/v1/tasks/{id}/lock", handleLockAcquire(log, cfg, lk, taskLock))
 	r.Post("/v1/tasks/{id}/lock/refresh", handleLockRefresh(log, cfg, lk, taskLock))
 	r.Get("/v1/tasks/{id}/lock", handleLockHolder(log, cfg, lk, taskLock))
 	r.Delete("/v1/tasks/{id}/lock", handleLockRelease(log, cfg, lk, taskLock))
 	r.Get("/v1/tasks/{id}/agents", handleTaskAgents(log, cfg, st))
 	r.Get("/v1/tasks/{id}/agents/{agent}", handleKVGet(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
-	r.Put("/v1/tasks/{id}/agents/{agent}", handleKVPut(log, cfg, st, templateKey("tasks/{id}/agents/{agent}"), nil))
+	r.Put("/v1/tasks/{id}/agents/{agent}", handleKVPut(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
 
 	r.Get("/v1/workers", handleWorkers(log, cfg, st))
 	r.Put("/v1/workers/{id}/heartbeat", handleHeartbeat(log, cfg, st))
 	for _, k := range []string{"status", "capacity"} {
 		r.Get("/v1/workers/{id}/"+k, handleKVGet(log, cfg, st, templateKey("workers/{id}/"+k)))
-		r.Put("/v1/workers/{id}/"+k, handleKVPut(log, cfg, st, templateKey("workers/{id}/"+k), nil))
+		r.Put("/v1/workers/{id}/"+k, handleKVPut(log, cfg, st, templateKey("workers/{id}/"+k)))
 	}
 	for _, k := range []string{"queue", "assignments", "metrics"} {
 		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, templateKey("coordination/"+k)))
-		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k), nil))
+		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k)))
 	}
 
 	// Propagation: change streams and the instance caches (watch.go).
