@@ -114,10 +114,12 @@ func TestWorkerHeartbeatLapses(t *testing.T) {
 		expired := make(chan time.Time, 1)
 		go func() {
 			for msg := range ps.Channel() {
-				ev, err := store.ParseEvent(msg.Payload)
-				if err == nil && ev.Type == store.EventExpire && ev.Key == "workers/lapse/heartbeat" && ev.Namespace == "task-sentinel" {
-					expired <- time.Now()
-					return
+				evs, _ := store.ParseMessage(msg.Payload)
+				for _, ev := range evs {
+					if ev.Type == store.EventExpire && ev.Key == "workers/lapse/heartbeat" && ev.Namespace == "task-sentinel" {
+						expired <- time.Now()
+						return
+					}
 				}
 			}
 		}()

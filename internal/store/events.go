@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,7 +22,8 @@ const (
 
 // ChangeChannel is the Redis pub/sub channel every change event is
 // published on, for every namespace: one subscription per instance hears
-// them all.
+// them all. A message holds one or more events, one JSON object per line,
+// in id order.
 const ChangeChannel = "ms:changes"
 
 // DefaultEventLogLen is how many events the replayable log keeps
@@ -50,17 +52,20 @@ type Event struct {
 //
 // Returns the id of the first event; the others follow consecutively. A
 // stream entry's id is "0-<id>" and its field "e" holds the event JSON, id
-// included.
+// included. The events go out in one message, one per line (compact JSON
+// has no raw newline): a subscriber hears a batch at the cost of one.
 var publishScript = redis.NewScript(`
 local count = #ARGV - 2
 local last = redis.call("INCRBY", KEYS[1], count)
 local first = last - count + 1
+local msg = {}
 for i = 1, count do
   local id = string.format("%d", first + i - 1)
   local e = '{"id":' .. id .. ',' .. ARGV[i + 2]
   redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. id, "e", e)
-  redis.call("PUBLISH", ARGV[1], e)
+  msg[i] = e
 end
+redis.call("PUBLISH", ARGV[1], table.concat(msg, "\n"))
 return first
 `)
 
@@ -103,6 +108,19 @@ func ParseEvent(data string) (Event, error) {
 		return Event{}, fmt.Errorf("store: bad event %q: %w", data, err)
 	}
 	return ev, nil
+}
+
+// ParseMessage decodes every event of one message on ChangeChannel.
+func ParseMessage(payload string) ([]Event, error) {
+	var out []Event
+	for line := range strings.SplitSeq(payload, "\n") {
+		ev, err := ParseEvent(line)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }
 
 // ParseEventRoute decodes only what routing an event takes: its id, type,

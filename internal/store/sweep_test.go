@@ -32,12 +32,14 @@ func collect(t *testing.T, b redistest.Backend, types ...string) func(n int, tim
 		for len(got) < n {
 			select {
 			case m := <-ch:
-				ev, err := store.ParseEvent(m.Payload)
+				evs, err := store.ParseMessage(m.Payload)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if slices.Contains(types, ev.Type) {
-					got = append(got, ev)
+				for _, ev := range evs {
+					if slices.Contains(types, ev.Type) {
+						got = append(got, ev)
+					}
 				}
 			case <-deadline:
 				return got

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,8 +254,11 @@ func (h *Hub) session(ctx context.Context, ps *redis.PubSub) error {
 				}
 			}
 		case *redis.Message:
-			if err := h.receive(ctx, m.Payload); err != nil {
-				return err
+			// One message may carry several events, a line each.
+			for payload := range strings.SplitSeq(m.Payload, "\n") {
+				if err := h.receive(ctx, payload); err != nil {
+					return err
+				}
 			}
 		}
 	}
