@@ -82,7 +82,7 @@ type batchItem struct {
 	op    *BatchOp
 	w     writeOp                   // puts: the prepared write and its reply
 	get   *redis.MapStringStringCmd // gets
-	del   *redis.Cmd                // deletes
+	del   deleteOp                  // deletes
 	entry Entry                     // gets: what was read
 	err   error                     // validation failure, then the op's outcome
 }
@@ -125,15 +125,18 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 		}
 	}
 	var err error
-	if atomic {
+	switch {
+	case atomic:
 		err = s.runAtomic(ctx, items)
-	} else {
+	case s.oneScript():
+		err = s.runScripted(ctx, items)
+	default:
 		err = s.runPipeline(ctx, items)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return s.finishBatch(ctx, items), nil
+	return s.finishBatch(ctx, items, !atomic && s.oneScript()), nil
 }
 
 // CheckOp validates op as Batch would, without touching Redis: nil means
@@ -151,7 +154,10 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 	}
 	switch op.Kind {
 	case OpPut:
-	case OpGet, OpDelete:
+	case OpDelete:
+		it.del = deleteOp{ns: op.Namespace, key: op.Key, ifMatch: op.IfMatch, ts: now.UnixMilli()}
+		return nil
+	case OpGet:
 		return nil
 	default:
 		return fmt.Errorf("%w: op must be put, get or delete, not %q", ErrInvalidArgument, op.Kind)
@@ -199,8 +205,95 @@ func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error)
 	return ttl, nil
 }
 
-// runPipeline sends a non-atomic batch: the index updates of its puts, then
-// every op in order, in one pipeline.
+// runScripted sends a non-atomic batch in one pipeline: the index updates
+// of its puts, then its ops in order, each run of writes between two gets
+// as one commitScript call, which also publishes their events. A Redis that
+// lost its script cache refuses every call at once: then the script is
+// loaded and the whole pipeline sent again (gets included, so that each
+// still sees the writes before it). Should it refuse only some calls (its
+// cache was flushed or filled mid-pipeline), the writes of those fail with
+// ErrUnavailable, since running them later could reorder writes to a key.
+func (s *Store) runScripted(ctx context.Context, items []batchItem) error {
+	if !s.scripts.loaded.Load() {
+		_ = s.loadScripts(ctx) // a failure shows up below as NOSCRIPT, or as the outage it is
+	}
+	idx := indexWrites(items)
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		confirm := s.pipeIndexes(ctx, pipe, idx)
+		type call struct {
+			cmd    *redis.Cmd
+			writes []scriptWrite
+		}
+		var calls []call
+		var run []scriptWrite
+		flush := func() {
+			if len(run) > 0 {
+				calls = append(calls, call{s.pipeCommit(ctx, pipe, run), run})
+				run = nil
+			}
+		}
+		sent := 0
+		for i := range items {
+			it := &items[i]
+			if it.err != nil {
+				continue
+			}
+			sent++
+			switch it.op.Kind {
+			case OpGet:
+				flush()
+				it.get = pipe.HGetAll(ctx, keys.Redis(it.op.Namespace, it.op.Key))
+			case OpPut:
+				run = append(run, scriptWrite{put: &it.w})
+			case OpDelete:
+				run = append(run, scriptWrite{del: &it.del})
+			}
+		}
+		flush()
+		if sent == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		refused := 0
+		for _, c := range calls {
+			if isNoScript(c.cmd.Err()) {
+				refused++
+			}
+		}
+		if refused > 0 && refused == len(calls) && attempt == 0 {
+			if err := s.loadScripts(ctx); err == nil {
+				continue
+			}
+		}
+		if err != nil && !isReplyError(err) && refused == 0 {
+			reached := false // did any command get a reply?
+			for _, c := range calls {
+				reached = reached || c.cmd.Err() == nil || isReplyError(c.cmd.Err())
+			}
+			for i := range items {
+				if g := items[i].get; items[i].err == nil && g != nil {
+					reached = reached || g.Err() == nil || isReplyError(g.Err())
+				}
+			}
+			if !reached {
+				return s.wrap("batch", items[0].op.Key, err)
+			}
+		}
+		confirm()
+		for _, c := range calls {
+			if isNoScript(c.cmd.Err()) {
+				c.cmd.SetErr(fmt.Errorf("%w: Redis lost its scripts in the middle of the batch; this op did not run, retry it", ErrUnavailable))
+			}
+			s.readCommit(c.cmd, c.writes)
+		}
+		return nil
+	}
+}
+
+// runPipeline sends a non-atomic batch on Cluster: the index updates of
+// its puts, then every op in order, each in a script of its own, in one
+// pipeline; finishBatch publishes the events.
 func (s *Store) runPipeline(ctx context.Context, items []batchItem) error {
 	if !s.scripts.loaded.Load() {
 		// Load both write scripts up front: a pipeline in which only one of
@@ -297,7 +390,7 @@ func (s *Store) allFailed(items []batchItem) bool {
 		case OpGet:
 			err = it.get.Err()
 		case OpDelete:
-			err = it.del.Err()
+			err = it.del.run.Err()
 		}
 		if err == nil || isReplyError(err) {
 			return false
@@ -312,7 +405,7 @@ func (it *batchItem) scriptErr() error {
 	case OpPut:
 		return it.w.run.Err()
 	case OpDelete:
-		return it.del.Err()
+		return it.del.run.Err()
 	}
 	return nil
 }
@@ -320,7 +413,7 @@ func (it *batchItem) scriptErr() error {
 // loadScripts puts the write scripts in the script cache (of every master,
 // on Cluster).
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*redis.Script{putScript, deleteScript} {
+	for _, sc := range []*redis.Script{putScript, deleteScript, commitScript, publishScript} {
 		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
 			return err
 		}
@@ -440,9 +533,9 @@ func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem,
 	case OpDelete:
 		ks := []string{keys.Redis(op.Namespace, op.Key), keys.SubtreeIndex(op.Namespace, op.Key)}
 		if eval {
-			it.del = deleteScript.Eval(ctx, pipe, ks, op.Key, op.IfMatch)
+			it.del.run = deleteScript.Eval(ctx, pipe, ks, op.Key, op.IfMatch)
 		} else {
-			it.del = deleteScript.EvalSha(ctx, pipe, ks, op.Key, op.IfMatch)
+			it.del.run = deleteScript.EvalSha(ctx, pipe, ks, op.Key, op.IfMatch)
 		}
 	}
 }
@@ -561,8 +654,9 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 }
 
 // finishBatch reads every op's reply, publishes the events of the writes
-// that ran in one call, and compacts keys a put left past the sibling cap.
-func (s *Store) finishBatch(ctx context.Context, items []batchItem) []BatchResult {
+// that ran in one call (unless the scripts did: published), and compacts
+// keys a put left past the sibling cap.
+func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bool) []BatchResult {
 	out := make([]BatchResult, len(items))
 	var events []*Event
 	var owners []*batchItem // owners[i] made events[i]; nil for expire events
@@ -578,11 +672,18 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem) []BatchResul
 			reads++
 			it.err = s.readGet(it)
 		case OpPut:
+			if it.w.run != nil {
+				it.w.reply, it.w.replyErr = it.w.run.Slice()
+			}
 			it.w.res, it.err = s.parsePut(&it.w)
 			if it.err != nil {
 				continue
 			}
-			if expired, _ := it.w.run.Val().([]any)[5].(int64); expired == 1 {
+			if published {
+				s.count.wrote(it.w.res)
+				continue
+			}
+			if expired, _ := it.w.reply[5].(int64); expired == 1 {
 				events = append(events, &Event{Type: EventExpire, Namespace: op.Namespace, Key: op.Key, Timestamp: it.w.ts})
 				owners = append(owners, nil)
 			}
@@ -594,16 +695,8 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem) []BatchResul
 			events = append(events, ev)
 			owners = append(owners, it)
 		case OpDelete:
-			n, err := it.del.Int()
-			switch {
-			case err != nil:
-				it.err = s.wrap("delete", op.Key, err)
-			case n == 0:
-				it.err = fmt.Errorf("%w: %q", ErrNotFound, op.Key)
-			case n == -1:
-				it.err = fmt.Errorf("%w: %q changed", ErrPreconditionFailed, op.Key)
-			default:
-				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: s.cfg.Now().UnixMilli()})
+			if it.err = it.del.result(s); it.err == nil && !published {
+				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: it.del.ts})
 				owners = append(owners, it)
 			}
 		}

@@ -259,6 +259,17 @@ func TestBatchAfterScriptFlush(t *testing.T) {
 			if e := mustGet(t, s, "flush/k", store.GetOptions{}); string(e.Value) != v+"0" {
 				t.Errorf("round %d: flush/k = %s, want %s0", round, e.Value, v)
 			}
+			// Single writes too.
+			if err := b.Client.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			mustPut(t, s, "flush/single", "w", v, nil)
+			if err := b.Client.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, ns, "flush/single", ""); err != nil {
+				t.Errorf("round %d: delete after a script flush: %v", round, err)
+			}
 		}
 	})
 }

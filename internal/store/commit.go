@@ -34,8 +34,10 @@ type writeOp struct {
 	ts, exp int64
 	etag    string
 
-	run  *redis.Cmd
-	res  PutResult
+	run      *redis.Cmd // putScript's call, on the per-write path
+	reply    []any      // the script's reply for this write
+	replyErr error      // or the error of its call
+	res      PutResult
 	err  error
 	done chan struct{}
 }
@@ -104,8 +106,9 @@ func (c *committer) loop() {
 	}
 }
 
-// commit runs one pipeline of writes, then publishes their events in one
-// script call, then answers every write.
+// commit applies a group of writes, publishes their events, and answers
+// every write: in one commitScript call, or (per-write scripts) in one
+// pipeline of putScript calls and then one publishScript call.
 func (c *committer) commit(batch []*writeOp) {
 	defer func() {
 		for _, op := range batch {
@@ -118,6 +121,19 @@ func (c *committer) commit(batch []*writeOp) {
 	s.count.commits.Add(1)
 	if s.cfg.OnCommit != nil {
 		s.cfg.OnCommit(len(batch))
+	}
+	if s.oneScript() {
+		writes := make([]scriptWrite, len(batch))
+		for i, op := range batch {
+			writes[i].put = op
+		}
+		s.runCommit(ctx, writes)
+		for _, op := range batch {
+			if op.res, op.err = s.parsePut(op); op.err == nil {
+				s.count.wrote(op.res)
+			}
+		}
+		return
 	}
 
 	pending := batch
@@ -158,11 +174,12 @@ func (c *committer) commit(batch []*writeOp) {
 	var events []*Event
 	var owners []*writeOp // owners[i] wrote events[i]; nil for expire events
 	for _, op := range batch {
+		op.reply, op.replyErr = op.run.Slice()
 		op.res, op.err = s.parsePut(op)
 		if op.err != nil {
 			continue
 		}
-		if expired, _ := op.run.Val().([]any)[5].(int64); expired == 1 {
+		if expired, _ := op.reply[5].(int64); expired == 1 {
 			// The key had expired but was not swept yet: its expiry is
 			// announced first, and the script's index update keeps the
 			// sweeper from announcing it again.
@@ -199,24 +216,24 @@ func (c *committer) commit(batch []*writeOp) {
 	}
 }
 
-// parsePut reads putScript's reply for op.
+// parsePut reads put's reply (see writeLib) for op.
 func (s *Store) parsePut(op *writeOp) (PutResult, error) {
-	out, err := op.run.Slice()
+	out, err := op.reply, op.replyErr
 	if err != nil {
 		return PutResult{}, s.wrap("put", op.key, err)
 	}
 	if len(out) >= 1 && out[0] == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
 	}
-	if len(out) < 6 {
+	if len(out) < 7 {
 		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", op.key, out)
 	}
 	version, err := clock.Parse(asString(out[2]))
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
 	}
-	sibs := make([]Envelope, 0, len(out)-5)
-	for _, b := range out[6:] {
+	sibs := make([]Envelope, 0, len(out)-6)
+	for _, b := range out[7:] {
 		var e Envelope
 		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
 			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", op.key, err)
@@ -230,7 +247,9 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	if err != nil {
 		return PutResult{}, err
 	}
-	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written}, nil
+	eventID, _ := out[6].(int64) // 0 until the events are published, on the per-write path
+	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written,
+		EventID: uint64(eventID)}, nil
 }
 
 // put writes one validated value through the group committer.

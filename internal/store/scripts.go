@@ -20,8 +20,12 @@ import "github.com/redis/go-redis/v9"
 // through doubles and turn [] into {}, so a value is only ever concatenated,
 // never decoded, on the Redis side.
 
-// putScript writes one envelope as a new sibling and removes every sibling
-// that the new version dominates, in one atomic step.
+// writeLib is the Lua shared by putScript, deleteScript and commitScript:
+// the one implementation of a write.
+//
+// put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag) writes one envelope
+// as a new sibling and removes every sibling that the new version
+// dominates, in one atomic step.
 //
 // The new version is the merge of the context and the writer's own siblings'
 // versions, with the writer's counter raised above every counter that writer
@@ -29,29 +33,40 @@ import "github.com/redis/go-redis/v9"
 // context supersedes what the context has seen, and a write without one
 // supersedes the same writer's earlier siblings only.
 //
-// KEYS[1] the data hash; KEYS[2] the subtree index (same hash slot)
-// ARGV[1] the key (index member)
-// ARGV[2] writer id
-// ARGV[3] context clock in text form, "" for none
-// ARGV[4] the envelope after its version: `,"timestamp":…,"writer":"…","value":…}`
-// ARGV[5] expiry in Unix ms, "0" for none
-// ARGV[6] If-Match etag, "*" for any existing state, "" for none
-// ARGV[7] "1" for If-None-Match: *
-// ARGV[8] the etag of the state this write creates
+//	kd    the data hash; ki the subtree index (same hash slot)
+//	key   the key (index member)
+//	w     writer id
+//	ctx   context clock in text form, "" for none
+//	tail  the envelope after its version: `,"timestamp":…,"writer":"…","value":…}`
+//	exp   expiry in Unix ms, "0" for none
+//	ifm   If-Match etag, "*" for any existing state, "" for none
+//	inm   "1" for If-None-Match: *
+//	etag  the etag of the state this write creates
 //
-// Returns {"ok", etag, version, siblings, superseded, expired, blob…} where
-// version is the new sibling's clock in text form, siblings the count after
-// the write, superseded the count removed, expired 1 when the key had
-// expired but was still in the subtree index (the sweeper had not announced
-// it yet; the caller does), and blob… the envelopes of the other siblings
+// It returns the reply {"ok", etag, version, siblings, superseded, expired,
+// event, blob…} where version is the new sibling's clock in text form,
+// siblings the count after the write, superseded the count removed,
+// expired 1 when the key had expired but was still in the subtree index
+// (the sweeper had not announced it yet; the caller does), event 0 (for
+// commitScript to fill in), and blob… the envelopes of the other siblings
 // still present (none when the write left a single sibling); or
-// {"precondition_failed", current etag or ""} when a condition fails.
-var putScript = redis.NewScript(`
+// {"precondition_failed", current etag or ""} when a condition fails. Its
+// second result is the new version as the inside of a JSON object.
+//
+// The index entry and the key's TTL are left alone when the key existed
+// with the same expiry: they already say so, since every write keeps them
+// in step with the hash's exp field.
+//
+// del(kd, ki, key, ifm) removes a key and its index entry. It returns 1
+// when deleted, 0 when the key did not exist, -1 when If-Match did not
+// match (nothing changed).
+const writeLib = `
 local function parse(s)
   local v = {}
   for id, n in string.gmatch(s, "([^,=]+)=(%d+)") do v[id] = tonumber(n) end
   return v
 end
+
 local function dominated(a, b)
   for id, n in pairs(a) do
     if n > (b[id] or 0) then return false end
@@ -59,102 +74,189 @@ local function dominated(a, b)
   return true
 end
 
-local cur = redis.call("HMGET", KEYS[1], "etag", "clocks")
-local etag, clocks = cur[1], cur[2]
-if ARGV[6] == "*" then
-  if not etag then return {"precondition_failed", ""} end
-elseif ARGV[6] ~= "" and etag ~= ARGV[6] then
-  return {"precondition_failed", etag or ""}
-end
-if ARGV[7] == "1" and etag then return {"precondition_failed", etag} end
+local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
+  local cur = redis.call("HMGET", kd, "etag", "clocks", "seq", "exp")
+  local old, clocks = cur[1], cur[2]
+  if ifm == "*" then
+    if not old then return {"precondition_failed", ""} end
+  elseif ifm ~= "" and old ~= ifm then
+    return {"precondition_failed", old or ""}
+  end
+  if inm == "1" and old then return {"precondition_failed", old} end
 
-local expired = 0
-if not etag then
-  local old = redis.call("ZSCORE", KEYS[2], ARGV[1])
-  if old and old ~= "inf" then expired = 1 end
-end
+  local expired = 0
+  if not old then
+    local score = redis.call("ZSCORE", ki, key)
+    if score and score ~= "inf" then expired = 1 end
+  end
 
-local w = ARGV[2]
-local new = parse(ARGV[3])
-local top = new[w] or 0
-local sibs = {}
-if clocks then
-  for id, writer, c in string.gmatch(clocks, "([^|;]+)|([^|;]+)|([^|;]*)") do
-    local v = parse(c)
-    sibs[#sibs + 1] = {id = id, entry = id .. "|" .. writer .. "|" .. c, v = v}
-    if (v[w] or 0) > top then top = v[w] end
-    if writer == w then
-      for k, n in pairs(v) do
-        if n > (new[k] or 0) then new[k] = n end
+  local new = parse(ctx)
+  local top = new[w] or 0
+  local sibs = {}
+  if clocks then
+    for id, writer, c in string.gmatch(clocks, "([^|;]+)|([^|;]+)|([^|;]*)") do
+      local v = parse(c)
+      sibs[#sibs + 1] = {id = id, entry = id .. "|" .. writer .. "|" .. c, v = v}
+      if (v[w] or 0) > top then top = v[w] end
+      if writer == w then
+        for k, n in pairs(v) do
+          if n > (new[k] or 0) then new[k] = n end
+        end
       end
     end
   end
-end
-new[w] = top + 1
+  new[w] = top + 1
 
-local ids = {}
-for id in pairs(new) do ids[#ids + 1] = id end
-table.sort(ids)
-local text, json = {}, {}
-for i, id in ipairs(ids) do
-  local n = string.format("%d", new[id])
-  text[i] = id .. "=" .. n
-  json[i] = '"' .. id .. '":' .. n
-end
-local version = table.concat(text, ",")
-
-local keep, gone, others = {}, {}, {}
-for _, s in ipairs(sibs) do
-  if dominated(s.v, new) then
-    gone[#gone + 1] = "s:" .. s.id
-  else
-    keep[#keep + 1] = s.entry
-    others[#others + 1] = "s:" .. s.id
+  local ids = {}
+  for id in pairs(new) do ids[#ids + 1] = id end
+  table.sort(ids)
+  local text, json = {}, {}
+  for i, id in ipairs(ids) do
+    local n = string.format("%d", new[id])
+    text[i] = id .. "=" .. n
+    json[i] = '"' .. id .. '":' .. n
   end
-end
-if #gone > 0 then redis.call("HDEL", KEYS[1], unpack(gone)) end
+  local version, vjson = table.concat(text, ","), table.concat(json, ",")
 
-local id = redis.call("HINCRBY", KEYS[1], "seq", 1)
-keep[#keep + 1] = id .. "|" .. w .. "|" .. version
-redis.call("HSET", KEYS[1],
-  "s:" .. id, '{"version":{' .. table.concat(json, ",") .. '}' .. ARGV[4],
-  "clocks", table.concat(keep, ";"),
-  "etag", ARGV[8],
-  "exp", ARGV[5])
-if ARGV[5] ~= "0" then
-  redis.call("PEXPIREAT", KEYS[1], ARGV[5])
-  redis.call("ZADD", KEYS[2], ARGV[5], ARGV[1])
-else
-  redis.call("PERSIST", KEYS[1])
-  redis.call("ZADD", KEYS[2], "+inf", ARGV[1])
+  local keep, gone, others = {}, {}, {}
+  for _, s in ipairs(sibs) do
+    if dominated(s.v, new) then
+      gone[#gone + 1] = "s:" .. s.id
+    else
+      keep[#keep + 1] = s.entry
+      others[#others + 1] = "s:" .. s.id
+    end
+  end
+  if #gone > 0 then redis.call("HDEL", kd, unpack(gone)) end
+
+  local id = string.format("%d", (tonumber(cur[3]) or 0) + 1)
+  keep[#keep + 1] = id .. "|" .. w .. "|" .. version
+  redis.call("HSET", kd,
+    "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
+    "clocks", table.concat(keep, ";"),
+    "etag", etag,
+    "exp", exp,
+    "seq", id)
+  if not old or cur[4] ~= exp then
+    if exp ~= "0" then
+      redis.call("PEXPIREAT", kd, exp)
+      redis.call("ZADD", ki, exp, key)
+    else
+      redis.call("PERSIST", kd)
+      redis.call("ZADD", ki, "+inf", key)
+    end
+  end
+
+  local out = {"ok", etag, version, #keep, #gone, expired, 0}
+  if #others > 0 then
+    local blobs = redis.call("HMGET", kd, unpack(others))
+    for _, b in ipairs(blobs) do out[#out + 1] = b end
+  end
+  return out, vjson
 end
 
-local out = {"ok", ARGV[8], version, #keep, #gone, expired}
-if #others > 0 then
-  local blobs = redis.call("HMGET", KEYS[1], unpack(others))
-  for _, b in ipairs(blobs) do out[#out + 1] = b end
+local function del(kd, ki, key, ifm)
+  local etag = redis.call("HGET", kd, "etag")
+  if not etag then
+    redis.call("ZREM", ki, key)
+    return 0
+  end
+  if ifm ~= "" and ifm ~= "*" and etag ~= ifm then return -1 end
+  redis.call("DEL", kd)
+  redis.call("ZREM", ki, key)
+  return 1
 end
-return out
+`
+
+// putScript runs one put of writeLib.
+//
+// KEYS[1] the data hash; KEYS[2] the subtree index (same hash slot)
+// ARGV[1…8] put's key, w, ctx, tail, exp, ifm, inm, etag
+//
+// Returns put's reply.
+var putScript = redis.NewScript(writeLib + `
+return (put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]))
 `)
 
-// deleteScript removes a key and its index entry.
+// deleteScript runs one del of writeLib.
 //
 // KEYS[1] the data hash; KEYS[2] the subtree index
 // ARGV[1] the key (index member)
 // ARGV[2] If-Match etag, "*" for any existing state, "" for none
 //
-// Returns 1 when deleted, 0 when the key did not exist, -1 when If-Match
-// did not match (nothing changed).
-var deleteScript = redis.NewScript(`
-local etag = redis.call("HGET", KEYS[1], "etag")
-if not etag then
-  redis.call("ZREM", KEYS[2], ARGV[1])
-  return 0
+// Returns del's reply.
+var deleteScript = redis.NewScript(writeLib + `
+return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+`)
+
+// commitScript runs a sequence of writes and logs and publishes their change
+// events, all in one call: one round trip, and one script invocation, for a
+// whole group commit or batch. Its keys span hash slots, so it serves a
+// single Redis (or Sentinel) only; on Cluster each write runs alone and
+// publishScript follows (see Store.oneScript).
+//
+// KEYS[1] the event counter; KEYS[2] the event log stream;
+// KEYS[2i+1], KEYS[2i+2] the data hash and subtree index of write i (from 1)
+// ARGV[1] the channel; ARGV[2] the log's approximate maximum length;
+// then commitStride arguments per write, from ARGV[3]:
+//
+//	kind   "put" or "delete"
+//	key, w, ctx, tail, exp, ifm, inm, etag   as for put (a delete reads key and ifm)
+//	head   the event's fields after its type: `"namespace":"…","key":"…"`
+//	etail  a put event's fields after its version, "" for the envelope tail
+//	       (a large value stays out of the event)
+//	ts     the event's timestamp (a delete's, or an expiry found by a put)
+//
+// Returns one reply per write: put's with its event id filled in, or
+// {del's reply, event id (0 when nothing was deleted)}. Events are logged
+// and published as publishScript does, in the order of the writes; a put
+// that finds its key expired but not yet swept announces the expiry first.
+var commitScript = redis.NewScript(writeLib + `
+local stride = 12
+local events, owners, replies = {}, {}, {}
+local n = (#ARGV - 2) / stride
+for i = 1, n do
+  local a = 2 + (i - 1) * stride
+  local kd, ki = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local head = ARGV[a + 10]
+  if ARGV[a + 1] == "put" then
+    local out, vjson = put(kd, ki, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+    if out[1] == "ok" then
+      if out[6] == 1 then
+        events[#events + 1] = '"type":"expire",' .. head .. ',"timestamp":' .. ARGV[a + 12] .. '}'
+      end
+      local etail = ARGV[a + 11]
+      if etail == "" then etail = ARGV[a + 5] end
+      events[#events + 1] = '"type":"put",' .. head .. ',"version":{' .. vjson .. '}' .. etail
+      owners[#events] = {out, 7}
+    end
+    replies[i] = out
+  else
+    local r = del(kd, ki, ARGV[a + 2], ARGV[a + 7])
+    replies[i] = {r, 0}
+    if r == 1 then
+      events[#events + 1] = '"type":"delete",' .. head .. ',"timestamp":' .. ARGV[a + 12] .. '}'
+      owners[#events] = {replies[i], 2}
+    end
+  end
 end
-if ARGV[2] ~= "" and ARGV[2] ~= "*" and etag ~= ARGV[2] then return -1 end
-redis.call("DEL", KEYS[1])
-redis.call("ZREM", KEYS[2], ARGV[1])
-return 1
+if #events > 0 then
+  local last = redis.call("INCRBY", KEYS[1], #events)
+  local first = last - #events + 1
+  local msg = {}
+  for i, e in ipairs(events) do
+    local id = first + i - 1
+    local ids = string.format("%d", id)
+    e = '{"id":' .. ids .. ',' .. e
+    redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. ids, "e", e)
+    msg[i] = e
+    local o = owners[i]
+    if o then o[1][o[2]] = id end
+  end
+  redis.call("PUBLISH", ARGV[1], table.concat(msg, "\n"))
+end
+return replies
 `)
 
 // sweepScript decides whether a key the expiry index lists has expired, and

@@ -67,6 +67,12 @@ type Config struct {
 	// OnCommit, if set, hears the size of every pipeline of writes the
 	// group committer sends (for a metrics histogram). It must be quick.
 	OnCommit func(writes int)
+	// PerKeyScripts runs every write in a script of its own and publishes
+	// the events in a second call, as on Redis Cluster, where one script
+	// cannot span the keys of a group of writes. New sets it for a
+	// *redis.ClusterClient; otherwise a group of writes and its events go
+	// in one script call (commitScript).
+	PerKeyScripts bool
 }
 
 // Store reads and writes keys. It is safe for concurrent use.
@@ -112,6 +118,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxCommitBatch <= 0 {
 		cfg.MaxCommitBatch = DefaultMaxCommitBatch
+	}
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		cfg.PerKeyScripts = true
 	}
 	s := &Store{rdb: rdb, cfg: cfg}
 	s.commit = newCommitter(s)
@@ -413,6 +422,9 @@ func (s *Store) entry(ns, key, etag string, exp int64, sibs []Envelope, override
 func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
 	if err := validate(ns, key); err != nil {
 		return err
+	}
+	if s.oneScript() {
+		return s.deleteOne(ctx, ns, key, ifMatch)
 	}
 	n, err := deleteScript.Run(ctx, s.rdb,
 		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, ifMatch).Int()

@@ -22,12 +22,44 @@ const ns = "test"
 
 func newStore(tb testing.TB, b redistest.Backend, cfg store.Config) *store.Store {
 	tb.Helper()
+	cfg.PerKeyScripts = cfg.PerKeyScripts || perKeyScripts
 	s, err := store.New(b.Client, cfg)
 	if err != nil {
 		tb.Fatalf("store.New: %v", err)
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// perKeyScripts makes newStore's stores write as on Redis Cluster: a script
+// per write, events published after (see TestPerKeyScriptsWritePath).
+var perKeyScripts bool
+
+// The write tests again, on the write path of Redis Cluster (which cannot
+// be run here): one script per write and the events published after,
+// rather than one commitScript call per group of writes.
+func TestPerKeyScriptsWritePath(t *testing.T) {
+	perKeyScripts = true
+	defer func() { perKeyScripts = false }()
+	for name, test := range map[string]func(*testing.T){
+		"PutGet":                TestPutGet,
+		"WriteSemantics":        TestWriteSemantics,
+		"ConditionalWrites":     TestConditionalWrites,
+		"TTL":                   TestTTL,
+		"Delete":                TestDelete,
+		"SiblingCap":            TestSiblingCapMergesNeverDrops,
+		"ConcurrentWriters":     TestConcurrentWritersMatchModel,
+		"BatchMixedOps":         TestBatchMixedOpsStandAlone,
+		"BatchEvents":           TestBatchPublishesOneEventPerWrite,
+		"BatchAfterScriptFlush": TestBatchAfterScriptFlush,
+		"BatchBackendDown":      TestBatchBackendDown,
+		"RewriteOfExpiredKey":   TestRewriteOfAnExpiredKeyAnnouncesItOnce,
+		"WritesPublishEvents":   TestWritesAndDeletesPublishEvents,
+		"GroupCommit":           TestGroupCommitUnderConcurrency,
+		"SweepAcrossInstances":  TestSweepAnnouncesEachExpiryOnceAcrossInstances,
+	} {
+		t.Run(name, test)
+	}
 }
 
 // mustPut writes value (a JSON text) and fails the test on error.

@@ -176,6 +176,9 @@ func TestWritesAndDeletesPublishEvents(t *testing.T) {
 			put.Version.String() != "w1=1" || put.ID != res.EventID {
 			t.Errorf("put event = %+v (put returned event id %d)", put, res.EventID)
 		}
+		if bigPut.Writer != "w1" || bigPut.Timestamp == 0 || bigPut.Version.String() != "w1=1" {
+			t.Errorf("big put event = %+v, want its version, timestamp and writer", bigPut)
+		}
 		if bigPut.Value != nil {
 			t.Errorf("a 20 KiB value rode in its event (%d bytes); events carry values up to 16 KiB", len(bigPut.Value))
 		}

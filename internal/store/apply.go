@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/jsontext"
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// commitStride is how many ARGV commitScript takes per write.
+const commitStride = 12
+
+// scriptWrite is one write of a commitScript call: a put or a delete.
+type scriptWrite struct {
+	put *writeOp
+	del *deleteOp
+}
+
+// deleteOp is one delete on its way through commitScript (or deleteScript,
+// in a batch on Cluster).
+type deleteOp struct {
+	ns, key, ifMatch string
+	ts               int64 // the event's timestamp
+
+	run     *redis.Cmd // deleteScript's call, on the per-write path
+	n       int64      // del's reply: 1 deleted, 0 absent, -1 If-Match failed
+	eventID uint64     // of the delete event, when commitScript published it
+	err     error      // reaching Redis
+}
+
+// oneScript reports whether writes go through commitScript, which applies a
+// whole group of writes and publishes their events in one call. On Cluster
+// (or with Config.PerKeyScripts) every write runs putScript or deleteScript
+// alone, in its own hash slot, and publishScript follows.
+func (s *Store) oneScript() bool { return !s.cfg.PerKeyScripts }
+
+// pipeCommit queues one commitScript call for writes.
+func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []scriptWrite) *redis.Cmd {
+	ks := make([]string, 2, 2+2*len(writes))
+	ks[0], ks[1] = keys.Global("events-seq"), keys.Global("events")
+	args := make([]any, 2, 2+commitStride*len(writes))
+	args[0], args[1] = ChangeChannel, s.cfg.EventLogLen
+	for _, w := range writes {
+		if op := w.put; op != nil {
+			ks = append(ks, keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key))
+			tail := envelopeTail(op)
+			var etail []byte // "": the event's tail is the envelope's
+			if len(op.value) > maxEventValue {
+				etail = tail[:len(tail)-len(op.value)-len(`,"value":}`)]
+				etail = append(etail[:len(etail):len(etail)], '}')
+			}
+			args = append(args, "put", op.key, op.req.Writer, op.req.Context.String(), tail, op.exp,
+				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag, eventHead(op.ns, op.key), etail, op.ts)
+			continue
+		}
+		d := w.del
+		ks = append(ks, keys.Redis(d.ns, d.key), keys.SubtreeIndex(d.ns, d.key))
+		args = append(args, "delete", d.key, "", "", "", "", d.ifMatch, "", "", eventHead(d.ns, d.key), "", d.ts)
+	}
+	return commitScript.EvalSha(ctx, pipe, ks, args...)
+}
+
+// readCommit hands each write its part of a commitScript reply (or the
+// call's error), and counts the events the call published.
+func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
+	replies, err := cmd.Slice()
+	if err == nil && len(replies) != len(writes) {
+		err = fmt.Errorf("store: commit: %d replies for %d writes", len(replies), len(writes))
+	}
+	var events uint64
+	for i, w := range writes {
+		var reply []any
+		if err == nil {
+			reply, _ = replies[i].([]any)
+		}
+		if op := w.put; op != nil {
+			op.reply, op.replyErr = reply, err
+			if err == nil && len(reply) >= 7 && reply[0] == "ok" {
+				events++
+				if expired, _ := reply[5].(int64); expired == 1 {
+					events++
+				}
+			}
+			continue
+		}
+		d := w.del
+		if err != nil {
+			d.err = err
+			continue
+		}
+		if len(reply) != 2 {
+			d.err = fmt.Errorf("store: delete %q: unexpected script reply %v", d.key, reply)
+			continue
+		}
+		d.n, _ = reply[0].(int64)
+		id, _ := reply[1].(int64)
+		d.eventID = uint64(id)
+		if d.n == 1 {
+			events++
+		}
+	}
+	s.count.events.Add(events)
+}
+
+// result reads a delete's outcome as an error: nil when it deleted.
+func (d *deleteOp) result(s *Store) error {
+	if d.run != nil {
+		d.n, d.err = d.run.Int64()
+	}
+	switch {
+	case d.err != nil:
+		return s.wrap("delete", d.key, d.err)
+	case d.n == 0:
+		return fmt.Errorf("%w: %q", ErrNotFound, d.key)
+	case d.n == -1:
+		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, d.key)
+	}
+	return nil
+}
+
+// eventHead is an event's namespace and key as JSON object members.
+func eventHead(ns, key string) []byte {
+	b := make([]byte, 0, len(ns)+len(key)+24)
+	b = append(b, `"namespace":`...)
+	b = jsontext.AppendString(b, ns)
+	b = append(b, `,"key":`...)
+	return jsontext.AppendString(b, key)
+}
+
+// runCommit runs writes in one commitScript call, after the namespace-wide
+// index updates of its puts, in one round trip; a Redis that lost its
+// script cache gets the script loaded and the call once more (nothing of a
+// refused call ran).
+func (s *Store) runCommit(ctx context.Context, writes []scriptWrite) {
+	idx := make([]indexWrite, 0, len(writes))
+	for _, w := range writes {
+		if op := w.put; op != nil {
+			idx = append(idx, indexWrite{ns: op.ns, key: op.key, exp: op.exp})
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		confirm := s.pipeIndexes(ctx, pipe, idx)
+		cmd := s.pipeCommit(ctx, pipe, writes)
+		_, _ = pipe.Exec(ctx) // the call's own error is read below
+		confirm()
+		if isNoScript(cmd.Err()) && attempt == 0 {
+			if err := commitScript.Load(ctx, s.rdb).Err(); err == nil {
+				continue
+			}
+		}
+		s.readCommit(cmd, writes)
+		return
+	}
+}
+
+// deleteOne deletes through commitScript: one round trip, event included.
+func (s *Store) deleteOne(ctx context.Context, ns, key, ifMatch string) error {
+	d := &deleteOp{ns: ns, key: key, ifMatch: ifMatch, ts: s.cfg.Now().UnixMilli()}
+	s.runCommit(ctx, []scriptWrite{{del: d}})
+	return d.result(s)
+}
