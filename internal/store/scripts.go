@@ -7,7 +7,8 @@ import "github.com/redis/go-redis/v9"
 //	ms:{ns/a/b}/c      hash   the key's siblings and bookkeeping:
 //	                            etag    opaque id of the current state, new on every write
 //	                            exp     expiry in Unix ms, "0" for none
-//	                            seq     last sibling id handed out
+//	                            seq     last new sibling id handed out (a write reuses
+//	                                    the id of a sibling it supersedes)
 //	                            clocks  "id|writer|clock;…" for every live sibling, the
 //	                                    clock in clock.Vector's text form; the scripts
 //	                                    read only this, never the values
@@ -121,22 +122,31 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
   local keep, gone, others = {}, {}, {}
   for _, s in ipairs(sibs) do
     if dominated(s.v, new) then
-      gone[#gone + 1] = "s:" .. s.id
+      gone[#gone + 1] = s.id
     else
       keep[#keep + 1] = s.entry
       others[#others + 1] = "s:" .. s.id
     end
   end
-  if #gone > 0 then redis.call("HDEL", kd, unpack(gone)) end
+  -- The new sibling takes the field of one it supersedes (the common
+  -- case: a writer replacing its own value), else a new id.
+  local id, seq = table.remove(gone), nil
+  if not id then
+    seq = string.format("%d", (tonumber(cur[3]) or 0) + 1)
+    id = seq
+  end
+  if #gone > 0 then
+    for i, g in ipairs(gone) do gone[i] = "s:" .. g end
+    redis.call("HDEL", kd, unpack(gone))
+  end
 
-  local id = string.format("%d", (tonumber(cur[3]) or 0) + 1)
   keep[#keep + 1] = id .. "|" .. w .. "|" .. version
-  redis.call("HSET", kd,
-    "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
-    "clocks", table.concat(keep, ";"),
-    "etag", etag,
-    "exp", exp,
-    "seq", id)
+  local blob = '{"version":{' .. vjson .. '}' .. tail
+  if seq then
+    redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp, "seq", seq)
+  else
+    redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp)
+  end
   if not old or cur[4] ~= exp then
     if exp ~= "0" then
       redis.call("PEXPIREAT", kd, exp)
@@ -147,7 +157,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
     end
   end
 
-  local out = {"ok", etag, version, #keep, #gone, expired, 0}
+  local out = {"ok", etag, version, #keep, #sibs + 1 - #keep, expired, 0}
   if #others > 0 then
     local blobs = redis.call("HMGET", kd, unpack(others))
     for _, b in ipairs(blobs) do out[#out + 1] = b end
