@@ -11,7 +11,7 @@ import (
 )
 
 // commitStride is how many ARGV commitScript takes per write.
-const commitStride = 12
+const commitStride = 13
 
 // scriptWrite is one write of a commitScript call: a put or a delete.
 type scriptWrite struct {
@@ -39,8 +39,8 @@ func (s *Store) oneScript() bool { return !s.cfg.PerKeyScripts }
 
 // pipeCommit queues one commitScript call for writes.
 func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []scriptWrite) *redis.Cmd {
-	ks := make([]string, 2, 2+2*len(writes))
-	ks[0], ks[1] = keys.Global("events-seq"), keys.Global("events")
+	ks := make([]string, 3, 3+2*len(writes))
+	ks[0], ks[1], ks[2] = keys.Global("events-seq"), keys.Global("events"), keys.Global("expiry")
 	args := make([]any, 2, 2+commitStride*len(writes))
 	args[0], args[1] = ChangeChannel, s.cfg.EventLogLen
 	for _, w := range writes {
@@ -53,12 +53,13 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 				etail = append(etail[:len(etail):len(etail)], '}')
 			}
 			args = append(args, "put", op.key, op.req.Writer, op.req.Context.String(), tail, op.exp,
-				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag, eventHead(op.ns, op.key), etail, op.ts)
+				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag, eventHead(op.ns, op.key), etail, op.ts,
+				op.ns+"/"+op.key)
 			continue
 		}
 		d := w.del
 		ks = append(ks, keys.Redis(d.ns, d.key), keys.SubtreeIndex(d.ns, d.key))
-		args = append(args, "delete", d.key, "", "", "", "", d.ifMatch, "", "", eventHead(d.ns, d.key), "", d.ts)
+		args = append(args, "delete", d.key, "", "", "", "", d.ifMatch, "", "", eventHead(d.ns, d.key), "", d.ts, "")
 	}
 	return commitScript.EvalSha(ctx, pipe, ks, args...)
 }
@@ -143,7 +144,7 @@ func (s *Store) runCommit(ctx context.Context, writes []scriptWrite) {
 	}
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		confirm := s.pipeIndexes(ctx, pipe, idx)
+		confirm := s.pipeIndexes(ctx, pipe, idx, false)
 		cmd := s.pipeCommit(ctx, pipe, writes)
 		_, _ = pipe.Exec(ctx) // the call's own error is read below
 		confirm()

@@ -220,7 +220,7 @@ func (s *Store) runScripted(ctx context.Context, items []batchItem) error {
 	idx := indexWrites(items)
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		confirm := s.pipeIndexes(ctx, pipe, idx)
+		confirm := s.pipeIndexes(ctx, pipe, idx, false)
 		type call struct {
 			cmd    *redis.Cmd
 			writes []scriptWrite
@@ -302,7 +302,7 @@ func (s *Store) runPipeline(ctx context.Context, items []batchItem) error {
 		_ = s.loadScripts(ctx)
 	}
 	pipe := s.rdb.Pipeline()
-	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items))
+	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items), true)
 	sent := 0
 	for i := range items {
 		if items[i].err == nil {
@@ -433,6 +433,10 @@ func indexWrites(items []batchItem) []indexWrite {
 	return out
 }
 
+// treeRounding is the granularity of the roots and children scores, in ms
+// (see pipeIndexes).
+const treeRounding = 60_000
+
 // indexWrite is a put whose namespace-wide index entries a pipeline raises.
 type indexWrite struct {
 	ns, key string
@@ -441,11 +445,11 @@ type indexWrite struct {
 
 // pipeIndexes queues the namespace-wide index updates of the writes, with
 // one ZADD per index key: on the roots and children indexes ZADD GT keeps
-// the latest expiry of duplicates, and on the expiry index the last write
-// of a key wins, as if they ran one by one. Roots and
-// children this instance raised high enough within memoTTL are skipped.
-// Call the returned function once the pipeline ran: it remembers what Redis
-// confirmed.
+// the latest expiry of duplicates, and on the expiry index (when expiry is
+// set: commitScript writes it itself) the last write of a key wins, as if
+// they ran one by one. Roots and children this instance raised high enough
+// within memoTTL are skipped. Call the returned function once the pipeline
+// ran: it remembers what Redis confirmed.
 //
 // The namespace-wide indexes, raised before every write's script by
 // pipeIndexes: the first segment in the roots index, the second in its
@@ -453,9 +457,15 @@ type indexWrite struct {
 // a sweep may drop only dead ones), and "ns/key" in the global expiry index
 // that the sweeper walks. The sweeper trusts only the key's own subtree
 // index, which the script keeps exact, and removes an expiry entry only
-// while its score is in the past: set before the script, a future score is
-// never lost to a sweep racing the write.
-func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []indexWrite) (confirm func()) {
+// while its score is in the past: set before the script (or by it), a
+// future score is never lost to a sweep racing the write.
+//
+// Roots and children are scored by the expiry rounded up to a whole
+// minute: a subtree may then outlive its keys in them by up to a minute
+// (a listing finds it empty), but a key written again and again with a
+// TTL leaves them alone, the memo covering it, rather than raising them
+// by a few milliseconds every time.
+func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []indexWrite, expiry bool) (confirm func()) {
 	type group struct {
 		key     string
 		gt      bool
@@ -479,17 +489,21 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		if w.exp == 0 {
 			score = inf
 		}
+		treeScore := score
+		if w.exp != 0 {
+			treeScore = float64((w.exp + treeRounding - 1) / treeRounding * treeRounding)
+		}
 		first, rest, deep := strings.Cut(w.key, "/")
-		if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, score, now) {
-			add(roots, true, first, score)
+		if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
+			add(roots, true, first, treeScore)
 		}
 		if deep {
 			second, _, _ := strings.Cut(rest, "/")
-			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, score, now) {
-				add(children, true, second, score)
+			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, treeScore, now) {
+				add(children, true, second, treeScore)
 			}
 		}
-		if w.exp != 0 {
+		if expiry && w.exp != 0 {
 			add(keys.Global("expiry"), false, w.ns+"/"+w.key, score)
 		}
 	}
@@ -571,7 +585,7 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 	// raise scores, so they are harmless if the batch is then refused (as
 	// they are for a single write whose If-Match fails).
 	pipe := s.rdb.Pipeline()
-	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items))
+	confirm := s.pipeIndexes(ctx, pipe, indexWrites(items), true)
 	if pipe.Len() > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return s.wrap("batch", items[0].op.Key, err)

@@ -143,7 +143,7 @@ func (c *committer) commit(batch []*writeOp) {
 		for i, op := range pending {
 			writes[i] = indexWrite{ns: op.ns, key: op.key, exp: op.exp}
 		}
-		confirm := s.pipeIndexes(ctx, pipe, writes)
+		confirm := s.pipeIndexes(ctx, pipe, writes, true)
 		for _, op := range pending {
 			op.run = putScript.EvalSha(ctx, pipe, []string{keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key)},
 				op.key, op.req.Writer, op.req.Context.String(), envelopeTail(op), op.exp,

@@ -24,7 +24,7 @@ import "github.com/redis/go-redis/v9"
 // writeLib is the Lua shared by putScript, deleteScript and commitScript:
 // the one implementation of a write.
 //
-// put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag) writes one envelope
+// put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, xm) writes one envelope
 // as a new sibling and removes every sibling that the new version
 // dominates, in one atomic step.
 //
@@ -43,6 +43,8 @@ import "github.com/redis/go-redis/v9"
 //	ifm   If-Match etag, "*" for any existing state, "" for none
 //	inm   "1" for If-None-Match: *
 //	etag  the etag of the state this write creates
+//	xi    the global expiry index, whose member xm ("ns/key") it scores by
+//	      exp; nil to leave it to the caller
 //
 // It returns the reply {"ok", etag, version, siblings, superseded, expired,
 // event, blob…} where version is the new sibling's clock in text form,
@@ -94,20 +96,23 @@ local function bump(clocks, w)
     string.sub(c, 2, i) .. w .. "=" .. string.format("%d", n + 1) .. string.sub(c, j, -2)
 end
 
--- settle moves the key's TTL and index entry to exp, unless the key
--- existed (old) with that expiry already (oldexp).
-local function settle(kd, ki, key, exp, old, oldexp)
+-- settle moves the key's TTL and index entries to exp, unless the key
+-- existed (old) with that expiry already (oldexp): then they say so. The
+-- expiry index xi gets member xm, when given (commitScript; else the
+-- caller's pipeline sets it).
+local function settle(kd, ki, key, exp, old, oldexp, xi, xm)
   if old and oldexp == exp then return end
   if exp ~= "0" then
     redis.call("PEXPIREAT", kd, exp)
     redis.call("ZADD", ki, exp, key)
+    if xi then redis.call("ZADD", xi, exp, xm) end
   else
     redis.call("PERSIST", kd)
     redis.call("ZADD", ki, "+inf", key)
   end
 end
 
-local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
+local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, xm)
   local cur = redis.call("HMGET", kd, "etag", "clocks", "seq", "exp")
   local old, clocks = cur[1], cur[2]
   if ifm == "*" then
@@ -129,7 +134,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
       local vjson = string.gsub(version, "([^,=]+)=", '"%1":')
       redis.call("HSET", kd, "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
-      settle(kd, ki, key, exp, old, cur[4])
+      settle(kd, ki, key, exp, old, cur[4], xi, xm)
       return {"ok", etag, version, 1, 1, 0, 0}, vjson
     end
   end
@@ -190,7 +195,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag)
   else
     redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp)
   end
-  settle(kd, ki, key, exp, old, cur[4])
+  settle(kd, ki, key, exp, old, cur[4], xi, xm)
 
   local out = {"ok", etag, version, #keep, #sibs + 1 - #keep, expired, 0}
   if #others > 0 then
@@ -240,8 +245,9 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // single Redis (or Sentinel) only; on Cluster each write runs alone and
 // publishScript follows (see Store.oneScript).
 //
-// KEYS[1] the event counter; KEYS[2] the event log stream;
-// KEYS[2i+1], KEYS[2i+2] the data hash and subtree index of write i (from 1)
+// KEYS[1] the event counter; KEYS[2] the event log stream; KEYS[3] the
+// expiry index; KEYS[2i+2], KEYS[2i+3] the data hash and subtree index of
+// write i (from 1)
 // ARGV[1] the channel; ARGV[2] the log's approximate maximum length;
 // then commitStride arguments per write, from ARGV[3]:
 //
@@ -251,22 +257,23 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 //	etail  a put event's fields after its version, "" for the envelope tail
 //	       (a large value stays out of the event)
 //	ts     the event's timestamp (a delete's, or an expiry found by a put)
+//	xm     the write's member in the expiry index: "ns/key"
 //
 // Returns one reply per write: put's with its event id filled in, or
 // {del's reply, event id (0 when nothing was deleted)}. Events are logged
 // and published as publishScript does, in the order of the writes; a put
 // that finds its key expired but not yet swept announces the expiry first.
 var commitScript = redis.NewScript(writeLib + `
-local stride = 12
+local stride = 13
 local events, owners, replies = {}, {}, {}
 local n = (#ARGV - 2) / stride
 for i = 1, n do
   local a = 2 + (i - 1) * stride
-  local kd, ki = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local kd, ki = KEYS[2 * i + 2], KEYS[2 * i + 3]
   local head = ARGV[a + 10]
   if ARGV[a + 1] == "put" then
     local out, vjson = put(kd, ki, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+      ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9], KEYS[3], ARGV[a + 13])
     if out[1] == "ok" then
       if out[6] == 1 then
         events[#events + 1] = '"type":"expire",' .. head .. ',"timestamp":' .. ARGV[a + 12] .. '}'

@@ -81,6 +81,7 @@ type Store struct {
 	cfg    Config
 	commit *committer
 	count  counters
+	reads  readGroup // coalesces Get's reads into pipelines (read.go)
 	// scripts tracks the script cache for batches (batch.go).
 	scripts scriptState
 	memo    indexMemo // index scores recently raised (memo.go)
@@ -263,7 +264,7 @@ func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry,
 		return Entry{}, err
 	}
 	s.count.reads.Add(1)
-	fields, err := s.rdb.HGetAll(ctx, keys.Redis(ns, key)).Result()
+	fields, err := s.reads.hgetall(ctx, s.rdb, keys.Redis(ns, key))
 	if err != nil {
 		return Entry{}, s.wrap("get", key, err)
 	}
@@ -309,14 +310,14 @@ func (s *Store) decode(ns, key string, fields map[string]string, override Strate
 		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	exp, _ := strconv.ParseInt(fields["exp"], 10, 64)
-	clocks := siblingClocks(fields["clocks"])
+	clocks := fields["clocks"]
 	sibs := make([]Envelope, 0, 1)
 	for f, blob := range fields {
 		id, ok := strings.CutPrefix(f, "s:")
 		if !ok {
 			continue
 		}
-		e, err := decodeSibling(blob, clocks[id])
+		e, err := decodeSibling(blob, siblingClock(clocks, id))
 		if err != nil {
 			return Entry{}, fmt.Errorf("store: get %q: corrupt sibling %s: %w", key, f, err)
 		}
@@ -328,20 +329,24 @@ func (s *Store) decode(ns, key string, fields map[string]string, override Strate
 	return s.entry(ns, key, etag, exp, sibs, override)
 }
 
-// siblingClocks maps sibling ids to their clocks' text, from the hash's
-// "clocks" field ("id|writer|clock;…").
-func siblingClocks(field string) map[string]string {
-	out := make(map[string]string, 1)
-	for entry := range strings.SplitSeq(field, ";") {
-		id, rest, ok := strings.Cut(entry, "|")
-		if !ok {
+// siblingClock returns the text of sibling id's clock from the hash's
+// "clocks" field ("id|writer|clock;…"; the last entry of an id counts), or
+// "" when it has none. A key has few siblings, so a scan beats building a
+// map.
+func siblingClock(field, id string) string {
+	var text string
+	for field != "" {
+		var entry string
+		entry, field, _ = strings.Cut(field, ";")
+		eid, rest, ok := strings.Cut(entry, "|")
+		if !ok || eid != id {
 			continue
 		}
 		if _, c, ok := strings.Cut(rest, "|"); ok {
-			out[id] = c
+			text = c
 		}
 	}
-	return out
+	return text
 }
 
 // decodeSibling decodes a stored envelope. Its version is taken from the
@@ -403,10 +408,7 @@ func (s *Store) entry(ns, key, etag string, exp int64, sibs []Envelope, override
 	if err != nil {
 		return Entry{}, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	version := clock.Vector{}
-	for _, e := range sibs {
-		version = version.Merge(e.Version)
-	}
+	version := mergedVersion(sibs)
 	newest := sibs[len(sibs)-1]
 	return Entry{
 		Namespace: ns, Key: key,
@@ -415,6 +417,33 @@ func (s *Store) entry(ns, key, etag string, exp int64, sibs []Envelope, override
 		Strategy: strategy, Resolved: res.Resolved,
 		Siblings: sibs, Discarded: res.Discarded,
 	}, nil
+}
+
+// mergedVersion is the merge of every sibling's clock. Vectors are values
+// shared freely once built, so a lone sibling's clock is the merge itself
+// when it has no zero counter (Merge drops those).
+func mergedVersion(sibs []Envelope) clock.Vector {
+	if len(sibs) == 1 && len(sibs[0].Version) > 0 && !hasZero(sibs[0].Version) {
+		return sibs[0].Version
+	}
+	version := make(clock.Vector, len(sibs[0].Version))
+	for _, e := range sibs {
+		for id, n := range e.Version {
+			if n > version[id] {
+				version[id] = n
+			}
+		}
+	}
+	return version
+}
+
+func hasZero(v clock.Vector) bool {
+	for _, n := range v {
+		if n == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Delete removes key. With ifMatch it removes only an unchanged key. It
