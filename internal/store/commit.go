@@ -38,8 +38,8 @@ type writeOp struct {
 	reply    []any      // the script's reply for this write
 	replyErr error      // or the error of its call
 	res      PutResult
-	err  error
-	done chan struct{}
+	err      error
+	done     chan struct{}
 }
 
 // committer coalesces concurrent writes into Redis pipelines (group

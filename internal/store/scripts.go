@@ -263,7 +263,9 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // {del's reply, event id (0 when nothing was deleted)}. Events are logged
 // and published as publishScript does, in the order of the writes; a put
 // that finds its key expired but not yet swept announces the expiry first.
-var commitScript = redis.NewScript(writeLib + `
+var commitScript = redis.NewScript(writeLib + commitBody)
+
+const commitBody = `
 local stride = 13
 local events, owners, replies = {}, {}, {}
 local n = (#ARGV - 2) / stride
@@ -309,7 +311,7 @@ if #events > 0 then
   redis.call("PUBLISH", ARGV[1], table.concat(msg, "\n"))
 end
 return replies
-`)
+`
 
 // sweepScript decides whether a key the expiry index lists has expired, and
 // if so claims the announcement: the subtree index entry is removed
