@@ -16,7 +16,7 @@ import (
 
 // Defaults of the group committer.
 const (
-	DefaultCommitters     = 4
+	DefaultCommitters     = 8
 	DefaultMaxCommitBatch = 256
 	// commitTimeout bounds one pipeline round trip; it is not tied to any
 	// one request, whose cancellation must not fail its neighbours.
