@@ -77,8 +77,8 @@ type Options struct {
 // Local writes invalidate their key; so do the events it hears as a
 // watch.Listener, from every instance. It is safe for concurrent use.
 //
-// Entries returned by Get may be shared with other readers: they must not
-// be modified.
+// Entries returned by Get, and renderings returned by GetRendered, may be
+// shared with other readers: they must not be modified.
 type Cache struct {
 	b    Backend
 	lru  *lru.Cache[cacheKey, *item] // nil when disabled
@@ -109,7 +109,11 @@ type cacheKey struct{ ns, key string }
 type item struct {
 	entry    store.Entry
 	filledAt time.Time
+	rendered atomic.Pointer[rendering] // GetRendered's, nil until rendered
 }
+
+// rendering boxes what GetRendered's render returned.
+type rendering struct{ v any }
 
 // New returns a cache over b. It serves nothing until it hears Connected:
 // register it with the hub (hub.Listen).
@@ -136,14 +140,47 @@ func New(b Backend, opts Options) (*Cache, error) {
 // Resolve override go to the backend and are not cached, since the cache
 // holds each key's entry as its own strategy resolves it.
 func (c *Cache) Get(ctx context.Context, ns, key string, opt store.GetOptions) (store.Entry, error) {
+	e, _, err := c.get(ctx, ns, key, opt, nil)
+	return e, err
+}
+
+// GetRendered is Get for a caller that serves every entry in a form it
+// derives from the entry alone, such as internal/http's response body: the
+// rendering is kept with the cached entry, so a hit serves it as it is
+// instead of deriving it again. render runs once per fill (or once per
+// hit of an entry that Get filled) and also for reads the cache does not
+// keep; it may return nil, which is then not kept.
+//
+// Renderings are kept per entry, not per render function: every caller of
+// one Cache must pass the same function, or one that renders the same
+// thing.
+func (c *Cache) GetRendered(ctx context.Context, ns, key string, opt store.GetOptions, render func(store.Entry) any) (store.Entry, any, error) {
+	return c.get(ctx, ns, key, opt, render)
+}
+
+func (c *Cache) get(ctx context.Context, ns, key string, opt store.GetOptions, render func(store.Entry) any) (store.Entry, any, error) {
 	if c.lru == nil || opt.Resolve != "" {
-		return c.b.Get(ctx, ns, key, opt)
+		e, err := c.b.Get(ctx, ns, key, opt)
+		if err != nil || render == nil {
+			return e, nil, err
+		}
+		return e, render(e), nil
 	}
 	k := cacheKey{ns, key}
 	if !opt.Consistent {
 		if it, ok := c.lru.Get(k); ok && c.fresh(it) {
 			c.hits.Add(1)
-			return it.entry, nil
+			if render == nil {
+				return it.entry, nil, nil
+			}
+			if r := it.rendered.Load(); r != nil {
+				return it.entry, r.v, nil
+			}
+			v := render(it.entry)
+			if v != nil {
+				it.rendered.Store(&rendering{v}) // a racing hit stores the same
+			}
+			return it.entry, v, nil
 		}
 		c.misses.Add(1)
 	}
@@ -157,11 +194,21 @@ func (c *Cache) Get(ctx context.Context, ns, key string, opt store.GetOptions) (
 
 	read := c.opts.Now() // the entry is as fresh as this, not as its arrival
 	e, err := c.b.Get(ctx, ns, key, opt)
-	if err != nil || !connected {
-		return e, err
+	if err != nil {
+		return e, nil, err
 	}
-	c.fill(k, s, gen, epoch, &item{entry: e, filledAt: read})
-	return e, nil
+	var v any
+	if render != nil {
+		v = render(e)
+	}
+	if connected {
+		it := &item{entry: e, filledAt: read}
+		if v != nil {
+			it.rendered.Store(&rendering{v})
+		}
+		c.fill(k, s, gen, epoch, it)
+	}
+	return e, v, nil
 }
 
 // fill stores it unless its key was invalidated since gen and epoch were

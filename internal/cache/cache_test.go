@@ -385,12 +385,13 @@ func TestEvictionsAndDisabledCache(t *testing.T) {
 }
 
 // TestConcurrentUseIsCoherent hammers one key with writes, event
-// invalidations, gaps and reads; once everything settles, the cache must
-// agree with the backend.
+// invalidations, gaps and reads (half of them rendered); once everything
+// settles, the cache must agree with the backend.
 func TestConcurrentUseIsCoherent(t *testing.T) {
 	ctx := context.Background()
 	b := newBackend()
 	c := newCache(t, b, cache.Options{Size: 8})
+	render := func(e store.Entry) any { return "rendered " + string(e.Value) }
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -402,8 +403,13 @@ func TestConcurrentUseIsCoherent(t *testing.T) {
 				case 1:
 					b.set("ns", key, w*1000+i)                                            // another instance's write...
 					c.Event(store.Event{Type: store.EventPut, Namespace: "ns", Key: key}) // ...and its event
-				default:
+				case 2:
 					_, _ = c.Get(ctx, "ns", key, store.GetOptions{})
+				default:
+					e, v, err := c.GetRendered(ctx, "ns", key, store.GetOptions{}, render)
+					if err == nil && v != "rendered "+string(e.Value) {
+						t.Errorf("key %s: rendering %v served with %s", key, v, e.Value)
+					}
 				}
 				if i%97 == 0 {
 					c.Gap()
@@ -419,6 +425,9 @@ func TestConcurrentUseIsCoherent(t *testing.T) {
 		fresh, _ := c.Get(ctx, "ns", key, store.GetOptions{Consistent: true})
 		if string(cached.Value) != string(fresh.Value) {
 			t.Errorf("key %s: cache serves %s, backend has %s", key, cached.Value, fresh.Value)
+		}
+		if _, v, _ := c.GetRendered(ctx, "ns", key, store.GetOptions{}, render); v != "rendered "+string(fresh.Value) {
+			t.Errorf("key %s: cache serves rendering %v, backend has %s", key, v, fresh.Value)
 		}
 	}
 }

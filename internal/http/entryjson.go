@@ -1,11 +1,14 @@
 package http
 
 import (
+	"bytes"
+	"context"
 	"net/http"
 	"strconv"
 	"sync"
 
 	"github.com/memsync/memsync/internal/jsontext"
+	"github.com/memsync/memsync/internal/store"
 )
 
 // appendJSON encodes an entry exactly as encoding/json would (same fields,
@@ -97,3 +100,87 @@ func writeEntryJSON(w http.ResponseWriter, e entryResponse) {
 // jsonContentType is shared by every response: header values are never
 // modified after they are set.
 var jsonContentType = []string{"application/json"}
+
+// A renderedEntry is the whole 200 answer to a read of an entry without
+// ?siblings: the body and the ETag header value. The read cache keeps one
+// with each entry it holds (renderingStore), so that a hit is served
+// without encoding anything. It is shared by every response that serves
+// it and never modified.
+type renderedEntry struct {
+	body []byte
+	etag []string // the header's value slice: len == cap, so an append copies
+}
+
+// maxRenderedValue bounds the values whose rendering is kept: beyond it a
+// cached entry would hold its value twice, and the copy costs more than
+// the encoding saves.
+const maxRenderedValue = 16 << 10
+
+// renderEntry renders e for the cache (renderingStore): a *renderedEntry,
+// or nil for an entry too large to keep rendered.
+func renderEntry(e store.Entry) any {
+	n := len(e.Value)
+	if !e.Resolved {
+		for _, sib := range e.Siblings {
+			n += len(sib.Value)
+		}
+	}
+	if n > maxRenderedValue {
+		return nil
+	}
+	resp := newEntryResponse(e, false)
+	bp := bodies.Get().(*[]byte)
+	b := append(resp.appendJSON((*bp)[:0]), '\n')
+	re := &renderedEntry{body: bytes.Clone(b), etag: []string{resp.ETag}}
+	*bp = b
+	bodies.Put(bp)
+	return re
+}
+
+// writeRendered answers 200 with a rendered entry.
+func writeRendered(w http.ResponseWriter, re *renderedEntry) {
+	h := w.Header()
+	h["Etag"] = re.etag
+	h["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(re.body)
+}
+
+// renderingStore is a Store that keeps renderings with the entries it
+// caches (internal/cache's GetRendered).
+type renderingStore interface {
+	GetRendered(ctx context.Context, ns, key string, opt store.GetOptions, render func(store.Entry) any) (store.Entry, any, error)
+}
+
+// getRendered reads key and its rendering, from st's cache when it has
+// one.
+func getRendered(ctx context.Context, st Store, ns, key string, opt store.GetOptions) (*renderedEntry, store.Entry, error) {
+	var (
+		e   store.Entry
+		v   any
+		err error
+	)
+	if rs, ok := st.(renderingStore); ok {
+		e, v, err = rs.GetRendered(ctx, ns, key, opt, renderEntry)
+	} else if e, err = st.Get(ctx, ns, key, opt); err == nil {
+		v = renderEntry(e)
+	}
+	re, _ := v.(*renderedEntry)
+	return re, e, err
+}
+
+// GetRendered makes queuedStore a renderingStore when the store it wraps
+// is one; it settles the key's queued writes first, as Get does.
+func (s queuedStore) GetRendered(ctx context.Context, ns, key string, opt store.GetOptions, render func(store.Entry) any) (store.Entry, any, error) {
+	if err := s.settle(ctx, ns, key); err != nil {
+		return store.Entry{}, nil, err
+	}
+	if rs, ok := s.Store.(renderingStore); ok {
+		return rs.GetRendered(ctx, ns, key, opt, render)
+	}
+	e, err := s.Store.Get(ctx, ns, key, opt)
+	if err != nil {
+		return e, nil, err
+	}
+	return e, render(e), nil
+}

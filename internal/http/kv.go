@@ -106,28 +106,41 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 			writeError(w, r, log, err)
 			return
 		}
-		q := r.URL.Query()
+		q := r.URL.RawQuery
 		var opt store.GetOptions
-		if v := q.Get("resolve"); v != "" {
+		if v := queryValue(q, "resolve"); v != "" {
 			if opt.Resolve, err = store.ParseStrategy(v); err != nil {
 				writeError(w, r, log, fmt.Errorf("%w: resolve: %v", errInvalidArgument, err))
 				return
 			}
 		}
-		withSiblings, err := boolParam(q.Get("siblings"), "siblings")
+		withSiblings, err := boolParam(queryValue(q, "siblings"), "siblings")
 		if err == nil {
-			opt.Consistent, err = boolParam(q.Get("consistent"), "consistent") // bypasses the instance cache
+			opt.Consistent, err = boolParam(queryValue(q, "consistent"), "consistent") // bypasses the instance cache
 		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		e, err := st.Get(r.Context(), ns, key, opt)
-		if err != nil {
-			writeError(w, r, log, err)
+		if withSiblings {
+			e, err := st.Get(r.Context(), ns, key, opt)
+			if err != nil {
+				writeError(w, r, log, err)
+				return
+			}
+			writeEntry(w, e, true)
 			return
 		}
-		writeEntry(w, e, withSiblings)
+		// The cache keeps each entry's answer rendered (entryjson.go).
+		re, e, err := getRendered(r.Context(), st, ns, key, opt)
+		switch {
+		case err != nil:
+			writeError(w, r, log, err)
+		case re != nil:
+			writeRendered(w, re)
+		default:
+			writeEntry(w, e, false)
+		}
 	}
 }
 
@@ -266,7 +279,7 @@ func target(r *http.Request, cfg Config, keyOf keyFunc) (ns, key string, err err
 
 // namespace returns the ?ns= of a request, or the configured default.
 func namespace(r *http.Request, cfg Config) (string, error) {
-	ns := r.URL.Query().Get("ns")
+	ns := queryValue(r.URL.RawQuery, "ns")
 	if ns == "" {
 		return cfg.Namespace, nil
 	}
@@ -274,6 +287,39 @@ func namespace(r *http.Request, cfg Config) (string, error) {
 }
 
 func validNamespace(ns string) error { return keys.ValidateNamespace(ns) }
+
+// queryValue returns the first value of the parameter name in the raw
+// query, exactly as url.ParseQuery and Values.Get would, without building
+// the map they build: the reads, the hottest requests, carry one parameter
+// or none. Long queries, which ParseQuery may refuse whole, go through it.
+func queryValue(raw, name string) string {
+	if len(raw) > maxScannedQuery {
+		v, _ := url.ParseQuery(raw)
+		return v.Get(name)
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue // ParseQuery skips both
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k != name && !strings.ContainsAny(k, "%+") {
+			continue // cannot unescape to name
+		}
+		k, err := url.QueryUnescape(k)
+		if err != nil || k != name {
+			continue
+		}
+		if v, err = url.QueryUnescape(v); err == nil {
+			return v
+		}
+	}
+	return ""
+}
+
+// maxScannedQuery is the longest query queryValue scans itself.
+const maxScannedQuery = 1024
 
 // writePreconditions reads the writer and the conditional headers of a
 // write: X-Worker-Id, If-Match, If-None-Match.

@@ -11,6 +11,8 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +67,10 @@ type Metrics struct {
 	latency   *prometheus.HistogramVec
 	batchSize prometheus.Histogram
 	lockWait  prometheus.Histogram
+
+	// observers caches the resolved request series by requestKey.
+	observers  sync.Map
+	nObservers atomic.Int64
 }
 
 // New returns metrics over src on a private registry, with the Go runtime
@@ -107,8 +113,47 @@ func (m *Metrics) ObserveRequest(route, method string, status int, took time.Dur
 	if route == "" {
 		route = "unmatched" // keep unknown paths from inflating the label set
 	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(took.Seconds())
+	k := requestKey{route, method, status}
+	o, ok := m.observers.Load(k)
+	if !ok {
+		o = m.resolve(k)
+	}
+	ro := o.(*requestObserver)
+	ro.count.Inc()
+	ro.latency.Observe(took.Seconds())
+}
+
+// requestKey is one combination of the request series' labels.
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+// requestObserver holds the series of one requestKey, resolved once:
+// WithLabelValues hashes every label and takes the vector's lock on each
+// call, a cost every request would otherwise pay.
+type requestObserver struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+// maxObservers bounds the resolved series kept; past it (a client sending
+// made-up methods) series are looked up on every request instead.
+const maxObservers = 1024
+
+// resolve returns k's series, remembering them while there is room.
+func (m *Metrics) resolve(k requestKey) *requestObserver {
+	o := &requestObserver{
+		count:   m.requests.WithLabelValues(k.route, k.method, strconv.Itoa(k.status)),
+		latency: m.latency.WithLabelValues(k.route, k.method),
+	}
+	if m.nObservers.Load() < maxObservers {
+		if prev, loaded := m.observers.LoadOrStore(k, o); loaded {
+			return prev.(*requestObserver)
+		}
+		m.nObservers.Add(1)
+	}
+	return o
 }
 
 // ObserveCommit records the size of one pipeline of writes.

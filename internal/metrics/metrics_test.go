@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,31 @@ func TestMissingSourcesAreLeftOut(t *testing.T) {
 	}
 	if st := m.Snapshot(); st.Reads != 0 || st.VectorClock == nil {
 		t.Errorf("empty snapshot = %+v", st)
+	}
+}
+
+// ObserveRequest remembers the series it resolved, up to a bound; past it
+// (made-up methods) every request is still counted.
+func TestObserveRequestPastTheRememberedSeries(t *testing.T) {
+	m := metrics.New(sources())
+	const methods = 1100
+	for round := range 2 {
+		for i := range methods {
+			m.ObserveRequest("/v1/kv/*", "M"+strconv.Itoa(i), 200+round, time.Millisecond)
+		}
+	}
+	if n := testutil.CollectAndCount(m.Registry(), "memsync_http_requests_total"); n != 2*methods {
+		t.Errorf("%d request series, want %d", n, 2*methods)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`memsync_http_requests_total{code="200",method="M0",route="/v1/kv/*"} 1`,
+		`memsync_http_requests_total{code="201",method="M1099",route="/v1/kv/*"} 1`,
+		`memsync_http_request_duration_seconds_count{method="M1099",route="/v1/kv/*"} 2`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
