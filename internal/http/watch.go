@@ -1,9 +1,7 @@
 package http
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/memsync/memsync/internal/glob"
@@ -38,8 +37,10 @@ const (
 	// maxRegexLen bounds ?regex=. Go's regexps run in linear time, so only
 	// their size needs a limit.
 	maxRegexLen = 1024
-	// sseWriteTimeout bounds one write to a watch stream: a client that
+	// sseWriteTimeout bounds the writes to a watch stream: a client that
 	// stops reading is dropped rather than holding the handler forever.
+	// The deadline moves once half of it has passed, so a blocked write
+	// fails after 15 to 30 s.
 	sseWriteTimeout = 30 * time.Second
 )
 
@@ -69,6 +70,13 @@ type propagation struct {
 	cache   CacheInvalidator
 }
 
+// sseFlushEvery is the shortest time between two writes to one watch
+// stream: events that arrive meanwhile go out together. It bounds a busy
+// stream to 100 writes a second (1,000 watchers of a busy key would
+// otherwise cost a syscall per event each) and adds at most this much
+// latency.
+const sseFlushEvery = 10 * time.Millisecond
+
 // errNotConfigured answers a route whose dependency the server was built
 // without (tests that need only part of the API).
 var errNotConfigured = fmt.Errorf("%w: not configured on this instance", store.ErrUnavailable)
@@ -83,13 +91,7 @@ var errNotConfigured = fmt.Errorf("%w: not configured on this instance", store.E
 // A watcher that falls behind gets "event: reset" with data {"reason": …}
 // and must read the state it watches again. Last-Event-ID (or
 // ?last_event_id=) resumes after that event while the log retains it.
-// sseFlushEvery is the shortest time between two writes to one watch
-// stream: events that arrive meanwhile go out together. It bounds a busy
-// stream to 100 writes a second (1,000 watchers of a busy key would
-// otherwise cost a syscall per event each) and adds at most this much
-// latency.
-const sseFlushEvery = 10 * time.Millisecond
-
+// The stream is not chunked: it ends with its connection.
 func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
@@ -126,53 +128,56 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+		// Not chunked: the stream ends when the connection does (as the SSE
+		// specification suggests, and net/http supports for it). A chunk
+		// of more than net/http's 4 KB write buffer costs two syscalls; the
+		// plain stream writes any batch of events in one.
+		h.Set("Transfer-Encoding", "identity")
 		w.WriteHeader(http.StatusOK)
-		var buf bytes.Buffer
-		buf.WriteString(": watching\n\n") // the client sees the stream open at once
-		send := func() bool {
-			_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
-			_, err := w.Write(buf.Bytes())
-			buf.Reset()
+		var deadline time.Time
+		send := func(b []byte) bool {
+			// Moving the deadline costs as much as a small write: move it
+			// only once half of it has passed.
+			if now := time.Now(); deadline.Sub(now) < sseWriteTimeout/2 {
+				deadline = now.Add(sseWriteTimeout)
+				_ = rc.SetWriteDeadline(deadline)
+			}
+			_, err := w.Write(b)
 			return err == nil && rc.Flush() == nil
 		}
-		if !send() {
+		if !send([]byte(": watching\n\n")) { // the client sees the stream open at once
 			return
 		}
 		ping := time.NewTicker(p.ping)
 		defer ping.Stop()
-		var msgs []watch.Message
-		lastSend := time.Now()
 		pause := time.NewTimer(0)
 		<-pause.C
 		for {
+			pinged := false
 			select {
 			case <-r.Context().Done():
 				return
 			case <-ping.C:
-				buf.WriteString(": ping\n\n")
+				pinged = true
 			case <-wt.Ready():
-				// Coalesce: at most one write (a syscall) per sseFlushEvery
-				// per stream, however fast events come.
-				if wait := sseFlushEvery - time.Since(lastSend); wait > 0 {
-					pause.Reset(wait)
-					select {
-					case <-pause.C:
-					case <-r.Context().Done():
-						return
-					}
-				}
 			case <-wt.Done():
 			}
-			msgs, err = wt.Poll(r.Context(), msgs[:0])
-			for _, m := range msgs {
-				writeSSE(&buf, m)
+			// The buffer is the pool's only while a batch is written: an
+			// idle stream holds none.
+			bp := sseBuffers.Get().(*[]byte)
+			buf := (*bp)[:0]
+			if pinged {
+				buf = append(buf, ": ping\n\n"...)
 			}
-			clear(msgs)
-			if buf.Len() > 0 {
-				if !send() {
-					return
-				}
-				lastSend = time.Now()
+			buf, err = wt.PollSSE(r.Context(), buf)
+			wrote := len(buf) > 0
+			ok := !wrote || send(buf)
+			if cap(buf) <= maxPooledSSEBuffer {
+				*bp = buf
+				sseBuffers.Put(bp)
+			}
+			if !ok {
+				return
 			}
 			if err != nil {
 				if !errors.Is(err, watch.ErrClosed) && r.Context().Err() == nil {
@@ -182,9 +187,30 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 				}
 				return
 			}
+			if wrote {
+				// Coalesce: at most one write (a syscall) per
+				// sseFlushEvery per stream, however fast events come;
+				// the first event after a quiet spell goes out at once.
+				pause.Reset(sseFlushEvery)
+				select {
+				case <-pause.C:
+				case <-r.Context().Done():
+					return
+				}
+			}
 		}
 	}
 }
+
+// sseBuffers hold the batches of the watch streams while they are written.
+var sseBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 16<<10) // 10 ms of a busy stream
+	return &b
+}}
+
+// maxPooledSSEBuffer: a larger buffer (a watcher that fell far behind) is
+// left to the garbage collector rather than kept for everyone.
+const maxPooledSSEBuffer = 64 << 10
 
 // watchFilter reads ?pattern= or ?regex=.
 func watchFilter(r *http.Request, ns string) (watch.Filter, error) {
@@ -231,35 +257,6 @@ func lastEventID(r *http.Request) (uint64, error) {
 		return 0, fmt.Errorf("%w: Last-Event-ID must be an event id (a whole number)", errInvalidArgument)
 	}
 	return id, nil
-}
-
-// writeSSE appends one message in the text/event-stream format. Event JSON
-// never contains a newline (encoding/json compacts raw values, and published
-// events are encoded by it), so one data line carries it.
-func writeSSE(buf *bytes.Buffer, m watch.Message) {
-	var data []byte
-	typ := m.Event.Type
-	if m.Reset != "" {
-		typ = "reset"
-		data, _ = json.Marshal(struct {
-			Reason string `json:"reason"`
-		}{m.Reset})
-	} else if data = m.Data; data == nil || bytes.IndexByte(data, '\n') >= 0 {
-		var err error
-		if data, err = json.Marshal(m.Event); err != nil {
-			return // cannot happen: events were decoded from JSON
-		}
-	}
-	if m.Event.ID > 0 {
-		buf.WriteString("id: ")
-		buf.WriteString(strconv.FormatUint(m.Event.ID, 10))
-		buf.WriteByte('\n')
-	}
-	buf.WriteString("event: ")
-	buf.WriteString(typ)
-	buf.WriteString("\ndata: ")
-	buf.Write(data)
-	buf.WriteString("\n\n")
 }
 
 // handleCacheInvalidate drops the cached keys matching a glob pattern on

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -309,5 +310,62 @@ func TestCacheServesReadsAndInvalidatesByPattern(t *testing.T) {
 		if got := h.must(400, "POST", "/v1/cache/invalidate", body).json(t)["code"]; got != code {
 			t.Errorf("POST %s: code %v, want %s", body, got, code)
 		}
+	}
+}
+
+// TestWatchStreamsAreUnchunkedAndIdentical checks the stream's framing on
+// the wire: not chunked (it ends with the connection), and byte for byte
+// the same for two watchers of one pattern, whose events are encoded once.
+func TestWatchStreamsAreUnchunkedAndIdentical(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{})
+	const writes = 5
+	open := func() (*http.Response, *bufio.Reader) {
+		t.Helper()
+		req, err := http.NewRequest("GET", h.url+"/v1/watch?pattern=tasks/*", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { res.Body.Close() })
+		if len(res.TransferEncoding) != 0 || !res.Close || res.ContentLength != -1 {
+			t.Errorf("stream framing: transfer encoding %v, close %v, length %d; want none, true, -1",
+				res.TransferEncoding, res.Close, res.ContentLength)
+		}
+		br := bufio.NewReader(res.Body)
+		head := make([]byte, len(": watching\n\n"))
+		if _, err := io.ReadFull(br, head); err != nil || string(head) != ": watching\n\n" {
+			t.Fatalf("stream opened with %q, %v", head, err)
+		}
+		return res, br
+	}
+	_, a := open()
+	_, b := open()
+	for i := range writes {
+		h.must(200, "PUT", "/v1/kv/tasks/T"+strconv.Itoa(i), `{"value":{"n":`+strconv.Itoa(i)+`}}`)
+	}
+	read := func(br *bufio.Reader) string {
+		t.Helper()
+		var sb strings.Builder
+		for events := 0; events < writes; {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %q: %v", sb.String(), err)
+			}
+			sb.WriteString(line)
+			if line == "\n" {
+				events++
+			}
+		}
+		return sb.String()
+	}
+	sa, sb := read(a), read(b)
+	if sa != sb {
+		t.Errorf("two watchers of one pattern got\n%s\nand\n%s", sa, sb)
+	}
+	if n := strings.Count(sa, "event: put\ndata: {"); n != writes {
+		t.Errorf("%d put events in\n%s", n, sa)
 	}
 }

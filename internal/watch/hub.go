@@ -115,12 +115,16 @@ type Hub struct {
 	listeners map[*listener]struct{}
 	live      map[*Watcher]struct{} // receiving live events
 	replaying map[*Watcher]struct{} // still reading the log
+	// groups are the watchers by filter, in a slice for delivery (one
+	// match per group and event) and a map to find a filter's group.
+	groups []*group
+	byKey  map[filterKey]*group
 
 	// dupRun is true while the hub is skipping a run of events it already
 	// delivered (normal right after a resync); only Run's goroutine uses it.
 	dupRun bool
 
-	delivered atomic.Uint64 // events handed to watchers
+	delivered atomic.Uint64 // events watchers took (Poll, PollSSE, Close)
 	dropped   atomic.Uint64 // events a watcher's reset replaced
 	resets    atomic.Uint64 // resets sent to watchers
 }
@@ -144,7 +148,36 @@ func New(rdb redis.UniversalClient, events EventLog, opts Options) *Hub {
 		listeners: map[*listener]struct{}{},
 		live:      map[*Watcher]struct{}{},
 		replaying: map[*Watcher]struct{}{},
+		byKey:     map[filterKey]*group{},
 	}
+}
+
+// groupLocked returns the group of the watchers with filter f, for one
+// more of them; the hub's mu is held.
+func (h *Hub) groupLocked(f Filter) *group {
+	k := f.key()
+	g := h.byKey[k]
+	if g == nil {
+		g = newGroup(f, h.opts.Buffer)
+		g.idx = len(h.groups)
+		h.groups = append(h.groups, g)
+		h.byKey[k] = g
+	}
+	g.users++
+	return g
+}
+
+// releaseLocked says one watcher of g left; the hub's mu is held.
+func (h *Hub) releaseLocked(g *group) {
+	if g.users--; g.users > 0 {
+		return
+	}
+	last := len(h.groups) - 1
+	h.groups[g.idx] = h.groups[last]
+	h.groups[g.idx].idx = g.idx
+	h.groups[last] = nil
+	h.groups = h.groups[:last]
+	delete(h.byKey, g.key)
 }
 
 // Listen registers l until cancel is called. If the hub is connected, l
@@ -169,8 +202,8 @@ type Stats struct {
 	Connected bool
 	LastID    uint64 // the newest event delivered
 	Watchers  int    // open watchers, replaying or live
-	Delivered uint64 // events handed to watchers
-	Dropped   uint64 // events buffered for a watcher, then replaced by a reset
+	Delivered uint64 // events watchers took
+	Dropped   uint64 // events a watcher missed, replaced by a reset
 	Resets    uint64 // resets sent to watchers (slow consumers, lost events)
 }
 
@@ -384,9 +417,12 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 	}
 }
 
-// deliver hands events to every listener and to the live watchers whose
-// filter they match, skipping any already delivered. raw, when set, is the
-// JSON of the one event in evs.
+// deliver hands events to every listener and to the groups of watchers
+// whose filter they match, skipping any already delivered. raw, when set,
+// is the JSON of the one event in evs.
+//
+// An event is matched once per group and encoded once: every watcher of
+// every group it matches shares the entry.
 func (h *Hub) deliver(evs []store.Event, raw []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -401,10 +437,17 @@ func (h *Hub) deliver(evs []store.Event, raw []byte) {
 		if !isChange(ev.Type) {
 			continue
 		}
-		for w := range h.live {
-			if w.filter.Match(ev) {
-				w.push(ev, raw)
+		var e *entry
+		for _, g := range h.groups {
+			if !g.filter.Match(ev) {
+				continue
 			}
+			if e == nil {
+				e = &entry{ev: ev, data: raw, frame: AppendFrame(nil, Message{Event: ev, Data: raw})}
+			}
+			g.mu.Lock()
+			g.appendLocked(e)
+			g.mu.Unlock()
 		}
 	}
 }
@@ -423,7 +466,7 @@ func (h *Hub) lost(newLast uint64, reason string) {
 		e.l.Gap()
 	}
 	for w := range h.live {
-		w.reset(newLast, reason)
+		w.resetLocked(newLast, reason)
 	}
 	if h.connected {
 		for e := range h.listeners {

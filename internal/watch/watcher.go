@@ -33,6 +33,25 @@ func (f Filter) Match(ev store.Event) bool {
 	return f.Regexp == nil || f.Regexp.MatchString(ev.Key)
 }
 
+// filterKey identifies a filter by what it matches: watchers whose filters
+// have the same key share a group.
+type filterKey struct {
+	namespace         string
+	pattern, regexp   string
+	hasPattern, hasRE bool
+}
+
+func (f Filter) key() filterKey {
+	k := filterKey{namespace: f.Namespace}
+	if f.Pattern != nil {
+		k.pattern, k.hasPattern = f.Pattern.String(), true
+	}
+	if f.Regexp != nil {
+		k.regexp, k.hasRE = f.Regexp.String(), true
+	}
+	return k
+}
+
 // Message is what a watcher receives: an event, or a reset.
 type Message struct {
 	// Event is the change. For a reset only Event.ID is set: the newest id
@@ -46,17 +65,131 @@ type Message struct {
 	Data []byte
 }
 
+// entry is one live event as every watcher it matches receives it: the
+// hub decodes, matches and encodes an event once, whatever the number of
+// watchers. Entries are never modified once made.
+type entry struct {
+	ev    store.Event
+	data  []byte // ev as JSON, as received; nil when the hub read it from the log
+	frame []byte // the event as a text/event-stream message (AppendFrame)
+}
+
+// group is the watchers whose filters are the same (filterKey): the hub
+// matches an event once per group, not once per watcher, and buffers it
+// once, in the group's ring, where each watcher has its own position.
+type group struct {
+	key    filterKey
+	filter Filter
+	size   int // each watcher's buffer (Options.Buffer)
+	users  int // watchers using the group, replaying or live; the hub's mu
+	idx    int // in Hub.groups; the hub's mu
+
+	// mu guards the ring, and the live state of the group's watchers.
+	mu   sync.Mutex
+	ring []*entry // a power of two long; entry s is ring[s&(len(ring)-1)]
+	head uint64   // entries ever appended
+	tail uint64   // entries before it are let go of: every watcher took them
+	// waiters are the open live watchers that took everything there was:
+	// the next append signals them; the others know to look again.
+	waiters []*Watcher
+	// open counts the open live watchers: when every one of them waits,
+	// the ring holds nothing anyone needs and is cleared.
+	open int
+}
+
+// minRing is a group's first ring length: a ring grows to a watcher's
+// buffer only while a watcher is that far behind.
+const minRing = 16
+
+func newGroup(f Filter, size int) *group {
+	return &group{key: f.key(), filter: f, size: size, ring: make([]*entry, min(minRing, ringLen(size)))}
+}
+
+// ringLen is the ring length that holds the newest size entries.
+func ringLen(size int) int {
+	n := 1
+	for n < size {
+		n *= 2
+	}
+	return n
+}
+
+// appendLocked adds e to the ring and signals the waiting watchers; g.mu
+// is held. The ring keeps the newest entries: a watcher more than size
+// behind gets a reset instead of those it missed (drainLocked).
+func (g *group) appendLocked(e *entry) {
+	n := uint64(len(g.ring))
+	if g.head-g.tail >= n && len(g.ring) < ringLen(g.size) {
+		// Full of entries someone may still take: double.
+		ring := make([]*entry, 2*n)
+		for s := g.head - n; s < g.head; s++ {
+			ring[s&(2*n-1)] = g.ring[s&(n-1)]
+		}
+		g.ring, n = ring, 2*n
+	}
+	g.ring[g.head&(n-1)] = e
+	g.head++
+	g.tail = max(g.tail, g.head-min(g.head, n))
+	for i, w := range g.waiters {
+		w.waiting = false
+		w.signal()
+		g.waiters[i] = nil
+	}
+	g.waiters = g.waiters[:0]
+}
+
+// waitLocked makes the open live watcher w a waiter, and clears the ring
+// if every watcher has taken everything; g.mu is held.
+func (g *group) waitLocked(w *Watcher) {
+	if !w.waiting {
+		w.waiting = true
+		g.waiters = append(g.waiters, w)
+	}
+	g.trimLocked()
+}
+
+// unwaitLocked removes w from the waiters; g.mu is held.
+func (g *group) unwaitLocked(w *Watcher) {
+	if !w.waiting {
+		return
+	}
+	w.waiting = false
+	for i, x := range g.waiters {
+		if x == w {
+			last := len(g.waiters) - 1
+			g.waiters[i], g.waiters[last] = g.waiters[last], nil
+			g.waiters = g.waiters[:last]
+			return
+		}
+	}
+}
+
+// trimLocked lets go of the ring's entries once no watcher needs them, so
+// that a quiet group holds no events; g.mu is held.
+func (g *group) trimLocked() {
+	if len(g.waiters) < g.open {
+		return
+	}
+	n := uint64(len(g.ring))
+	for ; g.tail < g.head; g.tail++ {
+		g.ring[g.tail&(n-1)] = nil
+	}
+}
+
 // Watcher is one subscriber's view of the change stream, with its own
 // bounded buffer: a watcher that falls behind gets a reset instead of
-// slowing the hub, the writers or other watchers down. Poll and Next are
-// for one consumer goroutine; Close may be called from any.
+// slowing the hub, the writers or other watchers down. Poll, PollSSE and
+// Next are for one consumer goroutine; Close may be called from any.
+//
+// A live watcher's buffer is its position in its group's ring: buffering
+// an event for a thousand watchers of one filter costs one append, and
+// falling behind is noticed when the watcher next takes its messages.
 type Watcher struct {
-	hub    *Hub
-	filter Filter
-	size   int
-	ready  chan struct{} // a token when there may be something to Poll
-	done   chan struct{} // closed by Close
-	stop   func() bool   // unregisters the context's AfterFunc
+	hub   *Hub
+	g     *group
+	ready chan struct{} // a token when there may be something to Poll
+	done  chan struct{} // closed by Close
+	stop  func() bool   // unregisters the context's AfterFunc
 
 	// Consumer state, while the watcher replays the log.
 	cursor       uint64 // the newest id read from the log
@@ -65,11 +198,14 @@ type Watcher struct {
 	behind       int       // consecutive empty reads with the hub ahead
 	next         []Message // taken by Poll, not yet returned by Next
 
-	mu     sync.Mutex
-	live   bool      // receiving from the hub (else replaying the log)
-	skip   uint64    // live events up to this id were replayed already
-	buf    []Message // live messages not yet polled
-	closed bool
+	// Guarded by g.mu.
+	live    bool      // receiving from the hub (else replaying the log)
+	pos     uint64    // the next ring entry to take
+	skip    uint64    // live events up to this id were replayed already
+	reset   *Message  // a reset to hand out before the events after pos
+	waiting bool      // in g.waiters
+	closed  bool      // by then, what it had not taken moved to rest
+	rest    []Message // closed: what is left to take
 }
 
 // Watch opens a watcher for the events that match f. With lastEventID 0 it
@@ -80,8 +216,7 @@ type Watcher struct {
 // Close is called, or when the hub stops. Watch returns ErrClosed once the
 // hub has stopped.
 func (h *Hub) Watch(ctx context.Context, f Filter, lastEventID uint64) (*Watcher, error) {
-	w := &Watcher{hub: h, filter: f, size: h.opts.Buffer,
-		ready: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Watcher{hub: h, ready: make(chan struct{}, 1), done: make(chan struct{})}
 	replay, from := lastEventID != 0, lastEventID
 	h.mu.Lock()
 	started := h.started
@@ -101,9 +236,14 @@ func (h *Hub) Watch(ctx context.Context, f Filter, lastEventID uint64) (*Watcher
 	if h.closed {
 		return nil, ErrClosed
 	}
+	w.g = h.groupLocked(f)
 	if !replay || (h.started && from == h.last) {
-		w.live = true
 		h.live[w] = struct{}{}
+		w.g.mu.Lock()
+		w.live, w.pos = true, w.g.head
+		w.g.open++
+		w.g.waitLocked(w)
+		w.g.mu.Unlock()
 	} else {
 		w.cursor, w.losses = from, h.losses
 		h.replaying[w] = struct{}{}
@@ -133,13 +273,63 @@ func (w *Watcher) close() {
 
 // closeLocked closes w; the hub's mu is held.
 func (w *Watcher) closeLocked() {
-	delete(w.hub.live, w)
-	delete(w.hub.replaying, w)
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	h := w.hub
+	_, live := h.live[w]
+	_, replaying := h.replaying[w]
+	if live || replaying {
+		delete(h.live, w)
+		delete(h.replaying, w)
+		h.releaseLocked(w.g)
+	}
+	g := w.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if !w.closed {
+		if w.live {
+			// Take what is left now: the ring moves on without w.
+			s := sink{}
+			var batch [drainBatch]*entry
+			for more := true; more; {
+				var n int
+				n, more = w.drainLocked(&s, batch[:])
+				for _, e := range batch[:n] {
+					s.entry(e)
+				}
+			}
+			w.rest = s.msgs
+			g.open--
+			g.unwaitLocked(w)
+			g.trimLocked()
+		}
 		w.closed = true
 		close(w.done)
+	}
+}
+
+// sink receives the messages Poll or PollSSE take: as Messages, or as
+// text/event-stream bytes.
+type sink struct {
+	sse  bool
+	msgs []Message
+	buf  []byte
+	n    int // messages taken
+}
+
+func (s *sink) message(m Message) {
+	s.n++
+	if s.sse {
+		s.buf = AppendFrame(s.buf, m)
+	} else {
+		s.msgs = append(s.msgs, m)
+	}
+}
+
+func (s *sink) entry(e *entry) {
+	s.n++
+	if s.sse {
+		s.buf = append(s.buf, e.frame...)
+	} else {
+		s.msgs = append(s.msgs, Message{Event: e.ev, Data: e.data})
 	}
 }
 
@@ -148,34 +338,65 @@ func (w *Watcher) closeLocked() {
 // Redis read). It returns ErrClosed once the watcher is closed and drained,
 // and a store error when the log cannot be read.
 func (w *Watcher) Poll(ctx context.Context, dst []Message) ([]Message, error) {
-	n := len(dst)
+	s := sink{msgs: dst}
+	err := w.poll(ctx, &s)
+	return s.msgs, err
+}
+
+// PollSSE is Poll with each message appended to dst as a text/event-stream
+// message (AppendFrame). A live event's bytes are encoded once, by the
+// hub, and copied from there for every watcher.
+func (w *Watcher) PollSSE(ctx context.Context, dst []byte) ([]byte, error) {
+	s := sink{sse: true, buf: dst}
+	err := w.poll(ctx, &s)
+	return s.buf, err
+}
+
+func (w *Watcher) poll(ctx context.Context, s *sink) error {
+	g := w.g
 	for {
-		w.mu.Lock()
+		// A live watcher takes its entries in batches, copying only
+		// pointers with g.mu held: the hub, and a thousand watchers of the
+		// same filter, wait for that lock.
+		var batch [drainBatch]*entry
+		g.mu.Lock()
 		live, closed := w.live, w.closed
-		if live {
-			dst = append(dst, w.buf...)
-			clear(w.buf) // let go of the values
-			w.buf = w.buf[:0]
-		}
-		w.mu.Unlock()
+		var n int
+		more := false
 		switch {
-		case len(dst) > n:
+		case closed:
+			for _, m := range w.rest {
+				s.message(m)
+			}
+			w.rest = nil
+		case live:
+			n, more = w.drainLocked(s, batch[:])
+		}
+		g.mu.Unlock()
+		for _, e := range batch[:n] {
+			s.entry(e)
+		}
+		switch {
+		case more:
+			continue
+		case s.n > 0:
 			if !live {
 				w.signal() // more to replay
 			}
-			return dst, nil
+			return nil
 		case closed:
-			return dst, ErrClosed
+			return ErrClosed
 		case live:
-			return dst, nil
+			return nil
 		}
-		var idle bool
-		var err error
-		if dst, idle, err = w.replay(ctx, dst); err != nil || idle {
-			return dst, err
+		if idle, err := w.replay(ctx, s); err != nil || idle {
+			return err
 		}
 	}
 }
+
+// drainBatch is how many entries a watcher takes at a time.
+const drainBatch = 64
 
 // Next returns the next message, waiting until there is one, ctx ends
 // (ctx.Err()) or the watcher is closed and drained (ErrClosed).
@@ -200,6 +421,42 @@ func (w *Watcher) Next(ctx context.Context) (Message, error) {
 	return m, nil
 }
 
+// drainLocked takes a live watcher's messages: its pending reset, to s,
+// then the ring's entries from its position on, into batch (n of them),
+// more saying whether the batch was too short for them all. A watcher more
+// than a buffer behind gets, instead of the oldest, one reset standing for
+// them, so that it never holds more than a buffer of messages: what it
+// would have held had each event been pushed to a buffer of its own,
+// replaced by a reset when it overflowed. g.mu is held.
+func (w *Watcher) drainLocked(s *sink, batch []*entry) (n int, more bool) {
+	g, h := w.g, w.hub
+	if behind := g.head - w.pos; behind > uint64(g.size) {
+		first := g.head - uint64(g.size-1)
+		id := g.ring[(first-1)&uint64(len(g.ring)-1)].ev.ID
+		h.dropped.Add(first - w.pos)
+		h.resets.Add(1)
+		w.pos, w.reset = first, nil // this reset stands for that one too
+		s.message(Message{Event: store.Event{ID: id},
+			Reset: fmt.Sprintf("the watcher fell more than %d events behind", g.size)})
+	}
+	if w.reset != nil {
+		s.message(*w.reset)
+		w.reset = nil
+	}
+	for ; w.pos < g.head && n < len(batch); w.pos++ {
+		if e := g.ring[w.pos&uint64(len(g.ring)-1)]; e.ev.ID > w.skip {
+			batch[n] = e
+			n++
+		}
+	}
+	h.delivered.Add(uint64(n))
+	if w.pos < g.head {
+		return n, true
+	}
+	g.waitLocked(w)
+	return n, false
+}
+
 // replay reads one page of the log after the cursor, and joins the live
 // stream once it has caught up with the hub. idle is true when it has
 // caught up but the hub has not started yet: Ready fires when it does.
@@ -209,14 +466,15 @@ func (w *Watcher) Next(ctx context.Context) (Message, error) {
 // the hub's last delivered id (checked with the hub's lock held, so no
 // delivery slips in between), every later event is still to be delivered
 // live, and live events the replay already returned are skipped.
-func (w *Watcher) replay(ctx context.Context, dst []Message) (_ []Message, idle bool, _ error) {
+func (w *Watcher) replay(ctx context.Context, s *sink) (idle bool, _ error) {
 	h := w.hub
 	evs, complete, err := h.events.EventsAfter(ctx, w.cursor, logPage)
 	if err != nil {
-		return dst, false, fmt.Errorf("watch: replay after %d: %w", w.cursor, err)
+		return false, fmt.Errorf("watch: replay after %d: %w", w.cursor, err)
 	}
 	if !complete {
-		return w.join(dst, fmt.Sprintf("the events after %d are no longer retained", w.cursor)), false, nil
+		w.join(s, fmt.Sprintf("the events after %d are no longer retained", w.cursor))
+		return false, nil
 	}
 	if len(evs) == 0 && !w.checkedAhead {
 		// An id the log never reached (Redis lost its data since, or the
@@ -225,34 +483,35 @@ func (w *Watcher) replay(ctx context.Context, dst []Message) (_ []Message, idle 
 		w.checkedAhead = true
 		newest, err := h.events.LastEventID(ctx)
 		if err != nil {
-			return dst, false, fmt.Errorf("watch: replay after %d: %w", w.cursor, err)
+			return false, fmt.Errorf("watch: replay after %d: %w", w.cursor, err)
 		}
 		if newest < w.cursor {
-			return w.join(dst, fmt.Sprintf("event %d is beyond the newest in the log (%d)", w.cursor, newest)), false, nil
+			w.join(s, fmt.Sprintf("event %d is beyond the newest in the log (%d)", w.cursor, newest))
+			return false, nil
 		}
 	}
 	for _, ev := range evs {
-		if w.filter.Match(ev) {
-			dst = append(dst, Message{Event: ev})
+		if w.g.filter.Match(ev) {
+			s.message(Message{Event: ev})
 		}
 	}
 	if len(evs) > 0 {
 		w.cursor = evs[len(evs)-1].ID
 	}
 	if len(evs) == logPage {
-		return dst, false, nil
+		return false, nil
 	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.replaying[w]; !ok { // closed meanwhile
-		return dst, false, nil
+		return false, nil
 	}
 	switch {
 	case h.losses != w.losses:
-		return w.joinLocked(dst, "the event subscription lost events"), false, nil
+		w.joinLocked(s, "the event subscription lost events")
 	case !h.started:
-		return dst, true, nil
+		return true, nil
 	case w.cursor >= h.last:
 		w.goLiveLocked(w.cursor)
 	case len(evs) > 0:
@@ -262,85 +521,58 @@ func (w *Watcher) replay(ctx context.Context, dst []Message) (_ []Message, idle 
 		// since the log is written first. Twice in a row means the log
 		// restarted behind the hub.
 		if w.behind++; w.behind >= 2 {
-			return w.joinLocked(dst, "the event log restarted"), false, nil
+			w.joinLocked(s, "the event log restarted")
 		}
 	}
-	return dst, false, nil
+	return false, nil
 }
 
 // join gives up the replay: a reset, then live events from the hub's
 // position.
-func (w *Watcher) join(dst []Message, reason string) []Message {
+func (w *Watcher) join(s *sink, reason string) {
 	w.hub.mu.Lock()
 	defer w.hub.mu.Unlock()
-	if _, ok := w.hub.replaying[w]; !ok {
-		return dst
+	if _, ok := w.hub.replaying[w]; ok {
+		w.joinLocked(s, reason)
 	}
-	return w.joinLocked(dst, reason)
 }
 
-func (w *Watcher) joinLocked(dst []Message, reason string) []Message {
+func (w *Watcher) joinLocked(s *sink, reason string) {
 	w.hub.resets.Add(1)
 	w.goLiveLocked(w.hub.last)
-	return append(dst, Message{Event: store.Event{ID: w.hub.last}, Reset: reason})
+	s.message(Message{Event: store.Event{ID: w.hub.last}, Reset: reason})
 }
 
 // goLiveLocked moves w from replaying to live, skipping live events up to
-// skip; the hub's mu is held.
+// skip; the hub's mu is held, so no event is delivered meanwhile: w takes
+// the ring's entries from the next one on.
 func (w *Watcher) goLiveLocked(skip uint64) {
 	delete(w.hub.replaying, w)
 	w.hub.live[w] = struct{}{}
-	w.mu.Lock()
-	w.live, w.skip = true, skip
-	w.mu.Unlock()
+	g := w.g
+	g.mu.Lock()
+	w.live, w.skip, w.pos = true, skip, g.head
+	g.open++
+	g.waitLocked(w)
+	g.mu.Unlock()
 	w.signal()
 }
 
-// push buffers a live event; the hub's mu is held. A full buffer is
-// replaced by one reset, after which events resume.
-func (w *Watcher) push(ev store.Event, raw []byte) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if ev.ID <= w.skip || w.closed {
-		return
-	}
-	if len(w.buf) >= w.size {
-		w.dropBuffered()
-		w.hub.dropped.Add(1) // ev itself
-		w.buf = append(w.buf, Message{Event: store.Event{ID: ev.ID},
-			Reset: fmt.Sprintf("the watcher fell more than %d events behind", w.size)})
-		w.hub.resets.Add(1)
-	} else {
-		w.buf = append(w.buf, Message{Event: ev, Data: raw})
-		w.hub.delivered.Add(1)
-	}
-	w.signal()
-}
-
-// reset replaces the buffer by a reset standing for every event up to id;
-// the hub's mu is held.
-func (w *Watcher) reset(id uint64, reason string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+// resetLocked replaces what w holds by a reset standing for every event up
+// to id; the hub's mu is held.
+func (w *Watcher) resetLocked(id uint64, reason string) {
+	g := w.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if w.closed {
 		return
 	}
-	w.dropBuffered()
-	w.buf = append(w.buf, Message{Event: store.Event{ID: id}, Reset: reason})
+	w.hub.dropped.Add(g.head - w.pos)
+	w.pos = g.head
+	w.reset = &Message{Event: store.Event{ID: id}, Reset: reason}
 	w.skip = id // the hub goes on after id, even if the ids restarted below skip
 	w.hub.resets.Add(1)
 	w.signal()
-}
-
-// dropBuffered empties the buffer, counting the events in it; w.mu is held.
-func (w *Watcher) dropBuffered() {
-	for _, m := range w.buf {
-		if m.Reset == "" {
-			w.hub.dropped.Add(1)
-		}
-	}
-	clear(w.buf)
-	w.buf = w.buf[:0]
 }
 
 func (w *Watcher) signal() {
