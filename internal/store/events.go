@@ -27,7 +27,7 @@ const (
 const ChangeChannel = "ms:changes"
 
 // DefaultEventLogLen is how many events the replayable log keeps
-// (approximately: Redis trims the stream in whole nodes).
+// (at least, about: Redis trims the stream in whole entries and nodes).
 const DefaultEventLogLen = 10000
 
 // Event is one change to a key. ID orders events: consecutive events have
@@ -44,29 +44,17 @@ type Event struct {
 }
 
 // publishScript appends events to the log and publishes them, so that the
-// log order and the ids are the same thing.
+// log order and the ids are the same thing (logEvents of writeLib).
 //
 // KEYS[1] the event counter; KEYS[2] the event log stream (same slot)
-// ARGV[1] the channel; ARGV[2] the log's approximate maximum length
+// ARGV[1] the channel; ARGV[2] the log's approximate length, in events
 // ARGV[3…] one event each, as JSON after its id: `"type":…}`
 //
-// Returns the id of the first event; the others follow consecutively. A
-// stream entry's id is "0-<id>" and its field "e" holds the event JSON, id
-// included. The events go out in one message, one per line (compact JSON
-// has no raw newline): a subscriber hears a batch at the cost of one.
-var publishScript = redis.NewScript(`
-local count = #ARGV - 2
-local last = redis.call("INCRBY", KEYS[1], count)
-local first = last - count + 1
-local msg = {}
-for i = 1, count do
-  local id = string.format("%d", first + i - 1)
-  local e = '{"id":' .. id .. ',' .. ARGV[i + 2]
-  redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. id, "e", e)
-  msg[i] = e
-end
-redis.call("PUBLISH", ARGV[1], table.concat(msg, "\n"))
-return first
+// Returns the id of the first event; the others follow consecutively.
+var publishScript = redis.NewScript(writeLib + `
+local events = {}
+for i = 3, #ARGV do events[#events + 1] = ARGV[i] end
+return logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events)
 `)
 
 // Publish appends ev to the event log and publishes it to every instance.
@@ -150,19 +138,36 @@ func ParseEventRoute(data string) (Event, error) {
 // EventsAfter returns up to limit logged events with ids greater than
 // after, oldest first, and whether the log still held every event after
 // it (false: some were trimmed, and the caller missed them).
+//
+// A log entry holds the events of one script call (see logEvents), so the
+// read starts at the entry holding event after+1: the newest entry whose
+// first id is at most after+1.
 func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
-	msgs, err := s.rdb.XRangeN(ctx, keys.Global("events"), "(0-"+strconv.FormatUint(after, 10), "+", limit).Result()
+	log := keys.Global("events")
+	start := "-"
+	head, err := s.rdb.XRevRangeN(ctx, log, "0-"+strconv.FormatUint(after+1, 10), "-", 1).Result()
+	if err != nil {
+		return nil, false, s.wrap("events", "", err)
+	}
+	if len(head) == 1 {
+		start = head[0].ID
+	}
+	msgs, err := s.rdb.XRangeN(ctx, log, start, "+", limit).Result()
 	if err != nil {
 		return nil, false, s.wrap("events", "", err)
 	}
 	out := make([]Event, 0, len(msgs))
 	for _, m := range msgs {
 		data, _ := m.Values["e"].(string)
-		ev, err := ParseEvent(data)
-		if err != nil {
-			return nil, false, err
+		for line := range strings.SplitSeq(data, "\n") {
+			ev, err := ParseEvent(line)
+			if err != nil {
+				return nil, false, err
+			}
+			if ev.ID > after && int64(len(out)) < limit {
+				out = append(out, ev)
+			}
 		}
-		out = append(out, ev)
 	}
 	complete := len(out) == 0 || out[0].ID == after+1
 	return out, complete, nil

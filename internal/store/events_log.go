@@ -25,11 +25,12 @@ func (s *Store) LastEventID(ctx context.Context) (uint64, error) {
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	// Entries are "0-<id>" (see publishScript).
+	// Entries are "0-<first id>", holding events a line each (see logEvents).
 	_, seq, _ := strings.Cut(msgs[0].ID, "-")
 	id, err := strconv.ParseUint(seq, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("store: last event: bad stream id %q", msgs[0].ID)
 	}
-	return id, nil
+	data, _ := msgs[0].Values["e"].(string)
+	return id + uint64(strings.Count(data, "\n")), nil
 }

@@ -1,9 +1,13 @@
 package store_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 
+	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 )
 
@@ -42,4 +46,44 @@ func TestParseEventRouteMatchesJSON(t *testing.T) {
 			t.Errorf("ParseEventRoute(%q) = nil error", bad)
 		}
 	}
+}
+
+// The events of one script call share a log entry; a replay may start
+// in the middle of one, and the newest id is the entry's last event.
+func TestEventLogEntriesHoldBatches(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		res, err := s.Batch(ctx, []store.BatchOp{putOp("log/a", "1"), putOp("log/b", "2"), deleteOp("log/a"), putOp("log/c", "3")}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("op %d: %v", i, r.Err)
+			}
+		}
+		last, err := s.LastEventID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, complete, err := s.EventsAfter(ctx, last-3, 100)
+		if err != nil || !complete {
+			t.Fatalf("EventsAfter = %v, %v", complete, err)
+		}
+		var got []string
+		for _, ev := range evs {
+			got = append(got, fmt.Sprintf("%d %s %s", last-ev.ID, ev.Type, ev.Key))
+		}
+		want := []string{"2 put log/b", "1 delete log/a", "0 put log/c"}
+		if !slices.Equal(got, want) {
+			t.Errorf("events after the first of the batch = %q, want %q", got, want)
+		}
+		if evs, _, _ := s.EventsAfter(ctx, last-3, 2); len(evs) != 2 || evs[1].Type != store.EventDelete {
+			t.Errorf("EventsAfter with limit 2 = %+v", evs)
+		}
+		if evs, complete, _ := s.EventsAfter(ctx, last, 100); len(evs) != 0 || !complete {
+			t.Errorf("EventsAfter(last) = %+v, %v", evs, complete)
+		}
+	})
 }

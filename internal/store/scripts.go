@@ -205,6 +205,28 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, xm)
   return out, vjson
 end
 
+-- logEvents gives events (each an event's JSON after its id: '"type":…}')
+-- consecutive ids from counter, appends them to the stream log as one
+-- entry, "0-<first id>" with field "e" = the events a line each, trimming
+-- the log to about loglen events, and publishes that same text on
+-- channel. It returns the first id.
+local function logEvents(counter, log, channel, loglen, events)
+  local last = redis.call("INCRBY", counter, #events)
+  local first = last - #events + 1
+  for i, e in ipairs(events) do
+    events[i] = '{"id":' .. string.format("%d", first + i - 1) .. ',' .. e
+  end
+  local text = table.concat(events, "\n")
+  local id = "0-" .. string.format("%d", first)
+  if first > loglen then
+    redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, "e", text)
+  else
+    redis.call("XADD", log, id, "e", text)
+  end
+  redis.call("PUBLISH", channel, text)
+  return first
+end
+
 local function del(kd, ki, key, ifm)
   local etag = redis.call("HGET", kd, "etag")
   if not etag then
@@ -296,19 +318,11 @@ for i = 1, n do
   end
 end
 if #events > 0 then
-  local last = redis.call("INCRBY", KEYS[1], #events)
-  local first = last - #events + 1
-  local msg = {}
-  for i, e in ipairs(events) do
-    local id = first + i - 1
-    local ids = string.format("%d", id)
-    e = '{"id":' .. ids .. ',' .. e
-    redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "0-" .. ids, "e", e)
-    msg[i] = e
+  local first = logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events)
+  for i = 1, #events do
     local o = owners[i]
-    if o then o[1][o[2]] = id end
+    if o then o[1][o[2]] = first + i - 1 end
   end
-  redis.call("PUBLISH", ARGV[1], table.concat(msg, "\n"))
 end
 return replies
 `
