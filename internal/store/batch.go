@@ -73,7 +73,8 @@ func (e *BatchError) Error() string { return fmt.Sprintf("op %d: %v", e.Index, e
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // scriptState remembers whether the write scripts are known to be in the
-// Redis script cache (see Store.loadScripts).
+// Redis script cache (see Store.loadScripts), so that a batch need not
+// load them first.
 type scriptState struct{ loaded atomic.Bool }
 
 // batchItem is one op on its way through a batch. Puts reuse the group
