@@ -390,3 +390,34 @@ func BenchmarkBatch100Parallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N*100)/time.Since(start).Seconds(), "writes/s")
 }
+
+// The largest batch, every put in one subtree and with a TTL, runs whole:
+// its index updates go out in chunks of 500 (a Lua unpack takes a few thousand
+// values at most), and every key is listed and expires on schedule.
+func TestBatchOfMaxOpsInOneSubtree(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		ops := make([]store.BatchOp, store.MaxBatchOps)
+		for i := range ops {
+			ops[i] = putOp(fmt.Sprintf("big/one/k%04d", i), strconv.Itoa(i))
+		}
+		res, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil || r.Entry.ExpiresAt == 0 {
+				t.Fatalf("op %d: %+v, %v", i, r.Entry, r.Err)
+			}
+		}
+		listed, _, err := s.List(ctx, ns, "big/one/", "", store.MaxBatchOps)
+		if err != nil || len(listed) != store.MaxBatchOps {
+			t.Fatalf("listed %d keys (err %v), want %d", len(listed), err, store.MaxBatchOps)
+		}
+		n, err := b.Client.ZCard(ctx, "ms:{#memsync}#expiry").Result()
+		if err != nil || n < store.MaxBatchOps {
+			t.Errorf("expiry index holds %d (err %v), want at least %d", n, err, store.MaxBatchOps)
+		}
+	})
+}

@@ -96,6 +96,34 @@ local function bump(clocks, w)
     string.sub(c, 2, i) .. w .. "=" .. string.format("%d", n + 1) .. string.sub(c, j, -2)
 end
 
+-- Index updates are held back and sent as one ZADD per index (flush):
+-- the writes of a batch often share a subtree index, and always the expiry
+-- index. Nothing reads an index between a write and the flush: put flushes
+-- before it reads one, del before it changes one, and every script before
+-- it returns. ZADD applies repeated members in order, as one by one.
+local pending, pendingOrder = {}, {}
+
+local function index(zset, score, member)
+  local args = pending[zset]
+  if not args then
+    args = {}
+    pending[zset] = args
+    pendingOrder[#pendingOrder + 1] = zset
+  end
+  args[#args + 1] = score
+  args[#args + 1] = member
+end
+
+local function flush()
+  for _, zset in ipairs(pendingOrder) do
+    local args = pending[zset]
+    for i = 1, #args, 1000 do -- unpack takes a few thousand values at most
+      redis.call("ZADD", zset, unpack(args, i, math.min(i + 999, #args)))
+    end
+  end
+  pending, pendingOrder = {}, {}
+end
+
 -- settle moves the key's TTL and index entries to exp, unless the key
 -- existed (old) with that expiry already (oldexp): then they say so. The
 -- expiry index xi gets member xm, when given (commitScript; else the
@@ -104,11 +132,11 @@ local function settle(kd, ki, key, exp, old, oldexp, xi, xm)
   if old and oldexp == exp then return end
   if exp ~= "0" then
     redis.call("PEXPIREAT", kd, exp)
-    redis.call("ZADD", ki, exp, key)
-    if xi then redis.call("ZADD", xi, exp, xm) end
+    index(ki, exp, key)
+    if xi then index(xi, exp, xm) end
   else
     redis.call("PERSIST", kd)
-    redis.call("ZADD", ki, "+inf", key)
+    index(ki, "+inf", key)
   end
 end
 
@@ -124,6 +152,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, xm)
 
   local expired = 0
   if not old then
+    flush()
     local score = redis.call("ZSCORE", ki, key)
     if score and score ~= "inf" then expired = 1 end
   end
@@ -228,6 +257,7 @@ local function logEvents(counter, log, channel, loglen, events)
 end
 
 local function del(kd, ki, key, ifm)
+  flush()
   local etag = redis.call("HGET", kd, "etag")
   if not etag then
     redis.call("ZREM", ki, key)
@@ -247,7 +277,9 @@ end
 //
 // Returns put's reply.
 var putScript = redis.NewScript(writeLib + `
-return (put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]))
+local out = put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+flush()
+return out
 `)
 
 // deleteScript runs one del of writeLib.
@@ -317,6 +349,7 @@ for i = 1, n do
     end
   end
 end
+flush()
 if #events > 0 then
   local first = logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events)
   for i = 1, #events do
