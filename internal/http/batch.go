@@ -1,12 +1,14 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -191,14 +193,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 		Ops    []op `json:"ops"`
 		Atomic bool `json:"atomic"`
 	}
-	type result struct {
-		Status int            `json:"status"`
-		Entry  *entryResponse `json:"entry,omitempty"`
-		Error  *problem       `json:"error,omitempty"`
-	}
-	type response struct {
-		Results []result `json:"results"`
-	}
+	type result = batchResult
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
 		if err != nil {
@@ -271,8 +266,53 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 				}
 			}
 		}
-		writeJSON(w, http.StatusOK, response{Results: results})
+		writeBatchResults(w, results)
 	}
+}
+
+// batchResult is the answer to one op of a batch.
+type batchResult struct {
+	Status int            `json:"status"`
+	Entry  *entryResponse `json:"entry,omitempty"`
+	Error  *problem       `json:"error,omitempty"`
+}
+
+// writeBatchResults answers a batch with {"results": […]}, as writeJSON
+// would, byte for byte, but with the entries appended by hand: through
+// encoding/json a Marshaler's output is validated and compacted once more,
+// which cost as much as the rest of a batch of puts.
+func writeBatchResults(w http.ResponseWriter, results []batchResult) {
+	b := make([]byte, 0, 64+200*len(results))
+	b = append(b, `{"results":[`...)
+	for i, r := range results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"status":`...)
+		b = strconv.AppendInt(b, int64(r.Status), 10)
+		if r.Entry != nil {
+			b = append(b, `,"entry":`...)
+			b = r.Entry.appendJSON(b)
+		}
+		if r.Error != nil {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(r.Error); err != nil {
+				writeJSON(w, http.StatusOK, struct {
+					Results []batchResult `json:"results"`
+				}{results}) // cannot happen: problems are plain data
+				return
+			}
+			b = append(b, `,"error":`...)
+			b = append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 // batchOp validates one op of a batch as its single request would be.
