@@ -94,6 +94,10 @@ type Queue struct {
 	queued  map[keyID]int // writes per key still pending, in flight included
 	bytes   int           // of the values in pending
 	closed  bool
+	// waiting is the sum of queued, written under mu and read without
+	// it: Queued, which every read and write of this instance asks,
+	// answers no without the lock while nothing waits.
+	waiting atomic.Int64
 
 	flushes, flushed atomic.Uint64
 }
@@ -171,6 +175,7 @@ func (q *Queue) Enqueue(op store.BatchOp) error {
 	q.pending = append(q.pending, op)
 	q.bytes += len(op.Value)
 	q.queued[keyID{op.Namespace, op.Key}]++
+	q.waiting.Add(1)
 	n := len(q.pending)
 	q.mu.Unlock()
 	if n >= q.opt.Size {
@@ -192,6 +197,9 @@ func (q *Queue) Pending() int {
 // Queued reports whether a write of key in namespace ns is waiting (or
 // being flushed): a read of it must Flush first to see it.
 func (q *Queue) Queued(ns, key string) bool {
+	if q.waiting.Load() == 0 {
+		return false // an Enqueue that returned before this call counted
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.queued[keyID{ns, key}] > 0
@@ -275,6 +283,7 @@ func (q *Queue) flushChunk(ctx context.Context, chunk []store.BatchOp) (int, err
 		if q.queued[id]--; q.queued[id] <= 0 {
 			delete(q.queued, id)
 		}
+		q.waiting.Add(-1)
 	}
 	// The chunk is the head of pending: drop it, then put the writes to
 	// retry back in its last slots, so they stay first and in order.

@@ -72,6 +72,9 @@ func TestHundredWritesThenFlush(t *testing.T) {
 			flushes = append(flushes, n)
 			mu.Unlock()
 		}})
+		if q.Queued(ns, "batch/key-7") {
+			t.Error("an empty queue reports a queued key")
+		}
 		for i := range 100 {
 			mustEnqueue(t, q, put("batch/key-"+strconv.Itoa(i), strconv.Itoa(i)))
 		}

@@ -33,14 +33,47 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // larger than maxBytes are errors. The body must already be limited by
 // http.MaxBytesReader (see Server.limitBody).
 func decode(r *http.Request, maxDepth int, v any) error {
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, tooLarge.Limit)
-		}
-		return fmt.Errorf("%w: reading the body: %v", errInvalidJSON, err)
+		return err
 	}
+	return decodeBody(body, maxDepth, v)
+}
+
+// readBody reads the whole request body, the errors as decode reports
+// them. It allocates once when the client sent a Content-Length, which the
+// server has already made the body keep to.
+func readBody(r *http.Request) ([]byte, error) {
+	size := 512 // io.ReadAll's first guess
+	if n := r.ContentLength; n >= 0 && n < maxBodyHint {
+		size = int(n) + 1 // room for the read that reports EOF
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, tooLarge.Limit)
+			}
+			return nil, fmt.Errorf("%w: reading the body: %v", errInvalidJSON, err)
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow as io.ReadAll does
+		}
+	}
+}
+
+// maxBodyHint bounds the buffer a Content-Length alone can make readBody
+// allocate: past it, the buffer grows with what actually arrives.
+const maxBodyHint = 64 << 10
+
+// decodeBody is decode of a body already read.
+func decodeBody(body []byte, maxDepth int, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return fmt.Errorf("%w: the body is empty", errInvalidJSON)
 	}

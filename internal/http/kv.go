@@ -69,9 +69,13 @@ type keyFunc func(r *http.Request) (string, error)
 // wildcardKey is the key of /v1/kv/{key...}. chi routes on the raw path, so
 // a key sent percent-encoded (tasks%2FT1%2Fstate) arrives escaped.
 func wildcardKey(r *http.Request) (string, error) {
-	key, err := url.PathUnescape(chi.URLParam(r, "*"))
+	raw := chi.URLParam(r, "*")
+	if strings.IndexByte(raw, '%') < 0 {
+		return raw, nil // as PathUnescape would return it, found faster
+	}
+	key, err := url.PathUnescape(raw)
 	if err != nil {
-		return "", fmt.Errorf("%w: bad percent-encoding in %q", keys.ErrInvalidKey, chi.URLParam(r, "*"))
+		return "", fmt.Errorf("%w: bad percent-encoding in %q", keys.ErrInvalidKey, raw)
 	}
 	return key, nil
 }
@@ -145,11 +149,6 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 }
 
 func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
-	type request struct {
-		Value   json.RawMessage `json:"value"`
-		Context *clock.Vector   `json:"context"`
-		TTL     *int64          `json:"ttl"`
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, key, err := target(r, cfg, keyOf)
 		if err != nil {
@@ -161,8 +160,8 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 			writeError(w, r, log, err)
 			return
 		}
-		var req request
-		if err := decode(r, cfg.MaxDepth, &req); err != nil {
+		var req putBody
+		if err := decodePut(r, cfg.MaxDepth, &req); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
@@ -188,7 +187,7 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 			ttl := time.Duration(*req.TTL) * time.Second
 			put.TTL = &ttl
 		}
-		async, err := boolParam(r.URL.Query().Get("async"), "async")
+		async, err := boolParam(queryValue(r.URL.RawQuery, "async"), "async")
 		if err != nil {
 			writeError(w, r, log, err)
 			return

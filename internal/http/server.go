@@ -178,10 +178,11 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // limitBody caps every request body at MaxBodyBytes; decode turns the
 // overflow into 413. A request without a body (every GET) has nothing to
-// cap.
+// cap, nor has one whose Content-Length is within the limit: the server
+// already stops its body there.
 func (s *Server) limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
+		if r.Body != nil && r.Body != http.NoBody && (r.ContentLength <= 0 || r.ContentLength > s.cfg.MaxBodyBytes) {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		}
 		next.ServeHTTP(w, r)

@@ -186,8 +186,9 @@ func handleTaskAgents(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 // checkForKey returns the value check of a typed key, whichever route
 // writes it: tasks/{id}/progress must hold a progress value on /v1/kv too.
 func checkForKey(key string) valueCheck {
-	parts := strings.Split(key, "/")
-	if len(parts) == 3 && parts[0] == "tasks" && parts[2] == "progress" {
+	// tasks/{id}/progress, without splitting the key: every write asks.
+	rest, ok := strings.CutPrefix(key, "tasks/")
+	if id, ok2 := strings.CutSuffix(rest, "/progress"); ok && ok2 && !strings.Contains(id, "/") {
 		return checkProgress
 	}
 	return nil
