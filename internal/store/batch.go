@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -176,13 +175,14 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 	if ttl > 0 {
 		exp = at.Add(ttl).UnixMilli()
 	}
-	it.w = writeOp{ns: op.Namespace, key: op.Key, req: req, value: compact(req.Value),
+	it.w = writeOp{ns: op.Namespace, key: op.Key, req: req, value: req.Value,
 		ts: at.UnixMilli(), exp: exp, etag: newETag()}
 	return nil
 }
 
 // checkPut validates a write as Put does and returns its TTL, the default
-// filled in; an empty writer becomes AnonymousWriter.
+// filled in; an empty writer becomes AnonymousWriter, and the value is
+// made compact.
 func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error) {
 	if err := validate(ns, key); err != nil {
 		return 0, err
@@ -193,9 +193,11 @@ func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error)
 	if !clock.ValidID(req.Writer) {
 		return 0, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
 	}
-	if !json.Valid(req.Value) {
+	v, ok := compactJSON(req.Value)
+	if !ok {
 		return 0, fmt.Errorf("%w: value is not valid JSON", ErrInvalidArgument)
 	}
+	req.Value = v
 	ttl := s.cfg.DefaultTTL
 	if req.TTL != nil {
 		ttl = *req.TTL

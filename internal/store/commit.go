@@ -252,9 +252,10 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 		EventID: uint64(eventID)}, nil
 }
 
-// put writes one validated value through the group committer.
+// put writes one validated, compact value (see checkPut) through the
+// group committer.
 func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64) (PutResult, error) {
-	return s.commit.submit(ctx, &writeOp{ns: ns, key: key, req: req, value: compact(req.Value),
+	return s.commit.submit(ctx, &writeOp{ns: ns, key: key, req: req, value: req.Value,
 		ts: ts, exp: exp, etag: newETag()})
 }
 

@@ -540,14 +540,18 @@ func asString(v any) string {
 // inf scores index entries of keys that never expire.
 var inf = math.Inf(1)
 
-// compact strips insignificant whitespace from valid JSON so that stored
-// values are canonical in layout (not in key order: values are opaque).
-func compact(v json.RawMessage) []byte {
+// compactJSON strips insignificant whitespace from v so that stored values
+// are canonical in layout (not in key order: values are opaque), and
+// reports whether v is valid JSON: one pass for both.
+func compactJSON(v json.RawMessage) (json.RawMessage, bool) {
+	if bytes.IndexAny(v, " \t\r\n") < 0 {
+		return v, json.Valid(v) // nothing to take out: the common case, no copy
+	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, v); err != nil {
-		return v
+		return nil, false
 	}
-	return b.Bytes()
+	return b.Bytes(), true
 }
 
 // sortOldestFirst orders siblings by timestamp, then writer, then version:
