@@ -80,9 +80,17 @@ end
 -- bump handles the commonest write on the cheap: a writer without context
 -- replacing its own only sibling. Then the new version is that sibling's
 -- with the writer's counter raised, and the sibling is superseded. It
--- returns the sibling's id and the new version's text, or nil when the
--- write is not that one.
+-- returns the sibling's id, the new version's text and maybe its JSON
+-- form, or nil when the write is not that one.
 local function bump(clocks, w)
+  -- Commonest of all: the sibling's clock counts its writer alone. One
+  -- pattern match reads it; the JSON form is built here too.
+  local id, sw, cw, n = string.match(clocks, "^([^|;]+)|([^|;]+)|([^,=;|]+)=(%d+)$")
+  if id then
+    if sw ~= w or cw ~= w then return nil end
+    local m = string.format("%d", tonumber(n) + 1)
+    return id, w .. "=" .. m, '"' .. w .. '":' .. m
+  end
   if string.find(clocks, ";", 1, true) then return nil end
   local bar = string.find(clocks, "|", 1, true)
   if not bar or string.sub(clocks, bar + 1, bar + #w + 1) ~= w .. "|" then return nil end
@@ -158,9 +166,9 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, xm)
   end
 
   if ctx == "" and clocks then
-    local id, version = bump(clocks, w)
+    local id, version, vjson = bump(clocks, w)
     if id then
-      local vjson = string.gsub(version, "([^,=]+)=", '"%1":')
+      vjson = vjson or string.gsub(version, "([^,=]+)=", '"%1":')
       redis.call("HSET", kd, "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
       settle(kd, ki, key, exp, old, cur[4], xi, xm)
