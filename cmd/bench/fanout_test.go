@@ -24,6 +24,9 @@ func TestBenchFields(t *testing.T) {
 		if !ok || gk != k || gd != due || gs != sent {
 			t.Fatalf("%s: got %d %d %d %v", line, gk, gd, gs, ok)
 		}
+		if _, _, _, ok := benchFieldsExact([]byte(line)); !ok { // the writer's layout: the fast path
+			t.Fatalf("%s: not read by benchFieldsExact", line)
+		}
 	}
 	for _, line := range []string{
 		`data: {"value":{"bench_n":1,"bench_t":2,"bench_s":3}}`,                                     // short numbers
@@ -36,8 +39,25 @@ func TestBenchFields(t *testing.T) {
 	for _, line := range []string{
 		`data: {"reason":"the watcher fell more than 256 events behind"}`,
 		`data: {"value":{"bench_n":1,"bench_t":1700000000000000002,"bench_s":9999999999999999999}}`, // beyond int64
+		`data: {"value":{"bench_x":1,"bench_t":1700000000000000002,"bench_s":1700000000000000003}}`, // no bench_n
+		`data: {"value":{"bench_n":,"bench_t":1700000000000000002,"bench_s":1700000000000000003}}`,  // an empty one
 	} {
 		if k, d, s, ok := benchFields([]byte(line)); ok {
+			t.Errorf("%s: parsed as %d %d %d", line, k, d, s)
+		}
+	}
+}
+
+func TestBenchFieldsExactRejects(t *testing.T) {
+	for _, line := range []string{
+		`data: {"value":{"bench_n":1,"bench_t":17000000000000000a2,"bench_s":1700000000000000003}}`, // not digits
+		`data: {"value":{"bench_n":1,"bench_t":1700000000000000002,"bench_s":170000000000000003}}`,  // 18 digits
+		`data: {"value":{"bench_n":1,"bench_x":1700000000000000002,"bench_s":1700000000000000003}}`, // no bench_t
+		`data: {"value":{"bench_n":1,"bench_t":1700000000000000002,"bench_s":1700000000000000003}`,  // one brace
+		`data: {"value":{"bench_n":1,"bench_t":1700000000000000002,"bench_s":9999999999999999999}}`, // beyond int64
+		`"bench_t":1700000000000000002,"bench_s":1700000000000000003}}`,                             // no bench_n
+	} {
+		if k, d, s, ok := benchFieldsExact([]byte(line)); ok {
 			t.Errorf("%s: parsed as %d %d %d", line, k, d, s)
 		}
 	}
@@ -155,4 +175,26 @@ func TestWatcherReadsEveryWrite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkWatcherFeed parses rounds of 40 events as memsync writes them
+// (20 ms of 2,000 writes/s): the watchers' child's work per event.
+func BenchmarkWatcherFeed(b *testing.B) {
+	const perRound = 40
+	now := time.Now().UnixNano()
+	var round []byte
+	for k := range perRound {
+		round = fmt.Appendf(round, "id: %d\nevent: put\ndata: {\"id\":%d,\"type\":\"put\",\"namespace\":\"task-sentinel\",\"key\":\"fan/f1/k%d\",\"version\":{\"anonymous\":%d},\"timestamp\":1795717285744,\"writer\":\"anonymous\",\"value\":{\"bench_n\":%d,\"bench_t\":%d,\"bench_s\":%d}}\n\n",
+			k+1, k+1, k%fanKeys, k+1, k, now, now+1000)
+	}
+	w := &watcher{seen: make([]uint64, 1), total: perRound, lat: new(latencies)}
+	b.SetBytes(int64(len(round)))
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.seen)
+		if got := w.feed(round, now+2e6); got != perRound {
+			b.Fatalf("fed %d of %d", got, perRound)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perRound), "ns/event")
 }

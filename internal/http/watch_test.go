@@ -153,7 +153,12 @@ type change struct {
 // and returns it.
 func (s *stream) nextChange() change {
 	s.t.Helper()
-	ev := s.nextEvent()
+	return s.parseChange(s.nextEvent())
+}
+
+// parseChange checks that ev is a well-formed change and returns it.
+func (s *stream) parseChange(ev sseEvent) change {
+	s.t.Helper()
 	var c change
 	if err := json.Unmarshal([]byte(ev.data), &c); err != nil {
 		s.t.Fatalf("event %+v: data is not JSON: %v", ev, err)
@@ -367,5 +372,46 @@ func TestWatchStreamsAreUnchunkedAndIdentical(t *testing.T) {
 	}
 	if n := strings.Count(sa, "event: put\ndata: {"); n != writes {
 		t.Errorf("%d put events in\n%s", n, sa)
+	}
+}
+
+// A busy stream is written in rounds without waiting for a signal (see
+// handleWatch): it must still ping on schedule, deliver every event in
+// order, and go back to waiting once the writes stop, so that a later
+// event still arrives.
+func TestWatchBusyStreamPingsAndGoesQuiet(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{WatchPing: 30 * time.Millisecond})
+	s := h.watch("/v1/watch?pattern=busy/*")
+	const writes = 60
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range writes {
+			h.must(200, "PUT", "/v1/kv/busy/k", `{"value":`+strconv.Itoa(i)+`}`)
+			time.Sleep(3 * time.Millisecond) // about a write per flush round, or more
+		}
+	}()
+	var pings, next int
+	for next < writes {
+		ev := s.next()
+		if ev.comment == "ping" {
+			pings++
+			continue
+		}
+		c := s.parseChange(ev)
+		if string(c.Value) != strconv.Itoa(next) {
+			t.Fatalf("event %d: value %s, want %d", next, c.Value, next)
+		}
+		next++
+	}
+	<-done
+	if pings == 0 {
+		t.Errorf("no ping in %d events written over more than %d ms, pinging every 30 ms", writes, 3*writes)
+	}
+	// Quiet now: the stream waits, and wakes for the next event.
+	time.Sleep(100 * time.Millisecond)
+	h.must(200, "PUT", "/v1/kv/busy/k", `{"value":"late"}`)
+	if c := s.nextChange(); string(c.Value) != `"late"` {
+		t.Errorf("after a quiet spell: %+v", c)
 	}
 }

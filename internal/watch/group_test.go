@@ -176,3 +176,59 @@ func TestAppendFrame(t *testing.T) {
 		})
 	}
 }
+
+// PollSSEUpTo takes a backlog in bounded rounds, leaving the rest in the
+// group's ring: the rounds together are exactly what PollSSE takes at once.
+func TestPollSSEUpToTakesABacklogInBoundedRounds(t *testing.T) {
+	r := newRig(t, redistest.Mini(t), rigOptions{buffer: 1 << 10})
+	f := func() watch.Filter { return watch.Filter{Namespace: "ns", Pattern: mustGlob(t, "tasks/*")} }
+	whole, rounds := mustWatch(t, r.hub, f(), 0), mustWatch(t, r.hub, f(), 0)
+	const events = 200
+	for i := range events {
+		r.put("ns", fmt.Sprintf("tasks/T%d", i%7), i)
+	}
+	r.waitDelivered()
+
+	want := pollSSE(t, whole)
+	if n := bytes.Count(want, []byte("\n\n")); n != events {
+		t.Fatalf("PollSSE took %d events, want %d", n, events)
+	}
+	const limit = 1 << 10
+	frame := len(want) / events
+	var got []byte
+	for round := 0; ; round++ {
+		if round > events {
+			t.Fatal("PollSSEUpTo never said it was done")
+		}
+		b, more, err := rounds.PollSSEUpTo(context.Background(), nil, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// At most one batch of 32 events beyond the limit.
+		if len(b) > limit+32*(frame+16) {
+			t.Errorf("round %d: %d bytes, limit %d", round, len(b), limit)
+		}
+		got = append(got, b...)
+		if !more {
+			break
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the rounds together differ from one PollSSE:\n%s\n---\n%s", got, want)
+	}
+	// Done: the watcher waits for the next event, and is signalled.
+	select {
+	case <-rounds.Ready(): // a token from the backlog
+	default:
+	}
+	r.put("ns", "tasks/T0", "next")
+	r.waitDelivered()
+	select {
+	case <-rounds.Ready():
+	default:
+		t.Error("no signal for the event after the rounds")
+	}
+	if b, more, err := rounds.PollSSEUpTo(context.Background(), nil, limit); err != nil || more || bytes.Count(b, []byte("\n\n")) != 1 {
+		t.Errorf("after the rounds: %q, more %v, %v", b, more, err)
+	}
+}

@@ -446,8 +446,11 @@ func (h *Hub) deliver(evs []store.Event, raw []byte) {
 				e = &entry{ev: ev, data: raw, frame: AppendFrame(nil, Message{Event: ev, Data: raw})}
 			}
 			g.mu.Lock()
-			g.appendLocked(e)
+			ws := g.appendLocked(e)
 			g.mu.Unlock()
+			if ws != nil {
+				g.signalAll(ws)
+			}
 		}
 	}
 }

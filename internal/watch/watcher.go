@@ -92,6 +92,10 @@ type group struct {
 	// waiters are the open live watchers that took everything there was:
 	// the next append signals them; the others know to look again.
 	waiters []*Watcher
+	// spare is the hub's: the waiters' last slice, signalled with g.mu
+	// released and handed back for the next ones. Guarded by the hub's mu
+	// (only deliver appends).
+	spare []*Watcher
 	// open counts the open live watchers: when every one of them waits,
 	// the ring holds nothing anyone needs and is cleared.
 	open int
@@ -114,10 +118,14 @@ func ringLen(size int) int {
 	return n
 }
 
-// appendLocked adds e to the ring and signals the waiting watchers; g.mu
-// is held. The ring keeps the newest entries: a watcher more than size
-// behind gets a reset instead of those it missed (drainLocked).
-func (g *group) appendLocked(e *entry) {
+// appendLocked adds e to the ring and returns the waiting watchers, no
+// longer waiting, for the caller to signal once g.mu is released: every
+// watcher of the group takes that lock to drain, and should not wait for a
+// thousand channel sends. The caller hands the slice back as g.spare. g.mu
+// and the hub's mu are held. The ring keeps the newest entries: a watcher
+// more than size behind gets a reset instead of those it missed
+// (drainLocked).
+func (g *group) appendLocked(e *entry) []*Watcher {
 	n := uint64(len(g.ring))
 	if g.head-g.tail >= n && len(g.ring) < ringLen(g.size) {
 		// Full of entries someone may still take: double.
@@ -130,12 +138,27 @@ func (g *group) appendLocked(e *entry) {
 	g.ring[g.head&(n-1)] = e
 	g.head++
 	g.tail = max(g.tail, g.head-min(g.head, n))
-	for i, w := range g.waiters {
-		w.waiting = false
-		w.signal()
-		g.waiters[i] = nil
+	if len(g.waiters) == 0 {
+		return nil
 	}
-	g.waiters = g.waiters[:0]
+	ws := g.waiters
+	for _, w := range ws {
+		w.waiting = false
+	}
+	g.waiters, g.spare = g.spare[:0], nil
+	return ws
+}
+
+// signalAll signals the watchers appendLocked returned, g.mu released,
+// and keeps their slice for the next waiters; the hub's mu is held. A
+// watcher that meanwhile took the entry and waits again gets a token for
+// nothing, which only costs it a look.
+func (g *group) signalAll(ws []*Watcher) {
+	for i, w := range ws {
+		w.signal()
+		ws[i] = nil
+	}
+	g.spare = ws[:0]
 }
 
 // waitLocked makes the open live watcher w a waiter, and clears the ring
@@ -309,11 +332,15 @@ func (w *Watcher) closeLocked() {
 // sink receives the messages Poll or PollSSE take: as Messages, or as
 // text/event-stream bytes.
 type sink struct {
-	sse  bool
-	msgs []Message
-	buf  []byte
-	n    int // messages taken
+	sse   bool
+	msgs  []Message
+	buf   []byte
+	n     int // messages taken
+	limit int // PollSSEUpTo: stop taking live events once buf holds this much
 }
+
+// full reports whether s has taken as much as it may.
+func (s *sink) full() bool { return s.limit > 0 && len(s.buf) >= s.limit }
 
 func (s *sink) message(m Message) {
 	s.n++
@@ -352,6 +379,17 @@ func (w *Watcher) PollSSE(ctx context.Context, dst []byte) ([]byte, error) {
 	return s.buf, err
 }
 
+// PollSSEUpTo is PollSSE that stops taking live events once dst holds
+// limit bytes or more, overshooting by at most drainBatch events: more
+// reports that some were left for the next call, which needs no signal to
+// find them. A watcher that fell behind then holds a bounded round of its
+// own, while the rest stay shared in its group's buffer.
+func (w *Watcher) PollSSEUpTo(ctx context.Context, dst []byte, limit int) (_ []byte, more bool, _ error) {
+	s := sink{sse: true, buf: dst, limit: max(limit, 1)}
+	err := w.poll(ctx, &s)
+	return s.buf, s.full() && err == nil, err
+}
+
 func (w *Watcher) poll(ctx context.Context, s *sink) error {
 	g := w.g
 	for {
@@ -377,7 +415,7 @@ func (w *Watcher) poll(ctx context.Context, s *sink) error {
 			s.entry(e)
 		}
 		switch {
-		case more:
+		case more && !s.full():
 			continue
 		case s.n > 0:
 			if !live {
@@ -396,7 +434,7 @@ func (w *Watcher) poll(ctx context.Context, s *sink) error {
 }
 
 // drainBatch is how many entries a watcher takes at a time.
-const drainBatch = 64
+const drainBatch = 32
 
 // Next returns the next message, waiting until there is one, ctx ends
 // (ctx.Err()) or the watcher is closed and drained (ErrClosed).
