@@ -20,10 +20,9 @@ func (w *nullWriter) Header() http.Header         { return w.h }
 func (w *nullWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *nullWriter) WriteHeader(int)             {}
 
-// benchGet serves GET path, after one PUT of its key, on a whole instance
-// (metrics, cache, async queue) over backend: the handler's own cost per
-// read, without the connection's (cmd/bench measures those).
-func benchGet(b *testing.B, backend redistest.Backend, path string) {
+// benchApp starts a whole instance (metrics, cache, async queue) over
+// backend for a handler benchmark.
+func benchApp(b *testing.B, backend redistest.Backend) *app.App {
 	a, err := app.New(backend.Client, app.Config{CacheSize: cache.DefaultSize})
 	if err != nil {
 		b.Fatal(err)
@@ -33,6 +32,14 @@ func benchGet(b *testing.B, backend redistest.Backend, path string) {
 	if err := a.WaitConnected(5 * time.Second); err != nil {
 		b.Fatal(err)
 	}
+	return a
+}
+
+// benchGet serves GET path, after one PUT of its key, on a whole instance
+// (metrics, cache, async queue) over backend: the handler's own cost per
+// read, without the connection's (cmd/bench measures those).
+func benchGet(b *testing.B, backend redistest.Backend, path string) {
+	a := benchApp(b, backend)
 	put := httptest.NewRecorder()
 	a.Handler.ServeHTTP(put, httptest.NewRequest("PUT", "/v1/kv/tasks/T1/state",
 		strings.NewReader(`{"value":{"status":"running","progress":42}}`)))

@@ -5,10 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/memsync/memsync/internal/app"
-	"github.com/memsync/memsync/internal/cache"
 	"github.com/memsync/memsync/internal/redistest"
 )
 
@@ -16,15 +13,7 @@ import (
 // write, on a whole instance over a real redis-server: the store's cost is
 // in it, so compare allocs/op and the profile's HTTP part rather than ns/op.
 func BenchmarkPut(b *testing.B) {
-	a, err := app.New(redistest.Real(b).Client, app.Config{CacheSize: cache.DefaultSize})
-	if err != nil {
-		b.Fatal(err)
-	}
-	a.Start()
-	b.Cleanup(func() { _, _ = a.Close(b.Context()) })
-	if err := a.WaitConnected(5 * time.Second); err != nil {
-		b.Fatal(err)
-	}
+	a := benchApp(b, redistest.Real(b))
 	const putBody = `{"value":{"status":"running","progress":42}}`
 	body := strings.NewReader("")
 	w := &nullWriter{h: http.Header{}}
