@@ -40,7 +40,7 @@ func (s *Store) oneScript() bool { return !s.cfg.PerKeyScripts }
 // pipeCommit queues one commitScript call for writes.
 func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []scriptWrite) *redis.Cmd {
 	ks := make([]string, 3, 3+2*len(writes))
-	ks[0], ks[1], ks[2] = keys.Global("events-seq"), keys.Global("events"), keys.Global("expiry")
+	ks[0], ks[1], ks[2] = eventSeqKey, eventLogKey, expiryKey
 	args := make([]any, 2, 2+commitStride*len(writes))
 	args[0], args[1] = ChangeChannel, s.cfg.EventLogLen
 	for _, w := range writes {
@@ -65,7 +65,7 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 }
 
 // readCommit hands each write its part of a commitScript reply (or the
-// call's error), and counts the events the call published.
+// call's error), and counts the delete events the call published.
 func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 	replies, err := cmd.Slice()
 	if err == nil && len(replies) != len(writes) {
@@ -78,13 +78,7 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 			reply, _ = replies[i].([]any)
 		}
 		if op := w.put; op != nil {
-			op.reply, op.replyErr = reply, err
-			if err == nil && len(reply) >= 7 && reply[0] == "ok" {
-				events++
-				if expired, _ := reply[5].(int64); expired == 1 {
-					events++
-				}
-			}
+			op.reply, op.replyErr = reply, err // parsePut reads it, and counts its events
 			continue
 		}
 		d := w.del

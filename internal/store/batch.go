@@ -507,7 +507,7 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 			}
 		}
 		if expiry && w.exp != 0 {
-			add(keys.Global("expiry"), false, w.ns+"/"+w.key, score)
+			add(expiryKey, false, w.ns+"/"+w.key, score)
 		}
 	}
 	for _, g := range groups {
@@ -698,9 +698,10 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			}
 			if published {
 				s.count.wrote(it.w.res)
+				s.count.published(&it.w)
 				continue
 			}
-			if expired, _ := it.w.reply[5].(int64); expired == 1 {
+			if it.w.expired {
 				events = append(events, &Event{Type: EventExpire, Namespace: op.Namespace, Key: op.Key, Timestamp: it.w.ts})
 				owners = append(owners, nil)
 			}

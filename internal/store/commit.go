@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ type writeOp struct {
 	run      *redis.Cmd // putScript's call, on the per-write path
 	reply    []any      // the script's reply for this write
 	replyErr error      // or the error of its call
+	expired  bool       // the key had expired unannounced (parsePut)
 	res      PutResult
 	err      error
 	done     chan struct{}
@@ -131,6 +133,7 @@ func (c *committer) commit(batch []*writeOp) {
 		for _, op := range batch {
 			if op.res, op.err = s.parsePut(op); op.err == nil {
 				s.count.wrote(op.res)
+				s.count.published(op)
 			}
 		}
 		return
@@ -179,7 +182,7 @@ func (c *committer) commit(batch []*writeOp) {
 		if op.err != nil {
 			continue
 		}
-		if expired, _ := op.reply[5].(int64); expired == 1 {
+		if op.expired {
 			// The key had expired but was not swept yet: its expiry is
 			// announced first, and the script's index update keeps the
 			// sweeper from announcing it again.
@@ -216,24 +219,37 @@ func (c *committer) commit(batch []*writeOp) {
 	}
 }
 
-// parsePut reads put's reply (see writeLib) for op.
+// parsePut reads put's reply (packed by reply, see writeLib) for op, and
+// sets op.expired.
 func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	out, err := op.reply, op.replyErr
 	if err != nil {
 		return PutResult{}, s.wrap("put", op.key, err)
 	}
-	if len(out) >= 1 && out[0] == "precondition_failed" {
+	var line string
+	if len(out) > 0 {
+		line, _ = out[0].(string)
+	}
+	status, rest, _ := strings.Cut(line, " ")
+	if status == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
 	}
-	if len(out) < 7 {
+	var f [6]string // etag, version, siblings, superseded, expired, event
+	for i := range f {
+		f[i], rest, _ = strings.Cut(rest, " ")
+	}
+	superseded, err1 := strconv.Atoi(f[3])
+	eventID, err2 := strconv.ParseUint(f[5], 10, 64) // 0 until published, on the per-write path
+	if status != "ok" || rest != "" || err1 != nil || err2 != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", op.key, out)
 	}
-	version, err := clock.Parse(asString(out[2]))
+	op.expired = f[4] == "1"
+	version, err := clock.Parse(f[1])
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
 	}
-	sibs := make([]Envelope, 0, len(out)-6)
-	for _, b := range out[7:] {
+	sibs := make([]Envelope, 0, len(out))
+	for _, b := range out[1:] {
 		var e Envelope
 		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
 			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", op.key, err)
@@ -242,14 +258,12 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	}
 	written := Envelope{Value: op.value, Version: version, Timestamp: op.ts, Writer: op.req.Writer}
 	sibs = append(sibs, written)
-	superseded, _ := out[4].(int64)
-	entry, err := s.entry(op.ns, op.key, asString(out[1]), op.exp, sibs, "")
+	entry, err := s.entry(op.ns, op.key, f[0], op.exp, sibs, "")
 	if err != nil {
 		return PutResult{}, err
 	}
-	eventID, _ := out[6].(int64) // 0 until the events are published, on the per-write path
-	return PutResult{Entry: entry, Superseded: int(superseded), Conflicted: len(sibs) > 1, Written: written,
-		EventID: uint64(eventID)}, nil
+	return PutResult{Entry: entry, Superseded: superseded, Conflicted: len(sibs) > 1, Written: written,
+		EventID: eventID}, nil
 }
 
 // put writes one validated, compact value (see checkPut) through the

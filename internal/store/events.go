@@ -26,6 +26,14 @@ const (
 // in id order.
 const ChangeChannel = "ms:changes"
 
+// The instance-wide keys: the event counter and log, and the expiry index
+// the sweeper walks. Built once: every write names them.
+var (
+	eventSeqKey = keys.Global("events-seq")
+	eventLogKey = keys.Global("events")
+	expiryKey   = keys.Global("expiry")
+)
+
 // DefaultEventLogLen is how many events the replayable log keeps
 // (at least, about: Redis trims the stream in whole entries and nodes).
 const DefaultEventLogLen = 10000
@@ -78,7 +86,7 @@ func (s *Store) publish(ctx context.Context, events ...*Event) error {
 		}
 		args = append(args, b[1:])
 	}
-	first, err := publishScript.Run(ctx, s.rdb, []string{keys.Global("events-seq"), keys.Global("events")}, args...).Uint64()
+	first, err := publishScript.Run(ctx, s.rdb, []string{eventSeqKey, eventLogKey}, args...).Uint64()
 	if err != nil {
 		return s.wrap("publish", events[0].Key, err)
 	}
@@ -143,7 +151,7 @@ func ParseEventRoute(data string) (Event, error) {
 // read starts at the entry holding event after+1: the newest entry whose
 // first id is at most after+1.
 func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
-	log := keys.Global("events")
+	log := eventLogKey
 	start := "-"
 	head, err := s.rdb.XRevRangeN(ctx, log, "0-"+strconv.FormatUint(after+1, 10), "-", 1).Result()
 	if err != nil {

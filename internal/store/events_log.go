@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/memsync/memsync/internal/keys"
 )
 
 // EventInvalidate is a control event, published with Publish like any other:
@@ -18,7 +16,7 @@ const EventInvalidate = "invalidate"
 // LastEventID returns the id of the newest logged event, 0 when the log is
 // empty. It returns ErrUnavailable when Redis cannot be reached.
 func (s *Store) LastEventID(ctx context.Context) (uint64, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, keys.Global("events"), "+", "-", 1).Result()
+	msgs, err := s.rdb.XRevRangeN(ctx, eventLogKey, "+", "-", 1).Result()
 	if err != nil {
 		return 0, wrap("last event", "", err)
 	}

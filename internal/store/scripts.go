@@ -60,6 +60,11 @@ import "github.com/redis/go-redis/v9"
 // with the same expiry: they already say so, since every write keeps them
 // in step with the hash's exp field.
 //
+// reply(out) packs put's reply for the wire, as putScript and commitScript
+// return it: {"ok etag version siblings superseded expired event", blob…}
+// or {"precondition_failed etag"}: a line of fields a client splits, rather
+// than seven values to decode one by one.
+//
 // del(kd, ki, key, ifm) removes a key and its index entry. It returns 1
 // when deleted, 0 when the key did not exist, -1 when If-Match did not
 // match (nothing changed).
@@ -264,6 +269,13 @@ local function logEvents(counter, log, channel, loglen, events)
   return first
 end
 
+local function reply(out)
+  if out[1] ~= "ok" then return {out[1] .. " " .. out[2]} end
+  local r = {table.concat(out, " ", 1, 7)}
+  for i = 8, #out do r[#r + 1] = out[i] end
+  return r
+end
+
 local function del(kd, ki, key, ifm)
   flush()
   local etag = redis.call("HGET", kd, "etag")
@@ -287,7 +299,7 @@ end
 var putScript = redis.NewScript(writeLib + `
 local out = put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 flush()
-return out
+return reply(out)
 `)
 
 // deleteScript runs one del of writeLib.
@@ -321,8 +333,8 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 //	ts     the event's timestamp (a delete's, or an expiry found by a put)
 //	xm     the write's member in the expiry index: "ns/key"
 //
-// Returns one reply per write: put's with its event id filled in, or
-// {del's reply, event id (0 when nothing was deleted)}. Events are logged
+// Returns one reply per write: put's (packed by reply) with its event id
+// filled in, or {del's reply, event id (0 when nothing was deleted)}. Events are logged
 // and published as publishScript does, in the order of the writes; a put
 // that finds its key expired but not yet swept announces the expiry first.
 var commitScript = redis.NewScript(writeLib + commitBody)
@@ -345,7 +357,7 @@ for i = 1, n do
       local etail = ARGV[a + 11]
       if etail == "" then etail = ARGV[a + 5] end
       events[#events + 1] = '"type":"put",' .. head .. ',"version":{' .. vjson .. '}' .. etail
-      owners[#events] = {out, 7}
+      owners[#events] = {out, 7, true}
     end
     replies[i] = out
   else
@@ -362,8 +374,15 @@ if #events > 0 then
   local first = logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events)
   for i = 1, #events do
     local o = owners[i]
-    if o then o[1][o[2]] = first + i - 1 end
+    if o then
+      local id = first + i - 1
+      if o[3] then id = string.format("%d", id) end -- into a line of text
+      o[1][o[2]] = id
+    end
   end
+end
+for i, r in ipairs(replies) do
+  if r[1] == "ok" or r[1] == "precondition_failed" then replies[i] = reply(r) end
 end
 return replies
 `

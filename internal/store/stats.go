@@ -69,6 +69,23 @@ func (c *counters) wrote(res PutResult) {
 		c.conflicts[strategyIndex(res.Strategy)].Add(1)
 	}
 	c.mu.Lock()
-	c.clock = c.clock.Merge(res.Written.Version)
+	if c.clock == nil {
+		c.clock = clock.Vector{}
+	}
+	for id, n := range res.Written.Version { // merged in place: VectorClock hands out copies
+		if n > c.clock[id] {
+			c.clock[id] = n
+		}
+	}
 	c.mu.Unlock()
+}
+
+// published counts the events a write's script call published for it: its
+// put, and the expiry it found unannounced.
+func (c *counters) published(op *writeOp) {
+	if op.expired {
+		c.events.Add(2)
+	} else {
+		c.events.Add(1)
+	}
 }

@@ -28,7 +28,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 	for {
 		now := s.cfg.Now().UnixMilli()
 		nowText := strconv.FormatInt(now, 10)
-		due, err := s.rdb.ZRangeByScore(ctx, keys.Global("expiry"), &redis.ZRangeBy{
+		due, err := s.rdb.ZRangeByScore(ctx, expiryKey, &redis.ZRangeBy{
 			Min: "-inf", Max: nowText, Count: sweepBatch,
 		}).Result()
 		if err != nil {
@@ -38,7 +38,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 		for _, member := range due {
 			ns, key, ok := strings.Cut(member, "/")
 			if !ok || validate(ns, key) != nil {
-				_ = s.rdb.ZRem(ctx, keys.Global("expiry"), member).Err() // not ours to interpret
+				_ = s.rdb.ZRem(ctx, expiryKey, member).Err() // not ours to interpret
 				continue
 			}
 			verdict, err := sweepScript.Run(ctx, s.rdb,
@@ -54,18 +54,18 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 				// Written again: follow the key's real expiry.
 				if verdict[1] != "inf" {
 					score, _ := strconv.ParseFloat(verdict[1], 64)
-					err = s.rdb.ZAdd(ctx, keys.Global("expiry"), redis.Z{Score: score, Member: member}).Err()
+					err = s.rdb.ZAdd(ctx, expiryKey, redis.Z{Score: score, Member: member}).Err()
 				} else {
-					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{keys.Global("expiry")}, member, nowText).Result()
+					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
 				}
 			case "expired":
 				ev := Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: now}
 				if err = s.Publish(ctx, &ev); err == nil {
 					out = append(out, ev)
-					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{keys.Global("expiry")}, member, nowText).Result()
+					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
 				}
 			case "gone":
-				_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{keys.Global("expiry")}, member, nowText).Result()
+				_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
 			}
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return out, s.wrap("sweep", key, err)
