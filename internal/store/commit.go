@@ -39,6 +39,7 @@ type writeOp struct {
 	reply    []any      // the script's reply for this write
 	replyErr error      // or the error of its call
 	expired  bool       // the key had expired unannounced (parsePut)
+	unread   bool       // the reply is left for submit to read
 	res      PutResult
 	err      error
 	done     chan struct{}
@@ -83,6 +84,14 @@ func (c *committer) submit(ctx context.Context, op *writeOp) (PutResult, error) 
 		return PutResult{}, ErrClosed
 	}
 	<-op.done
+	if op.unread {
+		// Read here rather than in the committer, which is off to the
+		// next pipeline meanwhile.
+		if op.res, op.err = c.s.parsePut(op); op.err == nil {
+			c.s.count.wrote(op.res)
+			c.s.count.published(op)
+		}
+	}
 	return op.res, op.err
 }
 
@@ -131,10 +140,7 @@ func (c *committer) commit(batch []*writeOp) {
 		}
 		s.runCommit(ctx, writes)
 		for _, op := range batch {
-			if op.res, op.err = s.parsePut(op); op.err == nil {
-				s.count.wrote(op.res)
-				s.count.published(op)
-			}
+			op.unread = true // its writer reads the reply (submit)
 		}
 		return
 	}
