@@ -295,7 +295,7 @@ end
 // KEYS[1] the data hash; KEYS[2] the subtree index (same hash slot)
 // ARGV[1…8] put's key, w, ctx, tail, exp, ifm, inm, etag
 //
-// Returns put's reply.
+// Returns put's reply, packed by reply.
 var putScript = redis.NewScript(writeLib + `
 local out = put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 flush()
