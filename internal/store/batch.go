@@ -459,7 +459,7 @@ type indexWrite struct {
 // parent's children index (both scored by the latest expiry below them, so
 // a sweep may drop only dead ones), and "ns/key" in the global expiry index
 // that the sweeper walks. The sweeper trusts only the key's own subtree
-// index, which the script keeps exact, and removes an expiry entry only
+// index and hash, which the script keeps in step, and removes an expiry entry only
 // while its score is in the past: set before the script (or by it), a
 // future score is never lost to a sweep racing the write.
 //

@@ -48,7 +48,7 @@ func (s *Store) List(ctx context.Context, ns, prefix, cursor string, limit int) 
 		return nil, "", err
 	}
 	w := walk{s: s, ctx: ctx, ns: ns, prefix: prefix, after: after, want: limit + 1,
-		live: &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.cfg.Now().UnixMilli(), 10), Max: "+inf"}}
+		future: &redis.ZRangeBy{Min: "(" + strconv.FormatInt(s.cfg.Now().UnixMilli(), 10), Max: "+inf"}}
 	if err := w.run(); err != nil {
 		return nil, "", s.wrap("list", prefix, err)
 	}
@@ -67,7 +67,7 @@ type walk struct {
 	prefix string
 	after  string // list only keys after this one; "" for all
 	want   int
-	live   *redis.ZRangeBy
+	future *redis.ZRangeBy // roots and children: scores in the future
 	out    []string
 }
 
@@ -82,7 +82,7 @@ func (w *walk) run() error {
 	if deep {
 		firsts = []string{first}
 	} else {
-		all, err := w.s.rdb.ZRangeByScore(w.ctx, keys.Namespace(w.ns, "roots"), w.live).Result()
+		all, err := w.s.rdb.ZRangeByScore(w.ctx, keys.Namespace(w.ns, "roots"), w.future).Result()
 		if err != nil {
 			return err
 		}
@@ -95,15 +95,19 @@ func (w *walk) run() error {
 		// The single-segment key f itself, then f's subtrees.
 		pipe := w.s.rdb.Pipeline()
 		self := pipe.ZScore(w.ctx, keys.SubtreeIndex(w.ns, f), f)
-		kids := pipe.ZRangeByScore(w.ctx, keys.Aux(w.ns, f, "children"), w.live)
+		kids := pipe.ZRangeByScore(w.ctx, keys.Aux(w.ns, f, "children"), w.future)
 		if _, err := pipe.Exec(w.ctx); err != nil && err != redis.Nil {
 			return err
 		}
 		if err := kids.Err(); err != nil {
 			return err
 		}
-		if score, err := self.Result(); err == nil && w.isLive(score) {
-			w.add([]string{f})
+		if score, err := self.Result(); err == nil {
+			live, err := w.live([]redis.Z{{Score: score, Member: f}})
+			if err != nil {
+				return err
+			}
+			w.add(live)
 		}
 		second, _, deeper := strings.Cut(rest, "/")
 		children := matching(kids.Val(), second, deep && deeper)
@@ -128,17 +132,60 @@ func (w *walk) run() error {
 // subtrees adds the live keys of the subtrees f/c for every c in children.
 func (w *walk) subtrees(f string, children []string) error {
 	pipe := w.s.rdb.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(children))
+	cmds := make([]*redis.ZSliceCmd, len(children))
 	for i, c := range children {
-		cmds[i] = pipe.ZRangeByScore(w.ctx, keys.SubtreeIndex(w.ns, f+"/"+c), w.live)
+		cmds[i] = pipe.ZRangeWithScores(w.ctx, keys.SubtreeIndex(w.ns, f+"/"+c), 0, -1)
 	}
 	if _, err := pipe.Exec(w.ctx); err != nil {
 		return err
 	}
+	var entries []redis.Z
 	for _, cmd := range cmds {
-		w.add(cmd.Val())
+		entries = append(entries, cmd.Val()...)
 	}
+	live, err := w.live(entries)
+	if err != nil {
+		return err
+	}
+	w.add(live)
 	return nil
+}
+
+// live returns the keys of subtree index entries that are live. An entry
+// scored in the future is; one whose score has passed may belong to a key
+// that a write has since given a later expiry (a subtree index score is only
+// a lower bound, see settle in scripts.go), so its key is asked for, in one
+// round trip for all of them. Such entries are few: the sweeper raises or
+// removes them within a sweep interval.
+func (w *walk) live(entries []redis.Z) ([]string, error) {
+	now := float64(w.s.cfg.Now().UnixMilli())
+	out := make([]string, 0, len(entries))
+	var due []string
+	for _, z := range entries {
+		k, _ := z.Member.(string)
+		if z.Score > now {
+			out = append(out, k)
+		} else {
+			due = append(due, k)
+		}
+	}
+	if len(due) == 0 {
+		return out, nil
+	}
+	pipe := w.s.rdb.Pipeline()
+	exists := make([]*redis.IntCmd, len(due))
+	for i, k := range due {
+		exists[i] = pipe.Exists(w.ctx, keys.Redis(w.ns, k))
+	}
+	if _, err := pipe.Exec(w.ctx); err != nil {
+		return nil, err
+	}
+	for i, k := range due {
+		if exists[i].Val() == 1 {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }
 
 // add appends the keys that match the prefix and follow the cursor, in
@@ -149,10 +196,6 @@ func (w *walk) add(ks []string) {
 	})
 	slices.SortFunc(ks, pathCompare)
 	w.out = append(w.out, ks...)
-}
-
-func (w *walk) isLive(score float64) bool {
-	return score > float64(w.s.cfg.Now().UnixMilli())
 }
 
 // matching returns the members equal to seg (exact) or starting with it,

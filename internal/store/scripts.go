@@ -15,7 +15,10 @@ import "github.com/redis/go-redis/v9"
 //	                            s:<id>  one sibling's envelope as JSON:
 //	                                    {"version":{…},"timestamp":…,"writer":"…","value":…}
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
-//	                          exact: only the scripts change it
+//	                          only the scripts change it. A score is at most the
+//	                          key's expiry, not always equal to it: a commitScript
+//	                          write that extends a live key's TTL leaves the score
+//	                          (see settle) and sweepScript raises it when it comes due
 //
 // Values are opaque to the scripts: Lua's cjson would round big integers
 // through doubles and turn [] into {}, so a value is only ever concatenated,
@@ -141,8 +144,22 @@ end
 -- existed (old) with that expiry already (oldexp): then they say so. The
 -- expiry index xi gets member xm, when given (commitScript; else the
 -- caller's pipeline sets it).
+--
+-- When settle owns the expiry index too (xi given), a later expiry than
+-- the key had moves only the TTL. The index scores then stay at the
+-- earlier one: an index score is a lower bound of the key's expiry, which
+-- is all the sweeper and listing need (sweepScript raises a score that
+-- comes due on a live key; listing checks a key whose score has passed).
+-- A key rewritten with a TTL, the common case, so costs Redis one
+-- PEXPIREAT instead of two ZADDs more. Without xi (Cluster) the caller
+-- scores the expiry index before the script, exactly, and the subtree
+-- index follows it exactly too.
 local function settle(kd, ki, key, exp, old, oldexp, xi, xm)
   if old and oldexp == exp then return end
+  if xi and old and oldexp ~= "0" and exp ~= "0" and tonumber(exp) > tonumber(oldexp) then
+    redis.call("PEXPIREAT", kd, exp)
+    return
+  end
   if exp ~= "0" then
     redis.call("PEXPIREAT", kd, exp)
     index(ki, exp, key)
@@ -390,21 +407,32 @@ return replies
 // sweepScript decides whether a key the expiry index lists has expired, and
 // if so claims the announcement: the subtree index entry is removed
 // atomically, so of several instances sweeping at once exactly one gets
-// "expired".
+// "expired". A key whose index score came due but which a write has since
+// given a later expiry (settle leaves scores low) gets its subtree index
+// score raised to that expiry here.
 //
 // KEYS[1] the data hash; KEYS[2] the subtree index
 // ARGV[1] the key; ARGV[2] now, Unix ms
 //
 // Returns {"gone"} when the index no longer lists the key (deleted, or
 // already announced); {"live", score} when it was written again and now
-// expires at score ("inf": never); {"wait"} when the index says expired but
-// Redis still has the data (clock skew: try again later); {"expired"} when
-// this caller must announce the expiry.
+// expires at score ("inf": never); {"wait"} when the key's own expiry has
+// passed but Redis still has the data (clock skew: try again later);
+// {"expired"} when this caller must announce the expiry.
 var sweepScript = redis.NewScript(`
 local score = redis.call("ZSCORE", KEYS[2], ARGV[1])
 if not score then return {"gone"} end
 if score == "inf" or tonumber(score) > tonumber(ARGV[2]) then return {"live", score} end
-if redis.call("EXISTS", KEYS[1]) == 1 then return {"wait"} end
+local exp = redis.call("HGET", KEYS[1], "exp")
+if exp == "0" then
+  redis.call("ZADD", KEYS[2], "+inf", ARGV[1])
+  return {"live", "inf"}
+elseif exp and tonumber(exp) > tonumber(ARGV[2]) then
+  redis.call("ZADD", KEYS[2], exp, ARGV[1])
+  return {"live", exp}
+elseif exp then
+  return {"wait"}
+end
 redis.call("ZREM", KEYS[2], ARGV[1])
 return {"expired"}
 `)

@@ -57,6 +57,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"WritesPublishEvents":   TestWritesAndDeletesPublishEvents,
 		"GroupCommit":           TestGroupCommitUnderConcurrency,
 		"SweepAcrossInstances":  TestSweepAnnouncesEachExpiryOnceAcrossInstances,
+		"ExtendedTTL":           TestExtendedTTLStaysListedAndUnannounced,
 	} {
 		t.Run(name, test)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 )
@@ -233,4 +234,75 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 			t.Errorf("%d siblings stored, want %d", total, n)
 		}
 	})
+}
+
+// A write that extends a key's TTL leaves its index scores at the earlier
+// expiry (a lower bound), on a single Redis. When that earlier expiry passes the key must still
+// be listed, the sweeper must not announce it, and after the sweep the
+// subtree index says the new expiry. A key that does expire is announced
+// and unlisted as before.
+func TestExtendedTTLStaysListedAndUnannounced(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		wait := collect(t, b, store.EventExpire)
+		s := newStore(t, b, store.Config{})
+		extended := []string{"solo", "tasks/T1/state", "tasks/T1/agents/a1"}
+		var firstExpiry int64
+		for _, k := range extended {
+			firstExpiry = max(firstExpiry, mustPutTTL(t, s, k, 300*time.Millisecond).ExpiresAt)
+		}
+		mustPutTTL(t, s, "tasks/T2/state", 300*time.Millisecond) // left to expire
+		for _, k := range extended {
+			res := mustPutTTL(t, s, k, 10*time.Second)
+			score, err := b.Client.ZScore(ctx, keys.SubtreeIndex(ns, k), k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One script per write (Cluster) keeps the index exact.
+			if lazy := !perKeyScripts; lazy && score >= float64(res.ExpiresAt) || !lazy && score != float64(res.ExpiresAt) {
+				t.Fatalf("%s: index score %v for expiry %d (lower bound: %v)", k, score, res.ExpiresAt, lazy)
+			}
+		}
+		time.Sleep(time.Until(time.UnixMilli(firstExpiry).Add(300 * time.Millisecond)))
+
+		for prefix, want := range map[string]string{
+			"":          "[solo tasks/T1/agents/a1 tasks/T1/state]",
+			"tasks/":    "[tasks/T1/agents/a1 tasks/T1/state]",
+			"tasks/T1/": "[tasks/T1/agents/a1 tasks/T1/state]",
+			"so":        "[solo]",
+		} {
+			if ks, _, err := s.List(ctx, ns, prefix, "", 10); err != nil || fmt.Sprint(ks) != want {
+				t.Errorf("List(%q) before the sweep = %v, %v; want %s", prefix, ks, err, want)
+			}
+		}
+		evs, err := s.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 1 || evs[0].Key != "tasks/T2/state" {
+			t.Errorf("sweep announced %v, want only tasks/T2/state", evs)
+		}
+		for _, k := range extended {
+			e := mustGet(t, s, k, store.GetOptions{})
+			score, err := b.Client.ZScore(ctx, keys.SubtreeIndex(ns, k), k).Result()
+			if err != nil || score != float64(e.ExpiresAt) {
+				t.Errorf("%s after the sweep: index score %v, %v; want %d", k, score, err, e.ExpiresAt)
+			}
+		}
+		if ks, _, err := s.List(ctx, ns, "tasks/", "", 10); err != nil || fmt.Sprint(ks) != "[tasks/T1/agents/a1 tasks/T1/state]" {
+			t.Errorf("List after the sweep = %v, %v", ks, err)
+		}
+		if extra := wait(2, 300*time.Millisecond); len(extra) != 1 || extra[0].Key != "tasks/T2/state" {
+			t.Errorf("expire events published: %v, want one for tasks/T2/state", extra)
+		}
+	})
+}
+
+func mustPutTTL(tb testing.TB, s *store.Store, key string, d time.Duration) store.PutResult {
+	tb.Helper()
+	res, err := s.Put(context.Background(), ns, key, store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(d)})
+	if err != nil {
+		tb.Fatalf("put %s: %v", key, err)
+	}
+	return res
 }
