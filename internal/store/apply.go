@@ -6,12 +6,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/memsync/memsync/internal/jsontext"
 	"github.com/memsync/memsync/internal/keys"
 )
 
 // commitStride is how many ARGV commitScript takes per write.
-const commitStride = 13
+const commitStride = 9
 
 // scriptWrite is one write of a commitScript call: a put or a delete.
 type scriptWrite struct {
@@ -41,25 +40,22 @@ func (s *Store) oneScript() bool { return !s.cfg.PerKeyScripts }
 func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []scriptWrite) *redis.Cmd {
 	ks := make([]string, 3, 3+2*len(writes))
 	ks[0], ks[1], ks[2] = eventSeqKey, eventLogKey, expiryKey
-	args := make([]any, 2, 2+commitStride*len(writes))
-	args[0], args[1] = ChangeChannel, s.cfg.EventLogLen
+	args := make([]any, 3, 3+commitStride*len(writes))
+	args[0], args[1], args[2] = ChangeChannel, s.cfg.EventLogLen, maxEventValue
 	for _, w := range writes {
 		if op := w.put; op != nil {
 			ks = append(ks, keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key))
-			tail := envelopeTail(op)
-			var etail []byte // "": the event's tail is the envelope's
-			if len(op.value) > maxEventValue {
-				etail = tail[:len(tail)-len(op.value)-len(`,"value":}`)]
-				etail = append(etail[:len(etail):len(etail)], '}')
+			cond := op.req.IfMatch
+			if op.req.IfNoneMatch {
+				cond = "!" + cond
 			}
-			args = append(args, "put", op.key, op.req.Writer, op.req.Context.String(), tail, op.exp,
-				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag, eventHead(op.ns, op.key), etail, op.ts,
-				op.ns+"/"+op.key)
+			args = append(args, "put", op.key, op.req.Writer, op.req.Context.String(), envelopeTail(op), op.exp,
+				cond, op.etag, op.ns)
 			continue
 		}
 		d := w.del
 		ks = append(ks, keys.Redis(d.ns, d.key), keys.SubtreeIndex(d.ns, d.key))
-		args = append(args, "delete", d.key, "", "", "", "", d.ifMatch, "", "", eventHead(d.ns, d.key), "", d.ts, "")
+		args = append(args, "delete", d.key, "", "", d.ts, "", d.ifMatch, "", d.ns)
 	}
 	return commitScript.EvalSha(ctx, pipe, ks, args...)
 }
@@ -114,15 +110,6 @@ func (d *deleteOp) result(s *Store) error {
 		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, d.key)
 	}
 	return nil
-}
-
-// eventHead is an event's namespace and key as JSON object members.
-func eventHead(ns, key string) []byte {
-	b := make([]byte, 0, len(ns)+len(key)+24)
-	b = append(b, `"namespace":`...)
-	b = jsontext.AppendString(b, ns)
-	b = append(b, `,"key":`...)
-	return jsontext.AppendString(b, key)
 }
 
 // runCommit runs writes in one commitScript call, after the namespace-wide

@@ -217,6 +217,9 @@ func TestConditionalWrites(t *testing.T) {
 			{"If-Match on a missing key", "cas/missing", store.PutRequest{Value: json.RawMessage(`"x"`), IfMatch: first.ETag}, store.ErrPreconditionFailed},
 			{"If-Match * on a missing key", "cas/missing", store.PutRequest{Value: json.RawMessage(`"x"`), IfMatch: "*"}, store.ErrPreconditionFailed},
 			{"If-None-Match on an existing key", "cas/k", store.PutRequest{Value: json.RawMessage(`"x"`), IfNoneMatch: true}, store.ErrPreconditionFailed},
+			// Both: the key must exist with that etag and must not exist.
+			{"If-Match and If-None-Match on a missing key", "cas/missing", store.PutRequest{Value: json.RawMessage(`"x"`), IfMatch: second.ETag, IfNoneMatch: true}, store.ErrPreconditionFailed},
+			{"If-Match and If-None-Match on an existing key", "cas/k", store.PutRequest{Value: json.RawMessage(`"x"`), IfMatch: second.ETag, IfNoneMatch: true}, store.ErrPreconditionFailed},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

@@ -107,12 +107,17 @@ func TestRewriteOfAnExpiredKeyAnnouncesItOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(1200 * time.Millisecond) // expired in Redis, not swept
-		if _, err := s.Put(ctx, ns, "k", store.PutRequest{Value: json.RawMessage(`2`), TTL: ttl(0)}); err != nil {
+		res, err := s.Put(ctx, ns, "k", store.PutRequest{Value: json.RawMessage(`2`), TTL: ttl(0)})
+		if err != nil {
 			t.Fatal(err)
 		}
 		got := wait(1, time.Second)
-		if len(got) != 1 || got[0].Type != store.EventExpire || got[0].Key != "k" {
+		if len(got) != 1 || got[0].Type != store.EventExpire || got[0].Key != "k" || got[0].Namespace != ns {
 			t.Fatalf("events after rewriting an expired key = %+v, want one expire", got)
+		}
+		if got[0].Timestamp != res.Timestamp || got[0].ID != res.EventID-1 {
+			t.Errorf("expire event %+v: want the rewrite's timestamp %d and the id before its put event's %d",
+				got[0], res.Timestamp, res.EventID)
 		}
 		if evs, err := s.Sweep(ctx); err != nil || len(evs) != 0 {
 			t.Errorf("sweep after the rewrite published %v (err %v), want nothing", evs, err)
@@ -183,7 +188,8 @@ func TestWritesAndDeletesPublishEvents(t *testing.T) {
 		if bigPut.Value != nil {
 			t.Errorf("a 20 KiB value rode in its event (%d bytes); events carry values up to 16 KiB", len(bigPut.Value))
 		}
-		if del.Type != store.EventDelete || del.Key != "ev/k" || del.ID != bigPut.ID+1 || bigPut.ID != put.ID+1 {
+		if del.Type != store.EventDelete || del.Key != "ev/k" || del.Namespace != ns || del.Timestamp < put.Timestamp ||
+			del.ID != bigPut.ID+1 || bigPut.ID != put.ID+1 {
 			t.Errorf("delete event = %+v after ids %d, %d", del, put.ID, bigPut.ID)
 		}
 		// The log replays what was published.
