@@ -40,8 +40,8 @@ func (s *Store) oneScript() bool { return !s.cfg.PerKeyScripts }
 func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []scriptWrite) *redis.Cmd {
 	ks := make([]string, 3, 3+2*len(writes))
 	ks[0], ks[1], ks[2] = eventSeqKey, eventLogKey, expiryKey
-	args := make([]any, 3, 3+commitStride*len(writes))
-	args[0], args[1], args[2] = ChangeChannel, s.cfg.EventLogLen, maxEventValue
+	args := make([]any, 4, 4+commitStride*len(writes))
+	args[0], args[1], args[2], args[3] = ChangeChannel, s.cfg.EventLogLen, maxEventValue, briefAbove
 	for _, w := range writes {
 		if op := w.put; op != nil {
 			ks = append(ks, keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key))

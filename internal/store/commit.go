@@ -25,6 +25,10 @@ const (
 	// maxEventValue is the largest value carried inside a put event;
 	// watchers read larger ones with a GET.
 	maxEventValue = 16 << 10
+	// briefAbove is the largest text of several events that commitScript
+	// publishes as is; a longer one goes out as a brief message (see
+	// ParseMessage). 100 puts of small values make about 20 KB.
+	briefAbove = 8 << 10
 )
 
 // writeOp is one write on its way through the group committer.

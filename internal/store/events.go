@@ -56,13 +56,14 @@ type Event struct {
 //
 // KEYS[1] the event counter; KEYS[2] the event log stream (same slot)
 // ARGV[1] the channel; ARGV[2] the log's approximate length, in events
-// ARGV[3…] one event each, as JSON after its id: `"type":…}`
+// ARGV[3] the lines of the brief message to publish instead, "" for none
+// ARGV[4…] one event each, as JSON after its id: `"type":…}`
 //
 // Returns the id of the first event; the others follow consecutively.
 var publishScript = redis.NewScript(writeLib + `
 local events = {}
-for i = 3, #ARGV do events[#events + 1] = ARGV[i] end
-return logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events)
+for i = 4, #ARGV do events[#events + 1] = ARGV[i] end
+return logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events, ARGV[3])
 `)
 
 // Publish appends ev to the event log and publishes it to every instance.
@@ -74,8 +75,9 @@ func (s *Store) Publish(ctx context.Context, ev *Event) error {
 // publish logs and publishes events in one script call, in order, and fills
 // in their ids.
 func (s *Store) publish(ctx context.Context, events ...*Event) error {
-	args := make([]any, 0, len(events)+2)
-	args = append(args, ChangeChannel, s.cfg.EventLogLen)
+	args := make([]any, 3, len(events)+3)
+	args[0], args[1] = ChangeChannel, s.cfg.EventLogLen
+	size, brief := 0, len(events) > 1
 	for _, ev := range events {
 		b, err := json.Marshal(struct {
 			Event
@@ -85,6 +87,12 @@ func (s *Store) publish(ctx context.Context, events ...*Event) error {
 			return fmt.Errorf("store: publish %s %q: %w", ev.Type, ev.Key, err)
 		}
 		args = append(args, b[1:])
+		size += len(b)
+		brief = brief && ev.Type != EventInvalidate
+	}
+	args[2] = ""
+	if brief && size > briefAbove {
+		args[2] = briefLines(events)
 	}
 	first, err := publishScript.Run(ctx, s.rdb, []string{eventSeqKey, eventLogKey}, args...).Uint64()
 	if err != nil {
@@ -106,8 +114,67 @@ func ParseEvent(data string) (Event, error) {
 	return ev, nil
 }
 
-// ParseMessage decodes every event of one message on ChangeChannel.
+// A message on ChangeChannel holds the events of one script call, a line
+// each (as logged), or, when they would make a long text, a brief of them:
+//
+//	#<id of the first event>
+//	<type> <namespace> <key>
+//	…
+//
+// one line per event, the ids consecutive. Redis writes a subscriber at
+// most 64 KiB per turn of its event loop, so batches of full events from
+// several clients at once would pile up in its output buffer until Redis
+// cut the subscriber off; a brief is a few times shorter. The log holds the
+// full events (EventsAfter).
+const briefMark = "#"
+
+// briefLines is the body of a brief message of events (no header line).
+func briefLines(events []*Event) string {
+	var b strings.Builder
+	for i, ev := range events {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ev.Type)
+		b.WriteByte(' ')
+		b.WriteString(ev.Namespace)
+		b.WriteByte(' ')
+		b.WriteString(ev.Key)
+	}
+	return b.String()
+}
+
+// ParseBrief decodes a brief message (see briefMark): the events' ids,
+// types, namespaces and keys. ok is false when payload is not a brief.
+func ParseBrief(payload string) (evs []Event, ok bool, err error) {
+	rest, ok := strings.CutPrefix(payload, briefMark)
+	if !ok {
+		return nil, false, nil
+	}
+	head, rest, _ := strings.Cut(rest, "\n")
+	id, err := strconv.ParseUint(head, 10, 64)
+	if err != nil || rest == "" {
+		return nil, true, fmt.Errorf("store: bad brief message %.100q", payload)
+	}
+	evs = make([]Event, 0, strings.Count(rest, "\n")+1)
+	for line := range strings.SplitSeq(rest, "\n") {
+		typ, rest, ok1 := strings.Cut(line, " ")
+		ns, key, ok2 := strings.Cut(rest, " ")
+		if !ok1 || !ok2 {
+			return nil, true, fmt.Errorf("store: bad brief line %q", line)
+		}
+		evs = append(evs, Event{ID: id, Type: typ, Namespace: ns, Key: key})
+		id++
+	}
+	return evs, true, nil
+}
+
+// ParseMessage decodes every event of one message on ChangeChannel; of a
+// brief, only the ids, types, namespaces and keys.
 func ParseMessage(payload string) ([]Event, error) {
+	if evs, ok, err := ParseBrief(payload); ok {
+		return evs, err
+	}
 	var out []Event
 	for line := range strings.SplitSeq(payload, "\n") {
 		ev, err := ParseEvent(line)

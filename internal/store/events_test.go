@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/memsync/memsync/internal/redistest"
@@ -84,6 +85,66 @@ func TestEventLogEntriesHoldBatches(t *testing.T) {
 		}
 		if evs, complete, _ := s.EventsAfter(ctx, last, 100); len(evs) != 0 || !complete {
 			t.Errorf("EventsAfter(last) = %+v, %v", evs, complete)
+		}
+	})
+}
+
+// A batch whose events make a long text is published as a brief: the ids,
+// types, namespaces and keys only, a few times shorter; the log holds the
+// whole events under the same ids.
+func TestBigBatchIsPublishedBrief(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		sub := b.Client.Subscribe(ctx, store.ChangeChannel)
+		defer sub.Close()
+		if _, err := sub.Receive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s := newStore(t, b, store.Config{})
+		mustPut(t, s, "brief/k1", "w1", `1`, nil) // so that the batch deletes one
+		if _, err := sub.ReceiveMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+		value := json.RawMessage(`"` + strings.Repeat("v", 200) + `"`)
+		ops := []store.BatchOp{{Kind: store.OpDelete, Namespace: ns, Key: "brief/k1"}}
+		for i := range 50 {
+			ops = append(ops, store.BatchOp{Kind: store.OpPut, Namespace: ns, Key: fmt.Sprintf("brief/k%d", i),
+				PutRequest: store.PutRequest{Value: value, Writer: "w1"}})
+		}
+		res, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		brief, ok, err := store.ParseBrief(m.Payload)
+		if !ok || err != nil || len(brief) != 51 || len(m.Payload) > 2<<10 {
+			t.Fatalf("published %d bytes: brief %v, err %v, %d events", len(m.Payload), ok, err, len(brief))
+		}
+		logged, complete, err := s.EventsAfter(ctx, brief[0].ID-1, 100)
+		if err != nil || !complete || len(logged) != 51 {
+			t.Fatalf("EventsAfter = %d events, %v, %v", len(logged), complete, err)
+		}
+		for i, ev := range brief {
+			full := logged[i]
+			if ev.ID != full.ID || ev.Type != full.Type || ev.Namespace != ns || ev.Key != full.Key {
+				t.Errorf("brief event %d = %+v, logged %+v", i, ev, full)
+			}
+		}
+		if brief[0].Type != store.EventDelete || res[0].Err != nil || res[50].Entry.Key != "brief/k49" ||
+			string(logged[50].Value) != string(value) || logged[50].Version.String() != res[50].Entry.Version.String() {
+			t.Errorf("first %+v, last logged %+v, last result %+v", brief[0], logged[50], res[50])
+		}
+		// Not a brief; briefs gone wrong.
+		if _, ok, err := store.ParseBrief(`{"id":1,"type":"put"}`); ok || err != nil {
+			t.Errorf("ParseBrief(an event) = %v, %v", ok, err)
+		}
+		for _, p := range []string{"#x\nput ns k", "#3", "#3\nput ns"} {
+			if _, ok, err := store.ParseBrief(p); !ok || err == nil {
+				t.Errorf("ParseBrief(%q) = ok %v, err %v; want an error", p, ok, err)
+			}
 		}
 	})
 }

@@ -267,27 +267,31 @@ end
 
 -- appendLog appends text (events a line each, the first numbered first) to
 -- the stream log as one entry "0-<first>" with field "e", trimming the log
--- to about loglen events, and publishes the same text on channel.
-local function appendLog(log, channel, loglen, first, text)
+-- to about loglen events, and publishes pub (the same text, or its brief
+-- form) on channel.
+local function appendLog(log, channel, loglen, first, text, pub)
   local id = "0-" .. string.format("%d", first)
   if first > loglen then
     redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, "e", text)
   else
     redis.call("XADD", log, id, "e", text)
   end
-  redis.call("PUBLISH", channel, text)
+  redis.call("PUBLISH", channel, pub or text)
 end
 
 -- logEvents gives events (each an event's JSON after its id: '"type":…}')
--- consecutive ids from counter, then logs and publishes them (appendLog).
+-- consecutive ids from counter, then logs and publishes them (appendLog):
+-- as they are, or as a brief message when brief (its lines) is not "".
 -- It returns the first id.
-local function logEvents(counter, log, channel, loglen, events)
+local function logEvents(counter, log, channel, loglen, events, brief)
   local last = redis.call("INCRBY", counter, #events)
   local first = last - #events + 1
   for i, e in ipairs(events) do
     events[i] = '{"id":' .. string.format("%d", first + i - 1) .. ',' .. e
   end
-  appendLog(log, channel, loglen, first, table.concat(events, "\n"))
+  local pub
+  if brief ~= "" then pub = "#" .. string.format("%d", first) .. "\n" .. brief end
+  appendLog(log, channel, loglen, first, table.concat(events, "\n"), pub)
   return first
 end
 
@@ -346,7 +350,9 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // write i (from 1)
 // ARGV[1] the channel; ARGV[2] the log's approximate maximum length;
 // ARGV[3] the largest value a put event carries (a larger one stays out of
-// the event); then commitStride arguments per write, from ARGV[4]:
+// the event); ARGV[4] the largest text of several events published as
+// is: above it the message is brief (see ParseMessage); then commitStride arguments per
+// write, from ARGV[5]:
 //
 //	kind   "put" or "delete"
 //	key, w, ctx, tail, exp   as for put; a delete passes its event's
@@ -368,14 +374,20 @@ var commitScript = redis.NewScript(writeLib + commitBody)
 
 const commitBody = `
 local stride = 9
-local limit = tonumber(ARGV[3])
+local limit, briefAbove = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Events are numbered as they are built, from the counter's value; the
 -- counter is set past them at the end (one call instead of a renumbering).
 local base = tonumber(redis.call("GET", KEYS[1]) or "0")
 local events, replies = {}, {}
-local n = (#ARGV - 3) / stride
+-- Every event's type, namespace and key, for a brief message (below).
+local etype, ens, ekey = {}, {}, {}
+local function routed(typ, ns, key)
+  local k = #events
+  etype[k], ens[k], ekey[k] = typ, ns, key
+end
+local n = (#ARGV - 4) / stride
 for i = 1, n do
-  local a = 3 + (i - 1) * stride
+  local a = 4 + (i - 1) * stride
   local kd, ki = KEYS[2 * i + 2], KEYS[2 * i + 3]
   local key, tail, cond, ns = ARGV[a + 2], ARGV[a + 5], ARGV[a + 7], ARGV[a + 9]
   local head = '"namespace":"' .. ns .. '","key":"' .. key .. '"'
@@ -388,6 +400,7 @@ for i = 1, n do
       if out[6] == "1" then
         events[#events + 1] = '{"id":' .. string.format("%d", base + #events + 1) ..
           ',"type":"expire",' .. head .. ',"timestamp":' .. string.match(tail, '^,"timestamp":(%d+)') .. '}'
+        routed("expire", ns, key)
       end
       local etail = tail
       if #tail > limit then
@@ -396,6 +409,7 @@ for i = 1, n do
       end
       local id = string.format("%d", base + #events + 1)
       events[#events + 1] = '{"id":' .. id .. ',"type":"put",' .. head .. ',"version":{' .. vjson .. '}' .. etail
+      routed("put", ns, key)
       out[7] = id
     end
     replies[i] = reply(out)
@@ -405,6 +419,7 @@ for i = 1, n do
     if r == 1 then
       events[#events + 1] = '{"id":' .. string.format("%d", base + #events + 1) ..
         ',"type":"delete",' .. head .. ',"timestamp":' .. tail .. '}'
+      routed("delete", ns, key)
       replies[i][2] = base + #events
     end
   end
@@ -412,7 +427,17 @@ end
 flush()
 if #events > 0 then
   redis.call("SET", KEYS[1], string.format("%d", base + #events))
-  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, table.concat(events, "\n"))
+  local text, pub = table.concat(events, "\n"), nil
+  if #events > 1 and #text > briefAbove then
+    -- Too much for one message: Redis writes a subscriber at most 64 KiB
+    -- per turn of its event loop, so big batches from several clients
+    -- would pile up in its output buffer until Redis cut it off. Say only
+    -- which keys changed; the log has the events.
+    local lines = {"#" .. string.format("%d", base + 1)}
+    for k = 1, #events do lines[k + 1] = etype[k] .. " " .. ens[k] .. " " .. ekey[k] end
+    pub = table.concat(lines, "\n")
+  end
+  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, text, pub)
 end
 return replies
 `

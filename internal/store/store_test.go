@@ -51,6 +51,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"ConcurrentWriters":     TestConcurrentWritersMatchModel,
 		"BatchMixedOps":         TestBatchMixedOpsStandAlone,
 		"BatchEvents":           TestBatchPublishesOneEventPerWrite,
+		"BigBatchBrief":         TestBigBatchIsPublishedBrief,
 		"BatchAfterScriptFlush": TestBatchAfterScriptFlush,
 		"BatchBackendDown":      TestBatchBackendDown,
 		"RewriteOfExpiredKey":   TestRewriteOfAnExpiredKeyAnnouncesItOnce,

@@ -287,6 +287,16 @@ func (h *Hub) session(ctx context.Context, ps *redis.PubSub) error {
 				}
 			}
 		case *redis.Message:
+			if evs, ok, err := store.ParseBrief(m.Payload); ok {
+				if err != nil { // the next event shows the gap
+					h.log.Warn("ignoring a malformed change message", "err", err)
+					continue
+				}
+				if err := h.receiveBrief(ctx, evs); err != nil {
+					return err
+				}
+				continue
+			}
 			// One message may carry several events, a line each.
 			for payload := range strings.SplitSeq(m.Payload, "\n") {
 				if err := h.receive(ctx, payload); err != nil {
@@ -366,20 +376,58 @@ func (h *Hub) receive(ctx context.Context, payload string) error {
 		}
 		h.deliver([]store.Event{ev}, raw)
 	default:
-		// Already delivered: the subscription buffered it while a resync
-		// read it from the log. Or the log restarted from 1 (Redis lost
-		// its data): check once per run of old ids.
-		if h.dupRun {
-			return nil
-		}
-		h.dupRun = true
-		newest, err := h.events.LastEventID(ctx)
-		if err != nil {
-			return err
-		}
-		if newest < last {
-			h.lost(newest, fmt.Sprintf("the event log restarted at %d after %d: Redis lost its data", newest, last))
-		}
+		return h.stale(ctx, last)
+	}
+	return nil
+}
+
+// stale handles an event already delivered (last is the newest delivered
+// id): the subscription buffered it while a resync read it from the log.
+// Or the log restarted from 1 (Redis lost its data): check once per run of
+// old ids.
+func (h *Hub) stale(ctx context.Context, last uint64) error {
+	if h.dupRun {
+		return nil
+	}
+	h.dupRun = true
+	newest, err := h.events.LastEventID(ctx)
+	if err != nil {
+		return err
+	}
+	if newest < last {
+		h.lost(newest, fmt.Sprintf("the event log restarted at %d after %d: Redis lost its data", newest, last))
+	}
+	return nil
+}
+
+// receiveBrief handles a brief message (store.ParseBrief): the ids, types,
+// namespaces and keys of consecutive events whose JSON is only in the log.
+// That is all listeners take, so while no watcher is live they hear them
+// at once. Watchers need the whole events: those come from the log, as
+// after a gap.
+func (h *Hub) receiveBrief(ctx context.Context, evs []store.Event) error {
+	first, newest := evs[0].ID, evs[len(evs)-1].ID
+	h.mu.Lock()
+	last := h.last
+	if len(h.groups) == 0 && first <= last+1 && newest > last {
+		h.deliverLocked(evs, nil)
+		h.mu.Unlock()
+		h.dupRun = false
+		return nil
+	}
+	h.mu.Unlock()
+	if newest <= last {
+		return h.stale(ctx, last)
+	}
+	h.dupRun = false
+	if err := h.catchUp(ctx, newest); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	last = h.last
+	h.mu.Unlock()
+	if last < newest { // the log ended early; cannot happen while it is written first
+		h.lost(newest, fmt.Sprintf("events %d to %d are missing from the event log", last+1, newest))
 	}
 	return nil
 }
@@ -426,6 +474,11 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 func (h *Hub) deliver(evs []store.Event, raw []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.deliverLocked(evs, raw)
+}
+
+// deliverLocked is deliver with h.mu held.
+func (h *Hub) deliverLocked(evs []store.Event, raw []byte) {
 	for _, ev := range evs {
 		if ev.ID <= h.last {
 			continue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -618,4 +619,69 @@ func TestWatcherClosesWithItsContext(t *testing.T) {
 	if n := r.hub.Stats().Watchers; n != 0 {
 		t.Errorf("%d watchers registered", n)
 	}
+}
+
+// A big batch is published as a brief message (keys only; the log holds
+// the events). Listeners must hear every event of it, and watchers must
+// get the events whole, from the log.
+func TestBriefMessagesReachListenersAndWholeEventsReachWatchers(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		r := newRig(t, b, rigOptions{buffer: 1 << 12})
+		sub := b.Client.Subscribe(context.Background(), store.ChangeChannel)
+		defer sub.Close()
+		if _, err := sub.Receive(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		value := json.RawMessage(`"` + strings.Repeat("v", 300) + `"`)
+		batch := func(round int) {
+			t.Helper()
+			ops := make([]store.BatchOp, 60)
+			for i := range ops {
+				ops[i] = store.BatchOp{Kind: store.OpPut, Namespace: "ns", Key: fmt.Sprintf("big/r%d/k%d", round, i),
+					PutRequest: store.PutRequest{Value: value, TTL: &noExpiry, Writer: "w1"}}
+			}
+			res, err := r.st.Batch(context.Background(), ops, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, x := range res {
+				if x.Err != nil {
+					t.Fatalf("op %d: %v", i, x.Err)
+				}
+			}
+			m, err := sub.ReceiveMessage(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(m.Payload, "#") || len(m.Payload) > 4<<10 {
+				t.Fatalf("a batch of 60 × 300 bytes was published as %d bytes starting %.40q, want a brief", len(m.Payload), m.Payload)
+			}
+		}
+
+		// No watcher: listeners hear the brief's events at once.
+		batch(0)
+		last := r.waitDelivered()
+		evs, gaps, _, _ := r.rec.snapshot()
+		assertConsecutive(t, eventIDs(evs), 1, last)
+		if gaps != 0 || len(evs) != 60 || evs[59].Key != "big/r0/k59" || evs[59].Type != store.EventPut || evs[59].Namespace != "ns" {
+			t.Fatalf("listener heard %d events (%d gaps), the last %+v", len(evs), gaps, evs[len(evs)-1])
+		}
+
+		// A watcher: it gets the 60 events whole, from the log.
+		w := mustWatch(t, r.hub, watch.Filter{Namespace: "ns", Pattern: mustGlob(t, "big/**")}, last)
+		batch(1)
+		msgs := collect(t, w, 60)
+		assertConsecutive(t, ids(msgs), last+1, last+60)
+		for i, m := range msgs {
+			ev := m.Event
+			if m.Reset != "" || ev.Key != fmt.Sprintf("big/r1/k%d", i) || string(ev.Value) != string(value) ||
+				ev.Version.String() != "w1=1" || ev.Writer != "w1" || ev.Timestamp == 0 {
+				t.Fatalf("message %d = %+v, want the whole put event", i, m)
+			}
+		}
+		assertNothingMore(t, w)
+		if evs, gaps, _, _ := r.rec.snapshot(); gaps != 0 || len(evs) != 120 {
+			t.Errorf("listener: %d events, %d gaps; want 120, 0", len(evs), gaps)
+		}
+	})
 }
