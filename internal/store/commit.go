@@ -17,7 +17,7 @@ import (
 
 // Defaults of the group committer.
 const (
-	DefaultCommitters     = 8
+	DefaultCommitters     = 3
 	DefaultMaxCommitBatch = 256
 	// commitTimeout bounds one pipeline round trip; it is not tied to any
 	// one request, whose cancellation must not fail its neighbours.
