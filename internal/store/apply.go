@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -63,18 +65,26 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 // readCommit hands each write its part of a commitScript reply (or the
 // call's error), and counts the delete events the call published.
 func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
-	replies, err := cmd.Slice()
-	if err == nil && len(replies) != len(writes) {
-		err = fmt.Errorf("store: commit: %d replies for %d writes", len(replies), len(writes))
-	}
+	text, err := cmd.Text()
 	var events uint64
-	for i, w := range writes {
-		var reply []any
+	for _, w := range writes {
+		var line string
 		if err == nil {
-			reply, _ = replies[i].([]any)
+			line, text, _ = strings.Cut(text, "\n")
 		}
 		if op := w.put; op != nil {
-			op.reply, op.replyErr = reply, err // parsePut reads it, and counts its events
+			op.line, op.replyErr = line, err // parsePut reads it, and counts its events
+			if err != nil {
+				continue
+			}
+			// "ok etag version siblings …": the other siblings' envelopes follow.
+			f := strings.SplitN(line, " ", 5)
+			if n, _ := strconv.Atoi(f[min(3, len(f)-1)]); f[0] == "ok" && n > 1 {
+				op.blobs = make([]string, n-1)
+				for i := range op.blobs {
+					op.blobs[i], text, _ = strings.Cut(text, "\n")
+				}
+			}
 			continue
 		}
 		d := w.del
@@ -82,13 +92,16 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 			d.err = err
 			continue
 		}
-		if len(reply) != 2 {
-			d.err = fmt.Errorf("store: delete %q: unexpected script reply %v", d.key, reply)
+		f := strings.Fields(line)
+		var err1, err2 error
+		if len(f) == 3 && f[0] == "del" {
+			d.n, err1 = strconv.ParseInt(f[1], 10, 64)
+			d.eventID, err2 = strconv.ParseUint(f[2], 10, 64)
+		}
+		if len(f) != 3 || f[0] != "del" || err1 != nil || err2 != nil {
+			d.err = fmt.Errorf("store: delete %q: unexpected script reply %q", d.key, line)
 			continue
 		}
-		d.n, _ = reply[0].(int64)
-		id, _ := reply[1].(int64)
-		d.eventID = uint64(id)
 		if d.n == 1 {
 			events++
 		}

@@ -690,7 +690,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			it.err = s.readGet(it)
 		case OpPut:
 			if it.w.run != nil {
-				it.w.reply, it.w.replyErr = it.w.run.Slice()
+				it.w.setReply(it.w.run.Slice())
 			}
 			it.w.res, it.err = s.parsePut(&it.w)
 			if it.err != nil {

@@ -40,7 +40,8 @@ type writeOp struct {
 	etag    string
 
 	run      *redis.Cmd // putScript's call, on the per-write path
-	reply    []any      // the script's reply for this write
+	line     string     // the script's reply line for this write
+	blobs    []string   // the other siblings' envelopes that followed it
 	replyErr error      // or the error of its call
 	expired  bool       // the key had expired unannounced (parsePut)
 	unread   bool       // the reply is left for submit to read
@@ -187,7 +188,7 @@ func (c *committer) commit(batch []*writeOp) {
 	var events []*Event
 	var owners []*writeOp // owners[i] wrote events[i]; nil for expire events
 	for _, op := range batch {
-		op.reply, op.replyErr = op.run.Slice()
+		op.setReply(op.run.Slice())
 		op.res, op.err = s.parsePut(op)
 		if op.err != nil {
 			continue
@@ -229,17 +230,28 @@ func (c *committer) commit(batch []*writeOp) {
 	}
 }
 
-// parsePut reads put's reply (packed by reply, see writeLib) for op, and
-// sets op.expired.
-func (s *Store) parsePut(op *writeOp) (PutResult, error) {
-	out, err := op.reply, op.replyErr
+// setReply takes putScript's reply, {line, blob…} (see reply in writeLib),
+// or the error of its call.
+func (op *writeOp) setReply(reply []any, err error) {
+	op.replyErr = err
 	if err != nil {
-		return PutResult{}, s.wrap("put", op.key, err)
+		return
 	}
-	var line string
-	if len(out) > 0 {
-		line, _ = out[0].(string)
+	if len(reply) > 0 {
+		op.line, _ = reply[0].(string)
 	}
+	for _, b := range reply[min(1, len(reply)):] {
+		op.blobs = append(op.blobs, asString(b))
+	}
+}
+
+// parsePut reads put's reply line and blobs for op (putScript's or
+// commitScript's), and sets op.expired.
+func (s *Store) parsePut(op *writeOp) (PutResult, error) {
+	if op.replyErr != nil {
+		return PutResult{}, s.wrap("put", op.key, op.replyErr)
+	}
+	line := op.line
 	status, rest, _ := strings.Cut(line, " ")
 	if status == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
@@ -251,17 +263,17 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	superseded, err1 := strconv.Atoi(f[3])
 	eventID, err2 := strconv.ParseUint(f[5], 10, 64) // 0 until published, on the per-write path
 	if status != "ok" || rest != "" || err1 != nil || err2 != nil {
-		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %v", op.key, out)
+		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %q", op.key, line)
 	}
 	op.expired = f[4] == "1"
 	version, err := clock.Parse(f[1])
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
 	}
-	sibs := make([]Envelope, 0, len(out))
-	for _, b := range out[1:] {
+	sibs := make([]Envelope, 0, len(op.blobs)+1)
+	for _, b := range op.blobs {
 		var e Envelope
-		if err := json.Unmarshal([]byte(asString(b)), &e); err != nil {
+		if err := json.Unmarshal([]byte(b), &e); err != nil {
 			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", op.key, err)
 		}
 		sibs = append(sibs, e)

@@ -49,24 +49,24 @@ import "github.com/redis/go-redis/v9"
 //	xi    the global expiry index, whose member "ns/key" it scores by
 //	      exp; nil to leave it to the caller
 //
-// It returns the reply {"ok", etag, version, siblings, superseded, expired,
-// event, blob…} where version is the new sibling's clock in text form,
-// siblings the count after the write, superseded the count removed,
-// expired 1 when the key had expired but was still in the subtree index
-// (the sweeper had not announced it yet; the caller does), event 0 (for
-// commitScript to fill in), and blob… the envelopes of the other siblings
-// still present (none when the write left a single sibling); or
-// {"precondition_failed", current etag or ""} when a condition fails. Its
-// second result is the new version as the inside of a JSON object.
+// It returns "ok", etag, version, siblings, superseded, expired, vjson,
+// blobs, where version is the new sibling's clock in text form, siblings
+// the count after the write and superseded the count removed (both as
+// text), expired "1" when the key had expired but was still in the subtree
+// index (the sweeper had not announced it yet; the caller does), vjson the
+// new version as the inside of a JSON object, and blobs the envelopes of
+// the other siblings still present (nil when the write left a single
+// sibling); or "precondition_failed", current etag or "" when a condition
+// fails. Several results rather than a table: no table per write.
 //
 // The index entry and the key's TTL are left alone when the key existed
 // with the same expiry: they already say so, since every write keeps them
 // in step with the hash's exp field.
 //
-// reply(out) packs put's reply for the wire, as putScript and commitScript
-// return it: {"ok etag version siblings superseded expired event", blob…}
-// or {"precondition_failed etag"}: a line of fields a client splits, rather
-// than seven values to decode one by one.
+// reply(…) packs put's results as putScript returns them:
+// {"ok etag version siblings superseded expired 0", blob…} or
+// {"precondition_failed etag"}: a line of fields a client splits, rather
+// than values to decode one by one (commitScript packs its own).
 //
 // del(kd, ki, key, ifm) removes a key and its index entry. It returns 1
 // when deleted, 0 when the key did not exist, -1 when If-Match did not
@@ -174,11 +174,11 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   local cur = redis.call("HMGET", kd, "etag", "clocks", "seq", "exp")
   local old, clocks = cur[1], cur[2]
   if ifm == "*" then
-    if not old then return {"precondition_failed", ""} end
+    if not old then return "precondition_failed", "" end
   elseif ifm ~= "" and old ~= ifm then
-    return {"precondition_failed", old or ""}
+    return "precondition_failed", old or ""
   end
-  if inm == "1" and old then return {"precondition_failed", old} end
+  if inm == "1" and old then return "precondition_failed", old end
 
   local expired = "0"
   if not old then
@@ -194,7 +194,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
       redis.call("HSET", kd, "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
       settle(kd, ki, key, exp, old, cur[4], xi, ns)
-      return {"ok", etag, version, "1", "1", expired, "0"}, vjson
+      return "ok", etag, version, "1", "1", expired, vjson
     end
   end
 
@@ -256,13 +256,10 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   end
   settle(kd, ki, key, exp, old, cur[4], xi, ns)
 
-  local out = {"ok", etag, version, string.format("%d", #keep),
-    string.format("%d", #sibs + 1 - #keep), expired, "0"}
-  if #others > 0 then
-    local blobs = redis.call("HMGET", kd, unpack(others))
-    for _, b in ipairs(blobs) do out[#out + 1] = b end
-  end
-  return out, vjson
+  local blobs
+  if #others > 0 then blobs = redis.call("HMGET", kd, unpack(others)) end
+  return "ok", etag, version, string.format("%d", #keep), string.format("%d", #sibs + 1 - #keep),
+    expired, vjson, blobs
 end
 
 -- appendLog appends text (events a line each, the first numbered first) to
@@ -295,10 +292,12 @@ local function logEvents(counter, log, channel, loglen, events, brief)
   return first
 end
 
-local function reply(out)
-  if out[1] ~= "ok" then return {out[1] .. " " .. out[2]} end
-  local r = {table.concat(out, " ", 1, 7)}
-  for i = 8, #out do r[#r + 1] = out[i] end
+local function reply(st, etag, version, sibs, sup, expired, vjson, blobs)
+  if st ~= "ok" then return {st .. " " .. etag} end
+  local r = {"ok " .. etag .. " " .. version .. " " .. sibs .. " " .. sup .. " " .. expired .. " 0"}
+  if blobs then
+    for _, b in ipairs(blobs) do r[#r + 1] = b end
+  end
   return r
 end
 
@@ -323,9 +322,10 @@ end
 //
 // Returns put's reply, packed by reply.
 var putScript = redis.NewScript(writeLib + `
-local out = put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+local st, etag, version, sibs, sup, expired, vjson, blobs =
+  put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 flush()
-return reply(out)
+return reply(st, etag, version, sibs, sup, expired, vjson, blobs)
 `)
 
 // deleteScript runs one del of writeLib.
@@ -366,10 +366,15 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // come from ns and key (neither needs JSON escaping), the timestamp of an
 // expiry a put finds from its tail.
 //
-// Returns one reply per write: put's (packed by reply) with its event id
-// filled in, or {del's reply, event id (0 when nothing was deleted)}. Events are logged
-// and published as publishScript does, in the order of the writes; a put
-// that finds its key expired but not yet swept announces the expiry first.
+// Returns one text, a line per write, in order: a put's
+// "ok etag version siblings superseded expired event", followed by a line
+// per other sibling's envelope (siblings - 1 of them; envelopes are compact
+// JSON, without newlines), or "precondition_failed etag"; a delete's
+// "del <del's reply> <event id, 0 when nothing was deleted>". One string
+// rather than a reply per write: Redis and the client each handle one
+// value. Events are logged and published as publishScript does, in the
+// order of the writes; a put that finds its key expired but not yet swept
+// announces the expiry first.
 var commitScript = redis.NewScript(writeLib + commitBody)
 
 const commitBody = `
@@ -378,68 +383,107 @@ local limit, briefAbove = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Events are numbered as they are built, from the counter's value; the
 -- counter is set past them at the end (one call instead of a renumbering).
 local base = tonumber(redis.call("GET", KEYS[1]) or "0")
-local events, replies = {}, {}
--- Every event's type, namespace and key, for a brief message (below).
-local etype, ens, ekey = {}, {}, {}
-local function routed(typ, ns, key)
-  local k = #events
-  etype[k], ens[k], ekey[k] = typ, ns, key
+local nev = 0
+-- The replies, a line per write (and after a put's, a line per other
+-- sibling's envelope), built as pieces too.
+local rep, nr = {}, 0
+local function line(a, b, c, d)
+  if nr > 0 then
+    rep[nr + 1] = "\n"
+    nr = nr + 1
+  end
+  rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = a, b, c, d
+  nr = nr + 4
+end
+-- The log entry's text and the brief message (below) are built as lists
+-- of pieces, joined once at the end: no string per event.
+local text, nt, brief, nb = {}, 0, {}, 0
+-- join concatenates the first n pieces of t, a thousand at a time: the
+-- embedded Redis's Lua (gopher-lua) concatenates on a bounded stack.
+local function join(t, n)
+  if n <= 1000 then return table.concat(t, "", 1, n) end
+  local parts = {}
+  for i = 1, n, 1000 do parts[#parts + 1] = table.concat(t, "", i, math.min(i + 999, n)) end
+  return table.concat(parts)
+end
+-- event starts the next event's line: id, type, namespace, key. It returns
+-- the id's text; the caller adds the line's other fields and its "}".
+local function event(typ, ns, key)
+  nev = nev + 1
+  local id = string.format("%d", base + nev)
+  if nev > 1 then
+    text[nt + 1] = "\n"
+    brief[nb + 1] = "\n"
+    nt, nb = nt + 1, nb + 1
+  end
+  text[nt + 1], text[nt + 2], text[nt + 3], text[nt + 4] = '{"id":', id, ',"type":"', typ
+  text[nt + 5], text[nt + 6], text[nt + 7], text[nt + 8] = '","namespace":"', ns, '","key":"', key
+  text[nt + 9] = '"'
+  nt = nt + 9
+  brief[nb + 1], brief[nb + 2], brief[nb + 3], brief[nb + 4], brief[nb + 5] = typ, " ", ns, " ", key
+  nb = nb + 5
+  return id
+end
+local function add(a, b, c, d)
+  text[nt + 1], text[nt + 2], text[nt + 3], text[nt + 4] = a, b, c, d
+  nt = nt + 4
 end
 local n = (#ARGV - 4) / stride
 for i = 1, n do
   local a = 4 + (i - 1) * stride
   local kd, ki = KEYS[2 * i + 2], KEYS[2 * i + 3]
   local key, tail, cond, ns = ARGV[a + 2], ARGV[a + 5], ARGV[a + 7], ARGV[a + 9]
-  local head = '"namespace":"' .. ns .. '","key":"' .. key .. '"'
   if ARGV[a + 1] == "put" then
     local ifm, inm = cond, ""
     if string.byte(cond) == 33 then ifm, inm = string.sub(cond, 2), "1" end -- "!"
-    local out, vjson = put(kd, ki, key, ARGV[a + 3], ARGV[a + 4], tail,
-      ARGV[a + 6], ifm, inm, ARGV[a + 8], KEYS[3], ns)
-    if out[1] == "ok" then
-      if out[6] == "1" then
-        events[#events + 1] = '{"id":' .. string.format("%d", base + #events + 1) ..
-          ',"type":"expire",' .. head .. ',"timestamp":' .. string.match(tail, '^,"timestamp":(%d+)') .. '}'
-        routed("expire", ns, key)
+    local st, etag, version, sibs, sup, expired, vjson, blobs = put(kd, ki, key, ARGV[a + 3], ARGV[a + 4],
+      tail, ARGV[a + 6], ifm, inm, ARGV[a + 8], KEYS[3], ns)
+    if st == "ok" then
+      if expired == "1" then
+        event("expire", ns, key)
+        add(',"timestamp":', string.match(tail, '^,"timestamp":(%d+)'), "}", "")
       end
       local etail = tail
       if #tail > limit then
         local p = string.find(tail, ',"value":', 1, true)
         if #tail - p - 9 > limit then etail = string.sub(tail, 1, p - 1) .. "}" end
       end
-      local id = string.format("%d", base + #events + 1)
-      events[#events + 1] = '{"id":' .. id .. ',"type":"put",' .. head .. ',"version":{' .. vjson .. '}' .. etail
-      routed("put", ns, key)
-      out[7] = id
+      local id = event("put", ns, key)
+      add(',"version":{', vjson, "}", etail)
+      line("ok ", etag, " ", version)
+      rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = " ", sibs, " ", sup
+      rep[nr + 5], rep[nr + 6], rep[nr + 7], rep[nr + 8] = " ", expired, " ", id
+      nr = nr + 8
+      if blobs then
+        for _, blob in ipairs(blobs) do line(blob, "", "", "") end
+      end
+    else
+      line(st, " ", etag, "")
     end
-    replies[i] = reply(out)
   else
     local r = del(kd, ki, key, cond)
-    replies[i] = {r, 0}
+    local id = "0"
     if r == 1 then
-      events[#events + 1] = '{"id":' .. string.format("%d", base + #events + 1) ..
-        ',"type":"delete",' .. head .. ',"timestamp":' .. tail .. '}'
-      routed("delete", ns, key)
-      replies[i][2] = base + #events
+      id = event("delete", ns, key)
+      add(',"timestamp":', tail, "}", "")
     end
+    line("del ", string.format("%d", r), " ", id)
   end
 end
 flush()
-if #events > 0 then
-  redis.call("SET", KEYS[1], string.format("%d", base + #events))
-  local text, pub = table.concat(events, "\n"), nil
-  if #events > 1 and #text > briefAbove then
+if nev > 0 then
+  redis.call("SET", KEYS[1], string.format("%d", base + nev))
+  local log, pub = join(text, nt), nil
+  if nev > 1 and #log > briefAbove then
     -- Too much for one message: Redis writes a subscriber at most 64 KiB
     -- per turn of its event loop, so big batches from several clients
     -- would pile up in its output buffer until Redis cut it off. Say only
     -- which keys changed; the log has the events.
-    local lines = {"#" .. string.format("%d", base + 1)}
-    for k = 1, #events do lines[k + 1] = etype[k] .. " " .. ens[k] .. " " .. ekey[k] end
-    pub = table.concat(lines, "\n")
+    pub = "#" .. string.format("%d", base + 1) .. "\n" .. join(brief, nb)
   end
-  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, text, pub)
+  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, log, pub)
 end
-return replies
+return join(rep, nr)
 `
 
 // sweepScript decides whether a key the expiry index lists has expired, and
