@@ -156,7 +156,9 @@ end
 -- index follows it exactly too.
 local function settle(kd, ki, key, exp, old, oldexp, xi, ns)
   if old and oldexp == exp then return end
-  if xi and old and oldexp ~= "0" and exp ~= "0" and tonumber(exp) > tonumber(oldexp) then
+  -- exp and oldexp are decimal texts without leading zeros: the longer is
+  -- the later, and of the same length the greater.
+  if xi and old and oldexp ~= "0" and exp ~= "0" and (#exp > #oldexp or #exp == #oldexp and exp > oldexp) then
     redis.call("PEXPIREAT", kd, exp)
     return
   end
@@ -171,8 +173,17 @@ local function settle(kd, ki, key, exp, old, oldexp, xi, ns)
 end
 
 local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
-  local cur = redis.call("HMGET", kd, "etag", "clocks", "seq", "exp")
-  local old, clocks = cur[1], cur[2]
+  -- old: whether the key exists, and its etag when a condition needs it.
+  -- Every write sets clocks, so clocks says the key exists.
+  local old, clocks, oldexp
+  if ifm == "" and inm == "" then
+    local cur = redis.call("HMGET", kd, "clocks", "exp")
+    clocks, oldexp = cur[1], cur[2]
+    old = clocks
+  else
+    local cur = redis.call("HMGET", kd, "etag", "clocks", "exp")
+    old, clocks, oldexp = cur[1], cur[2], cur[3]
+  end
   if ifm == "*" then
     if not old then return "precondition_failed", "" end
   elseif ifm ~= "" and old ~= ifm then
@@ -193,7 +204,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
       vjson = vjson or string.gsub(version, "([^,=]+)=", '"%1":')
       redis.call("HSET", kd, "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
-      settle(kd, ki, key, exp, old, cur[4], xi, ns)
+      settle(kd, ki, key, exp, old, oldexp, xi, ns)
       return "ok", etag, version, "1", "1", expired, vjson
     end
   end
@@ -239,7 +250,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   -- case: a writer replacing its own value), else a new id.
   local id, seq = table.remove(gone), nil
   if not id then
-    seq = string.format("%d", (tonumber(cur[3]) or 0) + 1)
+    seq = string.format("%d", (tonumber(redis.call("HGET", kd, "seq")) or 0) + 1)
     id = seq
   end
   if #gone > 0 then
@@ -254,7 +265,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   else
     redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp)
   end
-  settle(kd, ki, key, exp, old, cur[4], xi, ns)
+  settle(kd, ki, key, exp, old, oldexp, xi, ns)
 
   local blobs
   if #others > 0 then blobs = redis.call("HMGET", kd, unpack(others)) end
