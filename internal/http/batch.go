@@ -181,18 +181,6 @@ type batchProblem struct {
 // batch: 400 for an invalid op, 412 precondition_failed for an if_match
 // that did not hold.
 func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
-	type op struct {
-		Op      string          `json:"op"`
-		Key     string          `json:"key"`
-		Value   json.RawMessage `json:"value"`
-		Context *clock.Vector   `json:"context"`
-		TTL     *int64          `json:"ttl"`
-		IfMatch string          `json:"if_match"`
-	}
-	type request struct {
-		Ops    []op `json:"ops"`
-		Atomic bool `json:"atomic"`
-	}
 	type result = batchResult
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
@@ -205,8 +193,8 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
 			return
 		}
-		var req request
-		if err := decode(r, cfg.MaxDepth, &req); err != nil {
+		var req batchRequest
+		if err := decodeBatch(r, cfg.MaxDepth, &req); err != nil {
 			writeError(w, r, log, err)
 			return
 		}
