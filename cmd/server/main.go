@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -21,7 +22,17 @@ import (
 	"github.com/memsync/memsync/internal/store"
 )
 
+// defaultGCPercent is the garbage collector's target when GOGC is not set:
+// twice the Go default. A write allocates a few short-lived kilobytes
+// (request, envelope, script arguments and reply) and the live heap is
+// small, so collecting half as often cut the server's CPU per key written
+// in a batch by about 15% (make bench), for a larger but still bounded heap.
+const defaultGCPercent = 200
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
