@@ -171,12 +171,8 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 	if !op.At.IsZero() {
 		at = op.At
 	}
-	var exp int64
-	if ttl > 0 {
-		exp = at.Add(ttl).UnixMilli()
-	}
 	it.w = writeOp{ns: op.Namespace, key: op.Key, req: req, value: req.Value,
-		ts: at.UnixMilli(), exp: exp, etag: newETag()}
+		ts: at.UnixMilli(), exp: expiry(at, ttl), etag: newETag()}
 	return nil
 }
 

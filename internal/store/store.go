@@ -201,11 +201,7 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		return PutResult{}, err
 	}
 	now := s.cfg.Now()
-	var exp int64
-	if ttl > 0 {
-		exp = now.Add(ttl).UnixMilli()
-	}
-	res, err := s.put(ctx, ns, key, req, now.UnixMilli(), exp)
+	res, err := s.put(ctx, ns, key, req, now.UnixMilli(), expiry(now, ttl))
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -215,6 +211,22 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		}
 	}
 	return res, nil
+}
+
+// expiry is when a write at `at` with ttl expires, in Unix ms; 0 for no
+// ttl. A TTL of a minute or more is rounded up to a whole second: a key
+// rewritten within the same second then keeps its expiry, and the write
+// script leaves its TTL and indexes alone (settle) instead of moving them
+// by a few milliseconds. Shorter TTLs, heartbeats among them, stay exact.
+func expiry(at time.Time, ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	exp := at.Add(ttl).UnixMilli()
+	if ttl >= time.Minute {
+		exp = (exp + 999) / 1000 * 1000
+	}
+	return exp
 }
 
 // compact merges a key's siblings into one once they pass the cap: the

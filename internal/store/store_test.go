@@ -647,3 +647,36 @@ func TestStoredLayoutDecodes(t *testing.T) {
 		}
 	})
 }
+
+// A TTL of a minute or more ends on a whole second, no earlier than asked
+// and less than a second later; a shorter one is exact to the millisecond.
+func TestLongTTLsEndOnAWholeSecond(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		now := time.UnixMilli(1_800_000_000_123)
+		s := newStore(t, b, store.Config{Now: func() time.Time { return now }})
+		ctx := context.Background()
+		for _, tt := range []struct {
+			ttl  time.Duration
+			want int64
+		}{
+			{90 * time.Second, 1_800_000_091_000},
+			{time.Minute, 1_800_000_061_000},
+			{59 * time.Second, 1_800_000_059_123},
+			{time.Second, 1_800_000_001_123},
+		} {
+			res, err := s.Put(ctx, ns, "ttl/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: ttl(tt.ttl)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExpiresAt != tt.want {
+				t.Errorf("ttl %s: expires_at %d, want %d", tt.ttl, res.ExpiresAt, tt.want)
+			}
+		}
+		// Within the same second, a long TTL keeps the key's expiry.
+		first := mustPutTTL(t, s, "ttl/same", time.Hour).ExpiresAt
+		now = now.Add(400 * time.Millisecond)
+		if again := mustPutTTL(t, s, "ttl/same", time.Hour).ExpiresAt; again != first {
+			t.Errorf("rewritten 400 ms later: expires_at %d, was %d", again, first)
+		}
+	})
+}
