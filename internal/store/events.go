@@ -49,6 +49,11 @@ type Event struct {
 	Timestamp int64           `json:"timestamp"`
 	Writer    string          `json:"writer,omitempty"`
 	Value     json.RawMessage `json:"value,omitempty"`
+
+	// Raw is the event's JSON as logged and published, when it was read
+	// from there with only its routing fields decoded (ParseEventRoute,
+	// LoggedAfter): shared, not to be modified. Nil otherwise.
+	Raw json.RawMessage `json:"-"`
 }
 
 // publishScript appends events to the log and publishes them, so that the
@@ -218,6 +223,21 @@ func ParseEventRoute(data string) (Event, error) {
 // read starts at the entry holding event after+1: the newest entry whose
 // first id is at most after+1.
 func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
+	return s.eventsAfter(ctx, after, limit, ParseEvent)
+}
+
+// LoggedAfter is EventsAfter decoding only what routing an event takes
+// (ParseEventRoute), with each event's JSON in Raw: what a hub needs to
+// forward them, at a fraction of the cost of decoding them whole.
+func (s *Store) LoggedAfter(ctx context.Context, after uint64, limit int64) ([]Event, bool, error) {
+	return s.eventsAfter(ctx, after, limit, func(line string) (Event, error) {
+		ev, err := ParseEventRoute(line)
+		ev.Raw = json.RawMessage(line)
+		return ev, err
+	})
+}
+
+func (s *Store) eventsAfter(ctx context.Context, after uint64, limit int64, parse func(string) (Event, error)) ([]Event, bool, error) {
 	log := eventLogKey
 	start := "-"
 	head, err := s.rdb.XRevRangeN(ctx, log, "0-"+strconv.FormatUint(after+1, 10), "-", 1).Result()
@@ -235,7 +255,7 @@ func (s *Store) EventsAfter(ctx context.Context, after uint64, limit int64) ([]E
 	for _, m := range msgs {
 		data, _ := m.Values["e"].(string)
 		for line := range strings.SplitSeq(data, "\n") {
-			ev, err := ParseEvent(line)
+			ev, err := parse(line)
 			if err != nil {
 				return nil, false, err
 			}

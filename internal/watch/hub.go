@@ -57,9 +57,10 @@ const (
 
 // EventLog is the replayable log of change events; *store.Store is one.
 type EventLog interface {
-	// EventsAfter returns up to limit events with ids above after, oldest
-	// first, and whether the log still held the event after+1.
-	EventsAfter(ctx context.Context, after uint64, limit int64) ([]store.Event, bool, error)
+	// LoggedAfter returns up to limit events with ids above after, oldest
+	// first, and whether the log still held the event after+1. The events
+	// carry their routing fields and their JSON in Raw.
+	LoggedAfter(ctx context.Context, after uint64, limit int64) ([]store.Event, bool, error)
 	// LastEventID returns the newest logged id, 0 for an empty log.
 	LastEventID(ctx context.Context) (uint64, error)
 }
@@ -357,11 +358,11 @@ func (h *Hub) receive(ctx context.Context, payload string) error {
 	h.mu.Unlock()
 	// Watchers share the payload as their event's JSON: encoded once, not
 	// once per watcher.
-	raw := []byte(payload)
+	ev.Raw = []byte(payload)
 	switch {
 	case ev.ID == last+1:
 		h.dupRun = false
-		h.deliver([]store.Event{ev}, raw)
+		h.deliver([]store.Event{ev})
 	case ev.ID > last+1:
 		// Missed some: take them from the log first.
 		h.dupRun = false
@@ -374,7 +375,7 @@ func (h *Hub) receive(ctx context.Context, payload string) error {
 		if ev.ID > last+1 { // the log ended early; cannot happen while it is written first
 			h.lost(ev.ID-1, fmt.Sprintf("events %d to %d are missing from the event log", last+1, ev.ID-1))
 		}
-		h.deliver([]store.Event{ev}, raw)
+		h.deliver([]store.Event{ev})
 	default:
 		return h.stale(ctx, last)
 	}
@@ -410,7 +411,7 @@ func (h *Hub) receiveBrief(ctx context.Context, evs []store.Event) error {
 	h.mu.Lock()
 	last := h.last
 	if len(h.groups) == 0 && first <= last+1 && newest > last {
-		h.deliverLocked(evs, nil)
+		h.deliverLocked(evs)
 		h.mu.Unlock()
 		h.dupRun = false
 		return nil
@@ -442,7 +443,7 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 		if until > 0 && last >= until {
 			return nil
 		}
-		evs, complete, err := h.events.EventsAfter(ctx, last, logPage)
+		evs, complete, err := h.events.LoggedAfter(ctx, last, logPage)
 		if err != nil {
 			return err
 		}
@@ -458,7 +459,7 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 				}
 			}
 		}
-		h.deliver(evs, nil)
+		h.deliver(evs)
 		if !full {
 			return nil
 		}
@@ -466,19 +467,19 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 }
 
 // deliver hands events to every listener and to the groups of watchers
-// whose filter they match, skipping any already delivered. raw, when set,
-// is the JSON of the one event in evs.
+// whose filter they match, skipping any already delivered. An event's Raw,
+// when set, is its JSON as received, which watchers then share.
 //
 // An event is matched once per group and encoded once: every watcher of
 // every group it matches shares the entry.
-func (h *Hub) deliver(evs []store.Event, raw []byte) {
+func (h *Hub) deliver(evs []store.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.deliverLocked(evs, raw)
+	h.deliverLocked(evs)
 }
 
 // deliverLocked is deliver with h.mu held.
-func (h *Hub) deliverLocked(evs []store.Event, raw []byte) {
+func (h *Hub) deliverLocked(evs []store.Event) {
 	for _, ev := range evs {
 		if ev.ID <= h.last {
 			continue
@@ -496,7 +497,7 @@ func (h *Hub) deliverLocked(evs []store.Event, raw []byte) {
 				continue
 			}
 			if e == nil {
-				e = &entry{ev: ev, data: raw, frame: AppendFrame(nil, Message{Event: ev, Data: raw})}
+				e = &entry{ev: ev, data: ev.Raw, frame: AppendFrame(nil, Message{Event: ev, Data: ev.Raw})}
 			}
 			g.mu.Lock()
 			ws := g.appendLocked(e)

@@ -673,10 +673,10 @@ func TestBriefMessagesReachListenersAndWholeEventsReachWatchers(t *testing.T) {
 		msgs := collect(t, w, 60)
 		assertConsecutive(t, ids(msgs), last+1, last+60)
 		for i, m := range msgs {
-			ev := m.Event
-			if m.Reset != "" || ev.Key != fmt.Sprintf("big/r1/k%d", i) || string(ev.Value) != string(value) ||
-				ev.Version.String() != "w1=1" || ev.Writer != "w1" || ev.Timestamp == 0 {
-				t.Fatalf("message %d = %+v, want the whole put event", i, m)
+			ev, err := store.ParseEvent(string(m.Data)) // what the SSE stream sends
+			if err != nil || m.Reset != "" || ev.Key != fmt.Sprintf("big/r1/k%d", i) || ev.ID != m.Event.ID ||
+				string(ev.Value) != string(value) || ev.Version.String() != "w1=1" || ev.Writer != "w1" || ev.Timestamp == 0 {
+				t.Fatalf("message %d = %+v (%v), want the whole put event", i, m, err)
 			}
 		}
 		assertNothingMore(t, w)

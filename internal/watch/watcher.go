@@ -60,8 +60,10 @@ type Message struct {
 	// Reset, when not empty, says why events were lost: the receiver must
 	// read the state it watches again.
 	Reset string
-	// Data is Event as JSON when the hub received it so (live events):
-	// shared by every watcher, not to be modified. Nil otherwise.
+	// Data is Event as JSON when the hub received it so (live events, and
+	// events read from the log): shared by every watcher, not to be
+	// modified. Nil otherwise. Event then carries only the routing fields
+	// (see store.ParseEventRoute).
 	Data []byte
 }
 
@@ -506,7 +508,7 @@ func (w *Watcher) drainLocked(s *sink, batch []*entry) (n int, more bool) {
 // live, and live events the replay already returned are skipped.
 func (w *Watcher) replay(ctx context.Context, s *sink) (idle bool, _ error) {
 	h := w.hub
-	evs, complete, err := h.events.EventsAfter(ctx, w.cursor, logPage)
+	evs, complete, err := h.events.LoggedAfter(ctx, w.cursor, logPage)
 	if err != nil {
 		return false, fmt.Errorf("watch: replay after %d: %w", w.cursor, err)
 	}
@@ -530,7 +532,7 @@ func (w *Watcher) replay(ctx context.Context, s *sink) (idle bool, _ error) {
 	}
 	for _, ev := range evs {
 		if w.g.filter.Match(ev) {
-			s.message(Message{Event: ev})
+			s.message(Message{Event: ev, Data: ev.Raw})
 		}
 	}
 	if len(evs) > 0 {
