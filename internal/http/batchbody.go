@@ -29,15 +29,7 @@ type batchRequest struct {
 // time per key written), and anything else goes through encoding/json,
 // which has the last word.
 func decodeBatch(r *http.Request, maxDepth int, req *batchRequest) error {
-	body, err := readBody(r)
-	if err != nil {
-		return err
-	}
-	if scanBatchBody(body, maxDepth, req) {
-		return nil
-	}
-	*req = batchRequest{}
-	return decodeBody(body, maxDepth, req)
+	return decodeScanned(r, maxDepth, req, scanBatchBody)
 }
 
 // scanBatchBody fills req from body and reports true when body is a JSON
@@ -57,26 +49,24 @@ func scanBatchBody(body []byte, maxDepth int, req *batchRequest) bool {
 		return false
 	}
 	const seenOps, seenAtomic = 1, 2
-	seen := 0
+	var seen fieldSet
 	return scanMembers(body, i, func(name string, v []byte) bool {
-		var bit int
 		switch name {
 		case "ops":
-			bit = seenOps
-			if string(v) == "null" {
+			switch {
+			case string(v) == "null":
 				req.Ops = nil
-				break
-			}
-			if v[0] != '[' {
+			case v[0] == '[':
+				ops, ok := scanOps(v)
+				if !ok {
+					return false
+				}
+				req.Ops = ops
+			default:
 				return false
 			}
-			ops, ok := scanOps(v)
-			if !ok {
-				return false
-			}
-			req.Ops = ops
+			return seen.first(seenOps)
 		case "atomic":
-			bit = seenAtomic
 			switch string(v) {
 			case "true":
 				req.Atomic = true
@@ -86,14 +76,9 @@ func scanBatchBody(body []byte, maxDepth int, req *batchRequest) bool {
 			default:
 				return false
 			}
-		default:
-			return false
+			return seen.first(seenAtomic)
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return false
 	})
 }
 
@@ -124,30 +109,19 @@ func scanOps(v []byte) ([]batchOpBody, bool) {
 // scanOp decodes the valid JSON object obj into op.
 func scanOp(obj []byte, op *batchOpBody) bool {
 	const seenOp, seenKey, seenValue, seenContext, seenTTL, seenIfMatch = 1, 2, 4, 8, 16, 32
-	seen := 0
+	var seen fieldSet
 	return scanMembers(obj, 0, func(name string, v []byte) bool {
-		var bit int
 		switch name {
 		case "op":
-			bit = seenOp
-			if !scanString(v, &op.Op) {
-				return false
-			}
+			return scanString(v, &op.Op) && seen.first(seenOp)
 		case "key":
-			bit = seenKey
-			if !scanString(v, &op.Key) {
-				return false
-			}
+			return scanString(v, &op.Key) && seen.first(seenKey)
 		case "if_match":
-			bit = seenIfMatch
-			if !scanString(v, &op.IfMatch) {
-				return false
-			}
+			return scanString(v, &op.IfMatch) && seen.first(seenIfMatch)
 		case "value":
-			bit = seenValue
 			op.Value = v
+			return seen.first(seenValue)
 		case "context":
-			bit = seenContext
 			if string(v) != "null" {
 				c := new(clock.Vector)
 				if err := c.UnmarshalJSON(v); err != nil {
@@ -155,8 +129,8 @@ func scanOp(obj []byte, op *batchOpBody) bool {
 				}
 				op.Context = c
 			}
+			return seen.first(seenContext)
 		case "ttl":
-			bit = seenTTL
 			if string(v) != "null" {
 				n, ok := parseInt64(v)
 				if !ok {
@@ -164,14 +138,9 @@ func scanOp(obj []byte, op *batchOpBody) bool {
 				}
 				op.TTL = &n
 			}
-		default:
-			return false
+			return seen.first(seenTTL)
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return true
+		return false
 	})
 }
 

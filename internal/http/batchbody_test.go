@@ -4,8 +4,6 @@ package http
 // bodies with the encoding/json path it stands in for.
 
 import (
-	"errors"
-	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -67,18 +65,8 @@ var batchBodies = []string{
 // agree on body, field for field and error for error.
 func checkBatchBody(t *testing.T, body string) {
 	t.Helper()
-	const maxDepth = DefaultMaxDepth
-	var want batchRequest
-	wantErr := decodeBody([]byte(body), maxDepth, &want)
-	var got batchRequest
-	gotErr := decodeBatch(httptest.NewRequest("POST", "/v1/batch", strings.NewReader(body)), maxDepth, &got)
-	switch {
-	case (gotErr == nil) != (wantErr == nil):
-		t.Fatalf("%q: error %v, encoding/json: %v", body, gotErr, wantErr)
-	case gotErr != nil:
-		if gotErr.Error() != wantErr.Error() || !errors.Is(gotErr, errInvalidJSON) {
-			t.Fatalf("%q: error %q, encoding/json: %q", body, gotErr, wantErr)
-		}
+	got, want, ok := decodeBoth(t, "/v1/batch", body, decodeBatch)
+	if !ok {
 		return
 	}
 	if got.Atomic != want.Atomic || (got.Ops == nil) != (want.Ops == nil) || len(got.Ops) != len(want.Ops) {

@@ -26,14 +26,22 @@ type putBody struct {
 // field spelled in another case, a duplicate, escapes in a name) goes
 // through decode's encoding/json path, which has the last word.
 func decodePut(r *http.Request, maxDepth int, req *putBody) error {
+	return decodeScanned(r, maxDepth, req, scanPutBody)
+}
+
+// decodeScanned reads a body into req with scan, a hand scanner that
+// reports false whenever it is not sure, and else with decode's
+// encoding/json path, from a zero req.
+func decodeScanned[T any](r *http.Request, maxDepth int, req *T, scan func([]byte, int, *T) bool) error {
 	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
-	if scanPutBody(body, maxDepth, req) {
+	if scan(body, maxDepth, req) {
 		return nil
 	}
-	*req = putBody{}
+	var zero T
+	*req = zero
 	return decodeBody(body, maxDepth, req)
 }
 
@@ -46,45 +54,20 @@ func scanPutBody(body []byte, maxDepth int, req *putBody) bool {
 	if depth(body) > maxDepth || !json.Valid(body) {
 		return false
 	}
-	// body is one valid JSON value from here on: the scan below only has
-	// to find where things end, not to check them.
+	// body is one valid JSON value from here on: the scan only has to find
+	// where things end, not to check them.
 	i := skipSpace(body, 0)
-	if i == len(body) || body[i] != '{' {
+	if body[i] != '{' {
 		return false
 	}
-	i = skipSpace(body, i+1)
-	if body[i] == '}' {
-		return true // {}: no value, which the handler reports
-	}
 	const seenValue, seenTTL, seenContext = 1, 2, 4
-	seen := 0
-	for {
-		// A name without escapes: encoding/json matches names case-
-		// insensitively and keeps the last of duplicates, which is left
-		// to it.
-		if body[i] != '"' {
-			return false
-		}
-		start := i + 1
-		end := start
-		for body[end] != '"' {
-			if body[end] == '\\' {
-				return false
-			}
-			end++
-		}
-		name := body[start:end]
-		i = skipSpace(body, end+1) // at the ':'
-		i = skipSpace(body, i+1)
-		vEnd := valueEnd(body, i)
-		v := body[i:vEnd:vEnd]
-		var bit int
-		switch string(name) {
+	var seen fieldSet
+	return scanMembers(body, i, func(name string, v []byte) bool {
+		switch name {
 		case "value":
-			bit = seenValue
 			req.Value = v
+			return seen.first(seenValue)
 		case "ttl":
-			bit = seenTTL
 			if string(v) != "null" {
 				n, ok := parseInt64(v)
 				if !ok {
@@ -92,27 +75,31 @@ func scanPutBody(body []byte, maxDepth int, req *putBody) bool {
 				}
 				req.ttl, req.TTL = n, &req.ttl
 			}
+			return seen.first(seenTTL)
 		case "context":
-			bit = seenContext
 			if string(v) != "null" {
 				if err := req.ctx.UnmarshalJSON(v); err != nil {
 					return false
 				}
 				req.Context = &req.ctx
 			}
-		default:
-			return false // unknown: an error, worded by encoding/json
+			return seen.first(seenContext)
 		}
-		if seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		i = skipSpace(body, vEnd)
-		if body[i] == '}' {
-			return true // json.Valid: nothing but space follows
-		}
-		i = skipSpace(body, i+1) // past the ','
+		return false // unknown: an error, worded by encoding/json
+	})
+}
+
+// fieldSet records which fields of an object a scan has met.
+type fieldSet int
+
+// first records bit and reports whether it is the first time: encoding/json
+// keeps the last of duplicate names, which a scan leaves to it.
+func (s *fieldSet) first(bit int) bool {
+	if *s&fieldSet(bit) != 0 {
+		return false
 	}
+	*s |= fieldSet(bit)
+	return true
 }
 
 // skipSpace returns the index of the first byte of b at or after i that is

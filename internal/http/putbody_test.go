@@ -85,18 +85,8 @@ var putBodies = []string{
 // on body, field for field and error for error.
 func checkPutBody(t *testing.T, body string) {
 	t.Helper()
-	const maxDepth = DefaultMaxDepth
-	var want putBody
-	wantErr := decodeBody([]byte(body), maxDepth, &want)
-	var got putBody
-	gotErr := decodePut(httptest.NewRequest("PUT", "/v1/kv/k", strings.NewReader(body)), maxDepth, &got)
-	switch {
-	case (gotErr == nil) != (wantErr == nil):
-		t.Fatalf("%q: error %v, encoding/json: %v", body, gotErr, wantErr)
-	case gotErr != nil:
-		if gotErr.Error() != wantErr.Error() || !errors.Is(gotErr, errInvalidJSON) {
-			t.Fatalf("%q: error %q, encoding/json: %q", body, gotErr, wantErr)
-		}
+	got, want, ok := decodeBoth(t, "/v1/kv/k", body, decodePut)
+	if !ok {
 		return
 	}
 	if !bytes.Equal(got.Value, want.Value) || (got.Value == nil) != (want.Value == nil) {
@@ -108,6 +98,26 @@ func checkPutBody(t *testing.T, body string) {
 	if (got.Context == nil) != (want.Context == nil) || got.Context != nil && !reflect.DeepEqual(*got.Context, *want.Context) {
 		t.Fatalf("%q: context %v, encoding/json: %v", body, deref(got.Context), deref(want.Context))
 	}
+}
+
+// decodeBoth decodes body with decode (a hand scanner's path) and with the
+// encoding/json path, fails t unless both fail alike or both succeed, and
+// returns both results and whether they are to be compared (no error).
+func decodeBoth[T any](t *testing.T, path, body string, decode func(*http.Request, int, *T) error) (got, want T, ok bool) {
+	t.Helper()
+	const maxDepth = DefaultMaxDepth
+	wantErr := decodeBody([]byte(body), maxDepth, &want)
+	gotErr := decode(httptest.NewRequest("POST", path, strings.NewReader(body)), maxDepth, &got)
+	switch {
+	case (gotErr == nil) != (wantErr == nil):
+		t.Fatalf("%q: error %v, encoding/json: %v", body, gotErr, wantErr)
+	case gotErr != nil:
+		if gotErr.Error() != wantErr.Error() || !errors.Is(gotErr, errInvalidJSON) {
+			t.Fatalf("%q: error %q, encoding/json: %q", body, gotErr, wantErr)
+		}
+		return got, want, false
+	}
+	return got, want, true
 }
 
 func deref[T any](p *T) any {
