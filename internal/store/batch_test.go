@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -366,7 +367,9 @@ func BenchmarkBatch100(b *testing.B) {
 
 // BenchmarkBatch100Parallel runs batches of 100 puts from several
 // goroutines at once, as concurrent POST /v1/batch requests would: the
-// ceiling Redis allows.
+// ceiling Redis allows. redis-µs/write is the CPU time redis-server spent
+// per key written (INFO cpu): the write script's cost, which bounds a
+// batch's speed.
 func BenchmarkBatch100Parallel(b *testing.B) {
 	be := redistest.Real(b)
 	s := newStore(b, be, store.Config{})
@@ -374,6 +377,7 @@ func BenchmarkBatch100Parallel(b *testing.B) {
 	b.ReportAllocs()
 	b.SetParallelism(2)
 	var worker atomic.Int64
+	cpu0 := redisCPU(b, be)
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		w := strconv.FormatInt(worker.Add(1), 10)
@@ -389,6 +393,49 @@ func BenchmarkBatch100Parallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N*100)/time.Since(start).Seconds(), "writes/s")
+	b.ReportMetric((redisCPU(b, be)-cpu0)*1e6/float64(b.N*100), "redis-µs/write")
+}
+
+// BenchmarkPutParallel writes single keys from 32 goroutines, as concurrent
+// PUTs would, through the group committer; redis-µs/write as above.
+func BenchmarkPutParallel(b *testing.B) {
+	be := redistest.Real(b)
+	s := newStore(b, be, store.Config{})
+	ctx := context.Background()
+	value := json.RawMessage(`{"status":"running","progress":42}`)
+	b.SetParallelism(16) // 32 on 2 CPUs
+	var next atomic.Int64
+	cpu0 := redisCPU(b, be)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			key := "tasks/T" + strconv.FormatInt(next.Add(1)%1000, 10) + "/state"
+			if _, err := s.Put(ctx, ns, key, store.PutRequest{Value: value}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric((redisCPU(b, be)-cpu0)*1e6/float64(b.N), "redis-µs/write")
+}
+
+// redisCPU is the CPU time redis-server has used, in seconds (INFO cpu).
+func redisCPU(tb testing.TB, be redistest.Backend) float64 {
+	info, err := be.Client.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, v, _ := strings.Cut(line, ":")
+		if name == "used_cpu_user" || name == "used_cpu_sys" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				tb.Fatalf("INFO cpu: %q: %v", line, err)
+			}
+			total += f
+		}
+	}
+	return total
 }
 
 // The largest batch, every put in one subtree and with a TTL, runs whole:
