@@ -361,9 +361,9 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // write i (from 1)
 // ARGV[1] the channel; ARGV[2] the log's approximate maximum length;
 // ARGV[3] the largest value a put event carries (a larger one stays out of
-// the event); ARGV[4] the largest text of several events published as
-// is: above it the message is brief (see ParseMessage); then commitStride arguments per
-// write, from ARGV[5]:
+// the event); ARGV[4] the longest text of several events published as it
+// is (a longer one goes out brief, see ParseMessage); then commitStride
+// arguments per write, from ARGV[5]:
 //
 //	kind   "put" or "delete"
 //	key, w, ctx, tail, exp   as for put; a delete passes its event's
