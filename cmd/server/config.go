@@ -14,6 +14,7 @@ import (
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/cache"
 	memhttp "github.com/memsync/memsync/internal/http"
+	"github.com/memsync/memsync/internal/store"
 )
 
 // config is the process configuration: flags, each with an environment
@@ -35,8 +36,10 @@ type config struct {
 	BatchSize     int
 	// CacheSize is the read cache's entries per instance; 0 disables it.
 	CacheSize int
-	Insecure  bool
-	LogLevel  slog.Level
+	// EventLogLen is about how many events the replayable log keeps.
+	EventLogLen int64
+	Insecure    bool
+	LogLevel    slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -63,6 +66,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&maxLockWait, "max-lock-wait", env("MEMSYNC_MAX_LOCK_WAIT", "60s"), "longest wait_ms a lock request may ask for (MEMSYNC_MAX_LOCK_WAIT)")
 	fs.StringVar(&batchInterval, "batch-interval", env("MEMSYNC_BATCH_INTERVAL", "100ms"), "how often queued ?async=true writes are flushed: a duration like 100ms, or milliseconds (MEMSYNC_BATCH_INTERVAL)")
 	fs.IntVar(&c.CacheSize, "cache-size", int(envInt(getenv, "MEMSYNC_CACHE_SIZE", cache.DefaultSize)), "entries in this instance's read cache; 0 disables it (MEMSYNC_CACHE_SIZE)")
+	fs.Int64Var(&c.EventLogLen, "event-log-len", envInt(getenv, "MEMSYNC_EVENT_LOG_LEN", store.DefaultEventLogLen), "about how many change events the log keeps for watchers that resume with Last-Event-ID (MEMSYNC_EVENT_LOG_LEN)")
 	fs.IntVar(&c.BatchSize, "batch-size", int(envInt(getenv, "MEMSYNC_BATCH_SIZE", async.DefaultSize)), "flush queued writes as soon as this many wait (MEMSYNC_BATCH_SIZE)")
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
@@ -109,6 +113,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	if c.CacheSize < 0 {
 		return c, fmt.Errorf("cache-size must not be negative")
 	}
+	if c.EventLogLen <= 0 {
+		return c, fmt.Errorf("event-log-len must be positive")
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("log-level: %w", err)
 	}
@@ -128,7 +135,7 @@ func (c config) log(log *slog.Logger) {
 		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
-		"insecure", c.Insecure)
+		"event_log_len", c.EventLogLen, "insecure", c.Insecure)
 }
 
 // parseSeconds accepts whole seconds ("3600") or a Go duration ("1h").

@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Log: log, Namespace: cfg.Namespace, DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL, Rules: rules,
 		MaxBodyBytes: cfg.MaxBodyBytes, HeartbeatTTL: cfg.HeartbeatTTL,
 		MaxLockTTL: cfg.MaxLockTTL, MaxLockWait: cfg.MaxLockWait, CacheSize: cfg.CacheSize,
-		BatchInterval: cfg.BatchInterval, BatchSize: cfg.BatchSize,
+		BatchInterval: cfg.BatchInterval, BatchSize: cfg.BatchSize, EventLogLen: cfg.EventLogLen,
 	})
 	if err != nil {
 		return err

@@ -118,7 +118,8 @@ func TestParseConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", check: func(c config) error {
-			if c.Addr != "127.0.0.1:8080" || c.Namespace != "task-sentinel" || c.DefaultTTL != time.Hour || c.RedisURL != "" {
+			if c.Addr != "127.0.0.1:8080" || c.Namespace != "task-sentinel" || c.DefaultTTL != time.Hour || c.RedisURL != "" ||
+				c.EventLogLen != 10000 {
 				return fmt.Errorf("got %+v", c)
 			}
 			return nil
@@ -143,6 +144,19 @@ func TestParseConfig(t *testing.T) {
 			}
 			return nil
 		}},
+		{name: "event log length", args: []string{"--event-log-len", "500000"}, check: func(c config) error {
+			if c.EventLogLen != 500000 {
+				return fmt.Errorf("event log length %d", c.EventLogLen)
+			}
+			return nil
+		}},
+		{name: "event log length from the environment", env: map[string]string{"MEMSYNC_EVENT_LOG_LEN": "20000"}, check: func(c config) error {
+			if c.EventLogLen != 20000 {
+				return fmt.Errorf("event log length %d", c.EventLogLen)
+			}
+			return nil
+		}},
+		{name: "empty event log", args: []string{"--event-log-len", "0"}, wantErr: "event-log-len"},
 		{name: "bad ttl", args: []string{"--default-ttl", "soon"}, wantErr: "default-ttl"},
 		{name: "negative ttl", args: []string{"--default-ttl", "-1"}, wantErr: "default-ttl"},
 		{name: "default above max", args: []string{"--default-ttl", "2h", "--max-ttl", "1h"}, wantErr: "above max-ttl"},

@@ -40,6 +40,9 @@ type Config struct {
 	// BatchInterval and BatchSize drive the async write queue.
 	BatchInterval time.Duration
 	BatchSize     int
+	// EventLogLen bounds the replayable event log
+	// (store.DefaultEventLogLen).
+	EventLogLen int64
 	// WatchBuffer is each watcher's buffer; WatchPing the SSE ping period.
 	WatchBuffer int
 	WatchPing   time.Duration
@@ -75,7 +78,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	// The metrics hooks fire only once requests flow, after a.Metrics is set.
 	var err error
 	a.Store, err = store.New(rdb, store.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL, Rules: cfg.Rules,
-		OnCommit: func(n int) { a.Metrics.ObserveCommit(n) }})
+		EventLogLen: cfg.EventLogLen, OnCommit: func(n int) { a.Metrics.ObserveCommit(n) }})
 	if err != nil {
 		return nil, err
 	}
