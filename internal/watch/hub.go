@@ -421,7 +421,11 @@ func (h *Hub) receiveBrief(ctx context.Context, evs []store.Event) error {
 		return h.stale(ctx, last)
 	}
 	h.dupRun = false
-	if err := h.catchUp(ctx, newest); err != nil {
+	// To the end of the log, not just this message: the events of the
+	// messages queued behind it come in the same reads, and those messages
+	// are then skipped as delivered. A hub that fell behind a stream of
+	// big batches so catches up in a few reads rather than one per batch.
+	if err := h.catchUp(ctx, 0); err != nil {
 		return err
 	}
 	h.mu.Lock()
