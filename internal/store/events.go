@@ -240,22 +240,21 @@ func (s *Store) LoggedAfter(ctx context.Context, after uint64, limit int64) ([]E
 func (s *Store) eventsAfter(ctx context.Context, after uint64, limit int64, parse func(string) (Event, error)) ([]Event, bool, error) {
 	log := eventLogKey
 	start := "-"
-	head, err := s.rdb.XRevRangeN(ctx, log, "0-"+strconv.FormatUint(after+1, 10), "-", 1).Result()
+	head, err := s.readLog(ctx, "XREVRANGE", log, "0-"+strconv.FormatUint(after+1, 10), "-", "COUNT", 1)
 	if err != nil {
 		return nil, false, s.wrap("events", "", err)
 	}
 	if len(head) == 1 {
-		start = head[0].ID
+		start = "0-" + strconv.FormatUint(head[0].first, 10)
 	}
-	msgs, err := s.rdb.XRangeN(ctx, log, start, "+", limit).Result()
+	entries, err := s.readLog(ctx, "XRANGE", log, start, "+", "COUNT", limit)
 	if err != nil {
 		return nil, false, s.wrap("events", "", err)
 	}
-	out := make([]Event, 0, len(msgs))
-	for _, m := range msgs {
-		data, _ := m.Values["e"].(string)
-		for line := range strings.SplitSeq(data, "\n") {
-			ev, err := parse(line)
+	out := make([]Event, 0, len(entries))
+	for _, e := range entries {
+		for _, text := range e.events {
+			ev, err := parse(text)
 			if err != nil {
 				return nil, false, err
 			}

@@ -16,19 +16,67 @@ const EventInvalidate = "invalidate"
 // LastEventID returns the id of the newest logged event, 0 when the log is
 // empty. It returns ErrUnavailable when Redis cannot be reached.
 func (s *Store) LastEventID(ctx context.Context) (uint64, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, eventLogKey, "+", "-", 1).Result()
+	entries, err := s.readLog(ctx, "XREVRANGE", eventLogKey, "+", "-", "COUNT", 1)
 	if err != nil {
-		return 0, wrap("last event", "", err)
+		return 0, s.wrap("last event", "", err)
 	}
-	if len(msgs) == 0 {
+	if len(entries) == 0 {
 		return 0, nil
 	}
-	// Entries are "0-<first id>", holding events a line each (see logEvents).
-	_, seq, _ := strings.Cut(msgs[0].ID, "-")
-	id, err := strconv.ParseUint(seq, 10, 64)
+	e := entries[0]
+	return e.first + uint64(len(e.events)) - 1, nil
+}
+
+// logEntry is one entry of the event log: the id of its first event and
+// the events' JSON texts, in order (ids consecutive).
+type logEntry struct {
+	first  uint64
+	events []string
+}
+
+// readLog runs XRANGE or XREVRANGE (args: the command and its arguments) on
+// the event log and decodes the entries. An entry is "0-<first id>" and its
+// field-value list is the events themselves, in order, padded with "" to an
+// even count (see appendLog); go-redis's XMessage keeps fields in a map, so
+// the reply is read raw. An entry written by an older memsync has one field
+// "e" whose value holds the events a line each: both are read.
+func (s *Store) readLog(ctx context.Context, args ...any) ([]logEntry, error) {
+	reply, err := s.rdb.Do(ctx, args...).Slice()
 	if err != nil {
-		return 0, fmt.Errorf("store: last event: bad stream id %q", msgs[0].ID)
+		return nil, err
 	}
-	data, _ := msgs[0].Values["e"].(string)
-	return id + uint64(strings.Count(data, "\n")), nil
+	entries := make([]logEntry, 0, len(reply))
+	for _, item := range reply {
+		e, _ := item.([]any)
+		var fields []any
+		var id string
+		if len(e) == 2 {
+			id, _ = e[0].(string)
+			fields, _ = e[1].([]any)
+		}
+		_, seq, _ := strings.Cut(id, "-")
+		first, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil || fields == nil {
+			return nil, fmt.Errorf("store: bad event log entry %.200v", item)
+		}
+		entry := logEntry{first: first, events: make([]string, 0, len(fields))}
+		for _, f := range fields {
+			text, _ := f.(string)
+			if text == "" || text == "e" {
+				continue
+			}
+			if strings.IndexByte(text, '\n') < 0 {
+				entry.events = append(entry.events, text)
+				continue
+			}
+			for line := range strings.SplitSeq(text, "\n") {
+				entry.events = append(entry.events, line)
+			}
+		}
+		if len(entry.events) == 0 {
+			return nil, fmt.Errorf("store: empty event log entry %q", id)
+		}
+		entries = append(entries, entry)
+	}
+	return entries, nil
 }

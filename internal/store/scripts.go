@@ -273,33 +273,49 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
     expired, vjson, blobs
 end
 
--- appendLog appends text (events a line each, the first numbered first) to
--- the stream log as one entry "0-<first>" with field "e", trimming the log
--- to about loglen events, and publishes pub (the same text, or its brief
--- form) on channel.
-local function appendLog(log, channel, loglen, first, text, pub)
-  local id = "0-" .. string.format("%d", first)
-  if first > loglen then
-    redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, "e", text)
-  else
-    redis.call("XADD", log, id, "e", text)
+-- appendLog appends events, a table of n event texts numbered from first,
+-- to the stream log and publishes pub on channel. The log gets an entry
+-- "0-<id of its first event>" per thousand events (a Lua unpack takes a few
+-- thousand values at most), whose field-value list is the events
+-- themselves, in order, padded with "" to an even count: Lua joins no text
+-- for the log, which costs Redis more than the XADD (every string Lua
+-- makes is hashed whole). The first entry trims the log to about loglen
+-- events.
+local function appendLog(log, channel, loglen, first, events, n, pub)
+  for i = 1, n, 1000 do
+    local j = math.min(i + 999, n)
+    if (j - i) % 2 == 0 then
+      j = j + 1
+      events[j] = ""
+    end
+    local id = "0-" .. string.format("%d", first + i - 1)
+    if i == 1 and first > loglen then
+      redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, unpack(events, i, j))
+    else
+      redis.call("XADD", log, id, unpack(events, i, j))
+    end
   end
-  redis.call("PUBLISH", channel, pub or text)
+  redis.call("PUBLISH", channel, pub)
 end
 
 -- logEvents gives events (each an event's JSON after its id: '"type":…}')
 -- consecutive ids from counter, then logs and publishes them (appendLog):
--- as they are, or as a brief message when brief (its lines) is not "".
--- It returns the first id.
+-- as they are, a line each, or as a brief message when brief (its lines)
+-- is not "". It returns the first id.
 local function logEvents(counter, log, channel, loglen, events, brief)
-  local last = redis.call("INCRBY", counter, #events)
-  local first = last - #events + 1
+  local n = #events
+  local last = redis.call("INCRBY", counter, n)
+  local first = last - n + 1
   for i, e in ipairs(events) do
     events[i] = '{"id":' .. string.format("%d", first + i - 1) .. ',' .. e
   end
   local pub
-  if brief ~= "" then pub = "#" .. string.format("%d", first) .. "\n" .. brief end
-  appendLog(log, channel, loglen, first, table.concat(events, "\n"), pub)
+  if brief ~= "" then
+    pub = "#" .. string.format("%d", first) .. "\n" .. brief
+  else
+    pub = table.concat(events, "\n")
+  end
+  appendLog(log, channel, loglen, first, events, n, pub)
   return first
 end
 
@@ -406,9 +422,9 @@ local function line(a, b, c, d)
   rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = a, b, c, d
   nr = nr + 4
 end
--- The log entry's text and the brief message (below) are built as lists
--- of pieces, joined once at the end: no string per event.
-local text, nt, brief, nb = {}, 0, {}, 0
+-- The events, a text each, for the log (appendLog), and their brief
+-- message's lines as pieces (below), joined only if it is sent.
+local evs, size, brief, nb = {}, 0, {}, 0
 -- join concatenates the first n pieces of t, a thousand at a time: the
 -- embedded Redis's Lua (gopher-lua) concatenates on a bounded stack.
 local function join(t, n)
@@ -417,27 +433,24 @@ local function join(t, n)
   for i = 1, n, 1000 do parts[#parts + 1] = table.concat(t, "", i, math.min(i + 999, n)) end
   return table.concat(parts)
 end
--- event starts the next event's line: id, type, namespace, key. It returns
--- the id's text; the caller adds the line's other fields and its "}".
+-- event numbers the next event, of type typ on ns/key, and returns its id
+-- and the start of its JSON, up to the key's closing quote; the caller
+-- completes it and passes the text to logged. Each event's text is made
+-- by one concatenation: Lua hashes every string it makes, whole.
 local function event(typ, ns, key)
   nev = nev + 1
   local id = string.format("%d", base + nev)
   if nev > 1 then
-    text[nt + 1] = "\n"
     brief[nb + 1] = "\n"
-    nt, nb = nt + 1, nb + 1
+    nb = nb + 1
   end
-  text[nt + 1], text[nt + 2], text[nt + 3], text[nt + 4] = '{"id":', id, ',"type":"', typ
-  text[nt + 5], text[nt + 6], text[nt + 7], text[nt + 8] = '","namespace":"', ns, '","key":"', key
-  text[nt + 9] = '"'
-  nt = nt + 9
   brief[nb + 1], brief[nb + 2], brief[nb + 3], brief[nb + 4], brief[nb + 5] = typ, " ", ns, " ", key
   nb = nb + 5
   return id
 end
-local function add(a, b, c, d)
-  text[nt + 1], text[nt + 2], text[nt + 3], text[nt + 4] = a, b, c, d
-  nt = nt + 4
+local function logged(e)
+  evs[nev] = e
+  size = size + #e + 1
 end
 local n = (#ARGV - 4) / stride
 for i = 1, n do
@@ -451,8 +464,9 @@ for i = 1, n do
       tail, ARGV[a + 6], ifm, inm, ARGV[a + 8], KEYS[3], ns)
     if st == "ok" then
       if expired == "1" then
-        event("expire", ns, key)
-        add(',"timestamp":', string.match(tail, '^,"timestamp":(%d+)'), "}", "")
+        local id = event("expire", ns, key)
+        logged('{"id":' .. id .. ',"type":"expire","namespace":"' .. ns .. '","key":"' .. key ..
+          '","timestamp":' .. string.match(tail, '^,"timestamp":(%d+)') .. "}")
       end
       local etail = tail
       if #tail > limit then
@@ -460,7 +474,8 @@ for i = 1, n do
         if #tail - p - 9 > limit then etail = string.sub(tail, 1, p - 1) .. "}" end
       end
       local id = event("put", ns, key)
-      add(',"version":{', vjson, "}", etail)
+      logged('{"id":' .. id .. ',"type":"put","namespace":"' .. ns .. '","key":"' .. key ..
+        '","version":{' .. vjson .. "}" .. etail)
       line("ok ", etag, " ", version)
       rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = " ", sibs, " ", sup
       rep[nr + 5], rep[nr + 6], rep[nr + 7], rep[nr + 8] = " ", expired, " ", id
@@ -476,7 +491,8 @@ for i = 1, n do
     local id = "0"
     if r == 1 then
       id = event("delete", ns, key)
-      add(',"timestamp":', tail, "}", "")
+      logged('{"id":' .. id .. ',"type":"delete","namespace":"' .. ns .. '","key":"' .. key ..
+        '","timestamp":' .. tail .. "}")
     end
     line("del ", string.format("%d", r), " ", id)
   end
@@ -484,15 +500,19 @@ end
 flush()
 if nev > 0 then
   redis.call("SET", KEYS[1], string.format("%d", base + nev))
-  local log, pub = join(text, nt), nil
-  if nev > 1 and #log > briefAbove then
+  local pub
+  if nev > 1 and size > briefAbove then
     -- Too much for one message: Redis writes a subscriber at most 64 KiB
     -- per turn of its event loop, so big batches from several clients
     -- would pile up in its output buffer until Redis cut it off. Say only
     -- which keys changed; the log has the events.
     pub = "#" .. string.format("%d", base + 1) .. "\n" .. join(brief, nb)
+  elseif nev == 1 then
+    pub = evs[1]
+  else
+    pub = table.concat(evs, "\n") -- at most a few hundred events
   end
-  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, log, pub)
+  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, evs, nev, pub)
 end
 return join(rep, nr)
 `
