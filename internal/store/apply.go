@@ -77,9 +77,9 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 			if err != nil {
 				continue
 			}
-			// "ok etag version siblings …": the other siblings' envelopes follow.
-			f := strings.SplitN(line, " ", 5)
-			if n, _ := strconv.Atoi(f[min(3, len(f)-1)]); f[0] == "ok" && n > 1 {
+			// "ok version siblings …": the other siblings' envelopes follow.
+			f := strings.SplitN(line, " ", 4)
+			if n, _ := strconv.Atoi(f[min(2, len(f)-1)]); f[0] == "ok" && n > 1 {
 				op.blobs = make([]string, n-1)
 				for i := range op.blobs {
 					op.blobs[i], text, _ = strings.Cut(text, "\n")

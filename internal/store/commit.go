@@ -256,17 +256,17 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	if status == "precondition_failed" {
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
 	}
-	var f [6]string // etag, version, siblings, superseded, expired, event
+	var f [5]string // version, siblings, superseded, expired, event; the etag is op.etag
 	for i := range f {
 		f[i], rest, _ = strings.Cut(rest, " ")
 	}
-	superseded, err1 := strconv.Atoi(f[3])
-	eventID, err2 := strconv.ParseUint(f[5], 10, 64) // 0 until published, on the per-write path
+	superseded, err1 := strconv.Atoi(f[2])
+	eventID, err2 := strconv.ParseUint(f[4], 10, 64) // 0 until published, on the per-write path
 	if status != "ok" || rest != "" || err1 != nil || err2 != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: unexpected script reply %q", op.key, line)
 	}
-	op.expired = f[4] == "1"
-	version, err := clock.Parse(f[1])
+	op.expired = f[3] == "1"
+	version, err := clock.Parse(f[0])
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
 	}
@@ -280,7 +280,7 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	}
 	written := Envelope{Value: op.value, Version: version, Timestamp: op.ts, Writer: op.req.Writer}
 	sibs = append(sibs, written)
-	entry, err := s.entry(op.ns, op.key, f[0], op.exp, sibs, "")
+	entry, err := s.entry(op.ns, op.key, op.etag, op.exp, sibs, "")
 	if err != nil {
 		return PutResult{}, err
 	}

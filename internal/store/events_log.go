@@ -36,10 +36,13 @@ type logEntry struct {
 
 // readLog runs XRANGE or XREVRANGE (args: the command and its arguments) on
 // the event log and decodes the entries. An entry is "0-<first id>" and its
-// field-value list is the events themselves, in order, padded with "" to an
-// even count (see appendLog); go-redis's XMessage keeps fields in a map, so
-// the reply is read raw. An entry written by an older memsync has one field
-// "e" whose value holds the events a line each: both are read.
+// field-value list is the events' texts in order, padded with "" to an
+// even count (see appendLog): an element starting with "{" starts an event,
+// and one starting otherwise continues the event before it (a put's
+// envelope tail, which the script passes on as it is). go-redis's XMessage
+// keeps fields in a map, so the reply is read raw. An entry written by an
+// older memsync has one field "e" whose value holds the events a line
+// each: both are read.
 func (s *Store) readLog(ctx context.Context, args ...any) ([]logEntry, error) {
 	reply, err := s.rdb.Do(ctx, args...).Slice()
 	if err != nil {
@@ -62,15 +65,20 @@ func (s *Store) readLog(ctx context.Context, args ...any) ([]logEntry, error) {
 		entry := logEntry{first: first, events: make([]string, 0, len(fields))}
 		for _, f := range fields {
 			text, _ := f.(string)
-			if text == "" || text == "e" {
-				continue
-			}
-			if strings.IndexByte(text, '\n') < 0 {
+			switch {
+			case text == "" || text == "e":
+			case text[0] != '{':
+				n := len(entry.events)
+				if n == 0 {
+					return nil, fmt.Errorf("store: event log entry %q starts inside an event", id)
+				}
+				entry.events[n-1] += text
+			case strings.IndexByte(text, '\n') < 0:
 				entry.events = append(entry.events, text)
-				continue
-			}
-			for line := range strings.SplitSeq(text, "\n") {
-				entry.events = append(entry.events, line)
+			default:
+				for line := range strings.SplitSeq(text, "\n") {
+					entry.events = append(entry.events, line)
+				}
 			}
 		}
 		if len(entry.events) == 0 {

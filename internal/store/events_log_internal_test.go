@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -67,6 +69,74 @@ func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 			got, complete, err := s.LoggedAfter(ctx, after, 2000)
 			if err != nil || !complete || len(got) != int(1006-after) || got[0].ID != after+1 || len(got[0].Raw) == 0 {
 				t.Errorf("LoggedAfter(%d) = %d events from %+v, %v, %v", after, len(got), got[0], complete, err)
+			}
+		}
+	})
+}
+
+// A batch that announces more than a thousand events (here 600 keys found
+// expired, each an expire and a put event, and 400 more puts) logs an
+// entry per thousand events, each put event as its head and the envelope
+// tail the script passed in; every event reads back whole and in order.
+func TestBatchEventsSpanLogEntries(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		now := time.Now().Add(-time.Hour)
+		s, err := New(b.Client, Config{Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		minute := time.Minute
+		value := json.RawMessage(`{"n":[1,2,3]}`)
+		var ops []BatchOp
+		for i := range 1000 {
+			ops = append(ops, BatchOp{Kind: OpPut, Namespace: "ns", Key: fmt.Sprintf("span/k%03d", i),
+				PutRequest: PutRequest{Value: value, Writer: "w", TTL: &minute}})
+		}
+		// An hour ago: gone from Redis at once, still in the subtree index.
+		if res, err := s.Batch(ctx, ops[:600], false); err != nil || res[599].Err != nil {
+			t.Fatalf("first batch: %v", err)
+		}
+		before, err := s.LastEventID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries := b.Client.XLen(ctx, eventLogKey).Val()
+		now = time.Now()
+		res, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("op %d: %v", i, r.Err)
+			}
+		}
+		if n := b.Client.XLen(ctx, eventLogKey).Val() - entries; n != 2 {
+			t.Errorf("the batch logged %d entries, want 2", n)
+		}
+		last, err := s.LastEventID(ctx)
+		if err != nil || last != before+1600 {
+			t.Fatalf("LastEventID = %d, %v; want %d", last, err, before+1600)
+		}
+		evs, complete, err := s.EventsAfter(ctx, before, 2000)
+		if err != nil || !complete || len(evs) != 1600 {
+			t.Fatalf("EventsAfter = %d events, %v, %v", len(evs), complete, err)
+		}
+		var want []string
+		for i := range 1000 {
+			if i < 600 {
+				want = append(want, fmt.Sprintf("expire span/k%03d", i))
+			}
+			want = append(want, fmt.Sprintf("put span/k%03d", i))
+		}
+		for i, ev := range evs {
+			if got := ev.Type + " " + ev.Key; got != want[i] || ev.ID != before+1+uint64(i) {
+				t.Fatalf("event %d = %d %s, want %d %s", i, ev.ID, got, before+1+uint64(i), want[i])
+			}
+			if ev.Type == EventPut && (string(ev.Value) != string(value) || ev.Writer != "w" || ev.Version.String() != "w=1") {
+				t.Fatalf("event %d = %+v", i, ev)
 			}
 		}
 	})

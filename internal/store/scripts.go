@@ -64,7 +64,7 @@ import "github.com/redis/go-redis/v9"
 // in step with the hash's exp field.
 //
 // reply(…) packs put's results as putScript returns them:
-// {"ok etag version siblings superseded expired 0", blob…} or
+// {"ok version siblings superseded expired 0", blob…} or
 // {"precondition_failed etag"}: a line of fields a client splits, rather
 // than values to decode one by one (commitScript packs its own).
 //
@@ -273,27 +273,32 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
     expired, vjson, blobs
 end
 
--- appendLog appends events, a table of n event texts numbered from first,
--- to the stream log and publishes pub on channel. The log gets an entry
--- "0-<id of its first event>" per thousand events (a Lua unpack takes a few
--- thousand values at most), whose field-value list is the events
--- themselves, in order, padded with "" to an even count: Lua joins no text
--- for the log, which costs Redis more than the XADD (every string Lua
--- makes is hashed whole). The first entry trims the log to about loglen
--- events.
-local function appendLog(log, channel, loglen, first, events, n, pub)
-  for i = 1, n, 1000 do
-    local j = math.min(i + 999, n)
-    if (j - i) % 2 == 0 then
+-- appendLog appends n events, numbered from first, to the stream log and
+-- publishes pub on channel. The events' texts are the elements of the
+-- table elems: event k is elems[starts[k]] up to the element before
+-- starts[k + 1] (starts has n + 1 entries), concatenated. An event's first
+-- element starts with "{", the others (a put's envelope tail, passed in as
+-- it is) with ",". The log gets an entry "0-<id of its first event>" per
+-- thousand events (a Lua unpack takes a few thousand values at most),
+-- whose field-value list is those elements in order, padded with "" to an
+-- even count: Lua joins no text for the log, which would cost Redis more
+-- than the XADD (every string Lua makes is hashed whole). The first entry
+-- trims the log to about loglen events.
+local function appendLog(log, channel, loglen, first, elems, starts, n, pub)
+  for k = 1, n, 1000 do
+    local i, j = starts[k], starts[math.min(k + 1000, n + 1)] - 1
+    local padded, after = (j - i) % 2 == 0, elems[j + 1]
+    if padded then
       j = j + 1
-      events[j] = ""
+      elems[j] = ""
     end
-    local id = "0-" .. string.format("%d", first + i - 1)
-    if i == 1 and first > loglen then
-      redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, unpack(events, i, j))
+    local id = "0-" .. string.format("%d", first + k - 1)
+    if k == 1 and first > loglen then
+      redis.call("XADD", log, "MINID", "~", "0-" .. string.format("%d", first - loglen), id, unpack(elems, i, j))
     else
-      redis.call("XADD", log, id, unpack(events, i, j))
+      redis.call("XADD", log, id, unpack(elems, i, j))
     end
+    if padded then elems[j] = after end
   end
   redis.call("PUBLISH", channel, pub)
 end
@@ -315,13 +320,15 @@ local function logEvents(counter, log, channel, loglen, events, brief)
   else
     pub = table.concat(events, "\n")
   end
-  appendLog(log, channel, loglen, first, events, n, pub)
+  local starts = {}
+  for k = 1, n + 1 do starts[k] = k end
+  appendLog(log, channel, loglen, first, events, starts, n, pub)
   return first
 end
 
 local function reply(st, etag, version, sibs, sup, expired, vjson, blobs)
   if st ~= "ok" then return {st .. " " .. etag} end
-  local r = {"ok " .. etag .. " " .. version .. " " .. sibs .. " " .. sup .. " " .. expired .. " 0"}
+  local r = {"ok " .. version .. " " .. sibs .. " " .. sup .. " " .. expired .. " 0"}
   if blobs then
     for _, b in ipairs(blobs) do r[#r + 1] = b end
   end
@@ -394,7 +401,8 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 // expiry a put finds from its tail.
 //
 // Returns one text, a line per write, in order: a put's
-// "ok etag version siblings superseded expired event", followed by a line
+// "ok version siblings superseded expired event" (the etag is the one
+// passed), followed by a line
 // per other sibling's envelope (siblings - 1 of them; envelopes are compact
 // JSON, without newlines), or "precondition_failed etag"; a delete's
 // "del <del's reply> <event id, 0 when nothing was deleted>". One string
@@ -422,9 +430,9 @@ local function line(a, b, c, d)
   rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = a, b, c, d
   nr = nr + 4
 end
--- The events, a text each, for the log (appendLog), and their brief
--- message's lines as pieces (below), joined only if it is sent.
-local evs, size, brief, nb = {}, 0, {}, 0
+-- The events' texts, as appendLog takes them (elems, starts), and their
+-- brief message's lines as pieces (below), joined only if it is sent.
+local elems, starts, ne, size, brief, nb = {}, {}, 0, 0, {}, 0
 -- join concatenates the first n pieces of t, a thousand at a time: the
 -- embedded Redis's Lua (gopher-lua) concatenates on a bounded stack.
 local function join(t, n)
@@ -448,9 +456,16 @@ local function event(typ, ns, key)
   nb = nb + 5
   return id
 end
-local function logged(e)
-  evs[nev] = e
+local function logged(e, tail)
+  starts[nev] = ne + 1
+  elems[ne + 1] = e
+  ne = ne + 1
   size = size + #e + 1
+  if tail then
+    elems[ne + 1] = tail
+    ne = ne + 1
+    size = size + #tail
+  end
 end
 local n = (#ARGV - 4) / stride
 for i = 1, n do
@@ -475,11 +490,11 @@ for i = 1, n do
       end
       local id = event("put", ns, key)
       logged('{"id":' .. id .. ',"type":"put","namespace":"' .. ns .. '","key":"' .. key ..
-        '","version":{' .. vjson .. "}" .. etail)
-      line("ok ", etag, " ", version)
-      rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = " ", sibs, " ", sup
-      rep[nr + 5], rep[nr + 6], rep[nr + 7], rep[nr + 8] = " ", expired, " ", id
-      nr = nr + 8
+        '","version":{' .. vjson .. "}", etail)
+      line("ok ", version, " ", sibs)
+      rep[nr + 1], rep[nr + 2], rep[nr + 3], rep[nr + 4] = " ", sup, " ", expired
+      rep[nr + 5], rep[nr + 6] = " ", id
+      nr = nr + 6
       if blobs then
         for _, blob in ipairs(blobs) do line(blob, "", "", "") end
       end
@@ -507,12 +522,17 @@ if nev > 0 then
     -- would pile up in its output buffer until Redis cut it off. Say only
     -- which keys changed; the log has the events.
     pub = "#" .. string.format("%d", base + 1) .. "\n" .. join(brief, nb)
-  elseif nev == 1 then
-    pub = evs[1]
   else
-    pub = table.concat(evs, "\n") -- at most a few hundred events
+    -- The events a line each: at most a few hundred.
+    local p = {}
+    for k = 1, nev do
+      if k > 1 then p[#p + 1] = "\n" end
+      for e = starts[k], (starts[k + 1] or ne + 1) - 1 do p[#p + 1] = elems[e] end
+    end
+    pub = table.concat(p)
   end
-  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, evs, nev, pub)
+  starts[nev + 1] = ne + 1
+  appendLog(KEYS[2], ARGV[1], tonumber(ARGV[2]), base + 1, elems, starts, nev, pub)
 end
 return join(rep, nr)
 `
