@@ -332,7 +332,7 @@ func batchOp(ns, writer, kind, key string, value json.RawMessage, ctxClock *cloc
 			return op, err
 		}
 	}
-	op.Value, op.Writer = value, writer
+	op.Value, op.ValueValid, op.Writer = value, true, writer // decodeBatch validated the body
 	if ctxClock != nil {
 		op.Context = *ctxClock
 	}

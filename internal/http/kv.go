@@ -175,7 +175,7 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 				return
 			}
 		}
-		put.Value = req.Value
+		put.Value, put.ValueValid = req.Value, true // decodePut validated the body
 		if req.Context != nil {
 			put.Context = *req.Context
 		}

@@ -189,7 +189,7 @@ func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error)
 	if !clock.ValidID(req.Writer) {
 		return 0, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
 	}
-	v, ok := compactJSON(req.Value)
+	v, ok := compactJSON(req.Value, req.ValueValid)
 	if !ok {
 		return 0, fmt.Errorf("%w: value is not valid JSON", ErrInvalidArgument)
 	}
