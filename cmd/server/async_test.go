@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -122,12 +121,9 @@ func TestShutdownFlushesQueuedWrites(t *testing.T) {
 
 // hasValue reports whether a key's hash holds a sibling with value want.
 func hasValue(fields map[string]string, want string) bool {
-	for f, blob := range fields {
-		if !strings.HasPrefix(f, "s:") {
-			continue
-		}
-		var env store.Envelope
-		if json.Unmarshal([]byte(blob), &env) == nil && string(env.Value) == want {
+	sibs, _ := store.StoredSiblings(fields)
+	for _, env := range sibs {
+		if string(env.Value) == want {
 			return true
 		}
 	}

@@ -48,16 +48,14 @@ func valueInRedis(tb testing.TB, b redistest.Backend, key string) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for f, blob := range fields {
-		if len(f) > 2 && f[:2] == "s:" {
-			var env store.Envelope
-			if err := json.Unmarshal([]byte(blob), &env); err != nil {
-				tb.Fatal(err)
-			}
-			return string(env.Value)
-		}
+	sibs, err := store.StoredSiblings(fields)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return ""
+	if len(sibs) == 0 {
+		return ""
+	}
+	return string(sibs[0].Value)
 }
 
 // The design document's batch example: 100 writes, then forceSync, and all

@@ -77,9 +77,11 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 			if err != nil {
 				continue
 			}
-			// "ok version siblings …": the other siblings' envelopes follow.
+			// "ok version siblings …": the clocks field and the other
+			// siblings' envelopes follow.
 			f := strings.SplitN(line, " ", 4)
 			if n, _ := strconv.Atoi(f[min(2, len(f)-1)]); f[0] == "ok" && n > 1 {
+				op.clocks, text, _ = strings.Cut(text, "\n")
 				op.blobs = make([]string, n-1)
 				for i := range op.blobs {
 					op.blobs[i], text, _ = strings.Cut(text, "\n")

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -41,7 +40,8 @@ type writeOp struct {
 
 	run      *redis.Cmd // putScript's call, on the per-write path
 	line     string     // the script's reply line for this write
-	blobs    []string   // the other siblings' envelopes that followed it
+	clocks   string     // the clocks field it wrote, when it left siblings
+	blobs    []string   // the other siblings' envelopes, in the order of clocks
 	replyErr error      // or the error of its call
 	expired  bool       // the key had expired unannounced (parsePut)
 	unread   bool       // the reply is left for submit to read
@@ -230,8 +230,8 @@ func (c *committer) commit(batch []*writeOp) {
 	}
 }
 
-// setReply takes putScript's reply, {line, blob…} (see reply in writeLib),
-// or the error of its call.
+// setReply takes putScript's reply, {line} or {line, clocks, blob…} (see
+// reply in writeLib), or the error of its call.
 func (op *writeOp) setReply(reply []any, err error) {
 	op.replyErr = err
 	if err != nil {
@@ -240,7 +240,10 @@ func (op *writeOp) setReply(reply []any, err error) {
 	if len(reply) > 0 {
 		op.line, _ = reply[0].(string)
 	}
-	for _, b := range reply[min(1, len(reply)):] {
+	if len(reply) > 1 {
+		op.clocks = asString(reply[1])
+	}
+	for _, b := range reply[min(2, len(reply)):] {
 		op.blobs = append(op.blobs, asString(b))
 	}
 }
@@ -271,9 +274,16 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 		return PutResult{}, fmt.Errorf("store: put %q: %w", op.key, err)
 	}
 	sibs := make([]Envelope, 0, len(op.blobs)+1)
+	clocks := op.clocks
 	for _, b := range op.blobs {
-		var e Envelope
-		if err := json.Unmarshal([]byte(b), &e); err != nil {
+		// The clocks field's entries ("id|writer|clock") name the other
+		// siblings in the order of their envelopes.
+		var entry string
+		entry, clocks, _ = strings.Cut(clocks, ";")
+		_, rest, _ := strings.Cut(entry, "|")
+		_, clockText, _ := strings.Cut(rest, "|")
+		e, err := decodeSibling(b, clockText)
+		if err != nil {
 			return PutResult{}, fmt.Errorf("store: put %q: corrupt sibling: %w", op.key, err)
 		}
 		sibs = append(sibs, e)

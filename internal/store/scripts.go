@@ -12,8 +12,12 @@ import "github.com/redis/go-redis/v9"
 //	                            clocks  "id|writer|clock;…" for every live sibling, the
 //	                                    clock in clock.Vector's text form; the scripts
 //	                                    read only this, never the values
-//	                            s:<id>  one sibling's envelope as JSON:
-//	                                    {"version":{…},"timestamp":…,"writer":"…","value":…}
+//	                            s:<id>  one sibling's envelope after its version,
+//	                                    as the write passed it in (its version is
+//	                                    in clocks): ,"timestamp":…,"writer":"…","value":…}
+//	                                    (memsync before 2026-11-26 stored the whole
+//	                                    envelope, {"version":{…},"timestamp":…}; both
+//	                                    are read)
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
 //	                          only the scripts change it. A score is at most the
 //	                          key's expiry, not always equal to it: a commitScript
@@ -49,14 +53,18 @@ import "github.com/redis/go-redis/v9"
 //	xi    the global expiry index, whose member "ns/key" it scores by
 //	      exp; nil to leave it to the caller
 //
+// The sibling's field gets tail as it is: its version is in clocks, and a
+// concatenation would make Lua copy and hash the value once more.
+//
 // It returns "ok", etag, version, siblings, superseded, expired, vjson,
-// blobs, where version is the new sibling's clock in text form, siblings
+// blobs, keep, where version is the new sibling's clock in text form, siblings
 // the count after the write and superseded the count removed (both as
 // text), expired "1" when the key had expired but was still in the subtree
 // index (the sweeper had not announced it yet; the caller does), vjson the
-// new version as the inside of a JSON object, and blobs the envelopes of
-// the other siblings still present (nil when the write left a single
-// sibling); or "precondition_failed", current etag or "" when a condition
+// new version as the inside of a JSON object, blobs the stored envelopes
+// of the other siblings still present (nil when the write left a single
+// sibling) and keep the clocks field written, whose entries name those
+// siblings in the same order (the new one last); or "precondition_failed", current etag or "" when a condition
 // fails. Several results rather than a table: no table per write.
 //
 // The index entry and the key's TTL are left alone when the key existed
@@ -64,7 +72,8 @@ import "github.com/redis/go-redis/v9"
 // in step with the hash's exp field.
 //
 // reply(…) packs put's results as putScript returns them:
-// {"ok version siblings superseded expired 0", blob…} or
+// {"ok version siblings superseded expired 0"} or, with other siblings,
+// {"ok …", keep, blob…}; or
 // {"precondition_failed etag"}: a line of fields a client splits, rather
 // than values to decode one by one (commitScript packs its own).
 //
@@ -202,7 +211,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
     local id, version, vjson = bump(clocks, w)
     if id then
       vjson = vjson or string.gsub(version, "([^,=]+)=", '"%1":')
-      redis.call("HSET", kd, "s:" .. id, '{"version":{' .. vjson .. '}' .. tail,
+      redis.call("HSET", kd, "s:" .. id, tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
       settle(kd, ki, key, exp, old, oldexp, xi, ns)
       return "ok", etag, version, "1", "1", expired, vjson
@@ -259,18 +268,18 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   end
 
   keep[#keep + 1] = id .. "|" .. w .. "|" .. version
-  local blob = '{"version":{' .. vjson .. '}' .. tail
+  local kept = table.concat(keep, ";")
   if seq then
-    redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp, "seq", seq)
+    redis.call("HSET", kd, "s:" .. id, tail, "clocks", kept, "etag", etag, "exp", exp, "seq", seq)
   else
-    redis.call("HSET", kd, "s:" .. id, blob, "clocks", table.concat(keep, ";"), "etag", etag, "exp", exp)
+    redis.call("HSET", kd, "s:" .. id, tail, "clocks", kept, "etag", etag, "exp", exp)
   end
   settle(kd, ki, key, exp, old, oldexp, xi, ns)
 
   local blobs
   if #others > 0 then blobs = redis.call("HMGET", kd, unpack(others)) end
   return "ok", etag, version, string.format("%d", #keep), string.format("%d", #sibs + 1 - #keep),
-    expired, vjson, blobs
+    expired, vjson, blobs, kept
 end
 
 -- appendLog appends n events, numbered from first, to the stream log and
@@ -326,10 +335,11 @@ local function logEvents(counter, log, channel, loglen, events, brief)
   return first
 end
 
-local function reply(st, etag, version, sibs, sup, expired, vjson, blobs)
+local function reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
   if st ~= "ok" then return {st .. " " .. etag} end
   local r = {"ok " .. version .. " " .. sibs .. " " .. sup .. " " .. expired .. " 0"}
   if blobs then
+    r[2] = kept
     for _, b in ipairs(blobs) do r[#r + 1] = b end
   end
   return r
@@ -356,10 +366,10 @@ end
 //
 // Returns put's reply, packed by reply.
 var putScript = redis.NewScript(writeLib + `
-local st, etag, version, sibs, sup, expired, vjson, blobs =
+local st, etag, version, sibs, sup, expired, vjson, blobs, kept =
   put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 flush()
-return reply(st, etag, version, sibs, sup, expired, vjson, blobs)
+return reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 `)
 
 // deleteScript runs one del of writeLib.
@@ -402,8 +412,9 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 //
 // Returns one text, a line per write, in order: a put's
 // "ok version siblings superseded expired event" (the etag is the one
-// passed), followed by a line
-// per other sibling's envelope (siblings - 1 of them; envelopes are compact
+// passed), followed, when siblings > 1, by a line with the clocks field
+// put wrote and a line per other sibling's stored envelope (siblings - 1
+// of them, in the order of that field's entries; envelopes are compact
 // JSON, without newlines), or "precondition_failed etag"; a delete's
 // "del <del's reply> <event id, 0 when nothing was deleted>". One string
 // rather than a reply per write: Redis and the client each handle one
@@ -475,7 +486,7 @@ for i = 1, n do
   if ARGV[a + 1] == "put" then
     local ifm, inm = cond, ""
     if string.byte(cond) == 33 then ifm, inm = string.sub(cond, 2), "1" end -- "!"
-    local st, etag, version, sibs, sup, expired, vjson, blobs = put(kd, ki, key, ARGV[a + 3], ARGV[a + 4],
+    local st, etag, version, sibs, sup, expired, vjson, blobs, kept = put(kd, ki, key, ARGV[a + 3], ARGV[a + 4],
       tail, ARGV[a + 6], ifm, inm, ARGV[a + 8], KEYS[3], ns)
     if st == "ok" then
       if expired == "1" then
@@ -496,6 +507,7 @@ for i = 1, n do
       rep[nr + 5], rep[nr + 6] = " ", id
       nr = nr + 6
       if blobs then
+        line(kept, "", "", "")
         for _, blob in ipairs(blobs) do line(blob, "", "", "") end
       end
     else

@@ -327,6 +327,20 @@ func (s *Store) decode(ns, key string, fields map[string]string, override Strate
 		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
 	exp, _ := strconv.ParseInt(fields["exp"], 10, 64)
+	sibs, err := StoredSiblings(fields)
+	if err != nil {
+		return Entry{}, fmt.Errorf("store: get %q: %w", key, err)
+	}
+	if len(sibs) == 0 {
+		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
+	}
+	return s.entry(ns, key, etag, exp, sibs, override)
+}
+
+// StoredSiblings decodes the siblings of a key's Redis hash, as HGETALL
+// returns its fields (see the layout in scripts.go): for tests and tools
+// that check what Redis holds rather than what the store serves.
+func StoredSiblings(fields map[string]string) ([]Envelope, error) {
 	clocks := fields["clocks"]
 	sibs := make([]Envelope, 0, 1)
 	for f, blob := range fields {
@@ -336,14 +350,11 @@ func (s *Store) decode(ns, key string, fields map[string]string, override Strate
 		}
 		e, err := decodeSibling(blob, siblingClock(clocks, id))
 		if err != nil {
-			return Entry{}, fmt.Errorf("store: get %q: corrupt sibling %s: %w", key, f, err)
+			return nil, fmt.Errorf("corrupt sibling %s: %w", f, err)
 		}
 		sibs = append(sibs, e)
 	}
-	if len(sibs) == 0 {
-		return Entry{}, fmt.Errorf("%w: %q", ErrNotFound, key)
-	}
-	return s.entry(ns, key, etag, exp, sibs, override)
+	return sibs, nil
 }
 
 // siblingClock returns the text of sibling id's clock from the hash's
@@ -369,33 +380,47 @@ func siblingClock(field, id string) string {
 // decodeSibling decodes a stored envelope. Its version is taken from the
 // clock text the scripts keep (clockText), which parses far faster than the
 // JSON object, and the rest is sliced out of the layout putScript writes;
-// anything else goes through encoding/json.
+// anything else goes through encoding/json. The scripts store an envelope
+// without its version (`,"timestamp":…}`, see writeLib), whose version
+// only clockText has; memsync once stored it whole (`{"version":…}`).
 func decodeSibling(blob, clockText string) (Envelope, error) {
-	if clockText != "" {
-		if v, err := clock.Parse(clockText); err == nil {
-			if e, ok := sliceEnvelope(blob); ok {
-				e.Version = v
-				return e, nil
-			}
+	v, verr := clock.Parse(clockText)
+	if clockText != "" && verr == nil {
+		if e, ok := sliceEnvelope(blob); ok {
+			e.Version = v
+			return e, nil
 		}
 	}
 	var e Envelope
+	if tail, ok := strings.CutPrefix(blob, ","); ok {
+		if clockText == "" || verr != nil {
+			return Envelope{}, fmt.Errorf("envelope without a version, and no clock for it (%q)", clockText)
+		}
+		err := json.Unmarshal([]byte("{"+tail), &e)
+		e.Version = v
+		return e, err
+	}
 	err := json.Unmarshal([]byte(blob), &e)
 	return e, err
 }
 
 // sliceEnvelope reads the fields after the version of an envelope in the
-// exact layout putScript writes: {"version":{…},"timestamp":N,"writer":"W",
-// "value":V}, where W is a valid writer id (never escaped) and V comes
-// last. The value is still checked to be valid JSON.
+// exact layout putScript writes: ,"timestamp":N,"writer":"W","value":V}
+// (or once, after {"version":{…}), where W is a valid writer id (never
+// escaped) and V comes last. The value is still checked to be valid JSON.
 func sliceEnvelope(blob string) (Envelope, bool) {
-	const tsTag, writerTag, valueTag = `},"timestamp":`, `,"writer":"`, `","value":`
-	if !strings.HasPrefix(blob, `{"version":{`) || !strings.HasSuffix(blob, "}") {
+	const tsTag, writerTag, valueTag = `,"timestamp":`, `,"writer":"`, `","value":`
+	if !strings.HasSuffix(blob, "}") {
 		return Envelope{}, false
 	}
-	_, rest, ok := strings.Cut(blob, tsTag)
+	rest, ok := strings.CutPrefix(blob, tsTag)
 	if !ok {
-		return Envelope{}, false
+		if !strings.HasPrefix(blob, `{"version":{`) {
+			return Envelope{}, false
+		}
+		if _, rest, ok = strings.Cut(blob, "}"+tsTag); !ok {
+			return Envelope{}, false
+		}
 	}
 	tsText, rest, ok := strings.Cut(rest, writerTag)
 	if !ok {

@@ -633,17 +633,32 @@ func TestStoredLayoutDecodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for f := range fields {
+		var field string
+		for f, v := range fields {
 			if strings.HasPrefix(f, "s:") {
-				edited := fmt.Sprintf(`{"writer":"w1","value":[1, 2],"timestamp":%d,"version":{"w1":1}}`, e.Timestamp)
-				if err := b.Client.HSet(ctx, rk, f, edited).Err(); err != nil {
-					t.Fatal(err)
+				field = f
+				// The envelope is stored after its version, as the write passed it.
+				want := fmt.Sprintf(`,"timestamp":%d,"writer":"w1","value":{"a":"},\"writer\":\"x"}}`, e.Timestamp)
+				if v != want {
+					t.Errorf("stored envelope %s, want %s", v, want)
 				}
 			}
 		}
-		e2 := mustGet(t, s, "layout/k", store.GetOptions{})
-		if string(e2.Value) != `[1, 2]` || e2.Writer != "w1" || e2.Timestamp != e.Timestamp {
-			t.Errorf("hand-edited envelope decoded as %+v", e2)
+		for _, edited := range []string{
+			// Hand-edited: fields in another order, spaces.
+			fmt.Sprintf(`{"writer":"w1","value":[1, 2],"timestamp":%d,"version":{"w1":1}}`, e.Timestamp),
+			// As memsync stored envelopes before, whole.
+			fmt.Sprintf(`{"version":{"w1":1},"timestamp":%d,"writer":"w1","value":[1, 2]}`, e.Timestamp),
+			// Without a version, fields in another order.
+			fmt.Sprintf(`,"value":[1, 2],"writer":"w1","timestamp":%d}`, e.Timestamp),
+		} {
+			if err := b.Client.HSet(ctx, rk, field, edited).Err(); err != nil {
+				t.Fatal(err)
+			}
+			e2 := mustGet(t, s, "layout/k", store.GetOptions{})
+			if string(e2.Value) != `[1, 2]` || e2.Writer != "w1" || e2.Timestamp != e.Timestamp || e2.Version.String() != "w1=1" {
+				t.Errorf("envelope %s decoded as %+v", edited, e2)
+			}
 		}
 	})
 }
