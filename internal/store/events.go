@@ -239,29 +239,71 @@ func (s *Store) LoggedAfter(ctx context.Context, after uint64, limit int64) ([]E
 
 func (s *Store) eventsAfter(ctx context.Context, after uint64, limit int64, parse func(string) (Event, error)) ([]Event, bool, error) {
 	log := eventLogKey
+	out := make([]Event, 0, min(limit, 1024))
+	// take appends the events of entries after after, up to limit. Ids are
+	// consecutive from each entry's, so the events before are not parsed.
+	take := func(entries []logEntry) error {
+		for _, e := range entries {
+			for i, text := range e.events {
+				if e.first+uint64(i) <= after {
+					continue
+				}
+				if int64(len(out)) == limit {
+					return nil
+				}
+				ev, err := parse(text)
+				if err != nil {
+					return err
+				}
+				if ev.ID > after {
+					out = append(out, ev)
+				}
+			}
+		}
+		return nil
+	}
+	// The newest entry whose first id is at most after+1 holds the event
+	// after+1, if the log still does.
 	start := "-"
 	head, err := s.readLog(ctx, "XREVRANGE", log, "0-"+strconv.FormatUint(after+1, 10), "-", "COUNT", 1)
 	if err != nil {
 		return nil, false, s.wrap("events", "", err)
 	}
+	perEntry := int64(0) // events per entry in the last read; 0: none yet
 	if len(head) == 1 {
-		start = "0-" + strconv.FormatUint(head[0].first, 10)
-	}
-	entries, err := s.readLog(ctx, "XRANGE", log, start, "+", "COUNT", limit)
-	if err != nil {
-		return nil, false, s.wrap("events", "", err)
-	}
-	out := make([]Event, 0, len(entries))
-	for _, e := range entries {
-		for _, text := range e.events {
-			ev, err := parse(text)
-			if err != nil {
-				return nil, false, err
-			}
-			if ev.ID > after && int64(len(out)) < limit {
-				out = append(out, ev)
-			}
+		if err := take(head); err != nil {
+			return nil, false, err
 		}
+		start = "0-" + strconv.FormatUint(head[0].first+1, 10)
+		perEntry = int64(len(head[0].events))
+	}
+	// An entry holds the events of one script call: one, or a thousand. So
+	// how many entries to read next is estimated from the size of the last
+	// ones read (neighbours are alike: a stream of batches, or of single
+	// writes); reading limit entries could fetch a hundred times the events
+	// wanted, and a hub catching up under a stream of batches would fall
+	// further behind with every page.
+	for int64(len(out)) < limit {
+		count := int64(1) // nothing seen yet: one entry shows its size
+		if perEntry > 0 {
+			count = min((limit-int64(len(out))+perEntry-1)/perEntry, 1000)
+		}
+		entries, err := s.readLog(ctx, "XRANGE", log, start, "+", "COUNT", count)
+		if err != nil {
+			return nil, false, s.wrap("events", "", err)
+		}
+		if err := take(entries); err != nil {
+			return nil, false, err
+		}
+		if int64(len(entries)) < count {
+			break // the end of the log
+		}
+		events := 0
+		for _, e := range entries {
+			events += len(e.events)
+		}
+		perEntry = max(1, int64(events/len(entries)))
+		start = "0-" + strconv.FormatUint(entries[len(entries)-1].first+1, 10)
 	}
 	complete := len(out) == 0 || out[0].ID == after+1
 	return out, complete, nil

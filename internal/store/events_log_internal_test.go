@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +138,89 @@ func TestBatchEventsSpanLogEntries(t *testing.T) {
 			}
 			if ev.Type == EventPut && (string(ev.Value) != string(value) || ev.Writer != "w" || ev.Version.String() != "w=1") {
 				t.Fatalf("event %d = %+v", i, ev)
+			}
+		}
+	})
+}
+
+// logReads is a go-redis hook that counts the log reads and the entries
+// they returned.
+type logReads struct {
+	mu             sync.Mutex
+	reads, entries int
+}
+
+func (*logReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (*logReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (c *logReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if name := cmd.Name(); name == "xrange" || name == "xrevrange" {
+			reply, _ := cmd.(*redis.Cmd).Slice()
+			c.mu.Lock()
+			c.reads++
+			c.entries += len(reply)
+			c.mu.Unlock()
+		}
+		return err
+	}
+}
+
+func (c *logReads) take() (reads, entries int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	reads, entries = c.reads, c.entries
+	c.reads, c.entries = 0, 0
+	return reads, entries
+}
+
+// A read of the log fetches about the entries that hold the events asked
+// for, whatever their size: entries of a hundred events (batches) and of
+// one (single writes) alike, and across the two.
+func TestLogReadsTakeOnlyTheEntriesNeeded(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		s, err := New(b.Client, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for range 20 { // events 1-2000, 100 to an entry
+			evs := make([]*Event, 100)
+			for i := range evs {
+				evs[i] = &Event{Type: EventDelete, Namespace: "ns", Key: "batch", Timestamp: 1}
+			}
+			if err := s.publish(ctx, evs...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 300 { // events 2001-2300, one to an entry
+			if err := s.publish(ctx, &Event{Type: EventDelete, Namespace: "ns", Key: "single", Timestamp: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hook := &logReads{}
+		b.Client.AddHook(hook)
+		for _, c := range []struct {
+			after                uint64
+			limit                int64
+			maxReads, maxEntries int
+		}{
+			{150, 10, 1, 1},     // inside one batch's entry
+			{150, 512, 3, 7},    // batches only: the head, then 4 or 5 more
+			{1950, 100, 3, 52},  // the end of the batches, then singles
+			{2000, 512, 2, 300}, // singles to the end of the log
+		} {
+			got, complete, err := s.LoggedAfter(ctx, c.after, c.limit)
+			want := min(c.limit, int64(2300-c.after))
+			if err != nil || !complete || int64(len(got)) != want || got[0].ID != c.after+1 || got[len(got)-1].ID != c.after+uint64(want) {
+				t.Fatalf("LoggedAfter(%d, %d) = %d events, %v, %v", c.after, c.limit, len(got), complete, err)
+			}
+			if reads, entries := hook.take(); reads > c.maxReads || entries > c.maxEntries {
+				t.Errorf("LoggedAfter(%d, %d) made %d reads of %d entries, want at most %d and %d",
+					c.after, c.limit, reads, entries, c.maxReads, c.maxEntries)
 			}
 		}
 	})
