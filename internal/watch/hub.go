@@ -35,8 +35,13 @@ var ErrClosed = errors.New("watch: closed")
 // Defaults of Options.
 const (
 	// DefaultBuffer is how many events a watcher may fall behind before its
-	// buffer is replaced by a reset.
-	DefaultBuffer = 256
+	// buffer is replaced by a reset. The hub hands a batch's events over at
+	// once, faster than any watcher takes them, so the buffer holds two of
+	// the largest batches (1,000 puts, each possibly after an expire event):
+	// a watcher that keeps up is never reset by a burst. A group's ring
+	// grows to it only while a watcher is that far behind, and the events
+	// in it are shared by every group.
+	DefaultBuffer = 4096
 	// DefaultHealthCheck is how long the subscription may stay silent
 	// before the hub pings it; a ping unanswered for as long again means the
 	// connection is dead (a half-open TCP connection never errors by

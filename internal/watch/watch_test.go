@@ -463,7 +463,7 @@ func TestHubResetsWhenTheLogNoLongerHoldsMissedEvents(t *testing.T) {
 
 func TestSlowWatcherIsResetWithoutSlowingAnyoneElse(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		const buffer, writers, each = watch.DefaultBuffer, 16, 20
+		const buffer, writers, each = 256, 16, 20 // a buffer well below the writes
 		r := newRig(t, b, rigOptions{buffer: buffer})
 		slow := mustWatch(t, r.hub, watch.Filter{}, 0) // never read until the end
 		fast := mustWatch(t, r.hub, watch.Filter{}, 0)
@@ -692,5 +692,44 @@ func TestBriefMessagesReachListenersAndWholeEventsReachWatchers(t *testing.T) {
 		if evs, gaps, _, _ := r.rec.snapshot(); gaps != 0 || len(evs) != 420 {
 			t.Errorf("listener: %d events, %d gaps; want 420, 0", len(evs), gaps)
 		}
+	})
+}
+
+// A watcher that keeps up gets every event of the largest batches, sent
+// back to back, with the default buffer: the hub hands a batch's events
+// over at once (a page of the log at a time), faster than any watcher
+// takes them, so a buffer smaller than a batch would reset watchers that
+// are not slow at all.
+func TestLargestBatchesReachAWatcherWithTheDefaultBuffer(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		r := newRig(t, b, rigOptions{})
+		w := mustWatch(t, r.hub, watch.Filter{Namespace: "ns", Pattern: mustGlob(t, "max/**")}, 0)
+		before, err := r.st.LastEventID(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := before + 1
+		for round := range 2 {
+			ops := make([]store.BatchOp, store.MaxBatchOps)
+			for i := range ops {
+				ops[i] = store.BatchOp{Kind: store.OpPut, Namespace: "ns", Key: fmt.Sprintf("max/r%d/k%d", round, i),
+					PutRequest: store.PutRequest{Value: json.RawMessage(`{"n":1}`), TTL: &noExpiry, Writer: "w1"}}
+			}
+			res, err := r.st.Batch(context.Background(), ops, false)
+			if err != nil || res[0].Err != nil {
+				t.Fatalf("batch: %v", err)
+			}
+		}
+		msgs, err := collectN(w, 2*store.MaxBatchOps)
+		for _, m := range msgs {
+			if m.Reset != "" {
+				t.Fatalf("reset after %d events: %s", m.Event.ID-first, m.Reset)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertConsecutive(t, ids(msgs), first, first+2*store.MaxBatchOps-1)
+		assertNothingMore(t, w)
 	})
 }
