@@ -44,9 +44,18 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 	ks[0], ks[1], ks[2] = eventSeqKey, eventLogKey, expiryKey
 	args := make([]any, 4, 4+commitStride*len(writes))
 	args[0], args[1], args[2], args[3] = ChangeChannel, s.cfg.EventLogLen, maxEventValue, briefAbove
+	// The writes of a batch mostly share a subtree: its index key is made
+	// once for a run of them.
+	var lastNS, lastTree, lastIndex string
+	index := func(ns, key string) string {
+		if tree := keys.Subtree(key); ns != lastNS || tree != lastTree || lastIndex == "" {
+			lastNS, lastTree, lastIndex = ns, tree, keys.SubtreeIndex(ns, key)
+		}
+		return lastIndex
+	}
 	for _, w := range writes {
 		if op := w.put; op != nil {
-			ks = append(ks, keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key))
+			ks = append(ks, keys.Redis(op.ns, op.key), index(op.ns, op.key))
 			cond := op.req.IfMatch
 			if op.req.IfNoneMatch {
 				cond = "!" + cond
@@ -56,7 +65,7 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 			continue
 		}
 		d := w.del
-		ks = append(ks, keys.Redis(d.ns, d.key), keys.SubtreeIndex(d.ns, d.key))
+		ks = append(ks, keys.Redis(d.ns, d.key), index(d.ns, d.key))
 		args = append(args, "delete", d.key, "", "", d.ts, "", d.ifMatch, "", d.ns)
 	}
 	return commitScript.EvalSha(ctx, pipe, ks, args...)
@@ -79,8 +88,10 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 			}
 			// "ok version siblings …": the clocks field and the other
 			// siblings' envelopes follow.
-			f := strings.SplitN(line, " ", 4)
-			if n, _ := strconv.Atoi(f[min(2, len(f)-1)]); f[0] == "ok" && n > 1 {
+			status, rest, _ := strings.Cut(line, " ")
+			_, rest, _ = strings.Cut(rest, " ")
+			sibs, _, _ := strings.Cut(rest, " ")
+			if n, _ := strconv.Atoi(sibs); status == "ok" && n > 1 {
 				op.clocks, text, _ = strings.Cut(text, "\n")
 				op.blobs = make([]string, n-1)
 				for i := range op.blobs {

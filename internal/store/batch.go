@@ -483,6 +483,14 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		g.members = append(g.members, redis.Z{Score: score, Member: member})
 	}
 	now := s.cfg.Now()
+	// The writes of a batch mostly share their first two segments and, to
+	// the minute, their expiry: a write whose roots and children entries
+	// are the previous write's was covered or queued with it.
+	var prev struct {
+		ns, first, second string
+		score             float64
+		deep, ok          bool
+	}
 	for _, w := range writes {
 		score := float64(w.exp)
 		if w.exp == 0 {
@@ -493,15 +501,19 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 			treeScore = float64((w.exp + treeRounding - 1) / treeRounding * treeRounding)
 		}
 		first, rest, deep := strings.Cut(w.key, "/")
-		if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
-			add(roots, true, first, treeScore)
+		second, _, _ := strings.Cut(rest, "/")
+		sameRoot := prev.ok && w.ns == prev.ns && first == prev.first && treeScore == prev.score
+		if !sameRoot {
+			if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
+				add(roots, true, first, treeScore)
+			}
 		}
-		if deep {
-			second, _, _ := strings.Cut(rest, "/")
+		if deep && !(sameRoot && prev.deep && second == prev.second) {
 			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, treeScore, now) {
 				add(children, true, second, treeScore)
 			}
 		}
+		prev.ns, prev.first, prev.second, prev.score, prev.deep, prev.ok = w.ns, first, second, treeScore, deep, true
 		if expiry && w.exp != 0 {
 			add(expiryKey, false, w.ns+"/"+w.key, score)
 		}
