@@ -192,6 +192,15 @@ func scanString(v []byte, dst *string) bool {
 			return false // escapes, and invalid UTF-8 that encoding/json replaces
 		}
 	}
-	*dst = string(s)
+	switch string(s) { // the ops' names, without a copy each
+	case "put":
+		*dst = "put"
+	case "get":
+		*dst = "get"
+	case "delete":
+		*dst = "delete"
+	default:
+		*dst = string(s)
+	}
 	return true
 }
