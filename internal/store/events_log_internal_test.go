@@ -13,6 +13,17 @@ import (
 	"github.com/memsync/memsync/internal/redistest"
 )
 
+// openStore opens a Store on b, closed when the test ends.
+func openStore(t *testing.T, b redistest.Backend, cfg Config) *Store {
+	t.Helper()
+	s, err := New(b.Client, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // The log is read in every layout it is written in: an older memsync's
 // entry (one field "e", the events a line each), an entry of an odd number
 // of events (padded with ""), and a call of more than a thousand events,
@@ -21,11 +32,7 @@ import (
 func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		s, err := New(b.Client, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openStore(t, b, Config{})
 
 		// As an older memsync logged two events.
 		old := `{"id":1,"type":"put","namespace":"ns","key":"old/a","timestamp":1}` + "\n" +
@@ -83,11 +90,7 @@ func TestBatchEventsSpanLogEntries(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		now := time.Now().Add(-time.Hour)
-		s, err := New(b.Client, Config{Now: func() time.Time { return now }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openStore(t, b, Config{Now: func() time.Time { return now }})
 		minute := time.Minute
 		value := json.RawMessage(`{"n":[1,2,3]}`)
 		var ops []BatchOp
@@ -182,11 +185,7 @@ func (c *logReads) take() (reads, entries int) {
 func TestLogReadsTakeOnlyTheEntriesNeeded(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		s, err := New(b.Client, Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		s := openStore(t, b, Config{})
 		for range 20 { // events 1-2000, 100 to an entry
 			evs := make([]*Event, 100)
 			for i := range evs {
