@@ -14,24 +14,13 @@ import (
 // write, on a whole instance over a real redis-server: the store's cost is
 // in it, so compare allocs/op and the profile's HTTP part rather than ns/op.
 func BenchmarkPut(b *testing.B) {
-	a := benchApp(b, redistest.Real(b))
-	const putBody = `{"value":{"status":"running","progress":42}}`
-	body := strings.NewReader("")
-	w := &nullWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		body.Reset(putBody)
-		req := httptest.NewRequest("PUT", "/v1/kv/tasks/T1/state", body)
-		a.Handler.ServeHTTP(w, req)
-	}
+	benchWrite(b, "PUT", "/v1/kv/tasks/T1/state", `{"value":{"status":"running","progress":42}}`)
 }
 
 // BenchmarkBatch100 serves POST /v1/batch of 100 puts to distinct keys of
 // one subtree, the load generator's batch, on a whole instance over a real
 // redis-server; as BenchmarkPut, compare allocs/op and the profile.
 func BenchmarkBatch100(b *testing.B) {
-	a := benchApp(b, redistest.Real(b))
 	var sb strings.Builder
 	sb.WriteString(`{"ops":[`)
 	for j := range 100 {
@@ -41,14 +30,18 @@ func BenchmarkBatch100(b *testing.B) {
 		fmt.Fprintf(&sb, `{"op":"put","key":"bench/b1/k%d","value":{"status":"running","progress":42}}`, j)
 	}
 	sb.WriteString(`]}`)
-	batchBody := sb.String()
+	benchWrite(b, "POST", "/v1/batch", sb.String())
+}
+
+// benchWrite serves method path with body over and over.
+func benchWrite(b *testing.B, method, path, payload string) {
+	a := benchApp(b, redistest.Real(b))
 	body := strings.NewReader("")
 	w := &nullWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.h)
-		body.Reset(batchBody)
-		req := httptest.NewRequest("POST", "/v1/batch", body)
-		a.Handler.ServeHTTP(w, req)
+		body.Reset(payload)
+		a.Handler.ServeHTTP(w, httptest.NewRequest(method, path, body))
 	}
 }
