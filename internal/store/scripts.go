@@ -15,9 +15,8 @@ import "github.com/redis/go-redis/v9"
 //	                            s:<id>  one sibling's envelope after its version,
 //	                                    as the write passed it in (its version is
 //	                                    in clocks): ,"timestamp":…,"writer":"…","value":…}
-//	                                    (memsync before 2026-11-26 stored the whole
-//	                                    envelope, {"version":{…},"timestamp":…}; both
-//	                                    are read)
+//	                                    (earlier versions stored the whole envelope,
+//	                                    {"version":{…},"timestamp":…}; both are read)
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
 //	                          only the scripts change it. A score is at most the
 //	                          key's expiry, not always equal to it: a commitScript
@@ -57,15 +56,16 @@ import "github.com/redis/go-redis/v9"
 // concatenation would make Lua copy and hash the value once more.
 //
 // It returns "ok", etag, version, siblings, superseded, expired, vjson,
-// blobs, keep, where version is the new sibling's clock in text form, siblings
-// the count after the write and superseded the count removed (both as
-// text), expired "1" when the key had expired but was still in the subtree
-// index (the sweeper had not announced it yet; the caller does), vjson the
-// new version as the inside of a JSON object, blobs the stored envelopes
-// of the other siblings still present (nil when the write left a single
-// sibling) and keep the clocks field written, whose entries name those
-// siblings in the same order (the new one last); or "precondition_failed", current etag or "" when a condition
-// fails. Several results rather than a table: no table per write.
+// blobs, kept, where version is the new sibling's clock in text form,
+// siblings the count after the write and superseded the count removed
+// (both as text), expired "1" when the key had expired but was still in
+// the subtree index (the sweeper had not announced it yet; the caller
+// does), vjson the new version as the inside of a JSON object, blobs the
+// stored envelopes of the other siblings still present (nil when the write
+// left a single sibling) and kept the clocks field written, whose entries
+// name those siblings in the same order (the new one last); or
+// "precondition_failed", current etag or "" when a condition fails.
+// Several results rather than a table: no table per write.
 //
 // The index entry and the key's TTL are left alone when the key existed
 // with the same expiry: they already say so, since every write keeps them
@@ -73,7 +73,7 @@ import "github.com/redis/go-redis/v9"
 //
 // reply(…) packs put's results as putScript returns them:
 // {"ok version siblings superseded expired 0"} or, with other siblings,
-// {"ok …", keep, blob…}; or
+// {"ok …", kept, blob…}; or
 // {"precondition_failed etag"}: a line of fields a client splits, rather
 // than values to decode one by one (commitScript packs its own).
 //
@@ -452,10 +452,10 @@ local function join(t, n)
   for i = 1, n, 1000 do parts[#parts + 1] = table.concat(t, "", i, math.min(i + 999, n)) end
   return table.concat(parts)
 end
--- event numbers the next event, of type typ on ns/key, and returns its id
--- and the start of its JSON, up to the key's closing quote; the caller
--- completes it and passes the text to logged. Each event's text is made
--- by one concatenation: Lua hashes every string it makes, whole.
+-- event numbers the next event, of type typ on ns/key, adds it to the
+-- brief's lines and returns its id. The caller makes the event's text in
+-- one concatenation (Lua hashes every string it makes, whole) and passes
+-- it to logged.
 local function event(typ, ns, key)
   nev = nev + 1
   local id = string.format("%d", base + nev)
@@ -467,6 +467,8 @@ local function event(typ, ns, key)
   nb = nb + 5
   return id
 end
+-- logged records the text of the event just numbered: e, then a put's
+-- envelope tail as an element of its own (see appendLog).
 local function logged(e, tail)
   starts[nev] = ne + 1
   elems[ne + 1] = e
