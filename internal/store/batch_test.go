@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -465,6 +466,72 @@ func TestBatchOfMaxOpsInOneSubtree(t *testing.T) {
 		n, err := b.Client.ZCard(ctx, "ms:{#memsync}#expiry").Result()
 		if err != nil || n < store.MaxBatchOps {
 			t.Errorf("expiry index holds %d (err %v), want at least %d", n, err, store.MaxBatchOps)
+		}
+	})
+}
+
+// A batch that switches between namespaces, writers and subtrees, deletes
+// included, writes every key as its op says: one script call applies
+// them all, each with its own.
+func TestBatchSwitchingNamespacesWritersAndSubtrees(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		put := func(ns, writer, key string) store.BatchOp {
+			return store.BatchOp{Kind: store.OpPut, Namespace: ns, Key: key,
+				PutRequest: store.PutRequest{Value: json.RawMessage(`"` + ns + " " + writer + `"`), Writer: writer}}
+		}
+		del := func(ns, key string) store.BatchOp { return store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: key} }
+		mustPut(t, s, "sw/b/gone", "w9", `1`, nil)
+		ops := []store.BatchOp{
+			put("n1", "w1", "sw/a/x"),
+			put("n1", "w1", "sw/a/y"), // all as before
+			put("n2", "w1", "sw/a/x"), // another namespace, same subtree name
+			put("n2", "w2", "sw/b/z"), // another writer and subtree
+			del(ns, "sw/b/gone"),      // a delete between puts of one writer
+			put("n2", "w2", "sw/b/q"),
+			put("n1", "w2", "sw/a/y"), // back to the first namespace: a second sibling
+			put("n1", "w1", "sw/c/r"),
+		}
+		res, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("op %d: %v", i, r.Err)
+			}
+		}
+		for _, c := range []struct{ ns, key, want string }{
+			{"n1", "sw/a/x", `[n1 w1]`},
+			{"n1", "sw/a/y", `[n1 w1 n1 w2]`},
+			{"n2", "sw/a/x", `[n2 w1]`},
+			{"n2", "sw/b/z", `[n2 w2]`},
+			{"n2", "sw/b/q", `[n2 w2]`},
+			{"n1", "sw/c/r", `[n1 w1]`},
+		} {
+			e, err := s.Get(ctx, c.ns, c.key, store.GetOptions{Resolve: store.Siblings})
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.ns, c.key, err)
+			}
+			var got []string
+			for _, sib := range e.Siblings {
+				var v string
+				if err := json.Unmarshal(sib.Value, &v); err != nil || !strings.HasSuffix(v, sib.Writer) {
+					t.Errorf("%s %s: sibling %s by %s", c.ns, c.key, sib.Value, sib.Writer)
+				}
+				got = append(got, v)
+			}
+			slices.Sort(got)
+			if fmt.Sprint(got) != c.want {
+				t.Errorf("%s %s holds %v, want %s", c.ns, c.key, got, c.want)
+			}
+			if keys, _, err := s.List(ctx, c.ns, c.key, "", 10); err != nil || len(keys) != 1 || keys[0] != c.key {
+				t.Errorf("List(%s, %s) = %v, %v", c.ns, c.key, keys, err)
+			}
+		}
+		if _, err := s.Get(ctx, ns, "sw/b/gone", store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("deleted key: %v", err)
 		}
 	})
 }
