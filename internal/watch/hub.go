@@ -55,9 +55,16 @@ const (
 	// maxRetry while Redis stays away.
 	minRetry = 20 * time.Millisecond
 	maxRetry = time.Second
-	// logPage is how many events one read of the log returns, when the hub
-	// fills a gap or a watcher replays.
+	// logPage is how many events one read of the log returns when a
+	// watcher replays (each replaying watcher holds one page).
 	logPage = 512
+	// hubPage is how many events one read of the log returns when the hub
+	// catches up (after a brief or a gap): one reader per instance, which
+	// under a stream of batches must keep pace with the writers. Four times
+	// logPage delivered more than three times the events to a watcher of
+	// every key under 16 connections of batches (CPUs saturated), and is
+	// half a watcher's default buffer.
+	hubPage = 2048
 )
 
 // EventLog is the replayable log of change events; *store.Store is one.
@@ -452,11 +459,11 @@ func (h *Hub) catchUp(ctx context.Context, until uint64) error {
 		if until > 0 && last >= until {
 			return nil
 		}
-		evs, complete, err := h.events.LoggedAfter(ctx, last, logPage)
+		evs, complete, err := h.events.LoggedAfter(ctx, last, hubPage)
 		if err != nil {
 			return err
 		}
-		full := len(evs) == logPage
+		full := len(evs) == hubPage
 		if !complete {
 			h.lost(evs[0].ID-1, fmt.Sprintf("events %d to %d are no longer in the event log", last+1, evs[0].ID-1))
 		}
