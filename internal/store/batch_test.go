@@ -481,7 +481,9 @@ func TestBatchSwitchingNamespacesWritersAndSubtrees(t *testing.T) {
 			return store.BatchOp{Kind: store.OpPut, Namespace: ns, Key: key,
 				PutRequest: store.PutRequest{Value: json.RawMessage(`"` + ns + " " + writer + `"`), Writer: writer}}
 		}
-		del := func(ns, key string) store.BatchOp { return store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: key} }
+		del := func(ns, key string) store.BatchOp {
+			return store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: key}
+		}
 		mustPut(t, s, "sw/b/gone", "w9", `1`, nil)
 		ops := []store.BatchOp{
 			put("n1", "w1", "sw/a/x"),
