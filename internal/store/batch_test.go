@@ -25,6 +25,22 @@ func getOp(key string) store.BatchOp {
 	return store.BatchOp{Kind: store.OpGet, Namespace: ns, Key: key}
 }
 
+// mustBatch runs a non-atomic batch and fails the test unless every op
+// succeeded.
+func mustBatch(tb testing.TB, s *store.Store, ops []store.BatchOp) []store.BatchResult {
+	tb.Helper()
+	res, err := s.Batch(context.Background(), ops, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			tb.Fatalf("op %d: %v", i, r.Err)
+		}
+	}
+	return res
+}
+
 func deleteOp(key string) store.BatchOp {
 	return store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: key}
 }
@@ -495,15 +511,7 @@ func TestBatchSwitchingNamespacesWritersAndSubtrees(t *testing.T) {
 			put("n1", "w2", "sw/a/y"), // back to the first namespace: a second sibling
 			put("n1", "w1", "sw/c/r"),
 		}
-		res, err := s.Batch(ctx, ops, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range res {
-			if r.Err != nil {
-				t.Fatalf("op %d: %v", i, r.Err)
-			}
-		}
+		mustBatch(t, s, ops)
 		for _, c := range []struct{ ns, key, want string }{
 			{"n1", "sw/a/x", `[n1 w1]`},
 			{"n1", "sw/a/y", `[n1 w1 n1 w2]`},

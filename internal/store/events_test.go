@@ -55,15 +55,7 @@ func TestEventLogEntriesHoldBatches(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		s := newStore(t, b, store.Config{})
 		ctx := context.Background()
-		res, err := s.Batch(ctx, []store.BatchOp{putOp("log/a", "1"), putOp("log/b", "2"), deleteOp("log/a"), putOp("log/c", "3")}, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range res {
-			if r.Err != nil {
-				t.Fatalf("op %d: %v", i, r.Err)
-			}
-		}
+		mustBatch(t, s, []store.BatchOp{putOp("log/a", "1"), putOp("log/b", "2"), deleteOp("log/a"), putOp("log/c", "3")})
 		last, err := s.LastEventID(ctx)
 		if err != nil {
 			t.Fatal(err)
