@@ -57,7 +57,7 @@ type Event struct {
 }
 
 // publishScript appends events to the log and publishes them, so that the
-// log order and the ids are the same thing (logEvents of writeLib).
+// log order and the ids are the same thing (logEvents of logLib).
 //
 // KEYS[1] the event counter; KEYS[2] the event log stream (same slot)
 // ARGV[1] the channel; ARGV[2] the log's approximate length, in events
@@ -65,7 +65,7 @@ type Event struct {
 // ARGV[4…] one event each, as JSON after its id: `"type":…}`
 //
 // Returns the id of the first event; the others follow consecutively.
-var publishScript = redis.NewScript(writeLib + `
+var publishScript = redis.NewScript(logLib + `
 local events = {}
 for i = 4, #ARGV do events[#events + 1] = ARGV[i] end
 return logEvents(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), events, ARGV[3])
@@ -277,7 +277,8 @@ func (s *Store) eventsAfter(ctx context.Context, after uint64, limit int64, pars
 		start = "0-" + strconv.FormatUint(head[0].first+1, 10)
 		perEntry = int64(len(head[0].events))
 	}
-	// An entry holds the events of one script call: one, or a thousand. So
+	// An entry holds the events of one script call: one, or up to 2,000
+	// elements' worth (a few hundred to 2,000 events). So
 	// how many entries to read next is estimated from the size of the last
 	// ones read (neighbours are alike: a stream of batches, or of single
 	// writes); reading limit entries could fetch a hundred times the events

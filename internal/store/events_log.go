@@ -39,7 +39,8 @@ type logEntry struct {
 // field-value list is the events' texts in order, padded with "" to an
 // even count (see appendLog): an element starting with "{" starts an event,
 // and one starting otherwise continues the event before it (a put's
-// envelope tail, which the script passes on as it is). go-redis's XMessage
+// envelope tail, which the script passes on as it is, or a piece of an
+// event that commitScript's fast path logs in pieces). go-redis's XMessage
 // keeps fields in a map, so the reply is read raw. An entry written by an
 // older memsync has one field "e" whose value holds the events a line
 // each: both are read.

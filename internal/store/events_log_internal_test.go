@@ -26,8 +26,8 @@ func openStore(t *testing.T, b redistest.Backend, cfg Config) *Store {
 
 // The log is read in every layout it is written in: an older memsync's
 // entry (one field "e", the events a line each), an entry of an odd number
-// of events (padded with ""), and a call of more than a thousand events,
-// which takes an entry per thousand. Every event comes back once, in
+// of events (padded with ""), and a call of more than 2,000 elements (here
+// events of one element each), which takes an entry per 2,000. Every event comes back once, in
 // order, and the newest id is the last entry's last event.
 func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -43,7 +43,7 @@ func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 		b.Client.Set(ctx, eventSeqKey, 2, 0)
 
 		var evs []*Event
-		for i := range 1004 { // three events: padded; 1001: two entries
+		for i := range 2004 { // three events: padded; 2,001: two entries
 			evs = append(evs, &Event{Type: EventDelete, Namespace: "ns", Key: fmt.Sprintf("k%d", i), Timestamp: 3})
 		}
 		if err := s.publish(ctx, evs[:3]...); err != nil {
@@ -53,14 +53,14 @@ func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 		if n := b.Client.XLen(ctx, eventLogKey).Val(); n != 4 {
-			t.Errorf("log entries = %d, want 4 (old, 3 events, 1000, 1)", n)
+			t.Errorf("log entries = %d, want 4 (old, 3 events, 2000, 1)", n)
 		}
 		last, err := s.LastEventID(ctx)
-		if err != nil || last != 1006 {
-			t.Fatalf("LastEventID = %d, %v; want 1006", last, err)
+		if err != nil || last != 2006 {
+			t.Fatalf("LastEventID = %d, %v; want 2006", last, err)
 		}
-		got, complete, err := s.EventsAfter(ctx, 0, 2000)
-		if err != nil || !complete || len(got) != 1006 {
+		got, complete, err := s.EventsAfter(ctx, 0, 3000)
+		if err != nil || !complete || len(got) != 2006 {
 			t.Fatalf("EventsAfter(0) = %d events, %v, %v", len(got), complete, err)
 		}
 		for i, ev := range got {
@@ -73,9 +73,9 @@ func TestEventLogReadsEveryEntryLayout(t *testing.T) {
 			}
 		}
 		// A replay from inside each kind of entry.
-		for _, after := range []uint64{1, 3, 500, 1005} {
-			got, complete, err := s.LoggedAfter(ctx, after, 2000)
-			if err != nil || !complete || len(got) != int(1006-after) || got[0].ID != after+1 || len(got[0].Raw) == 0 {
+		for _, after := range []uint64{1, 3, 500, 2005} {
+			got, complete, err := s.LoggedAfter(ctx, after, 3000)
+			if err != nil || !complete || len(got) != int(2006-after) || got[0].ID != after+1 || len(got[0].Raw) == 0 {
 				t.Errorf("LoggedAfter(%d) = %d events from %+v, %v, %v", after, len(got), got[0], complete, err)
 			}
 		}
