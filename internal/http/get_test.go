@@ -76,3 +76,35 @@ func TestRequestMetricsByRouteAndStatus(t *testing.T) {
 		}
 	}
 }
+
+// A read whose If-None-Match names the key's current ETag (or is "*") is
+// answered 304 with the ETag and no body, from the cache or from Redis;
+// once the key changes, the same request gets the new entry whole.
+func TestConditionalRead(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		put := h.must(200, "PUT", "/v1/kv/tasks/T7/state", `{"value":{"status":"running"}}`, "X-Worker-Id", "w1")
+		etag := put.header.Get("ETag")
+		paths := []string{"/v1/kv/tasks/T7/state", "/v1/kv/tasks/T7/state?consistent=true",
+			"/v1/kv/tasks/T7/state?siblings=true", "/v1/tasks/T7/state"}
+		for _, path := range paths {
+			for _, inm := range []string{etag, "W/" + etag, `"other", ` + etag, "*"} {
+				r := h.must(304, "GET", path, "", "If-None-Match", inm)
+				if len(r.body) != 0 || r.header.Get("ETag") != etag {
+					t.Errorf("GET %s, If-None-Match %s: body %q, ETag %q; want none, %q", path, inm, r.body, r.header.Get("ETag"), etag)
+				}
+			}
+			if r := h.must(200, "GET", path, "", "If-None-Match", `"other"`); r.json(t)["etag"] != etag {
+				t.Errorf("GET %s, another tag: %s", path, r.body)
+			}
+		}
+		changed := h.must(200, "PUT", "/v1/kv/tasks/T7/state", `{"value":{"status":"done"}}`, "X-Worker-Id", "w1")
+		for _, path := range paths {
+			r := h.must(200, "GET", path, "", "If-None-Match", etag)
+			if r.header.Get("ETag") != changed.header.Get("ETag") || !strings.Contains(string(r.body), `"done"`) {
+				t.Errorf("GET %s after a write, with the old tag: %q %s", path, r.header.Get("ETag"), r.body)
+			}
+		}
+		h.must(404, "GET", "/v1/kv/tasks/none/state", "", "If-None-Match", "*")
+	})
+}

@@ -128,11 +128,12 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 		}
 		if withSiblings {
 			e, err := st.Get(r.Context(), ns, key, opt)
-			if err != nil {
+			switch {
+			case err != nil:
 				writeError(w, r, log, err)
-				return
+			case !notModified(w, r, quoteETag(e.ETag)):
+				writeEntry(w, e, true)
 			}
-			writeEntry(w, e, true)
 			return
 		}
 		// The cache keeps each entry's answer rendered (entryjson.go).
@@ -141,8 +142,10 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 		case err != nil:
 			writeError(w, r, log, err)
 		case re != nil:
-			writeRendered(w, re)
-		default:
+			if !notModified(w, r, re.etag[0]) {
+				writeRendered(w, re)
+			}
+		case !notModified(w, r, quoteETag(e.ETag)):
 			writeEntry(w, e, false)
 		}
 	}
@@ -362,6 +365,30 @@ func parseIfMatch(h string) (string, error) {
 }
 
 func quoteETag(etag string) string { return `"` + etag + `"` }
+
+// notModified answers a read 304 Not Modified, with no body, when its
+// If-None-Match names etag (the key's ETag header, quoted) or is "*", and
+// reports whether it did: a worker polling a key learns that it has not
+// changed without being sent it again. As RFC 9110 asks of If-None-Match,
+// the comparison is weak (a W/ prefix is ignored), and a list of tags
+// matches when any of them does.
+func notModified(w http.ResponseWriter, r *http.Request, etag string) bool {
+	list := r.Header["If-None-Match"]
+	if len(list) == 0 {
+		return false
+	}
+	for _, line := range list {
+		for tag := range strings.SplitSeq(line, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
+				w.Header()["Etag"] = []string{etag}
+				w.WriteHeader(http.StatusNotModified)
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // boolParam parses an optional boolean query parameter.
 func boolParam(v, name string) (bool, error) {

@@ -182,8 +182,21 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rin.SetBodyBytes(data)
 	if err := openapi3filter.ValidateResponse(ctx, rin); err != nil {
 		v.tb.Errorf("spectest: %s: response does not match the spec: %v\nbody: %s", what, err, snippet(data))
+	} else if unvalidatedStatus(resp.StatusCode) && route.Operation.Responses.Status(resp.StatusCode) == nil {
+		v.tb.Errorf("spectest: %s: status %d is not documented", what, resp.StatusCode)
 	}
 	return resp, nil
+}
+
+// unvalidatedStatus reports whether openapi3filter.ValidateResponse passes
+// status without looking it up (it skips 304 and the redirects), so that
+// the validator checks at least that the operation documents it.
+func unvalidatedStatus(status int) bool {
+	switch status {
+	case http.StatusNotModified, http.StatusMovedPermanently, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }
 
 // FindRoute matches req with the operation of the document that serves it,

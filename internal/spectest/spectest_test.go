@@ -131,6 +131,16 @@ func TestTransport(t *testing.T) {
 			wantErr: "status is not supported",
 		},
 		{
+			name: "not modified", method: "GET", path: "/v1/kv/a/b", header: http.Header{"If-None-Match": {`"e1"`}},
+			handler: reply(304, "", "", "ETag", `"e1"`),
+		},
+		{
+			// openapi3filter passes a 304 unchecked; the validator does not.
+			name: "undocumented not modified", method: "DELETE", path: "/v1/kv/a/b",
+			handler: reply(304, "", ""),
+			wantErr: "status 304 is not documented",
+		},
+		{
 			name: "undocumented route", method: "GET", path: "/v1/nope",
 			handler: reply(404, problemCT, problem404),
 			wantErr: "undocumented route",
