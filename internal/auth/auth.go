@@ -1,0 +1,151 @@
+// Package auth holds memsync's bearer tokens and what each may do
+// (CONTRACT §10). A token file has a line per token:
+//
+//	# token                            worker-id   role
+//	3f9c0d7e2b6a41c8a5e1f0b2c4d6e8fa   w1          worker
+//
+// Roles: admin may do everything; worker reads everything and writes
+// tasks/*, coordination/* and its own workers/{id}/* keys, and takes
+// locks; reader reads (GET, watch, stats). The token's worker id is the
+// writer id of every write made with it.
+package auth
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/memsync/memsync/internal/clock"
+)
+
+// Role is what a token may do.
+type Role string
+
+// The roles of CONTRACT §10.
+const (
+	Admin  Role = "admin"
+	Worker Role = "worker"
+	Reader Role = "reader"
+)
+
+// MinTokenLength is the shortest token a file may hold: a bearer token is
+// a password, and a short one can be guessed.
+const MinTokenLength = 16
+
+// Principal is who a request's token speaks for.
+type Principal struct {
+	// Token identifies the token (a digest, never the token itself): rate
+	// and watcher limits count per token.
+	Token    [sha256.Size]byte
+	WorkerID string
+	Role     Role
+}
+
+// CanWrite reports whether p may write (put or delete) key.
+func (p Principal) CanWrite(key string) bool {
+	switch p.Role {
+	case Admin:
+		return true
+	case Worker:
+		first, rest, _ := strings.Cut(key, "/")
+		switch first {
+		case "tasks", "coordination":
+			return true
+		case "workers":
+			id, _, _ := strings.Cut(rest, "/")
+			return id == p.WorkerID
+		}
+	}
+	return false
+}
+
+// Tokens is a set of tokens, safe for concurrent reads.
+type Tokens struct {
+	byDigest map[[sha256.Size]byte]Principal
+}
+
+// ErrBadTokenFile is the error of a token file that cannot be used.
+var ErrBadTokenFile = errors.New("bad token file")
+
+// Load reads a token file (see the package comment).
+func Load(path string) (*Tokens, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadTokenFile, err)
+	}
+	defer f.Close()
+	t, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, nil
+}
+
+// Parse reads tokens, a line each as "token worker-id role"; blank lines
+// and lines starting with # are skipped. Every problem is an error: a token
+// file that half loads would lock some workers out without a word.
+func Parse(r io.Reader) (*Tokens, error) {
+	t := &Tokens{byDigest: map[[sha256.Size]byte]Principal{}}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			return nil, fmt.Errorf("%w: line %d: want \"token worker-id role\", got %d fields", ErrBadTokenFile, n, len(f))
+		}
+		token, id, role := f[0], f[1], Role(f[2])
+		switch {
+		case len(token) < MinTokenLength:
+			return nil, fmt.Errorf("%w: line %d: a token must be at least %d characters", ErrBadTokenFile, n, MinTokenLength)
+		case !clock.ValidID(id):
+			return nil, fmt.Errorf("%w: line %d: worker id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrBadTokenFile, n, id)
+		case role != Admin && role != Worker && role != Reader:
+			return nil, fmt.Errorf("%w: line %d: role %q is not admin, worker or reader", ErrBadTokenFile, n, role)
+		}
+		d := sha256.Sum256([]byte(token))
+		if _, dup := t.byDigest[d]; dup {
+			return nil, fmt.Errorf("%w: line %d: the token is listed twice", ErrBadTokenFile, n)
+		}
+		t.byDigest[d] = Principal{Token: d, WorkerID: id, Role: role}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadTokenFile, err)
+	}
+	if len(t.byDigest) == 0 {
+		return nil, fmt.Errorf("%w: no tokens", ErrBadTokenFile)
+	}
+	return t, nil
+}
+
+// Len is the number of tokens.
+func (t *Tokens) Len() int { return len(t.byDigest) }
+
+// Lookup returns the principal of token. The token is compared by its
+// SHA-256 digest, so the time a lookup takes says nothing about how much of
+// a wrong token was right.
+func (t *Tokens) Lookup(token string) (Principal, bool) {
+	p, ok := t.byDigest[sha256.Sum256([]byte(token))]
+	return p, ok
+}
+
+type principalKey struct{}
+
+// NewContext returns ctx carrying p.
+func NewContext(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal of a request, and false when the
+// server runs without tokens.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
