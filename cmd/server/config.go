@@ -12,9 +12,17 @@ import (
 	"time"
 
 	"github.com/memsync/memsync/internal/async"
+	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/store"
+)
+
+// Defaults of the per-token limits: far above what one worker needs, low
+// enough that one runaway client cannot take an instance from the others.
+const (
+	defaultRateLimit           = 1000 // requests per second
+	defaultMaxWatchersPerToken = 64
 )
 
 // config is the process configuration: flags, each with an environment
@@ -38,8 +46,16 @@ type config struct {
 	CacheSize int
 	// EventLogLen is about how many events the replayable log keeps.
 	EventLogLen int64
-	Insecure    bool
-	LogLevel    slog.Level
+	// TokensFile names the bearer tokens (auth package); "" runs without
+	// authentication, on loopback only unless Insecure.
+	TokensFile string
+	Tokens     *auth.Tokens
+	// RateLimit is each token's requests per second (0: none), and
+	// MaxWatchersPerToken its open watch streams (0: no limit).
+	RateLimit           int
+	MaxWatchersPerToken int
+	Insecure            bool
+	LogLevel            slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -69,6 +85,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.Int64Var(&c.EventLogLen, "event-log-len", envInt(getenv, "MEMSYNC_EVENT_LOG_LEN", store.DefaultEventLogLen), "about how many change events the log keeps for watchers that resume with Last-Event-ID (MEMSYNC_EVENT_LOG_LEN)")
 	fs.IntVar(&c.BatchSize, "batch-size", int(envInt(getenv, "MEMSYNC_BATCH_SIZE", async.DefaultSize)), "flush queued writes as soon as this many wait (MEMSYNC_BATCH_SIZE)")
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
+	fs.StringVar(&c.TokensFile, "tokens", env("MEMSYNC_TOKENS", ""), "bearer token file, a line per token: \"token worker-id role\" (admin, worker or reader); empty: no authentication (MEMSYNC_TOKENS)")
+	fs.IntVar(&c.RateLimit, "rate-limit", int(envInt(getenv, "MEMSYNC_RATE_LIMIT", defaultRateLimit)), "requests per second each token may make, in bursts of twice that; 0: no limit (MEMSYNC_RATE_LIMIT)")
+	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -119,8 +138,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("log-level: %w", err)
 	}
-	if !c.Insecure && !loopback(c.Addr) {
-		return c, fmt.Errorf("refusing to listen on %s: memsync has no authentication yet, so it listens on loopback only; pass --insecure to expose it anyway", c.Addr)
+	if c.RateLimit < 0 || c.MaxWatchersPerToken < 0 {
+		return c, fmt.Errorf("rate-limit and max-watchers-per-token must not be negative")
+	}
+	if c.TokensFile != "" {
+		if c.Tokens, err = auth.Load(c.TokensFile); err != nil {
+			return c, err
+		}
+	}
+	if c.Tokens == nil && !c.Insecure && !loopback(c.Addr) {
+		return c, fmt.Errorf("refusing to listen on %s without authentication: pass --tokens (a token file), or --insecure to expose it anyway", c.Addr)
 	}
 	return c, nil
 }
@@ -135,7 +162,11 @@ func (c config) log(log *slog.Logger) {
 		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
-		"event_log_len", c.EventLogLen, "insecure", c.Insecure)
+		"event_log_len", c.EventLogLen, "tokens", c.TokensFile, "rate_limit", c.RateLimit,
+		"max_watchers_per_token", c.MaxWatchersPerToken, "insecure", c.Insecure)
+	if c.Tokens == nil {
+		log.Warn("no --tokens: every request is served, as an admin, to anyone who can reach " + c.Addr)
+	}
 }
 
 // parseSeconds accepts whole seconds ("3600") or a Go duration ("1h").

@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		MaxBodyBytes: cfg.MaxBodyBytes, HeartbeatTTL: cfg.HeartbeatTTL,
 		MaxLockTTL: cfg.MaxLockTTL, MaxLockWait: cfg.MaxLockWait, CacheSize: cfg.CacheSize,
 		BatchInterval: cfg.BatchInterval, BatchSize: cfg.BatchSize, EventLogLen: cfg.EventLogLen,
+		Tokens: cfg.Tokens, RateLimit: cfg.RateLimit, MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 	})
 	if err != nil {
 		return err

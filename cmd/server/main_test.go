@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -110,6 +111,15 @@ func TestRunServesEmbeddedAndShutsDown(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("# token worker role\n0123456789abcdef w1 worker\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badTokens := filepath.Join(dir, "bad-tokens")
+	if err := os.WriteFile(badTokens, []byte("0123456789abcdef w1 superuser\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -160,7 +170,29 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad ttl", args: []string{"--default-ttl", "soon"}, wantErr: "default-ttl"},
 		{name: "negative ttl", args: []string{"--default-ttl", "-1"}, wantErr: "default-ttl"},
 		{name: "default above max", args: []string{"--default-ttl", "2h", "--max-ttl", "1h"}, wantErr: "above max-ttl"},
-		{name: "public address refused", args: []string{"--addr", "0.0.0.0:8080"}, wantErr: "loopback only"},
+		{name: "public address refused", args: []string{"--addr", "0.0.0.0:8080"}, wantErr: "without authentication"},
+		{name: "public address with tokens", args: []string{"--addr", "0.0.0.0:8080", "--tokens", tokens}, check: func(c config) error {
+			if p, ok := c.Tokens.Lookup("0123456789abcdef"); !ok || p.WorkerID != "w1" {
+				return fmt.Errorf("tokens %+v: w1's token not loaded", c.Tokens)
+			}
+			return nil
+		}},
+		{name: "tokens from the environment", env: map[string]string{"MEMSYNC_TOKENS": tokens, "MEMSYNC_RATE_LIMIT": "50", "MEMSYNC_MAX_WATCHERS_PER_TOKEN": "3"},
+			check: func(c config) error {
+				if c.Tokens == nil || c.RateLimit != 50 || c.MaxWatchersPerToken != 3 {
+					return fmt.Errorf("tokens %v, rate %d, watchers %d", c.Tokens, c.RateLimit, c.MaxWatchersPerToken)
+				}
+				return nil
+			}},
+		{name: "per-token limits by default", check: func(c config) error {
+			if c.Tokens != nil || c.RateLimit != defaultRateLimit || c.MaxWatchersPerToken != defaultMaxWatchersPerToken {
+				return fmt.Errorf("tokens %v, rate %d, watchers %d", c.Tokens, c.RateLimit, c.MaxWatchersPerToken)
+			}
+			return nil
+		}},
+		{name: "bad token file", args: []string{"--tokens", badTokens}, wantErr: `role "superuser"`},
+		{name: "missing token file", args: []string{"--tokens", filepath.Join(dir, "none")}, wantErr: "bad token file"},
+		{name: "negative rate limit", args: []string{"--rate-limit", "-1"}, wantErr: "rate-limit"},
 		{name: "public address with --insecure", args: []string{"--addr", "0.0.0.0:8080", "--insecure"}, check: func(c config) error { return nil }},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}

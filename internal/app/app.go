@@ -16,6 +16,7 @@ import (
 
 	"github.com/memsync/memsync/api"
 	"github.com/memsync/memsync/internal/async"
+	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
@@ -49,6 +50,11 @@ type Config struct {
 	// SweepInterval is how often expiries are looked for
 	// (store.DefaultSweepInterval).
 	SweepInterval time.Duration
+	// Tokens, RateLimit and MaxWatchersPerToken are the HTTP layer's
+	// authentication and per-token limits (memhttp.Config).
+	Tokens              *auth.Tokens
+	RateLimit           int
+	MaxWatchersPerToken int
 }
 
 // App is one assembled instance.
@@ -106,7 +112,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.Handler, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
-		Queue: a.Queue,
+		Queue: a.Queue, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
 		a.Locker.Close()

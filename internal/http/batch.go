@@ -212,6 +212,15 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 		results := make([]result, len(req.Ops))
 		ops := make([]store.BatchOp, 0, len(req.Ops))
 		at := make([]int, 0, len(req.Ops)) // at[j]: the request index of ops[j]
+		// A token that may not make one of the writes gets none of them.
+		for i, o := range req.Ops {
+			if o.Op == string(store.OpPut) || o.Op == string(store.OpDelete) {
+				if err := authorizeWrite(r, o.Key); err != nil {
+					writeError(w, r, log, fmt.Errorf("op %d: %w", i, err))
+					return
+				}
+			}
+		}
 		for i, o := range req.Ops {
 			bop, err := batchOp(ns, writer, o.Op, o.Key, o.Value, o.Context, o.TTL, o.IfMatch)
 			if err != nil {

@@ -53,6 +53,9 @@ var errorKinds = []errorKind{
 	{errInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{store.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large"},
+	{errUnauthorized, http.StatusUnauthorized, "unauthorized", "Unauthorized"},
+	{errForbidden, http.StatusForbidden, "forbidden", "Forbidden"},
+	{errRateLimited, http.StatusTooManyRequests, "rate_limited", "Too many requests"},
 	{store.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{errRouteNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{errMethod, http.StatusMethodNotAllowed, "invalid_argument", "Method not allowed"},
@@ -108,6 +111,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	case http.StatusServiceUnavailable:
 		log.Warn("backend unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 		w.Header().Set("Retry-After", retryAfterUnavailable)
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="memsync"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
 	}
 	encode(w, p.Status, "application/problem+json", p)
 }

@@ -154,6 +154,9 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, key, err := target(r, cfg, keyOf)
+		if err == nil {
+			err = authorizeWrite(r, key)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -215,6 +218,9 @@ const maxTTLSeconds = int64(100 * 365 * 24 * 3600)
 func handleKVDelete(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, key, err := target(r, cfg, keyOf)
+		if err == nil {
+			err = authorizeWrite(r, key)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return

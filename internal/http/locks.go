@@ -175,8 +175,8 @@ func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 }
 
 // handleLockRelease releases the lock of the X-Lock-Token holder, or any
-// holder's with ?force=true (an admin's escape hatch: there is no
-// authentication yet, so anyone who can reach the API can force).
+// holder's with ?force=true (an admin's escape hatch: with tokens, an
+// admin token's only).
 func handleLockRelease(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := lockTarget(r, cfg, nameOf)
@@ -192,7 +192,9 @@ func handleLockRelease(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 		token := r.Header.Get("X-Lock-Token")
 		switch {
 		case force:
-			err = lk.ForceRelease(r.Context(), ns, name)
+			if err = requireAdmin(r, "force a lock's release"); err == nil {
+				err = lk.ForceRelease(r.Context(), ns, name)
+			}
 		case token == "":
 			err = fmt.Errorf("%w: the X-Lock-Token header is required (or ?force=true)", errInvalidArgument)
 		default:

@@ -6,7 +6,7 @@ import "net/http"
 // spec test fails on any route or response the spec does not describe.
 func (s *Server) routes() {
 	r := s.router
-	r.Use(s.observe, s.recoverer, s.limitBody)
+	r.Use(s.observe, s.recoverer, s.authenticate, s.limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errRouteNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errMethod) })
 	log, cfg, st, lk := s.log, s.cfg, s.store, s.locker

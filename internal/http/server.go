@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/store"
 )
 
@@ -53,6 +54,15 @@ type Config struct {
 	Metrics        http.Handler
 	Stats          func() any
 	ObserveRequest func(route, method string, status int, took time.Duration)
+	// Tokens, when set, admit only requests with one of its bearer tokens,
+	// to what the token's role may use (auth.go); nil serves everyone as
+	// an admin. RateLimit is each token's requests per second (0: no
+	// limit) with bursts of RateBurst (0: twice the rate), and
+	// MaxWatchersPerToken its open watch streams (0: no limit).
+	Tokens              *auth.Tokens
+	RateLimit           float64
+	RateBurst           int
+	MaxWatchersPerToken int
 }
 
 // Server is the memsync API as an http.Handler.

@@ -40,6 +40,10 @@ func handleHeartbeat(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, fmt.Errorf("%w: worker id %q", keys.ErrInvalidKey, id))
 			return
 		}
+		if err := authorizeWrite(r, "workers/"+id+"/heartbeat"); err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		ttl := cfg.HeartbeatTTL
 		var req request
 		if r.ContentLength != 0 {

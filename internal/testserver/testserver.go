@@ -14,6 +14,7 @@ import (
 
 	"github.com/memsync/memsync/internal/app"
 	"github.com/memsync/memsync/internal/async"
+	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/redistest"
@@ -49,6 +50,11 @@ type Options struct {
 	// (async.DefaultInterval, async.DefaultSize).
 	BatchInterval time.Duration
 	BatchSize     int
+	// Tokens turns authentication on, with per-token limits RateLimit
+	// (requests per second) and MaxWatchersPerToken (0: none).
+	Tokens              *auth.Tokens
+	RateLimit           int
+	MaxWatchersPerToken int
 }
 
 // Server is a running in-process memsync.
@@ -91,6 +97,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		Rules: rules, MaxTTL: opts.MaxTTL, HeartbeatTTL: opts.HeartbeatTTL, CacheSize: opts.CacheSize,
 		BatchInterval: opts.BatchInterval, BatchSize: opts.BatchSize,
 		WatchBuffer: opts.WatchBuffer, WatchPing: opts.WatchPing, SweepInterval: DefaultSweepInterval,
+		Tokens: opts.Tokens, RateLimit: opts.RateLimit, MaxWatchersPerToken: opts.MaxWatchersPerToken,
 	})
 	if err != nil {
 		tb.Fatalf("testserver: %v", err)

@@ -1,0 +1,172 @@
+package http
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/time/rate"
+
+	"github.com/memsync/memsync/internal/auth"
+)
+
+// Errors of authentication and authorization (CONTRACT §10).
+var (
+	errUnauthorized = errors.New("unauthorized")
+	errForbidden    = errors.New("forbidden")
+	errRateLimited  = errors.New("rate limited")
+)
+
+// openPaths answer without a token: the probes, so that an orchestrator
+// needs none, and the API's own description.
+var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/openapi.yaml": true}
+
+// authenticate admits a request with a known bearer token, within its
+// token's rate, to what its role may use; and makes the token's worker id
+// the request's X-Worker-Id, so that every handler sees the writer the
+// token names. Without tokens (Config.Tokens nil) every request passes
+// unchanged. Key-level rules (which keys a worker may write) are checked by
+// the handlers that know the key: authorizeWrite.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if s.cfg.Tokens == nil {
+		return next
+	}
+	g := newGate(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxWatchersPerToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if openPaths[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			writeError(w, r, s.log, fmt.Errorf("%w: send Authorization: Bearer <token>", errUnauthorized))
+			return
+		}
+		p, ok := s.cfg.Tokens.Lookup(strings.TrimSpace(token))
+		if !ok {
+			writeError(w, r, s.log, fmt.Errorf("%w: unknown token", errUnauthorized))
+			return
+		}
+		if !g.allow(p.Token) {
+			writeError(w, r, s.log, fmt.Errorf("%w: this token's requests exceed %g per second", errRateLimited, s.cfg.RateLimit))
+			return
+		}
+		if err := permitted(p, r); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		id := r.Header.Get("X-Worker-Id")
+		switch {
+		case id == "":
+			r.Header.Set("X-Worker-Id", p.WorkerID)
+		case id != p.WorkerID && p.Role != auth.Admin:
+			writeError(w, r, s.log, fmt.Errorf("%w: X-Worker-Id %q is not this token's worker %q (only an admin token writes as another worker)", errForbidden, id, p.WorkerID))
+			return
+		}
+		r = r.WithContext(auth.NewContext(r.Context(), p))
+		if r.URL.Path == "/v1/watch" {
+			release, ok := g.watch(p.Token)
+			if !ok {
+				writeError(w, r, s.log, fmt.Errorf("%w: this token already holds %d watch streams", errRateLimited, s.cfg.MaxWatchersPerToken))
+				return
+			}
+			defer release()
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// permitted applies the role rules that the method and path decide: a
+// reader only reads (a batch is let through for its reads; its writes are
+// refused by authorizeWrite), and only an admin drops cache entries.
+func permitted(p auth.Principal, r *http.Request) error {
+	switch {
+	case p.Role == auth.Reader && r.Method != http.MethodGet && r.Method != http.MethodHead &&
+		!(r.Method == http.MethodPost && r.URL.Path == "/v1/batch"):
+		return fmt.Errorf("%w: a reader token only reads", errForbidden)
+	case p.Role != auth.Admin && r.URL.Path == "/v1/cache/invalidate":
+		return fmt.Errorf("%w: only an admin token invalidates caches", errForbidden)
+	}
+	return nil
+}
+
+// authorizeWrite says whether the request's token may write key; nil
+// without tokens.
+func authorizeWrite(r *http.Request, key string) error {
+	p, ok := auth.FromContext(r.Context())
+	if !ok || p.CanWrite(key) {
+		return nil
+	}
+	if p.Role == auth.Reader {
+		return fmt.Errorf("%w: a reader token only reads", errForbidden)
+	}
+	return fmt.Errorf("%w: worker %q may write tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, p.WorkerID, key)
+}
+
+// requireAdmin refuses what only an admin token may do; nil without tokens.
+func requireAdmin(r *http.Request, what string) error {
+	if p, ok := auth.FromContext(r.Context()); ok && p.Role != auth.Admin {
+		return fmt.Errorf("%w: only an admin token may %s", errForbidden, what)
+	}
+	return nil
+}
+
+// gate holds the per-token limits: a token bucket of requests and a count
+// of open watch streams. Its maps grow with the tokens that were used, at
+// most the token file's length.
+type gate struct {
+	limit       rate.Limit
+	burst       int
+	maxWatchers int
+
+	mu       sync.Mutex
+	buckets  map[[sha256.Size]byte]*rate.Limiter
+	watchers map[[sha256.Size]byte]int
+}
+
+func newGate(perSecond float64, burst, maxWatchers int) *gate {
+	if burst <= 0 {
+		burst = max(1, int(2*perSecond))
+	}
+	return &gate{limit: rate.Limit(perSecond), burst: burst, maxWatchers: maxWatchers,
+		buckets: map[[sha256.Size]byte]*rate.Limiter{}, watchers: map[[sha256.Size]byte]int{}}
+}
+
+// allow takes one request from token's bucket; always true without a rate.
+func (g *gate) allow(token [sha256.Size]byte) bool {
+	if g.limit <= 0 {
+		return true
+	}
+	g.mu.Lock()
+	b := g.buckets[token]
+	if b == nil {
+		b = rate.NewLimiter(g.limit, g.burst)
+		g.buckets[token] = b
+	}
+	g.mu.Unlock()
+	return b.Allow()
+}
+
+// watch counts a watch stream of token, and returns its release; false when
+// the token holds its maximum already.
+func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
+	if g.maxWatchers <= 0 {
+		return func() {}, true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.watchers[token] >= g.maxWatchers {
+		return nil, false
+	}
+	g.watchers[token]++
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.watchers[token]--; g.watchers[token] == 0 {
+			delete(g.watchers, token)
+		}
+	}, true
+}

@@ -1,0 +1,176 @@
+package http_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memsync/memsync/internal/auth"
+	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/testserver"
+)
+
+// The tokens of the authentication tests: one per role, two workers.
+const (
+	adminToken  = "admin-token-0123456789"
+	w1Token     = "w1-token-0123456789ab"
+	w2Token     = "w2-token-0123456789ab"
+	readerToken = "reader-token-01234567"
+)
+
+func testTokens(t *testing.T) *auth.Tokens {
+	t.Helper()
+	tokens, err := auth.Parse(strings.NewReader(adminToken + " ops admin\n" + w1Token + " w1 worker\n" +
+		w2Token + " w2 worker\n" + readerToken + " board reader\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens
+}
+
+func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
+
+// With tokens, every route but the probes and the spec wants one; each role
+// gets what CONTRACT §10 gives it, and the token's worker id is the writer.
+func TestTokensAndRoles(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newServerHarness(t, testserver.Options{Backend: &b, Tokens: testTokens(t)})
+		with := func(token string, headers ...string) []string { return append(bearer(token), headers...) }
+
+		for _, path := range []string{"/healthz", "/readyz", "/openapi.yaml"} {
+			h.must(200, "GET", path, "")
+		}
+		for _, tt := range []struct{ name, auth string }{
+			{"no token", ""}, {"unknown token", "Bearer nope-nope-nope-nope"}, {"basic", "Basic b3BzOnB3"}, {"empty bearer", "Bearer "},
+		} {
+			r := h.must(401, "GET", "/v1/kv/tasks/T1/state", "", "Authorization", tt.auth)
+			checkProblem(t, r, "unauthorized")
+			if r.header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s: 401 without WWW-Authenticate", tt.name)
+			}
+		}
+
+		// A worker writes as itself, where a worker may.
+		r := h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":{"status":"running"}}`, with(w1Token)...)
+		if e := r.json(t); e["writer"] != "w1" {
+			t.Errorf("a w1 token's write has writer %v", e["writer"])
+		}
+		h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w1")...)
+		checkProblem(t, h.must(403, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w2")...), "forbidden")
+		h.must(200, "PUT", "/v1/coordination/queue", `{"value":{"pending":[]}}`, with(w1Token)...)
+		h.must(200, "PUT", "/v1/workers/w1/status", `{"value":"idle"}`, with(w1Token)...)
+		h.must(200, "PUT", "/v1/workers/w1/heartbeat", "", with(w1Token)...)
+		for _, forbidden := range []struct{ method, path, body string }{
+			{"PUT", "/v1/workers/w2/status", `{"value":"idle"}`},
+			{"PUT", "/v1/kv/workers/w2/status", `{"value":"idle"}`},
+			{"PUT", "/v1/workers/w2/heartbeat", ""},
+			{"PUT", "/v1/kv/agents/a1/state", `{"value":1}`},
+			{"PUT", "/v1/kv/agents/a1/state?async=true", `{"value":1}`},
+			{"DELETE", "/v1/kv/workers/w2/status", ""},
+			{"POST", "/v1/cache/invalidate", `{"pattern":"**"}`},
+		} {
+			checkProblem(t, h.must(403, forbidden.method, forbidden.path, forbidden.body, with(w1Token)...), "forbidden")
+		}
+		h.must(404, "GET", "/v1/kv/agents/a1/state", "", with(w1Token)...) // nothing was written
+
+		h.must(204, "DELETE", "/v1/kv/workers/w1/status", "", with(w1Token)...)
+
+		// A batch with one write the token may not make applies none.
+		batch := `{"ops":[{"op":"put","key":"tasks/T2/state","value":1},{"op":"put","key":"workers/w2/status","value":2}]}`
+		checkProblem(t, h.must(403, "POST", "/v1/batch", batch, with(w1Token)...), "forbidden")
+		h.must(404, "GET", "/v1/kv/tasks/T2/state", "", with(w1Token)...)
+
+		// A reader reads, watches and sees stats; it writes nothing.
+		h.must(200, "GET", "/v1/kv/tasks/T1/state", "", with(readerToken)...)
+		h.must(200, "GET", "/v1/stats", "", with(readerToken)...)
+		h.must(200, "POST", "/v1/batch", `{"ops":[{"op":"get","key":"tasks/T1/state"}]}`, with(readerToken)...)
+		checkProblem(t, h.must(403, "POST", "/v1/batch", `{"ops":[{"op":"delete","key":"tasks/T1/state"}]}`, with(readerToken)...), "forbidden")
+		checkProblem(t, h.must(403, "PUT", "/v1/kv/tasks/T1/state", `{"value":2}`, with(readerToken)...), "forbidden")
+		checkProblem(t, h.must(403, "POST", "/v1/locks/jobs/a", `{"ttl_ms":5000}`, with(readerToken)...), "forbidden")
+		h.watch("/v1/watch?pattern=tasks/**", with(readerToken)...)
+
+		// Locks: workers take and release them; only an admin forces one.
+		g := h.must(200, "POST", "/v1/locks/jobs/a", `{"ttl_ms":5000}`, with(w1Token)...).json(t)
+		if g["owner"] != "w1" {
+			t.Errorf("a w1 token's lock has owner %v", g["owner"])
+		}
+		checkProblem(t, h.must(403, "DELETE", "/v1/locks/jobs/a?force=true", "", with(w2Token)...), "forbidden")
+		h.must(204, "DELETE", "/v1/locks/jobs/a?force=true", "", with(adminToken)...)
+
+		// An admin may write anywhere, as any writer, and drop caches.
+		r = h.must(200, "PUT", "/v1/kv/agents/a1/state", `{"value":3}`, with(adminToken, "X-Worker-Id", "migrator")...)
+		if e := r.json(t); e["writer"] != "migrator" {
+			t.Errorf("an admin's write as migrator has writer %v", e["writer"])
+		}
+		h.must(200, "POST", "/v1/cache/invalidate", `{"pattern":"**"}`, with(adminToken)...)
+	})
+}
+
+// Each token has its own request rate and its own count of watch streams:
+// one token over its limit gets 429 rate_limited, the others do not notice.
+func TestPerTokenLimits(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{Tokens: testTokens(t), RateLimit: 5, MaxWatchersPerToken: 1})
+	allowed, limited := 0, 0
+	start := time.Now()
+	for range 30 {
+		r := h.do("GET", "/v1/kv/tasks/T1/state", "", bearer(w1Token)...)
+		switch r.status {
+		case 404:
+			allowed++
+		case 429:
+			limited++
+			checkProblem(t, r, "rate_limited")
+			if r.header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+		default:
+			t.Fatalf("GET = %d %s", r.status, r.body)
+		}
+	}
+	// A burst of 10 (twice the rate), then 5 a second.
+	if most := 10 + int(5*time.Since(start).Seconds()) + 1; allowed > most || limited == 0 {
+		t.Errorf("%d of 30 requests in %v were served, %d limited; want at most %d served", allowed, time.Since(start), limited, most)
+	}
+	h.must(404, "GET", "/v1/kv/tasks/T1/state", "", bearer(w2Token)...)
+
+}
+
+// A token holds at most MaxWatchersPerToken watch streams; one more gets
+// 429 rate_limited until one of them closes, and other tokens are not
+// counted against it.
+func TestWatchersPerToken(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{Tokens: testTokens(t), MaxWatchersPerToken: 1})
+	open := func(token string) int {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/watch?pattern=**", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode == 429 && res.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("429 served as %q", res.Header.Get("Content-Type"))
+		}
+		return res.StatusCode
+	}
+	first := h.watch("/v1/watch?pattern=**", bearer(readerToken)...)
+	if got := open(readerToken); got != 429 {
+		t.Errorf("a second stream of one token = %d, want 429", got)
+	}
+	h.watch("/v1/watch?pattern=**", bearer(adminToken)...)
+	first.cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for open(readerToken) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("the token's stream closed 5 s ago, and it still may not open another")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
