@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/memsync/memsync/internal/redistest"
 )
 
 // startServer runs the real run() on a free loopback port with the given
@@ -226,6 +228,32 @@ func TestMaskURL(t *testing.T) {
 // fresh server, and checks each "# → STATUS fragment…fragment" annotation:
 // the status, and that each JSON fragment between "…" appears in the body.
 func TestREADMECurl(t *testing.T) {
+	runREADME(t, startServer(t, nil))
+}
+
+// The README's tour runs as well on Redis Cluster (three masters) and
+// behind Sentinel as on one Redis: every key family, batches, locks, watch
+// streams, expiry and the cache, through go-redis's cluster and failover
+// clients against real redis-server processes.
+func TestREADMECurlOnClusterAndSentinel(t *testing.T) {
+	t.Run("cluster", func(t *testing.T) {
+		nodes := redistest.StartCluster(t, 3)
+		var urls []string
+		for _, n := range nodes {
+			urls = append(urls, "redis://"+n.Addr)
+		}
+		runREADME(t, startServer(t, nil, "--redis-url", strings.Join(urls, ",")))
+	})
+	t.Run("sentinel", func(t *testing.T) {
+		_, sentinel := redistest.StartSentinel(t, "memsync")
+		runREADME(t, startServer(t, nil, "--redis-url", "redis://"+sentinel+"?master_name=memsync"))
+	})
+}
+
+// runREADME runs every curl line of the README, in order, against the
+// server at base (see TestREADMECurl).
+func runREADME(t *testing.T, base string) {
+	t.Helper()
 	for _, tool := range []string{"bash", "curl", "base64", "sed"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("MEMSYNC_REQUIRE_CURL") == "1" {
@@ -238,7 +266,6 @@ func TestREADMECurl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := startServer(t, nil)
 	host := strings.TrimPrefix(base, "http://")
 
 	dir := t.TempDir()

@@ -82,6 +82,9 @@ type Options struct {
 	// Persistent turns on the append-only file with appendfsync always, so
 	// that a Restart keeps every acknowledged write.
 	Persistent bool
+	// Cluster starts the server as a Redis Cluster node (StartCluster
+	// joins nodes into a cluster).
+	Cluster bool
 }
 
 // Server is a redis-server process owned by a test.
@@ -127,6 +130,9 @@ func (s *Server) start(tb testing.TB) {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if s.opts.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(s.dir, "nodes.conf"))
 	}
 	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {

@@ -1,0 +1,101 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// clusterSlots is the number of hash slots of a Redis Cluster.
+const clusterSlots = 16384
+
+// StartCluster starts n redis-server nodes on free loopback ports and joins
+// them into one Redis Cluster of n masters, the slots split evenly between
+// them, and waits until every node reports it whole (cluster_state:ok). The
+// nodes stop when the test ends. It skips or fails the test as Start does
+// when redis-server is missing.
+func StartCluster(tb testing.TB, n int) []*Server {
+	tb.Helper()
+	nodes := make([]*Server, n)
+	for i := range nodes {
+		nodes[i] = Start(tb, Options{Cluster: true})
+	}
+	ctx := context.Background()
+	for i, node := range nodes {
+		c := node.Client(tb)
+		first, last := i*clusterSlots/n, (i+1)*clusterSlots/n-1
+		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", first, last).Err(); err != nil {
+			tb.Fatalf("redistest: %s: CLUSTER ADDSLOTSRANGE: %v", node, err)
+		}
+		if i > 0 {
+			if err := c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err(); err != nil {
+				tb.Fatalf("redistest: %s: CLUSTER MEET: %v", node, err)
+			}
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, node := range nodes {
+		c := node.Client(tb)
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") &&
+				strings.Contains(info, "cluster_known_nodes:"+strconv.Itoa(n)+"\r\n") {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("redistest: %s: the cluster did not form within 20 s: %v\n%s", node, err, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// StartSentinel starts a redis-server master and one Sentinel that
+// monitors it as masterName, and waits until the Sentinel names it. Both
+// stop when the test ends. It returns the master and the Sentinel's address.
+func StartSentinel(tb testing.TB, masterName string) (master *Server, sentinelAddr string) {
+	tb.Helper()
+	master = Start(tb, Options{})
+	port := freePort(tb)
+	dir := tb.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nsentinel monitor %s 127.0.0.1 %d 1\n",
+		port, dir, filepath.Join(dir, "sentinel.log"), masterName, master.port)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("redistest: start redis-server --sentinel: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	sentinelAddr = "127.0.0.1:" + strconv.Itoa(port)
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinelAddr, MaxRetries: -1})
+	defer sc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		addr, err := sc.GetMasterAddrByName(ctx, masterName).Result()
+		cancel()
+		if err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(master.port) {
+			return master, sentinelAddr
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
+			tb.Fatalf("redistest: the Sentinel on %s did not name %s within 10 s: %v %v\n%s", sentinelAddr, masterName, addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
