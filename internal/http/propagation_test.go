@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/testserver"
@@ -90,73 +92,10 @@ func TestTwoInstancesOnOneRedis(t *testing.T) {
 	t.Cleanup(func() { p.t = t })
 
 	t.Run("a write on A reaches B's watchers and B's cached reads", func(t *testing.T) {
-		const keys, writes = 20, 500
-		bb := bb.in(t)
-		w := bb.watch("/v1/watch?pattern=lat/*")
-		for k := range keys {
-			p.put(fmt.Sprintf("%s/v1/kv/lat/k%d", a.url, k), "-1")
-		}
-		for range keys {
-			w.nextChange()
-		}
-		hits := bb.srv.Cache.Stats().Hits
-		lat := make([]time.Duration, 0, writes)
-		for i := range writes {
-			key := fmt.Sprintf("/v1/kv/lat/k%d", i%keys)
-			// B holds the current value in its cache...
-			p.value(bb.url + key)
-			prev := p.value(bb.url + key)
-			// ...A overwrites it; how long until B serves the new one?
-			p.put(a.url+key, strconv.Itoa(i))
-			acked := time.Now()
-			for got := prev; got != strconv.Itoa(i); got = p.value(bb.url + key) {
-				if time.Since(acked) > 5*time.Second {
-					t.Fatalf("write %d: B still serves %s 5 s after A acknowledged", i, got)
-				}
-			}
-			lat = append(lat, time.Since(acked))
-		}
-		if got := bb.srv.Cache.Stats().Hits - hits; got < writes {
-			t.Errorf("B served %d reads from its cache, want at least %d: the test measured no cache", got, writes)
-		}
-		for i := range writes {
-			c := w.nextChange()
-			if string(c.Value) != strconv.Itoa(i) || c.Key != fmt.Sprintf("lat/k%d", i%keys) {
-				t.Fatalf("B's watcher: event %d = %+v", i, c)
-			}
-		}
-		slices.Sort(lat)
-		p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
-		t.Logf("A's acknowledgement → B serves the new value, over %d writes: p50 %s, p99 %s, max %s (target p99 ≤ 50ms)",
-			writes, p50.Round(time.Microsecond), p99.Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+		crossInstanceReads(t, a, bb, p)
 	})
-
 	t.Run("a watcher that reconnects with Last-Event-ID misses nothing", func(t *testing.T) {
-		bb := bb.in(t)
-		w := bb.watch("/v1/watch?pattern=resume/**")
-		p.put(a.url+"/v1/kv/resume/k", "0")
-		last := w.nextChange()
-		w.cancel()
-		var wg sync.WaitGroup
-		wg.Go(func() { // writes go on while the watcher is away and while it reconnects
-			for i := 1; i <= 200; i++ {
-				p.put(fmt.Sprintf("%s/v1/kv/resume/k%d", a.url, i%3), strconv.Itoa(i))
-				if i == 100 {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		})
-		time.Sleep(30 * time.Millisecond)
-		r := bb.watch("/v1/watch?pattern=resume/**", "Last-Event-ID", strconv.FormatUint(last.ID, 10))
-		wg.Wait()
-		prev := last.ID
-		for i := 1; i <= 200; i++ {
-			c := r.nextChange()
-			if c.ID <= prev || string(c.Value) != strconv.Itoa(i) {
-				t.Fatalf("resumed event %d = %+v (previous id %d): want value %d, in order, once", i, c, prev, i)
-			}
-			prev = c.ID
-		}
+		crossInstanceResume(t, a, bb, p)
 	})
 
 	t.Run("no stale read after CLIENT KILL TYPE pubsub while writes go on", func(t *testing.T) {
@@ -224,5 +163,106 @@ func TestTwoInstancesOnOneRedis(t *testing.T) {
 		}
 		t.Logf("%d writes on A, 5 kills of every subscription, %d gaps on B, %d stale keys on B afterwards; B's cache: %+v",
 			written.Load(), gaps.gaps.Load(), stale, bb.srv.Cache.Stats())
+	})
+}
+
+// crossInstanceReads writes through A and checks that B's watcher hears
+// every write in order and that B's cached reads follow; it logs the time
+// from A's acknowledgement to B serving the new value.
+func crossInstanceReads(t *testing.T, a, bb *harness, p *plain) {
+	const keys, writes = 20, 500
+	bb = bb.in(t)
+	w := bb.watch("/v1/watch?pattern=lat/*")
+	for k := range keys {
+		p.put(fmt.Sprintf("%s/v1/kv/lat/k%d", a.url, k), "-1")
+	}
+	for range keys {
+		w.nextChange()
+	}
+	hits := bb.srv.Cache.Stats().Hits
+	lat := make([]time.Duration, 0, writes)
+	for i := range writes {
+		key := fmt.Sprintf("/v1/kv/lat/k%d", i%keys)
+		// B holds the current value in its cache...
+		p.value(bb.url + key)
+		prev := p.value(bb.url + key)
+		// ...A overwrites it; how long until B serves the new one?
+		p.put(a.url+key, strconv.Itoa(i))
+		acked := time.Now()
+		for got := prev; got != strconv.Itoa(i); got = p.value(bb.url + key) {
+			if time.Since(acked) > 5*time.Second {
+				t.Fatalf("write %d: B still serves %s 5 s after A acknowledged", i, got)
+			}
+		}
+		lat = append(lat, time.Since(acked))
+	}
+	if got := bb.srv.Cache.Stats().Hits - hits; got < writes {
+		t.Errorf("B served %d reads from its cache, want at least %d: the test measured no cache", got, writes)
+	}
+	for i := range writes {
+		c := w.nextChange()
+		if string(c.Value) != strconv.Itoa(i) || c.Key != fmt.Sprintf("lat/k%d", i%keys) {
+			t.Fatalf("B's watcher: event %d = %+v", i, c)
+		}
+	}
+	slices.Sort(lat)
+	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
+	t.Logf("A's acknowledgement → B serves the new value, over %d writes: p50 %s, p99 %s, max %s (target p99 ≤ 50ms)",
+		writes, p50.Round(time.Microsecond), p99.Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+}
+
+// crossInstanceResume checks that a watcher on B that reconnects with
+// Last-Event-ID while A keeps writing gets every missed event once, in order.
+func crossInstanceResume(t *testing.T, a, bb *harness, p *plain) {
+	bb = bb.in(t)
+	w := bb.watch("/v1/watch?pattern=resume/**")
+	p.put(a.url+"/v1/kv/resume/k", "0")
+	last := w.nextChange()
+	w.cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { // writes go on while the watcher is away and while it reconnects
+		for i := 1; i <= 200; i++ {
+			p.put(fmt.Sprintf("%s/v1/kv/resume/k%d", a.url, i%3), strconv.Itoa(i))
+			if i == 100 {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	time.Sleep(30 * time.Millisecond)
+	r := bb.watch("/v1/watch?pattern=resume/**", "Last-Event-ID", strconv.FormatUint(last.ID, 10))
+	wg.Wait()
+	prev := last.ID
+	for i := 1; i <= 200; i++ {
+		c := r.nextChange()
+		if c.ID <= prev || string(c.Value) != strconv.Itoa(i) {
+			t.Fatalf("resumed event %d = %+v (previous id %d): want value %d, in order, once", i, c, prev, i)
+		}
+		prev = c.ID
+	}
+}
+
+// The same two checks with both instances on a Redis Cluster of three
+// masters: events cross nodes by the cluster's pub/sub, and the log and the
+// caches work as on one Redis.
+func TestTwoInstancesOnACluster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3)
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	instance := func() *harness {
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
+		t.Cleanup(func() { c.Close() })
+		b := redistest.Backend{Name: "cluster", Client: nodes[0].Client(t), Real: nodes[0]}
+		return newServerHarness(t, testserver.Options{Backend: &b, Redis: c})
+	}
+	a, bb := instance(), instance()
+	p := newPlain(t)
+	t.Cleanup(func() { p.t = t })
+	t.Run("a write on A reaches B's watchers and B's cached reads", func(t *testing.T) {
+		crossInstanceReads(t, a, bb, p)
+	})
+	t.Run("a watcher that reconnects with Last-Event-ID misses nothing", func(t *testing.T) {
+		crossInstanceResume(t, a, bb, p)
 	})
 }

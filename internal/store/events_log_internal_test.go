@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,4 +224,21 @@ func TestLogReadsTakeOnlyTheEntriesNeeded(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The change channel shares the event log's hash tag, so that on Redis
+// Cluster the instances subscribe on the node that publishes (see
+// ChangeChannel).
+func TestChangeChannelSharesTheLogsHashTag(t *testing.T) {
+	tag := func(s string) string {
+		_, rest, _ := strings.Cut(s, "{")
+		tag, _, _ := strings.Cut(rest, "}")
+		return tag
+	}
+	if got, want := tag(ChangeChannel), tag(eventLogKey); got == "" || got != want {
+		t.Errorf("ChangeChannel %q has hash tag %q, the event log %q has %q", ChangeChannel, got, eventLogKey, want)
+	}
+	if tag(eventSeqKey) != tag(eventLogKey) {
+		t.Errorf("the event counter %q and the log %q do not share a hash tag", eventSeqKey, eventLogKey)
+	}
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
 	"github.com/memsync/memsync/internal/lock"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
@@ -32,6 +34,9 @@ const (
 type Options struct {
 	// Backend is the Redis to use; nil starts a fresh miniredis.
 	Backend *redistest.Backend
+	// Redis, when set, is the client the server uses instead of Backend's:
+	// a cluster or failover client, say.
+	Redis redis.UniversalClient
 	// Rules come before the built-in strategy rules.
 	Rules []store.Rule
 	// HeartbeatTTL defaults to DefaultHeartbeatTTL (2 s).
@@ -93,7 +98,11 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	if err != nil {
 		tb.Fatalf("testserver: %v", err)
 	}
-	a, err := app.New(b.Client, app.Config{
+	var rdb redis.UniversalClient = b.Client
+	if opts.Redis != nil {
+		rdb = opts.Redis
+	}
+	a, err := app.New(rdb, app.Config{
 		Rules: rules, MaxTTL: opts.MaxTTL, HeartbeatTTL: opts.HeartbeatTTL, CacheSize: opts.CacheSize,
 		BatchInterval: opts.BatchInterval, BatchSize: opts.BatchSize,
 		WatchBuffer: opts.WatchBuffer, WatchPing: opts.WatchPing, SweepInterval: DefaultSweepInterval,
