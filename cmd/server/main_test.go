@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -245,7 +246,7 @@ func TestREADMECurlOnClusterAndSentinel(t *testing.T) {
 		runREADME(t, startServer(t, nil, "--redis-url", strings.Join(urls, ",")))
 	})
 	t.Run("sentinel", func(t *testing.T) {
-		_, sentinel := redistest.StartSentinel(t, "memsync")
+		_, _, sentinel := redistest.StartSentinel(t, "memsync", 0)
 		runREADME(t, startServer(t, nil, "--redis-url", "redis://"+sentinel+"?master_name=memsync"))
 	})
 }
@@ -329,4 +330,64 @@ check() {
 		t.Fatalf("README curl lines failed: %v\n%s", err, out)
 	}
 	t.Logf("ran %d curl lines, checked %d results", curls, checks)
+}
+
+// When the master behind Sentinel stops, Sentinel promotes its replica and
+// memsync follows by itself: meanwhile writes are answered 503 (never 500,
+// never a dead process), and afterwards every write acknowledged and
+// replicated before is there and writes go on.
+func TestSentinelFailover(t *testing.T) {
+	master, reps, sentinel := redistest.StartSentinel(t, "memsync", 1)
+	base := startServer(t, nil, "--redis-url", "redis://"+sentinel+"?master_name=memsync")
+	send := func(method, key, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+"/v1/kv/"+key, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, key, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for i := range 20 {
+		if status, body := send("PUT", fmt.Sprintf("tasks/T%d/state", i), fmt.Sprintf(`{"value":%d}`, i)); status != 200 {
+			t.Fatalf("PUT before the failover = %d %s", status, body)
+		}
+	}
+	ctx := context.Background()
+	if n, err := master.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d, %v", n, err)
+	}
+
+	master.Stop(t)
+	stopped := time.Now()
+	statuses := map[int]int{}
+	for i := 0; ; i++ {
+		status, body := send("PUT", "tasks/after/state", `{"value":`+strconv.Itoa(i)+`}`)
+		statuses[status]++
+		if status != 200 && status != 503 {
+			t.Fatalf("PUT during the failover = %d %s, want 503 until the replica takes over", status, body)
+		}
+		if status == 200 {
+			break
+		}
+		if time.Since(stopped) > 30*time.Second {
+			t.Fatalf("no write accepted within 30 s of the master stopping: %v", statuses)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("first write accepted %v after the master stopped; answers meanwhile: %v", time.Since(stopped).Round(time.Millisecond), statuses)
+	if role, err := reps[0].Client(t).Do(ctx, "ROLE").Slice(); err != nil || len(role) == 0 || role[0] != "master" {
+		t.Errorf("the replica's ROLE = %v, %v; want master", role, err)
+	}
+	for i := range 20 {
+		status, body := send("GET", fmt.Sprintf("tasks/T%d/state", i), "")
+		if status != 200 || !strings.Contains(body, fmt.Sprintf(`"value":%d,`, i)) {
+			t.Errorf("GET tasks/T%d/state after the failover = %d %s", i, status, body)
+		}
+	}
 }

@@ -59,16 +59,26 @@ func StartCluster(tb testing.TB, n int) []*Server {
 	return nodes
 }
 
-// StartSentinel starts a redis-server master and one Sentinel that
-// monitors it as masterName, and waits until the Sentinel names it. Both
-// stop when the test ends. It returns the master and the Sentinel's address.
-func StartSentinel(tb testing.TB, masterName string) (master *Server, sentinelAddr string) {
+// StartSentinel starts a redis-server master, replicas replicas of it, and
+// one Sentinel that monitors it as masterName (quorum 1, a master is down
+// after 500 ms without answering), and waits until the Sentinel names the
+// master and knows every replica. All stop when the test ends. It returns
+// the master, the replicas and the Sentinel's address.
+func StartSentinel(tb testing.TB, masterName string, replicas int) (master *Server, reps []*Server, sentinelAddr string) {
 	tb.Helper()
 	master = Start(tb, Options{})
+	for range replicas {
+		r := Start(tb, Options{})
+		if err := r.Client(tb).ReplicaOf(context.Background(), "127.0.0.1", strconv.Itoa(master.port)).Err(); err != nil {
+			tb.Fatalf("redistest: %s: REPLICAOF: %v", r, err)
+		}
+		reps = append(reps, r)
+	}
 	port := freePort(tb)
 	dir := tb.TempDir()
 	conf := filepath.Join(dir, "sentinel.conf")
-	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nsentinel monitor %s 127.0.0.1 %d 1\n",
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\nsentinel monitor %s 127.0.0.1 %d 1\n"+
+		"sentinel down-after-milliseconds %[4]s 500\nsentinel failover-timeout %[4]s 5000\n",
 		port, dir, filepath.Join(dir, "sentinel.log"), masterName, master.port)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		tb.Fatal(err)
@@ -88,13 +98,17 @@ func StartSentinel(tb testing.TB, masterName string) (master *Server, sentinelAd
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		addr, err := sc.GetMasterAddrByName(ctx, masterName).Result()
+		var known []map[string]string
+		if err == nil {
+			known, err = sc.Replicas(ctx, masterName).Result()
+		}
 		cancel()
-		if err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(master.port) {
-			return master, sentinelAddr
+		if err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(master.port) && len(known) == replicas {
+			return master, reps, sentinelAddr
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "sentinel.log"))
-			tb.Fatalf("redistest: the Sentinel on %s did not name %s within 10 s: %v %v\n%s", sentinelAddr, masterName, addr, err, log)
+			tb.Fatalf("redistest: the Sentinel on %s did not name %s and its %d replicas within 10 s: %v %v\n%s", sentinelAddr, masterName, replicas, addr, err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
