@@ -105,6 +105,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		IdleTimeout:       2 * time.Minute,
 	}
 	srv.RegisterOnShutdown(a.StopStreams)
+	if cfg.Tokens != nil {
+		go reloadTokensOnHangup(ctx, cfg, log)
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("memsync listening", "addr", ln.Addr().String())
@@ -122,6 +125,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// reloadTokensOnHangup reads the token file again at every SIGHUP until ctx
+// ends: tokens are added, revoked or changed without a restart. A file that
+// cannot be used leaves the tokens as they were, and says why in the log.
+func reloadTokensOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := cfg.Tokens.Reload(cfg.TokensFile); err != nil {
+				log.Error("tokens NOT reloaded: the previous ones stay in force", "err", err)
+				continue
+			}
+			log.Info("tokens reloaded", "file", cfg.TokensFile, "tokens", cfg.Tokens.Len())
+		}
+	}
 }
 
 func loadRules(path string) (*store.Rules, error) {

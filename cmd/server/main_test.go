@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +54,7 @@ func startServer(t *testing.T, env map[string]string, args ...string) string {
 		}
 	})
 	base := "http://" + addr
+	serverLogs.Store(base, logs)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		res, err := http.Get(base + "/healthz")
@@ -72,6 +75,9 @@ func startServer(t *testing.T, env map[string]string, args ...string) string {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// serverLogs holds each started server's log, by base URL.
+var serverLogs sync.Map
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -389,5 +395,69 @@ func TestSentinelFailover(t *testing.T) {
 		if status != 200 || !strings.Contains(body, fmt.Sprintf(`"value":%d,`, i)) {
 			t.Errorf("GET tasks/T%d/state after the failover = %d %s", i, status, body)
 		}
+	}
+}
+
+// SIGHUP reloads the token file: a token added works, one removed is
+// refused, and a broken file changes nothing.
+func TestTokensReloadOnHangup(t *testing.T) {
+	// Caught here too, so that a SIGHUP can never end the test process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	path := filepath.Join(t.TempDir(), "tokens")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("old-token-0123456789 w1 worker\n")
+	base := startServer(t, nil, "--tokens", path)
+	status := func(token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/v1/kv/tasks/T1/state", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	// waitFor sends SIGHUP until token gets want (the reload is
+	// asynchronous), for at most 5 s.
+	waitFor := func(token string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); status(token) != want; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("token %q: status %d 5 s after SIGHUP, want %d", token, status(token), want)
+			}
+			if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := status("old-token-0123456789"); got != 404 {
+		t.Fatalf("old token: %d, want 404 (admitted, no such key)", got)
+	}
+	write("new-token-0123456789 w2 worker\n")
+	waitFor("new-token-0123456789", 404)
+	if got := status("old-token-0123456789"); got != 401 {
+		t.Errorf("old token after the reload: %d, want 401", got)
+	}
+	write("new-token-0123456789 w2 superuser\n")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := serverLogs.Load(base)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.(*syncBuffer).String(), "tokens NOT reloaded"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the broken file was not reported within 5 s")
+		}
+	}
+	if got := status("new-token-0123456789"); got != 404 {
+		t.Errorf("after a broken file: %d, want 404 (the tokens as they were)", got)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/memsync/memsync/internal/clock"
 )
@@ -64,9 +65,10 @@ func (p Principal) CanWrite(key string) bool {
 	return false
 }
 
-// Tokens is a set of tokens, safe for concurrent reads.
+// Tokens is a set of tokens, safe for concurrent use; Reload replaces the
+// whole set at once.
 type Tokens struct {
-	byDigest map[[sha256.Size]byte]Principal
+	byDigest atomic.Pointer[map[[sha256.Size]byte]Principal]
 }
 
 // ErrBadTokenFile is the error of a token file that cannot be used.
@@ -90,7 +92,7 @@ func Load(path string) (*Tokens, error) {
 // and lines starting with # are skipped. Every problem is an error: a token
 // file that half loads would lock some workers out without a word.
 func Parse(r io.Reader) (*Tokens, error) {
-	t := &Tokens{byDigest: map[[sha256.Size]byte]Principal{}}
+	set := map[[sha256.Size]byte]Principal{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -111,28 +113,42 @@ func Parse(r io.Reader) (*Tokens, error) {
 			return nil, fmt.Errorf("%w: line %d: role %q is not admin, worker or reader", ErrBadTokenFile, n, role)
 		}
 		d := sha256.Sum256([]byte(token))
-		if _, dup := t.byDigest[d]; dup {
+		if _, dup := set[d]; dup {
 			return nil, fmt.Errorf("%w: line %d: the token is listed twice", ErrBadTokenFile, n)
 		}
-		t.byDigest[d] = Principal{Token: d, WorkerID: id, Role: role}
+		set[d] = Principal{Token: d, WorkerID: id, Role: role}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadTokenFile, err)
 	}
-	if len(t.byDigest) == 0 {
+	if len(set) == 0 {
 		return nil, fmt.Errorf("%w: no tokens", ErrBadTokenFile)
 	}
+	t := &Tokens{}
+	t.byDigest.Store(&set)
 	return t, nil
 }
 
+// Reload replaces the tokens with those of the file at path, all at once;
+// when the file cannot be used it returns the error and keeps the tokens
+// as they were.
+func (t *Tokens) Reload(path string) error {
+	n, err := Load(path)
+	if err != nil {
+		return err
+	}
+	t.byDigest.Store(n.byDigest.Load())
+	return nil
+}
+
 // Len is the number of tokens.
-func (t *Tokens) Len() int { return len(t.byDigest) }
+func (t *Tokens) Len() int { return len(*t.byDigest.Load()) }
 
 // Lookup returns the principal of token. The token is compared by its
 // SHA-256 digest, so the time a lookup takes says nothing about how much of
 // a wrong token was right.
 func (t *Tokens) Lookup(token string) (Principal, bool) {
-	p, ok := t.byDigest[sha256.Sum256([]byte(token))]
+	p, ok := (*t.byDigest.Load())[sha256.Sum256([]byte(token))]
 	return p, ok
 }
 

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -85,5 +86,38 @@ func TestCanWrite(t *testing.T) {
 		if got := tt.p.CanWrite(tt.key); got != tt.want {
 			t.Errorf("%s %s CanWrite(%q) = %v, want %v", tt.p.Role, tt.p.WorkerID, tt.key, got, tt.want)
 		}
+	}
+}
+
+// Reload swaps the whole set, or nothing when the new file is bad.
+func TestReload(t *testing.T) {
+	path := t.TempDir() + "/tokens"
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("0123456789abcdef-old w1 worker\n")
+	tokens, err := auth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("0123456789abcdef-new w1 admin\n0123456789abcdef-two w2 reader\n")
+	if err := tokens.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tokens.Lookup("0123456789abcdef-old"); ok {
+		t.Error("the old token still works after a reload without it")
+	}
+	if p, ok := tokens.Lookup("0123456789abcdef-new"); !ok || p.Role != auth.Admin || tokens.Len() != 2 {
+		t.Errorf("after the reload: new token %+v %v, %d tokens", p, ok, tokens.Len())
+	}
+	write("0123456789abcdef-bad w1 root\n")
+	if err := tokens.Reload(path); !errors.Is(err, auth.ErrBadTokenFile) {
+		t.Errorf("Reload of a bad file = %v", err)
+	}
+	if _, ok := tokens.Lookup("0123456789abcdef-new"); !ok || tokens.Len() != 2 {
+		t.Error("a bad file changed the tokens")
 	}
 }
