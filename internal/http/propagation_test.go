@@ -87,16 +87,7 @@ func TestTwoInstancesOnOneRedis(t *testing.T) {
 	b := redistest.Real(t)
 	a := newServerHarness(t, testserver.Options{Backend: &b})
 	bb := newServerHarness(t, testserver.Options{Backend: &b})
-	p := newPlain(t)
-	// Subtests fail through their own t.
-	t.Cleanup(func() { p.t = t })
-
-	t.Run("a write on A reaches B's watchers and B's cached reads", func(t *testing.T) {
-		crossInstanceReads(t, a, bb, p)
-	})
-	t.Run("a watcher that reconnects with Last-Event-ID misses nothing", func(t *testing.T) {
-		crossInstanceResume(t, a, bb, p)
-	})
+	p := crossInstanceChecks(t, a, bb)
 
 	t.Run("no stale read after CLIENT KILL TYPE pubsub while writes go on", func(t *testing.T) {
 		const keys = 50
@@ -164,6 +155,21 @@ func TestTwoInstancesOnOneRedis(t *testing.T) {
 		t.Logf("%d writes on A, 5 kills of every subscription, %d gaps on B, %d stale keys on B afterwards; B's cache: %+v",
 			written.Load(), gaps.gaps.Load(), stale, bb.srv.Cache.Stats())
 	})
+}
+
+// crossInstanceChecks runs the checks of two instances A and B on one
+// Redis (or Cluster) as subtests, and returns the plain client they used.
+func crossInstanceChecks(t *testing.T, a, bb *harness) *plain {
+	p := newPlain(t)
+	// Subtests fail through their own t.
+	t.Cleanup(func() { p.t = t })
+	t.Run("a write on A reaches B's watchers and B's cached reads", func(t *testing.T) {
+		crossInstanceReads(t, a, bb, p)
+	})
+	t.Run("a watcher that reconnects with Last-Event-ID misses nothing", func(t *testing.T) {
+		crossInstanceResume(t, a, bb, p)
+	})
+	return p
 }
 
 // crossInstanceReads writes through A and checks that B's watcher hears
@@ -256,13 +262,5 @@ func TestTwoInstancesOnACluster(t *testing.T) {
 		b := redistest.Backend{Name: "cluster", Client: nodes[0].Client(t), Real: nodes[0]}
 		return newServerHarness(t, testserver.Options{Backend: &b, Redis: c})
 	}
-	a, bb := instance(), instance()
-	p := newPlain(t)
-	t.Cleanup(func() { p.t = t })
-	t.Run("a write on A reaches B's watchers and B's cached reads", func(t *testing.T) {
-		crossInstanceReads(t, a, bb, p)
-	})
-	t.Run("a watcher that reconnects with Last-Event-ID misses nothing", func(t *testing.T) {
-		crossInstanceResume(t, a, bb, p)
-	})
+	crossInstanceChecks(t, instance(), instance())
 }

@@ -81,19 +81,7 @@ func TestCommitFastPathMatchesGeneralPath(t *testing.T) {
 					}
 					return BatchOp{Kind: OpPut, Namespace: "ns", Key: key, PutRequest: req}
 				}
-				run := func(ops ...BatchOp) []BatchResult {
-					t.Helper()
-					res, err := s.Batch(ctx, ops, false)
-					if err != nil {
-						t.Fatal(err)
-					}
-					for i, r := range res {
-						if r.Err != nil {
-							t.Fatalf("op %d: %v", i, r.Err)
-						}
-					}
-					return res
-				}
+				run := func(ops ...BatchOp) []BatchResult { return applyBatch(t, s, ops...) }
 				for _, w := range tc.history {
 					now = now.Add(w.after)
 					run(op(fastKey, w))

@@ -14,6 +14,21 @@ import (
 	"github.com/memsync/memsync/internal/redistest"
 )
 
+// applyBatch runs a batch whose every op must succeed.
+func applyBatch(t *testing.T, s *Store, ops ...BatchOp) []BatchResult {
+	t.Helper()
+	res, err := s.Batch(context.Background(), ops, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("op %d: %v", i, r.Err)
+		}
+	}
+	return res
+}
+
 // openStore opens a Store on b, closed when the test ends.
 func openStore(t *testing.T, b redistest.Backend, cfg Config) *Store {
 	t.Helper()
@@ -109,15 +124,7 @@ func TestBatchEventsSpanLogEntries(t *testing.T) {
 		}
 		entries := b.Client.XLen(ctx, eventLogKey).Val()
 		now = time.Now()
-		res, err := s.Batch(ctx, ops, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, r := range res {
-			if r.Err != nil {
-				t.Fatalf("op %d: %v", i, r.Err)
-			}
-		}
+		applyBatch(t, s, ops...)
 		if n := b.Client.XLen(ctx, eventLogKey).Val() - entries; n != 2 {
 			t.Errorf("the batch logged %d entries, want 2", n)
 		}
