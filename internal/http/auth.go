@@ -2,7 +2,6 @@ package http
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,13 +10,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/memsync/memsync/internal/auth"
-)
-
-// Errors of authentication and authorization (CONTRACT §10).
-var (
-	errUnauthorized = errors.New("unauthorized")
-	errForbidden    = errors.New("forbidden")
-	errRateLimited  = errors.New("rate limited")
 )
 
 // openPaths answer without a token: the probes, so that an orchestrator

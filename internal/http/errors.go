@@ -22,6 +22,10 @@ var (
 	errBodyTooLarge    = errors.New("request body too large")
 	errRouteNotFound   = errors.New("no such route")
 	errMethod          = errors.New("method not allowed")
+	// Authentication and authorization (auth.go, CONTRACT §10).
+	errUnauthorized = errors.New("unauthorized")
+	errForbidden    = errors.New("forbidden")
+	errRateLimited  = errors.New("rate limited")
 )
 
 // problem is an RFC 9457 problem document with memsync's stable code.
