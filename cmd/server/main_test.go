@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -459,5 +460,110 @@ func TestTokensReloadOnHangup(t *testing.T) {
 	}
 	if got := status("new-token-0123456789"); got != 404 {
 		t.Errorf("after a broken file: %d, want 404 (the tokens as they were)", got)
+	}
+}
+
+// A Redis Cluster failover while memsync runs: the replica of the master
+// that holds the event log takes over (CLUSTER FAILOVER), and memsync goes
+// on by itself. Writes are answered 200 or 503 meanwhile, every write made
+// before is there afterwards, and a watch stream opened before hears a
+// write made after: the scripts are loaded again on the new master (which
+// never saw them) and the events still reach the stream.
+func TestClusterFailover(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	slot, err := nodes[0].Client(t).ClusterKeySlot(ctx, "ms:{#memsync}#events").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := nodes[slot*int64(len(nodes))/16384]
+	replica := redistest.AddClusterReplica(t, nodes, master)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, "redis://"+n.Addr)
+	}
+	base := startServer(t, nil, "--redis-url", strings.Join(urls, ","))
+	send := func(method, key, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+"/v1/kv/"+key, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, key, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for i := range 20 {
+		if status, body := send("PUT", fmt.Sprintf("tasks/T%d/state", i), fmt.Sprintf(`{"value":%d}`, i)); status != 200 {
+			t.Fatalf("PUT before the failover = %d %s", status, body)
+		}
+	}
+	if n, err := master.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d, %v", n, err)
+	}
+
+	// A watcher, opened before the failover.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(wctx, "GET", base+"/v1/watch?pattern=tasks/after/**", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("watch: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	heard := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+				heard <- line
+			}
+		}
+	}()
+
+	if err := replica.Client(t).Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		role, err := replica.Client(t).Do(ctx, "ROLE").Slice()
+		if err == nil && len(role) > 0 && role[0] == "master" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica did not take over within 20 s: %v %v", role, err)
+		}
+	}
+	statuses := map[int]int{}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		status, body := send("PUT", "tasks/after/state", `{"value":"after"}`)
+		statuses[status]++
+		if status != 200 && status != 503 {
+			t.Fatalf("PUT after the failover = %d %s", status, body)
+		}
+		if status == 200 {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("no write accepted within 30 s of the failover: %v", statuses)
+		}
+	}
+	t.Logf("answers to the first writes after the failover: %v", statuses)
+	select {
+	case line := <-heard:
+		if !strings.Contains(line, `"key":"tasks/after/state"`) {
+			t.Errorf("the watcher heard %s", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the watcher opened before the failover did not hear the write after it")
+	}
+	for i := range 20 {
+		status, body := send("GET", fmt.Sprintf("tasks/T%d/state", i), "")
+		if status != 200 || !strings.Contains(body, fmt.Sprintf(`"value":%d,`, i)) {
+			t.Errorf("GET tasks/T%d/state after the failover = %d %s", i, status, body)
+		}
 	}
 }

@@ -113,3 +113,42 @@ func StartSentinel(tb testing.TB, masterName string, replicas int) (master *Serv
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// AddClusterReplica starts a redis-server node, joins it to the cluster of
+// nodes as a replica of master, and waits until it has synchronised with
+// it. It stops when the test ends.
+func AddClusterReplica(tb testing.TB, nodes []*Server, master *Server) *Server {
+	tb.Helper()
+	ctx := context.Background()
+	r := Start(tb, Options{Cluster: true})
+	rc := r.Client(tb)
+	if err := rc.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err(); err != nil {
+		tb.Fatalf("redistest: %s: CLUSTER MEET: %v", r, err)
+	}
+	id, err := master.Client(tb).Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		tb.Fatalf("redistest: %s: CLUSTER MYID: %v", master, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// The new node must know the master before it can replicate it.
+		err = rc.Do(ctx, "CLUSTER", "REPLICATE", id).Err()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: %s: CLUSTER REPLICATE %s: %v", r, id, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: %s: did not sync with %s within 20 s: %v\n%s", r, master, err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
