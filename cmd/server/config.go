@@ -54,8 +54,11 @@ type config struct {
 	// MaxWatchersPerToken its open watch streams (0: no limit).
 	RateLimit           int
 	MaxWatchersPerToken int
-	Insecure            bool
-	LogLevel            slog.Level
+	// ReadTimeout bounds reading a request, headers and body: a client
+	// that stalls mid-request is cut off rather than holding a connection.
+	ReadTimeout time.Duration
+	Insecure    bool
+	LogLevel    slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -70,7 +73,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		}
 		return def
 	}
-	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel, batchInterval string
+	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel, batchInterval, readTimeout string
 	fs.StringVar(&c.Addr, "addr", env("MEMSYNC_ADDR", "127.0.0.1:8080"), "listen address (MEMSYNC_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL; a comma-separated list for Cluster; ?master_name= for Sentinel; empty for an embedded, non-persistent Redis (REDIS_URL)")
 	fs.StringVar(&c.Namespace, "namespace", env("MEMSYNC_NAMESPACE", memhttp.DefaultNamespace), "namespace of requests without ?ns= (MEMSYNC_NAMESPACE)")
@@ -88,6 +91,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&c.TokensFile, "tokens", env("MEMSYNC_TOKENS", ""), "bearer token file, a line per token: \"token worker-id role\" (admin, worker or reader), read again on SIGHUP; empty: no authentication (MEMSYNC_TOKENS)")
 	fs.IntVar(&c.RateLimit, "rate-limit", int(envInt(getenv, "MEMSYNC_RATE_LIMIT", defaultRateLimit)), "requests per second each token may make, in bursts of twice that; 0: no limit (MEMSYNC_RATE_LIMIT)")
 	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
+	fs.StringVar(&readTimeout, "read-timeout", env("MEMSYNC_READ_TIMEOUT", "30s"), "longest time a client may take to send a request, headers and body: seconds or a duration (MEMSYNC_READ_TIMEOUT)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -106,13 +110,14 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	for _, d := range []struct {
 		name, text string
 		into       *time.Duration
-	}{{"heartbeat-ttl", heartbeatTTL, &c.HeartbeatTTL}, {"max-lock-ttl", maxLockTTL, &c.MaxLockTTL}, {"max-lock-wait", maxLockWait, &c.MaxLockWait}} {
+	}{{"heartbeat-ttl", heartbeatTTL, &c.HeartbeatTTL}, {"max-lock-ttl", maxLockTTL, &c.MaxLockTTL}, {"max-lock-wait", maxLockWait, &c.MaxLockWait},
+		{"read-timeout", readTimeout, &c.ReadTimeout}} {
 		if *d.into, err = parseSeconds(d.name, d.text); err != nil {
 			return c, err
 		}
 	}
-	if c.HeartbeatTTL <= 0 || c.MaxLockTTL <= 0 {
-		return c, fmt.Errorf("heartbeat-ttl and max-lock-ttl must be positive")
+	if c.HeartbeatTTL <= 0 || c.MaxLockTTL <= 0 || c.ReadTimeout <= 0 {
+		return c, fmt.Errorf("heartbeat-ttl, max-lock-ttl and read-timeout must be positive")
 	}
 	if c.MaxTTL <= 0 {
 		return c, fmt.Errorf("max-ttl must be positive")
@@ -163,7 +168,7 @@ func (c config) log(log *slog.Logger) {
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
 		"event_log_len", c.EventLogLen, "tokens", c.TokensFile, "rate_limit", c.RateLimit,
-		"max_watchers_per_token", c.MaxWatchersPerToken, "insecure", c.Insecure)
+		"max_watchers_per_token", c.MaxWatchersPerToken, "read_timeout", c.ReadTimeout, "insecure", c.Insecure)
 	if c.Tokens == nil {
 		log.Warn("no --tokens: every request is served, as an admin, to anyone who can reach " + c.Addr)
 	}

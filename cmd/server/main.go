@@ -102,7 +102,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	srv := &http.Server{
 		Handler:           a.Handler,
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// A client may not hold a connection by sending a request slowly.
+		// net/http lifts the deadline once the body is read, so that watch
+		// streams and waiting lock requests outlive it (TestReadTimeout).
+		ReadTimeout: cfg.ReadTimeout,
+		IdleTimeout: 2 * time.Minute,
 	}
 	srv.RegisterOnShutdown(a.StopStreams)
 	if cfg.Tokens != nil {

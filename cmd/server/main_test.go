@@ -567,3 +567,92 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 }
+
+// --read-timeout cuts off a client that stalls mid-request, and only that:
+// a watch stream and a lock request that waits outlive it.
+func TestReadTimeout(t *testing.T) {
+	base := startServer(t, nil, "--read-timeout", "300ms")
+	host := strings.TrimPrefix(base, "http://")
+
+	// A body promised and not sent: the server closes the connection.
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PUT /v1/kv/tasks/T1/state HTTP/1.1\r\nHost: %s\r\nContent-Length: 100\r\n\r\n{\"value\":", host)
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(conn) // until the server closes it
+	if err != nil || time.Since(start) > 3*time.Second {
+		t.Fatalf("stalled request: %v after %v (%q); want the connection closed within about 300 ms", err, time.Since(start), rest)
+	}
+	if status, _ := httpDo(t, "GET", base+"/v1/kv/tasks/T1/state", ""); status != 404 {
+		t.Errorf("the stalled PUT was applied: GET = %d", status)
+	}
+
+	// A watch stream, quiet for longer than the timeout, still delivers.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/watch?pattern=tasks/**", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("watch: %v %v", res, err)
+	}
+	defer res.Body.Close()
+	heard := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+				heard <- line
+			}
+		}
+		close(heard)
+	}()
+
+	// A lock request that waits longer than the timeout gets the lock.
+	if status, body := httpDo(t, "POST", base+"/v1/locks/jobs/a", `{"ttl_ms":10000}`); status != 200 {
+		t.Fatalf("first acquire = %d %s", status, body)
+	}
+	granted := make(chan int, 1)
+	go func() {
+		status, _ := httpDo(t, "POST", base+"/v1/locks/jobs/a", `{"ttl_ms":1000,"wait_ms":3000}`)
+		granted <- status
+	}()
+	time.Sleep(800 * time.Millisecond)
+	if status, body := httpDo(t, "DELETE", base+"/v1/locks/jobs/a?force=true", ""); status != 204 {
+		t.Fatalf("release = %d %s", status, body)
+	}
+	if status := <-granted; status != 200 {
+		t.Errorf("a lock request that waited 800 ms = %d, want 200", status)
+	}
+
+	if status, body := httpDo(t, "PUT", base+"/v1/kv/tasks/T2/state", `{"value":1}`); status != 200 {
+		t.Fatalf("PUT = %d %s", status, body)
+	}
+	select {
+	case line, ok := <-heard:
+		if !ok || !strings.Contains(line, `"key":"tasks/T2/state"`) {
+			t.Errorf("the watch stream, 800 ms old: %q (open %v)", line, ok)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the watch stream did not deliver a write made after the read timeout")
+	}
+}
+
+// httpDo sends a request and returns the status and body.
+func httpDo(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}

@@ -98,6 +98,16 @@ func authorizeWrite(r *http.Request, key string) error {
 	return fmt.Errorf("%w: worker %q may write tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, p.WorkerID, key)
 }
 
+// authorizeActingAs says whether the request's token may name worker as
+// the one acting (a lock's owner): its own worker id, or any with an admin
+// token; nil without tokens.
+func authorizeActingAs(r *http.Request, worker string) error {
+	if p, ok := auth.FromContext(r.Context()); ok && p.Role != auth.Admin && worker != p.WorkerID {
+		return fmt.Errorf("%w: %q is not this token's worker %q (only an admin token acts as another worker)", errForbidden, worker, p.WorkerID)
+	}
+	return nil
+}
+
 // requireAdmin refuses what only an admin token may do; nil without tokens.
 func requireAdmin(r *http.Request, what string) error {
 	if p, ok := auth.FromContext(r.Context()); ok && p.Role != auth.Admin {

@@ -97,6 +97,9 @@ func TestTokensAndRoles(t *testing.T) {
 			t.Errorf("a w1 token's lock has owner %v", g["owner"])
 		}
 		checkProblem(t, h.must(403, "DELETE", "/v1/locks/jobs/a?force=true", "", with(w2Token)...), "forbidden")
+		checkProblem(t, h.must(403, "POST", "/v1/locks/jobs/b", `{"ttl_ms":5000,"owner":"w2"}`, with(w1Token)...), "forbidden")
+		h.must(200, "POST", "/v1/locks/jobs/c", `{"ttl_ms":5000,"owner":"w1"}`, with(w1Token)...)
+		h.must(200, "POST", "/v1/locks/jobs/d", `{"ttl_ms":5000,"owner":"anyone"}`, with(adminToken)...)
 		h.must(204, "DELETE", "/v1/locks/jobs/a?force=true", "", with(adminToken)...)
 
 		// An admin may write anywhere, as any writer, and drop caches.

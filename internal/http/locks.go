@@ -130,6 +130,9 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 		owner := req.Owner
 		if owner == "" {
 			owner = r.Header.Get("X-Worker-Id")
+		} else if err := authorizeActingAs(r, owner); err != nil {
+			writeError(w, r, log, err)
+			return
 		}
 		g, err := lk.Acquire(r.Context(), ns, name, lock.AcquireRequest{
 			TTL:   time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
