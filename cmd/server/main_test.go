@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -346,25 +345,7 @@ check() {
 func TestSentinelFailover(t *testing.T) {
 	master, reps, sentinel := redistest.StartSentinel(t, "memsync", 1)
 	base := startServer(t, nil, "--redis-url", "redis://"+sentinel+"?master_name=memsync")
-	send := func(method, key, body string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+"/v1/kv/"+key, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, key, err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
-	}
-	for i := range 20 {
-		if status, body := send("PUT", fmt.Sprintf("tasks/T%d/state", i), fmt.Sprintf(`{"value":%d}`, i)); status != 200 {
-			t.Fatalf("PUT before the failover = %d %s", status, body)
-		}
-	}
+	writeTasks(t, base, 20)
 	ctx := context.Background()
 	if n, err := master.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d, %v", n, err)
@@ -372,29 +353,51 @@ func TestSentinelFailover(t *testing.T) {
 
 	master.Stop(t)
 	stopped := time.Now()
-	statuses := map[int]int{}
-	for i := 0; ; i++ {
-		status, body := send("PUT", "tasks/after/state", `{"value":`+strconv.Itoa(i)+`}`)
-		statuses[status]++
-		if status != 200 && status != 503 {
-			t.Fatalf("PUT during the failover = %d %s, want 503 until the replica takes over", status, body)
-		}
-		if status == 200 {
-			break
-		}
-		if time.Since(stopped) > 30*time.Second {
-			t.Fatalf("no write accepted within 30 s of the master stopping: %v", statuses)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	statuses := writeUntilAccepted(t, base)
 	t.Logf("first write accepted %v after the master stopped; answers meanwhile: %v", time.Since(stopped).Round(time.Millisecond), statuses)
 	if role, err := reps[0].Client(t).Do(ctx, "ROLE").Slice(); err != nil || len(role) == 0 || role[0] != "master" {
 		t.Errorf("the replica's ROLE = %v, %v; want master", role, err)
 	}
-	for i := range 20 {
-		status, body := send("GET", fmt.Sprintf("tasks/T%d/state", i), "")
+	checkTasks(t, base, 20)
+}
+
+// writeTasks writes tasks/T<i>/state = i for i < n, each answered 200.
+func writeTasks(t *testing.T, base string, n int) {
+	t.Helper()
+	for i := range n {
+		if status, body := httpDo(t, "PUT", fmt.Sprintf("%s/v1/kv/tasks/T%d/state", base, i), fmt.Sprintf(`{"value":%d}`, i)); status != 200 {
+			t.Fatalf("PUT = %d %s", status, body)
+		}
+	}
+}
+
+// checkTasks reads back what writeTasks wrote.
+func checkTasks(t *testing.T, base string, n int) {
+	t.Helper()
+	for i := range n {
+		status, body := httpDo(t, "GET", fmt.Sprintf("%s/v1/kv/tasks/T%d/state", base, i), "")
 		if status != 200 || !strings.Contains(body, fmt.Sprintf(`"value":%d,`, i)) {
-			t.Errorf("GET tasks/T%d/state after the failover = %d %s", i, status, body)
+			t.Errorf("GET tasks/T%d/state = %d %s", i, status, body)
+		}
+	}
+}
+
+// writeUntilAccepted writes tasks/after/state until it is answered 200,
+// for at most 30 s, failing on any answer but 200 and 503; it returns how
+// many of each it got.
+func writeUntilAccepted(t *testing.T, base string) map[int]int {
+	t.Helper()
+	statuses := map[int]int{}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		status, body := httpDo(t, "PUT", base+"/v1/kv/tasks/after/state", `{"value":"after"}`)
+		statuses[status]++
+		switch {
+		case status == 200:
+			return statuses
+		case status != 503:
+			t.Fatalf("PUT = %d %s, want 503 until Redis is back", status, body)
+		case time.Since(start) > 30*time.Second:
+			t.Fatalf("no write accepted within 30 s: %v", statuses)
 		}
 	}
 }
@@ -483,25 +486,7 @@ func TestClusterFailover(t *testing.T) {
 		urls = append(urls, "redis://"+n.Addr)
 	}
 	base := startServer(t, nil, "--redis-url", strings.Join(urls, ","))
-	send := func(method, key, body string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+"/v1/kv/"+key, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, key, err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
-	}
-	for i := range 20 {
-		if status, body := send("PUT", fmt.Sprintf("tasks/T%d/state", i), fmt.Sprintf(`{"value":%d}`, i)); status != 200 {
-			t.Fatalf("PUT before the failover = %d %s", status, body)
-		}
-	}
+	writeTasks(t, base, 20)
 	if n, err := master.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d, %v", n, err)
 	}
@@ -537,20 +522,7 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("the replica did not take over within 20 s: %v %v", role, err)
 		}
 	}
-	statuses := map[int]int{}
-	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
-		status, body := send("PUT", "tasks/after/state", `{"value":"after"}`)
-		statuses[status]++
-		if status != 200 && status != 503 {
-			t.Fatalf("PUT after the failover = %d %s", status, body)
-		}
-		if status == 200 {
-			break
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatalf("no write accepted within 30 s of the failover: %v", statuses)
-		}
-	}
+	statuses := writeUntilAccepted(t, base)
 	t.Logf("answers to the first writes after the failover: %v", statuses)
 	select {
 	case line := <-heard:
@@ -560,12 +532,7 @@ func TestClusterFailover(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("the watcher opened before the failover did not hear the write after it")
 	}
-	for i := range 20 {
-		status, body := send("GET", fmt.Sprintf("tasks/T%d/state", i), "")
-		if status != 200 || !strings.Contains(body, fmt.Sprintf(`"value":%d,`, i)) {
-			t.Errorf("GET tasks/T%d/state after the failover = %d %s", i, status, body)
-		}
-	}
+	checkTasks(t, base, 20)
 }
 
 // --read-timeout cuts off a client that stalls mid-request, and only that:
