@@ -56,6 +56,9 @@ const (
 	// DefaultRetryInterval is the default period of a waiter's safety-net
 	// retry, for a release message that never arrived.
 	DefaultRetryInterval = 250 * time.Millisecond
+	// DefaultTrimInterval is how often, at most, an acquire in a namespace
+	// also trims the namespace's lock index of expired grants.
+	DefaultTrimInterval = time.Second
 )
 
 // MaxOwnerLen is the longest AcquireRequest.Owner in bytes.
@@ -124,6 +127,12 @@ type Options struct {
 	// even without a release message or the holder's expiry, in case a
 	// message was lost. Defaults to DefaultRetryInterval (250 ms).
 	RetryInterval time.Duration
+	// TrimInterval is how often, at most, this Locker trims a namespace's
+	// lock index of expired grants, along with an acquire. The index only
+	// serves List, which skips expired grants by their scores, so trimming
+	// is housekeeping: at every acquire it cost Redis a script call more
+	// per lock taken. Defaults to DefaultTrimInterval (1 s).
+	TrimInterval time.Duration
 	// OnAcquire, if set, hears how long each Acquire took and whether it was
 	// granted (for a wait-time histogram). It must be quick.
 	OnAcquire func(took time.Duration, granted bool)
@@ -175,6 +184,8 @@ type Locker struct {
 	mu     sync.Mutex
 	queues map[string][]*waiter // waiters by lock key, in arrival order
 
+	trimmed sync.Map // namespace → *atomic.Int64: Unix ns of its index's last trim
+
 	grants, contended atomic.Uint64
 
 	done      chan struct{}
@@ -195,6 +206,9 @@ func New(rdb redis.UniversalClient, opts Options) *Locker {
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = DefaultRetryInterval
+	}
+	if opts.TrimInterval <= 0 {
+		opts.TrimInterval = DefaultTrimInterval
 	}
 	l := &Locker{
 		rdb:    rdb,
@@ -303,13 +317,16 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	pipe := l.rdb.Pipeline()
 	run := acquireScript.EvalSha(ctx, pipe, scriptKeys, token, req.TTL.Milliseconds(), req.Owner)
 	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(time.Now().Add(req.TTL).UnixMilli()), Member: member(name, token)})
-	trim := trimIndexScript.EvalSha(ctx, pipe, []string{idx})
+	var trim *redis.Cmd
+	if l.trimDue(ns) {
+		trim = trimIndexScript.EvalSha(ctx, pipe, []string{idx})
+	}
 	_, _ = pipe.Exec(ctx) // each command's own error is read below
 	res, err := run.Slice()
 	if isNoScript(err) {
 		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, token, req.TTL.Milliseconds(), req.Owner).Slice()
 	}
-	if isNoScript(trim.Err()) {
+	if trim != nil && isNoScript(trim.Err()) {
 		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time
 	}
 	if err != nil {
@@ -346,6 +363,17 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 		AcquiredAt: time.UnixMilli(acq),
 		ExpiresAt:  time.UnixMilli(exp),
 	}, nil
+}
+
+// trimDue reports whether ns's lock index is due for a trim (see
+// Options.TrimInterval), and if so counts it as trimmed now: of acquires
+// racing for a due trim, one gets it.
+func (l *Locker) trimDue(ns string) bool {
+	v, _ := l.trimmed.LoadOrStore(ns, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(l.opts.TrimInterval) && last.CompareAndSwap(prev, now)
 }
 
 func isNoScript(err error) bool {

@@ -299,7 +299,8 @@ func TestForceRelease(t *testing.T) {
 
 func TestList(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		l := newLocker(t, b, lock.Options{})
+		// Every acquire trims the index, so that the one below does.
+		l := newLocker(t, b, lock.Options{TrimInterval: time.Nanosecond})
 		ctx := context.Background()
 		long := lock.AcquireRequest{TTL: 10 * time.Second, Owner: "w1"}
 		short := lock.AcquireRequest{TTL: 40 * time.Millisecond, Owner: "w2"}
@@ -423,4 +424,36 @@ func TestRace(t *testing.T) {
 			t.Fatalf("Holder = %+v, %v; winner %+v", info, err, winners[0])
 		}
 	})
+}
+
+// The index is trimmed along with an acquire at most once per TrimInterval
+// and namespace, not at every acquire (on a real redis-server, whose
+// command statistics count the trims).
+func TestIndexTrimmedOncePerInterval(t *testing.T) {
+	b := redistest.Real(t)
+	l := newLocker(t, b, lock.Options{TrimInterval: time.Hour})
+	ctx := context.Background()
+	if err := b.Client.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		mustAcquire(t, l, "trim/l"+strconv.Itoa(i), lock.AcquireRequest{TTL: time.Second})
+	}
+	mustAcquire(t, l, "trim/again", lock.AcquireRequest{TTL: time.Second}) // the same namespace: no trim
+	if _, err := l.Acquire(ctx, "other-ns", "x", lock.AcquireRequest{TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := b.Client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trims := 0
+	for _, line := range strings.Split(stats, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_zremrangebyscore:calls="); ok {
+			trims, _ = strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		}
+	}
+	if trims != 2 {
+		t.Errorf("52 acquires in two namespaces trimmed %d times, want 2 (once per namespace)", trims)
+	}
 }
