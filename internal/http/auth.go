@@ -32,12 +32,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || token == "" {
+		token, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok {
 			writeError(w, r, s.log, fmt.Errorf("%w: send Authorization: Bearer <token>", errUnauthorized))
 			return
 		}
-		p, ok := s.cfg.Tokens.Lookup(strings.TrimSpace(token))
+		p, ok := s.cfg.Tokens.Lookup(token)
 		if !ok {
 			writeError(w, r, s.log, fmt.Errorf("%w: unknown token", errUnauthorized))
 			return
@@ -50,12 +50,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeError(w, r, s.log, err)
 			return
 		}
-		id := r.Header.Get("X-Worker-Id")
-		switch {
-		case id == "":
+		if id := r.Header.Get("X-Worker-Id"); id == "" {
 			r.Header.Set("X-Worker-Id", p.WorkerID)
-		case id != p.WorkerID && p.Role != auth.Admin:
-			writeError(w, r, s.log, fmt.Errorf("%w: X-Worker-Id %q is not this token's worker %q (only an admin token writes as another worker)", errForbidden, id, p.WorkerID))
+		} else if err := actingAs(p, id); err != nil {
+			writeError(w, r, s.log, fmt.Errorf("X-Worker-Id: %w", err))
 			return
 		}
 		r = r.WithContext(auth.NewContext(r.Context(), p))
@@ -98,11 +96,27 @@ func authorizeWrite(r *http.Request, key string) error {
 	return fmt.Errorf("%w: worker %q may write tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, p.WorkerID, key)
 }
 
+// bearerToken returns the token of an Authorization header of the Bearer
+// scheme (its name is case-insensitive, RFC 9110).
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	token = strings.TrimSpace(token)
+	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
 // authorizeActingAs says whether the request's token may name worker as
-// the one acting (a lock's owner): its own worker id, or any with an admin
-// token; nil without tokens.
+// the one acting (a lock's owner); nil without tokens.
 func authorizeActingAs(r *http.Request, worker string) error {
-	if p, ok := auth.FromContext(r.Context()); ok && p.Role != auth.Admin && worker != p.WorkerID {
+	if p, ok := auth.FromContext(r.Context()); ok {
+		return actingAs(p, worker)
+	}
+	return nil
+}
+
+// actingAs says whether p may act as worker: its own worker id, or any
+// with an admin token.
+func actingAs(p auth.Principal, worker string) error {
+	if p.Role != auth.Admin && worker != p.WorkerID {
 		return fmt.Errorf("%w: %q is not this token's worker %q (only an admin token acts as another worker)", errForbidden, worker, p.WorkerID)
 	}
 	return nil
@@ -117,8 +131,8 @@ func requireAdmin(r *http.Request, what string) error {
 }
 
 // gate holds the per-token limits: a token bucket of requests and a count
-// of open watch streams. Its maps grow with the tokens that were used, at
-// most the token file's length.
+// of open watch streams. Its maps grow with the tokens that were used: at
+// most every token the file has held since the start.
 type gate struct {
 	limit       rate.Limit
 	burst       int

@@ -58,6 +58,7 @@ func TestTokensAndRoles(t *testing.T) {
 			t.Errorf("a w1 token's write has writer %v", e["writer"])
 		}
 		h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w1")...)
+		h.must(200, "GET", "/v1/kv/tasks/T1/state", "", "Authorization", "bearer "+w1Token) // the scheme's case does not matter
 		checkProblem(t, h.must(403, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w2")...), "forbidden")
 		h.must(200, "PUT", "/v1/coordination/queue", `{"value":{"pending":[]}}`, with(w1Token)...)
 		h.must(200, "PUT", "/v1/workers/w1/status", `{"value":"idle"}`, with(w1Token)...)
