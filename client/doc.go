@@ -19,6 +19,15 @@
 // sibling. The server resolves siblings on read by the key's strategy (lww,
 // union, merge, max) or hands them all to the client (Resolve("siblings")).
 // Update does the read, modify, compare-and-set write cycle with retries.
+// GetIfChanged polls cheaply: the server sends nothing while the key is as
+// an earlier read left it.
+//
+// # Authentication
+//
+// A server started with tokens wants one: WithToken. Its worker id is then
+// the writer of every write; what its role may not do fails with
+// ErrForbidden, a missing or unknown token with ErrUnauthorized, and too
+// many requests with ErrRateLimited (wait APIError.RetryAfter).
 //
 // # Errors
 //

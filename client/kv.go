@@ -218,6 +218,34 @@ func (c *Client) Get(ctx context.Context, key string, opts ...GetOption) (*Entry
 	return c.getEntry(ctx, pathOf("v1/kv", key), opts)
 }
 
+// GetIfChanged reads key unless it is still in the state etag names (an
+// Entry.ETag from an earlier read): then the server answers 304 without
+// the entry, and GetIfChanged returns nil and changed false. A cheap poll:
+// an unchanged key costs no body. Errors as Get's.
+func (c *Client) GetIfChanged(ctx context.Context, key, etag string, opts ...GetOption) (e *Entry, changed bool, err error) {
+	if key == "" {
+		return nil, false, errEmpty("key")
+	}
+	if etag == "" {
+		return nil, false, errEmpty("etag")
+	}
+	q := url.Values{}
+	for _, o := range opts {
+		o(q)
+	}
+	e = &Entry{}
+	err = c.do(ctx, request{method: http.MethodGet, path: pathOf("v1/kv", key), query: q,
+		header: http.Header{"If-None-Match": {etag}}}, e)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotModified {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return e, true, nil
+}
+
 // Put writes value (encoded with encoding/json; pass a json.RawMessage for
 // JSON you already have) to key and returns the new entry. It returns
 // ErrPreconditionFailed when IfMatch or IfNoneMatch does not hold, and
