@@ -551,9 +551,12 @@ func wrap(op, key string, err error) error {
 
 // transient reports whether a Redis reply error means the server cannot
 // serve right now (loading, failing over) rather than that the request was
-// wrong.
+// wrong. NOSCRIPT is one: a Redis that just took over (a promoted replica,
+// a restart) has an empty script cache, and when reloading the script
+// fails too the write is refused, whole; a retry loads it.
+// TestSentinelFailover met it as a 500 before it was listed here.
 func transient(msg string) bool {
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY ", "NOSCRIPT"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}
