@@ -492,23 +492,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 
 	// A watcher, opened before the failover.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(wctx, "GET", base+"/v1/watch?pattern=tasks/after/**", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("watch: %v %v", res, err)
-	}
-	defer res.Body.Close()
-	heard := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(res.Body)
-		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
-				heard <- line
-			}
-		}
-	}()
+	heard := watchData(t, base, "tasks/after/**")
 
 	if err := replica.Client(t).Do(ctx, "CLUSTER", "FAILOVER").Err(); err != nil {
 		t.Fatalf("CLUSTER FAILOVER: %v", err)
@@ -559,24 +543,7 @@ func TestReadTimeout(t *testing.T) {
 	}
 
 	// A watch stream, quiet for longer than the timeout, still delivers.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/watch?pattern=tasks/**", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil || res.StatusCode != 200 {
-		t.Fatalf("watch: %v %v", res, err)
-	}
-	defer res.Body.Close()
-	heard := make(chan string, 4)
-	go func() {
-		sc := bufio.NewScanner(res.Body)
-		for sc.Scan() {
-			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
-				heard <- line
-			}
-		}
-		close(heard)
-	}()
+	heard := watchData(t, base, "tasks/**")
 
 	// A lock request that waits longer than the timeout gets the lock.
 	if status, body := httpDo(t, "POST", base+"/v1/locks/jobs/a", `{"ttl_ms":10000}`); status != 200 {
@@ -622,4 +589,30 @@ func httpDo(t *testing.T, method, url, body string) (int, string) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// watchData opens GET /v1/watch?pattern= on base, closed when the test
+// ends, and delivers each "data: " line of the stream; the channel is
+// closed when the stream ends.
+func watchData(t *testing.T, base, pattern string) <-chan string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/watch?pattern="+pattern, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("watch %s: %v %v", pattern, res, err)
+	}
+	heard := make(chan string, 16)
+	go func() {
+		defer close(heard)
+		defer res.Body.Close()
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "data: ") {
+				heard <- line
+			}
+		}
+	}()
+	return heard
 }
