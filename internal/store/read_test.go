@@ -11,7 +11,7 @@ import (
 	"github.com/memsync/memsync/internal/store"
 )
 
-// Concurrent reads share pipelines (read.go); each must still get its own
+// Concurrent reads share pipelines (package pipeline); each must still get its own
 // key's entry, and see every write acknowledged before it was asked for.
 func TestConcurrentReadsSeeTheirKeysAndEarlierWrites(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/pipeline"
 )
 
 // Errors returned by the store. Callers match them with errors.Is.
@@ -82,7 +83,7 @@ type Store struct {
 	cfg    Config
 	commit *committer
 	count  counters
-	reads  readGroup // coalesces Get's reads into pipelines (read.go)
+	reads  pipeline.Group // coalesces Get's reads into pipelines
 	// scripts tracks the script cache for batches (batch.go).
 	scripts scriptState
 	memo    indexMemo // index scores recently raised (memo.go)
@@ -281,10 +282,17 @@ func (s *Store) Get(ctx context.Context, ns, key string, opt GetOptions) (Entry,
 		return Entry{}, err
 	}
 	s.count.reads.Add(1)
-	fields, err := s.reads.hgetall(ctx, s.rdb, keys.Redis(ns, key))
+	var read *redis.MapStringStringCmd
+	err := s.reads.Do(ctx, s.rdb, func(ctx context.Context, p redis.Pipeliner) {
+		read = p.HGetAll(ctx, keys.Redis(ns, key))
+	})
+	if err == nil {
+		err = read.Err()
+	}
 	if err != nil {
 		return Entry{}, s.wrap("get", key, err)
 	}
+	fields := read.Val()
 	return s.decode(ns, key, fields, opt.Resolve)
 }
 
