@@ -45,6 +45,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/pipeline"
 )
 
 // Defaults of Options.
@@ -186,6 +187,10 @@ type Locker struct {
 
 	trimmed sync.Map // namespace → *atomic.Int64: Unix ns of its index's last trim
 
+	// pipes coalesces the round trips of concurrent acquires and releases
+	// into pipelines, as the store does its reads.
+	pipes pipeline.Group
+
 	grants, contended atomic.Uint64
 
 	done      chan struct{}
@@ -314,14 +319,19 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	// instance's clock, close to the Redis clock the lease runs on; expired
 	// entries are trimmed by the Redis clock.
 	idx := keys.Namespace(ns, "locks")
-	pipe := l.rdb.Pipeline()
-	run := acquireScript.EvalSha(ctx, pipe, scriptKeys, token, req.TTL.Milliseconds(), req.Owner)
-	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(time.Now().Add(req.TTL).UnixMilli()), Member: member(name, token)})
-	var trim *redis.Cmd
-	if l.trimDue(ns) {
-		trim = trimIndexScript.EvalSha(ctx, pipe, []string{idx})
+	score := float64(time.Now().Add(req.TTL).UnixMilli())
+	trimDue := l.trimDue(ns)
+	var run, trim *redis.Cmd
+	err := l.pipes.Do(ctx, l.rdb, func(ctx context.Context, p redis.Pipeliner) {
+		run = acquireScript.EvalSha(ctx, p, scriptKeys, token, req.TTL.Milliseconds(), req.Owner)
+		p.ZAdd(ctx, idx, redis.Z{Score: score, Member: member(name, token)})
+		if trimDue {
+			trim = trimIndexScript.EvalSha(ctx, p, []string{idx})
+		}
+	})
+	if err != nil {
+		return Grant{}, redisError("acquire", name, err)
 	}
-	_, _ = pipe.Exec(ctx) // each command's own error is read below
 	res, err := run.Slice()
 	if isNoScript(err) {
 		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, token, req.TTL.Milliseconds(), req.Owner).Slice()
@@ -397,11 +407,13 @@ func (l *Locker) Release(ctx context.Context, ns, name, token string) error {
 	// script finds. A script cache emptied by a restart makes EVALSHA fail
 	// with NOSCRIPT; then Run sends the source.
 	var cmd *redis.Cmd
-	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := l.pipes.Do(ctx, l.rdb, func(ctx context.Context, p redis.Pipeliner) {
 		cmd = releaseScript.EvalSha(ctx, p, lockKeys, args...)
 		p.ZRem(ctx, keys.Namespace(ns, "locks"), member(name, token))
-		return nil
 	})
+	if err != nil {
+		return redisError("release", name, err)
+	}
 	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 		cmd = releaseScript.Run(ctx, l.rdb, lockKeys, args...)
 	}
