@@ -57,8 +57,12 @@ type config struct {
 	// ReadTimeout bounds reading a request, headers and body: a client
 	// that stalls mid-request is cut off rather than holding a connection.
 	ReadTimeout time.Duration
-	Insecure    bool
-	LogLevel    slog.Level
+	// TLSCert and TLSKey name a PEM certificate and key: HTTPS instead of
+	// HTTP, the pair read again on SIGHUP. Both or neither.
+	TLSCert, TLSKey string
+	Certificate     *certificate
+	Insecure        bool
+	LogLevel        slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -92,6 +96,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.IntVar(&c.RateLimit, "rate-limit", int(envInt(getenv, "MEMSYNC_RATE_LIMIT", defaultRateLimit)), "requests per second each token may make, in bursts of twice that; 0: no limit (MEMSYNC_RATE_LIMIT)")
 	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
 	fs.StringVar(&readTimeout, "read-timeout", env("MEMSYNC_READ_TIMEOUT", "30s"), "longest time a client may take to send a request, headers and body: seconds or a duration (MEMSYNC_READ_TIMEOUT)")
+	fs.StringVar(&c.TLSCert, "tls-cert", env("MEMSYNC_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with, read again on SIGHUP; needs --tls-key (MEMSYNC_TLS_CERT)")
+	fs.StringVar(&c.TLSKey, "tls-key", env("MEMSYNC_TLS_KEY", ""), "PEM private key of --tls-cert (MEMSYNC_TLS_KEY)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -151,6 +157,14 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 			return c, err
 		}
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, fmt.Errorf("tls-cert and tls-key go together: pass both or neither")
+	}
+	if c.TLSCert != "" {
+		if c.Certificate, err = loadCertificate(c.TLSCert, c.TLSKey); err != nil {
+			return c, err
+		}
+	}
 	if c.Tokens == nil && !c.Insecure && !loopback(c.Addr) {
 		return c, fmt.Errorf("refusing to listen on %s without authentication: pass --tokens (a token file), or --insecure to expose it anyway", c.Addr)
 	}
@@ -168,9 +182,12 @@ func (c config) log(log *slog.Logger) {
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
 		"event_log_len", c.EventLogLen, "tokens", c.TokensFile, "rate_limit", c.RateLimit,
-		"max_watchers_per_token", c.MaxWatchersPerToken, "read_timeout", c.ReadTimeout, "insecure", c.Insecure)
+		"max_watchers_per_token", c.MaxWatchersPerToken, "read_timeout", c.ReadTimeout, "tls_cert", c.TLSCert,
+		"insecure", c.Insecure)
 	if c.Tokens == nil {
 		log.Warn("no --tokens: every request is served, as an admin, to anyone who can reach " + c.Addr)
+	} else if c.Certificate == nil && !loopback(c.Addr) {
+		log.Warn("bearer tokens cross the network in clear text: pass --tls-cert and --tls-key, or put a TLS-terminating proxy in front")
 	}
 }
 

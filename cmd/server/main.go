@@ -107,14 +107,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		// streams and waiting lock requests outlive it (TestReadTimeout).
 		ReadTimeout: cfg.ReadTimeout,
 		IdleTimeout: 2 * time.Minute,
+		// Connection-level trouble (a failed TLS handshake, say) goes to
+		// the log with everything else rather than to stderr.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(a.StopStreams)
-	if cfg.Tokens != nil {
-		go reloadTokensOnHangup(ctx, cfg, log)
+	if cfg.Tokens != nil || cfg.Certificate != nil {
+		go reloadOnHangup(ctx, cfg, log)
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("memsync listening", "addr", ln.Addr().String())
+	scheme := "http"
+	if cfg.Certificate != nil {
+		scheme = "https"
+		srv.TLSConfig = cfg.Certificate.config()
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	log.Info("memsync listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String())
 
 	select {
 	case err := <-serveErr:
@@ -131,10 +141,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return nil
 }
 
-// reloadTokensOnHangup reads the token file again at every SIGHUP until ctx
-// ends: tokens are added, revoked or changed without a restart. A file that
-// cannot be used leaves the tokens as they were, and says why in the log.
-func reloadTokensOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
+// reloadOnHangup reads the token file and the TLS certificate again at
+// every SIGHUP until ctx ends: tokens are added, revoked or changed, and a
+// renewed certificate served, without a restart. A file that cannot be used
+// leaves what it would replace as it was, and says why in the log.
+func reloadOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -143,11 +154,20 @@ func reloadTokensOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-hup:
+		}
+		if cfg.Tokens != nil {
 			if err := cfg.Tokens.Reload(cfg.TokensFile); err != nil {
 				log.Error("tokens NOT reloaded: the previous ones stay in force", "err", err)
-				continue
+			} else {
+				log.Info("tokens reloaded", "file", cfg.TokensFile, "tokens", cfg.Tokens.Len())
 			}
-			log.Info("tokens reloaded", "file", cfg.TokensFile, "tokens", cfg.Tokens.Len())
+		}
+		if cfg.Certificate != nil {
+			if err := cfg.Certificate.reload(); err != nil {
+				log.Error("TLS certificate NOT reloaded: the previous one stays in use", "err", err)
+			} else {
+				log.Info("TLS certificate reloaded", "file", cfg.TLSCert)
+			}
 		}
 	}
 }

@@ -27,6 +27,12 @@ import (
 // the base URL once /healthz answers.
 func startServer(t *testing.T, env map[string]string, args ...string) string {
 	t.Helper()
+	return launch(t, http.DefaultClient, "http", env, args...)
+}
+
+// launch is startServer for a server that speaks scheme, probed with client.
+func launch(t *testing.T, client *http.Client, scheme string, env map[string]string, args ...string) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -53,11 +59,11 @@ func startServer(t *testing.T, env map[string]string, args ...string) string {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	base := "http://" + addr
+	base := scheme + "://" + addr
 	serverLogs.Store(base, logs)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		res, err := http.Get(base + "/healthz")
+		res, err := client.Get(base + "/healthz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -129,6 +135,8 @@ func TestParseConfig(t *testing.T) {
 	if err := os.WriteFile(badTokens, []byte("0123456789abcdef w1 superuser\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	certFile, keyFile, _ := writeCertificate(t, dir, 1)
+	_, otherKey, _ := writeCertificate(t, t.TempDir(), 2)
 	tests := []struct {
 		name    string
 		args    []string
@@ -204,6 +212,17 @@ func TestParseConfig(t *testing.T) {
 		{name: "negative rate limit", args: []string{"--rate-limit", "-1"}, wantErr: "rate-limit"},
 		{name: "public address with --insecure", args: []string{"--addr", "0.0.0.0:8080", "--insecure"}, check: func(c config) error { return nil }},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{name: "tls certificate without key", args: []string{"--tls-cert", certFile}, wantErr: "tls-cert and tls-key go together"},
+		{name: "tls key without certificate", env: map[string]string{"MEMSYNC_TLS_KEY": keyFile}, wantErr: "tls-cert and tls-key go together"},
+		{name: "tls key that does not match", args: []string{"--tls-cert", certFile, "--tls-key", otherKey}, wantErr: "tls-cert"},
+		{name: "missing tls files", args: []string{"--tls-cert", filepath.Join(dir, "none"), "--tls-key", keyFile}, wantErr: "tls-cert"},
+		{name: "tls from the environment", env: map[string]string{"MEMSYNC_TLS_CERT": certFile, "MEMSYNC_TLS_KEY": keyFile},
+			check: func(c config) error {
+				if c.Certificate == nil || c.Certificate.current.Load() == nil {
+					return fmt.Errorf("certificate not loaded: %+v", c.Certificate)
+				}
+				return nil
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -596,10 +615,16 @@ func httpDo(t *testing.T, method, url, body string) (int, string) {
 // closed when the stream ends.
 func watchData(t *testing.T, base, pattern string) <-chan string {
 	t.Helper()
+	return watchDataWith(t, http.DefaultClient, base, pattern)
+}
+
+// watchDataWith is watchData through client.
+func watchDataWith(t *testing.T, client *http.Client, base, pattern string) <-chan string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/watch?pattern="+pattern, nil)
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("watch %s: %v %v", pattern, res, err)
 	}
