@@ -11,9 +11,10 @@
 //
 // Waiting (AcquireRequest.Wait > 0) is event driven: a release publishes the
 // lock name on the namespace's release channel, one pattern subscription per
-// Locker fans it out to the waiters in the process, and those are served in
-// arrival order. A waiter also wakes when the holder's TTL runs out, and, as a
-// safety net for a lost message, retries every Options.RetryInterval.
+// Locker fans it out to the waiters in the process, and waiters are served in
+// arrival order across every instance, through a line in Redis (see wait.go).
+// A waiter also wakes when the holder's TTL runs out, and, as a safety net for
+// a lost message, retries every Options.RetryInterval.
 //
 // Redis layout for lock L in namespace N (all of one lock in L's subtree hash
 // slot; see package keys):
@@ -21,6 +22,9 @@
 //	ms:{N/sub}…#lock        hash: token, owner, fence, acquired_at, expires_at
 //	                        (ms since the epoch, Redis clock); PEXPIREAT expires_at
 //	ms:{N/sub}…#lock-fence  string: the last fence given for L; no TTL
+//	ms:{N/sub}…#lock-line   sorted set: the waiters in line, by token, scored
+//	                        by arrival (µs, Redis clock); PEXPIRE a lease
+//	ms:{N/sub}…#lock-leases hash: waiter token → "<lease end ms>|<owner>"
 //	ms:{N}#locks            sorted set, the namespace's index: one member per
 //	                        grant, "L#" + 16 hex digits of SHA-256(token),
 //	                        score expires_at; read by List
@@ -201,7 +205,8 @@ type Locker struct {
 
 // New returns a Locker on rdb. It subscribes at once to the release channels
 // of every namespace (one pattern subscription, kept up by go-redis across
-// reconnects) and runs a goroutine that Close stops. rdb stays the caller's.
+// reconnects) and runs two goroutines that Close stops (the subscription's,
+// and the renewal of its waiters' places in line). rdb stays the caller's.
 func New(rdb redis.UniversalClient, opts Options) *Locker {
 	if opts.MaxTTL <= 0 {
 		opts.MaxTTL = DefaultMaxTTL
@@ -223,10 +228,14 @@ func New(rdb redis.UniversalClient, opts Options) *Locker {
 	}
 	l.ps = rdb.PSubscribe(context.Background(), releasedPattern)
 	ch := l.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-	l.wg.Add(1)
+	l.wg.Add(2)
 	go func() {
 		defer l.wg.Done()
 		l.dispatch(ch)
+	}()
+	go func() {
+		defer l.wg.Done()
+		l.renewLeases()
 	}()
 	return l
 }
@@ -243,9 +252,10 @@ func (l *Locker) Close() error {
 }
 
 // Acquire takes lock name in namespace ns for req.TTL. When the lock is held
-// it waits up to req.Wait for a release or the holder's expiry, behind the
-// earlier waiters of this Locker, and then returns a *HeldError
-// (errors.Is(err, ErrLockHeld)). Other errors: ErrInvalidArgument, ErrClosed,
+// it waits up to req.Wait for a release or the holder's expiry, in line behind
+// the earlier waiters of every instance, and then returns a *HeldError
+// (errors.Is(err, ErrLockHeld)). A free lock with waiters in line is held for
+// the first of them: the HeldError names that waiter's owner. Other errors: ErrInvalidArgument, ErrClosed,
 // ctx's error when it ends first (the waiter leaves the queue), or a Redis
 // failure.
 func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireRequest) (Grant, error) {
@@ -268,7 +278,7 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	start := time.Now()
 	var g Grant
 	if req.Wait == 0 {
-		g, err = l.try(ctx, ns, name, token, req)
+		g, err = l.try(ctx, ns, name, token, req, 0)
 	} else {
 		g, err = l.wait(ctx, ns, name, token, req)
 	}
@@ -307,9 +317,11 @@ func (l *Locker) count(waited time.Duration, err error) {
 const contentionThreshold = 5 * time.Millisecond
 
 // try runs the acquire script once and, on a grant, records it in the index.
-func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest) (Grant, error) {
+// lease is a waiter's (see waiterLease), 0 for an acquire that does not wait.
+func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest, lease time.Duration) (Grant, error) {
 	lockKey := keys.Aux(ns, name, "lock")
-	scriptKeys := []string{lockKey, keys.Aux(ns, name, "lock-fence")}
+	scriptKeys := []string{lockKey, keys.Aux(ns, name, "lock-fence"), lineKey(ns, name), leasesKey(ns, name)}
+	scriptArgs := []any{token, req.TTL.Milliseconds(), req.Owner, lease.Milliseconds()}
 	// The index is in another hash slot, so the script cannot write it; its
 	// entry goes in the same round trip, before the script's answer is
 	// known. That is safe because entries are per grant (see member) and
@@ -323,7 +335,7 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	trimDue := l.trimDue(ns)
 	var run, trim *redis.Cmd
 	err := l.pipes.Do(ctx, l.rdb, func(ctx context.Context, p redis.Pipeliner) {
-		run = acquireScript.EvalSha(ctx, p, scriptKeys, token, req.TTL.Milliseconds(), req.Owner)
+		run = acquireScript.EvalSha(ctx, p, scriptKeys, scriptArgs...)
 		p.ZAdd(ctx, idx, redis.Z{Score: score, Member: member(name, token)})
 		if trimDue {
 			trim = trimIndexScript.EvalSha(ctx, p, []string{idx})
@@ -334,7 +346,7 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	}
 	res, err := run.Slice()
 	if isNoScript(err) {
-		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, token, req.TTL.Milliseconds(), req.Owner).Slice()
+		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, scriptArgs...).Slice()
 	}
 	if trim != nil && isNoScript(trim.Err()) {
 		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time

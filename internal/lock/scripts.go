@@ -32,19 +32,42 @@ import "github.com/redis/go-redis/v9"
 // earlier one as long as the Redis clock has not been stepped back. The first
 // fence of a name is therefore a timestamp, not 1.
 //
+// Waiters stand in line, one line per lock for every instance: an acquire
+// that will wait (lease > 0) takes a place the first time it finds the lock
+// held (ZADD NX: by the Redis clock, so later tries keep it), and renews its
+// lease on every try. A free lock with waiters in line belongs to the first of
+// them whose lease has not run out; the others, and acquires that do not
+// wait, find it held for that waiter. Waiters whose lease ran out (their
+// instance died, or stopped renewing) are dropped from the head of the line
+// when met. A grant leaves the line.
+//
 // KEYS[1] lock hash (fields token, owner, fence, acquired_at, expires_at)
 // KEYS[2] fence counter (string, no TTL)
-// ARGV[1] token, ARGV[2] TTL in ms (integer >= 1), ARGV[3] owner
+// KEYS[3] line of waiters (sorted set: member token, score arrival in µs)
+// KEYS[4] waiters' leases (hash: token → "<lease end ms>|<owner>")
+// ARGV[1] token, ARGV[2] TTL in ms (integer >= 1), ARGV[3] owner,
+// ARGV[4] a waiter's lease in ms, "0" for an acquire that does not wait
 //
 // Returns {1, fence, acquired_at_ms, expires_at_ms} when granted (fence as a
 // decimal string), or {0, holder_owner, holder_expires_at_ms, now_ms} when the
 // lock is held (holder_expires_at_ms is 0 for a key without TTL, which these
-// scripts never create).
+// scripts never create), or free but kept for the first waiter in line: then
+// {0, that waiter's owner, the end of its lease, now_ms}.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
+local lease = tonumber(ARGV[4])
+-- stand takes this acquire's place in line, or keeps it, and renews its lease.
+local function stand()
+  if lease == 0 then return end
+  redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', now_us), ARGV[1])
+  redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f', now + lease) .. '|' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], lease)
+  redis.call('PEXPIRE', KEYS[4], lease)
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  stand()
   local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
   local exp = tonumber(h[2])
   if not exp then
@@ -52,6 +75,17 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     if pttl >= 0 then exp = now + pttl else exp = 0 end
   end
   return {0, h[1] or '', exp, now}
+end
+while true do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head or head == ARGV[1] then break end
+  local ends, owner = string.match(redis.call('HGET', KEYS[4], head) or '', '^(%d+)|(.*)$')
+  if ends and tonumber(ends) >= now then
+    stand()
+    return {0, owner, tonumber(ends), now}
+  end
+  redis.call('ZREM', KEYS[3], head)
+  redis.call('HDEL', KEYS[4], head)
 end
 local fence = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
 if fence < now_us then fence = now_us end
@@ -61,7 +95,35 @@ redis.call('SET', KEYS[2], fence)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[3], 'fence', fence,
   'acquired_at', string.format('%.0f', now), 'expires_at', string.format('%.0f', exp))
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', exp))
+if lease > 0 then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
 return {1, fence, now, exp}
+`)
+
+// renewScript renews the leases of waiters still in a lock's line, for the
+// instance they wait on (waiters that only sleep do not try the lock).
+//
+// KEYS[1] line of waiters; KEYS[2] waiters' leases (see acquireScript)
+// ARGV[1] lease in ms; then pairs of ARGV: token, owner
+//
+// Returns how many waiters were still in line.
+var renewScript = redis.NewScript(`
+local t = redis.call('TIME')
+local ends = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]))
+local n = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], ends .. '|' .. ARGV[i + 1])
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return n
 `)
 
 // refreshScript sets a new expiry on a lock the token still holds; the fence

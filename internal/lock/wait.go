@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,25 +15,46 @@ import (
 
 // Waiting.
 //
-// The waiters of one Locker for one lock form a FIFO queue. Only the head
-// tries the lock; the others sleep until they become head (or their Wait runs
-// out), so a release costs one Redis call per Locker, not one per waiter. The
-// head wakes on:
+// Waiters stand in one line per lock in Redis, shared by every instance, in
+// the order they first found the lock held (acquireScript): a free lock with
+// waiters in line goes to the first of them, so waiters are served in arrival
+// order across instances, and an acquire that does not wait cannot overtake
+// them. A place in line has a lease (waiterLease); this Locker renews the
+// leases of its waiters (renewLeases), and a waiter whose lease ran out (its
+// instance died) is dropped when it reaches the head of the line. A waiter
+// that gives up or is cancelled leaves the line and wakes the others.
+//
+// Within one Locker the waiters for one lock also form a FIFO queue. Each
+// tries the lock once on arrival, to take its place in line; after that only
+// the head tries, and the others sleep until they become head (or their Wait
+// runs out), so a release costs one Redis call per Locker, not one per waiter.
+// The head wakes on:
 //
 //   - a release message for the lock (from any instance, through the
 //     Locker's single pattern subscription) or a local Release;
-//   - the holder's expiry, by a timer set from the lease the holder had left
-//     when the head last tried: miniredis has no keyspace notifications, and
-//     Redis's are not delivered reliably anyway;
+//   - the holder's expiry, or the end of the lease of the waiter the lock is
+//     kept for, by a timer set from what the head's last try saw: miniredis
+//     has no keyspace notifications, and Redis's are not delivered reliably
+//     anyway;
 //   - Options.RetryInterval, the safety net for a message lost while the
 //     subscription was down; go-redis also delivers a subscription
 //     confirmation after every reconnect, which wakes every head at once;
 //   - its Wait deadline, for one last try.
 //
 // A head that fails stays head. One that gets the lock, gives up or is
-// cancelled leaves the queue and wakes the next. Between Lockers (instances)
-// there is no queue: their heads race, so service is only roughly in arrival
-// order across instances.
+// cancelled leaves the queue and wakes the next.
+
+// waiterLease is how long a place in line lasts without renewal: four
+// renewals, and at least a second. A free lock waits at most this long for a
+// waiter whose instance died.
+func (l *Locker) waiterLease() time.Duration {
+	return max(4*l.opts.RetryInterval, time.Second)
+}
+
+// lineKey and leasesKey are a lock's line of waiters and their leases, in
+// the lock's hash slot.
+func lineKey(ns, name string) string   { return keys.Aux(ns, name, "lock-line") }
+func leasesKey(ns, name string) string { return keys.Aux(ns, name, "lock-leases") }
 
 // releasedPattern matches the release channel of every namespace; one
 // PSUBSCRIBE serves all of them. Namespaces cannot contain glob characters.
@@ -43,7 +65,8 @@ func releasedChannel(ns string) string { return keys.Namespace(ns, "lock-release
 
 // waiter is one Acquire waiting in a queue.
 type waiter struct {
-	wake chan struct{} // capacity 1: a pending wake-up is never lost nor doubled
+	ns, name, token, owner string
+	wake                   chan struct{} // capacity 1: a pending wake-up is never lost nor doubled
 }
 
 func (w *waiter) signal() {
@@ -62,25 +85,37 @@ func (l *Locker) wait(ctx context.Context, ns, name, token string, req AcquireRe
 	}
 	deadline := time.Now().Add(req.Wait)
 	qk := keys.Aux(ns, name, "lock")
-	w := &waiter{wake: make(chan struct{}, 1)}
+	w := &waiter{ns: ns, name: name, token: token, owner: req.Owner, wake: make(chan struct{}, 1)}
 	l.enqueue(qk, w)
-	defer l.dequeue(qk, w)
+	granted := false
+	defer func() {
+		l.dequeue(qk, w)
+		if !granted {
+			l.leaveLine(ns, name, token)
+		}
+	}()
 
+	lease := l.waiterLease()
 	timer := time.NewTimer(req.Wait)
 	defer timer.Stop()
-	for {
+	for first := true; ; first = false {
 		left := time.Until(deadline)
 		last := left <= 0
 		sleep := left
-		if last || l.isHead(qk, w) {
-			g, err := l.try(ctx, ns, name, token, req)
+		if first || last || l.isHead(qk, w) {
+			g, err := l.try(ctx, ns, name, token, req, lease)
 			var he *HeldError
-			if err == nil || !errors.As(err, &he) || last {
+			if err == nil {
+				granted = true
+				return g, nil
+			}
+			if !errors.As(err, &he) || last {
 				return g, err
 			}
 			retry := l.opts.RetryInterval
 			if he.left >= 0 {
-				// The key is gone once Redis's clock passes expires_at.
+				// The key is gone once Redis's clock passes expires_at (or
+				// the lease of the waiter it is kept for ends).
 				retry = min(retry, he.left+time.Millisecond)
 			}
 			sleep = min(sleep, retry)
@@ -95,6 +130,57 @@ func (l *Locker) wait(ctx context.Context, ns, name, token string, req AcquireRe
 		case <-timer.C:
 		}
 	}
+}
+
+// leaveLine takes a waiter that did not get the lock out of the line, and
+// announces it like a release: it may have been first in line, keeping a free
+// lock from the others. Best effort: a place left behind ends with its lease.
+func (l *Locker) leaveLine(ns, name, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.waiterLease())
+	defer cancel()
+	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, lineKey(ns, name), token)
+		p.HDel(ctx, leasesKey(ns, name), token)
+		p.Publish(ctx, releasedChannel(ns), name)
+		return nil
+	})
+}
+
+// renewLeases renews the places in line of this Locker's waiters every
+// RetryInterval until the Locker closes: one script call per lock waited for.
+func (l *Locker) renewLeases() {
+	tick := time.NewTicker(l.opts.RetryInterval)
+	defer tick.Stop()
+	lease := l.waiterLease()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-tick.C:
+		}
+		for _, line := range l.lines() {
+			w := line[0]
+			args := make([]any, 0, 1+2*len(line))
+			args = append(args, lease.Milliseconds())
+			for _, w := range line {
+				args = append(args, w.token, w.owner)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lease)
+			_ = renewScript.Run(ctx, l.rdb, []string{lineKey(w.ns, w.name), leasesKey(w.ns, w.name)}, args...).Err() // the next tick tries again
+			cancel()
+		}
+	}
+}
+
+// lines returns a copy of the local queues.
+func (l *Locker) lines() [][]*waiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([][]*waiter, 0, len(l.queues))
+	for _, q := range l.queues {
+		out = append(out, slices.Clone(q))
+	}
+	return out
 }
 
 func (l *Locker) enqueue(qk string, w *waiter) {
