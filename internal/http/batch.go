@@ -279,7 +279,7 @@ type batchResult struct {
 // encoding/json a Marshaler's output is validated and compacted once more,
 // which cost as much as the rest of a batch of puts.
 func writeBatchResults(w http.ResponseWriter, results []batchResult) {
-	b := make([]byte, 0, 64+200*len(results))
+	b := make([]byte, 0, 64+256*len(results))
 	b = append(b, `{"results":[`...)
 	for i, r := range results {
 		if i > 0 {
