@@ -1,9 +1,11 @@
 // Package auth holds memsync's bearer tokens and what each may do
 // (CONTRACT §10). A token file has a line per token:
 //
-//	# token                            worker-id   role
+//	# token                            worker-id   role     [expiry]
 //	3f9c0d7e2b6a41c8a5e1f0b2c4d6e8fa   w1          worker
+//	7b1d9e3a5c0f2e4d6a8c1b3e5f7a9d0c   ci          reader   expires=2027-01-31T00:00:00Z
 //
+// A token with an expiry (RFC 3339) is refused from that instant on.
 // Roles: admin may do everything; worker reads everything and writes
 // tasks/*, coordination/* and its own workers/{id}/* keys, and takes
 // locks; reader reads (GET, watch, stats). The token's worker id is the
@@ -20,6 +22,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/memsync/memsync/internal/clock"
 )
@@ -45,6 +48,13 @@ type Principal struct {
 	Token    [sha256.Size]byte
 	WorkerID string
 	Role     Role
+	// Expires is when the token stops working; zero for never.
+	Expires time.Time
+}
+
+// Expired reports whether p's token has expired at now.
+func (p Principal) Expired(now time.Time) bool {
+	return !p.Expires.IsZero() && !now.Before(p.Expires)
 }
 
 // CanWrite reports whether p may write (put or delete) key.
@@ -88,8 +98,9 @@ func Load(path string) (*Tokens, error) {
 	return t, nil
 }
 
-// Parse reads tokens, a line each as "token worker-id role"; blank lines
-// and lines starting with # are skipped. Every problem is an error: a token
+// Parse reads tokens, a line each as "token worker-id role", optionally
+// followed by "expires=<RFC 3339 time>"; blank lines and lines starting with
+// # are skipped. Every problem is an error: a token
 // file that half loads would lock some workers out without a word.
 func Parse(r io.Reader) (*Tokens, error) {
 	set := map[[sha256.Size]byte]Principal{}
@@ -100,10 +111,18 @@ func Parse(r io.Reader) (*Tokens, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) != 3 {
-			return nil, fmt.Errorf("%w: line %d: want \"token worker-id role\", got %d fields", ErrBadTokenFile, n, len(f))
+		if len(f) != 3 && len(f) != 4 {
+			return nil, fmt.Errorf("%w: line %d: want \"token worker-id role [expires=<time>]\", got %d fields", ErrBadTokenFile, n, len(f))
 		}
 		token, id, role := f[0], f[1], Role(f[2])
+		var expires time.Time
+		if len(f) == 4 {
+			at, ok := strings.CutPrefix(f[3], "expires=")
+			var err error
+			if expires, err = time.Parse(time.RFC3339, at); !ok || err != nil {
+				return nil, fmt.Errorf("%w: line %d: %q is not expires=<RFC 3339 time>, like expires=2027-01-31T00:00:00Z", ErrBadTokenFile, n, f[3])
+			}
+		}
 		switch {
 		case len(token) < MinTokenLength:
 			return nil, fmt.Errorf("%w: line %d: a token must be at least %d characters", ErrBadTokenFile, n, MinTokenLength)
@@ -116,7 +135,7 @@ func Parse(r io.Reader) (*Tokens, error) {
 		if _, dup := set[d]; dup {
 			return nil, fmt.Errorf("%w: line %d: the token is listed twice", ErrBadTokenFile, n)
 		}
-		set[d] = Principal{Token: d, WorkerID: id, Role: role}
+		set[d] = Principal{Token: d, WorkerID: id, Role: role, Expires: expires}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadTokenFile, err)

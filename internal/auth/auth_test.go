@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/memsync/memsync/internal/auth"
 )
@@ -15,13 +16,31 @@ func TestParse(t *testing.T) {
 
 0123456789abcdef-worker  w1     worker
 0123456789abcdef-reader  board  reader
+0123456789abcdef-expiry  ci     reader  expires=2027-01-31T12:00:00+01:00
 `
 	tokens, err := auth.Parse(strings.NewReader(good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tokens.Len() != 3 {
-		t.Errorf("Len = %d, want 3", tokens.Len())
+	if tokens.Len() != 4 {
+		t.Errorf("Len = %d, want 4", tokens.Len())
+	}
+	expiring, _ := tokens.Lookup("0123456789abcdef-expiry")
+	if want := time.Date(2027, 1, 31, 11, 0, 0, 0, time.UTC); !expiring.Expires.Equal(want) {
+		t.Errorf("expiry %v, want %v", expiring.Expires, want)
+	}
+	for _, tt := range []struct {
+		at      time.Time
+		expired bool
+	}{
+		{expiring.Expires.Add(-time.Nanosecond), false}, {expiring.Expires, true}, {expiring.Expires.Add(time.Hour), true},
+	} {
+		if got := expiring.Expired(tt.at); got != tt.expired {
+			t.Errorf("Expired(%v) = %v, want %v", tt.at, got, tt.expired)
+		}
+	}
+	if admin, _ := tokens.Lookup("0123456789abcdef-admin"); admin.Expired(time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Error("a token without an expiry expired")
 	}
 	for _, tt := range []struct {
 		token, id string
@@ -45,7 +64,9 @@ func TestParse(t *testing.T) {
 	for _, tt := range []struct{ name, file, want string }{
 		{"empty", "# nothing\n\n", "no tokens"},
 		{"two fields", "0123456789abcdef w1\n", "got 2 fields"},
-		{"four fields", "0123456789abcdef w1 worker extra\n", "got 4 fields"},
+		{"five fields", "0123456789abcdef w1 worker expires=2027-01-01T00:00:00Z extra\n", "got 5 fields"},
+		{"fourth field not an expiry", "0123456789abcdef w1 worker extra\n", `"extra" is not expires=`},
+		{"expiry not RFC 3339", "0123456789abcdef w1 worker expires=2027-01-01\n", `"expires=2027-01-01" is not expires=`},
 		{"short token", "short w1 worker\n", "at least 16"},
 		{"bad worker id", "0123456789abcdef w/1 worker\n", "worker id"},
 		{"bad role", "0123456789abcdef w1 root\n", `role "root"`},

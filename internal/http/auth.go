@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -40,6 +41,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		p, ok := s.cfg.Tokens.Lookup(token)
 		if !ok {
 			writeError(w, r, s.log, fmt.Errorf("%w: unknown token", errUnauthorized))
+			return
+		}
+		if p.Expired(time.Now()) {
+			writeError(w, r, s.log, fmt.Errorf("%w: the token expired at %s", errUnauthorized, p.Expires.UTC().Format(time.RFC3339)))
 			return
 		}
 		if !g.allow(p.Token) {

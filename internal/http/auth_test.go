@@ -18,12 +18,16 @@ const (
 	w1Token     = "w1-token-0123456789ab"
 	w2Token     = "w2-token-0123456789ab"
 	readerToken = "reader-token-01234567"
+	// Tokens of worker w1 with an expiry: one long past, one far ahead.
+	expiredToken = "expired-token-0123456"
+	lastingToken = "lasting-token-0123456"
 )
 
 func testTokens(t *testing.T) *auth.Tokens {
 	t.Helper()
 	tokens, err := auth.Parse(strings.NewReader(adminToken + " ops admin\n" + w1Token + " w1 worker\n" +
-		w2Token + " w2 worker\n" + readerToken + " board reader\n"))
+		w2Token + " w2 worker\n" + readerToken + " board reader\n" +
+		expiredToken + " w1 worker expires=2001-02-03T04:05:06Z\n" + lastingToken + " w1 worker expires=2999-01-01T00:00:00Z\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +56,16 @@ func TestTokensAndRoles(t *testing.T) {
 			}
 		}
 
+		// A token past its expiry is refused, one before it works.
+		r := h.must(401, "GET", "/v1/kv/tasks/T1/state", "", with(expiredToken)...)
+		checkProblem(t, r, "unauthorized")
+		if detail, _ := r.json(t)["detail"].(string); !strings.Contains(detail, "expired at 2001-02-03T04:05:06Z") {
+			t.Errorf("expired token: detail %q does not say when it expired", detail)
+		}
+		h.must(404, "GET", "/v1/kv/tasks/T1/state", "", with(lastingToken)...)
+
 		// A worker writes as itself, where a worker may.
-		r := h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":{"status":"running"}}`, with(w1Token)...)
+		r = h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":{"status":"running"}}`, with(w1Token)...)
 		if e := r.json(t); e["writer"] != "w1" {
 			t.Errorf("a w1 token's write has writer %v", e["writer"])
 		}
