@@ -171,6 +171,13 @@ func (t *Tokens) Lookup(token string) (Principal, bool) {
 	return p, ok
 }
 
+// Admits reports whether p's token is still in the set and has not expired
+// at now: for requests that outlive their admission (watch streams).
+func (t *Tokens) Admits(p Principal, now time.Time) bool {
+	cur, ok := (*t.byDigest.Load())[p.Token]
+	return ok && !cur.Expired(now)
+}
+
 type principalKey struct{}
 
 // NewContext returns ctx carrying p.

@@ -3,6 +3,8 @@ package http_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -188,5 +190,53 @@ func TestWatchersPerToken(t *testing.T) {
 			t.Fatal("the token's stream closed 5 s ago, and it still may not open another")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A watch stream ends within a ping interval of its token's revocation (a
+// reload without it) or expiry; the others go on.
+func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
+	soon := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	const brief = "brief-token-0123456789"
+	path := filepath.Join(t.TempDir(), "tokens")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(readerToken + " board reader\n" + w1Token + " w1 worker\n" + w2Token + " w2 worker\n" + brief + " w3 reader expires=" + soon + "\n")
+	tokens, err := auth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newServerHarness(t, testserver.Options{Tokens: tokens, WatchPing: 50 * time.Millisecond})
+	revoked := h.watch("/v1/watch?pattern=**", bearer(w1Token)...)
+	expiring := h.watch("/v1/watch?pattern=**", bearer(brief)...)
+	staying := h.watch("/v1/watch?pattern=**", bearer(readerToken)...)
+
+	write(readerToken + " board reader\n" + w2Token + " w2 worker\n" + brief + " w3 reader expires=" + soon + "\n")
+	if err := tokens.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]*stream{"revoked": revoked, "expired": expiring} {
+		ended := false
+		for deadline := time.After(5 * time.Second); !ended; {
+			select {
+			case ev, ok := <-s.events:
+				if !ok {
+					ended = true
+				} else if ev.event != "" {
+					t.Errorf("%s token's stream: unexpected event %+v", name, ev)
+				}
+			case <-deadline:
+				t.Fatalf("%s token's stream still open 5 s later", name)
+			}
+		}
+	}
+	// The valid token's stream still hears changes.
+	h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, bearer(w2Token)...)
+	if ev := staying.nextEvent(); ev.event != "put" {
+		t.Errorf("the valid token's stream got %+v, want the put", ev)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/glob"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
@@ -180,6 +181,12 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 				case <-wt.Done():
 				}
 			}
+			if pinged && !stillAdmitted(ctx, cfg.Tokens) {
+				// The token was revoked (SIGHUP) or expired since the
+				// stream opened: end it; reconnecting gets 401.
+				send([]byte(": token no longer valid\n\n"))
+				return
+			}
 			// The buffer is the pool's only while a batch is written: an
 			// idle stream holds none.
 			bp := sseBuffers.Get().(*[]byte)
@@ -216,6 +223,14 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 			}
 		}
 	}
+}
+
+// stillAdmitted reports whether the token a request came with, if any, is
+// still valid: checked at every ping of a watch stream, so that a stream
+// ends within a ping interval of its token's revocation or expiry.
+func stillAdmitted(ctx context.Context, tokens *auth.Tokens) bool {
+	p, ok := auth.FromContext(ctx)
+	return !ok || tokens == nil || tokens.Admits(p, time.Now())
 }
 
 // innermost is the ResponseWriter that middleware wrappers (Unwrap) wrap.
