@@ -28,8 +28,9 @@ type LockOptions struct {
 	// DefaultLockTTL (30 s).
 	TTL time.Duration
 	// Wait is how long the server waits for a held lock to be released
-	// before answering ErrLockHeld; waiters are served roughly in arrival
-	// order. The server caps it (60 s by default). Defaults to 0: try once.
+	// before answering ErrLockHeld; waiters are served in arrival order,
+	// across the server's instances. The server caps it (60 s by default).
+	// Defaults to 0: try once.
 	Wait time.Duration
 	// Owner names the holder for LockHolder and for others' ErrLockHeld.
 	// Defaults to the client's worker id.
@@ -75,6 +76,7 @@ type grantJSON struct {
 	Fence      uint64 `json:"fence"`
 	AcquiredAt int64  `json:"acquired_at"`
 	ExpiresAt  int64  `json:"expires_at"`
+	Waiters    int    `json:"waiters"` // lock info only
 }
 
 // LockInfo is a lock's holder as anyone may see it: no token.
@@ -84,6 +86,9 @@ type LockInfo struct {
 	Fence      uint64
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
+	// Waiters is how many requests wait in line for the lock, on every
+	// instance.
+	Waiters int
 }
 
 // UnmarshalJSON reads the server's lock info (times in Unix ms).
@@ -93,7 +98,7 @@ func (i *LockInfo) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*i = LockInfo{Name: g.Name, Owner: g.Owner, Fence: g.Fence,
-		AcquiredAt: fromMillis(g.AcquiredAt), ExpiresAt: fromMillis(g.ExpiresAt)}
+		AcquiredAt: fromMillis(g.AcquiredAt), ExpiresAt: fromMillis(g.ExpiresAt), Waiters: g.Waiters}
 	return nil
 }
 

@@ -43,6 +43,7 @@ type lockInfo struct {
 	Fence      int64  `json:"fence"`
 	AcquiredAt int64  `json:"acquired_at"`
 	ExpiresAt  int64  `json:"expires_at"`
+	Waiters    int    `json:"waiters"`
 }
 
 func newGrantResponse(g lock.Grant) grantResponse {
@@ -52,7 +53,7 @@ func newGrantResponse(g lock.Grant) grantResponse {
 
 func newLockInfo(i lock.Info) lockInfo {
 	return lockInfo{Name: i.Name, Owner: i.Owner, Fence: i.Fence,
-		AcquiredAt: i.AcquiredAt.UnixMilli(), ExpiresAt: i.ExpiresAt.UnixMilli()}
+		AcquiredAt: i.AcquiredAt.UnixMilli(), ExpiresAt: i.ExpiresAt.UnixMilli(), Waiters: i.Waiters}
 }
 
 // maxMillis keeps a millisecond count's conversion to time.Duration from

@@ -229,6 +229,13 @@ func TestPlacesInLineRenewedWhileWaiting(t *testing.T) {
 				t.Errorf("waiter %s (%s): lease ends %s, in the past", owner, token[:8], end)
 			}
 		}
+		// Holder and List count them, from either instance.
+		if info, err := holderSide.Holder(ctx, ns, name); err != nil || info.Waiters != 3 {
+			t.Errorf("Holder: %+v, %v; want 3 waiters", info, err)
+		}
+		if infos, err := waitSide.List(ctx, ns, "tasks/"); err != nil || len(infos) != 1 || infos[0].Waiters != 3 {
+			t.Errorf("List: %+v, %v; want tasks/F4 with 3 waiters", infos, err)
+		}
 		if err := holderSide.Release(ctx, ns, name, holder.Token); err != nil {
 			t.Fatal(err)
 		}

@@ -177,6 +177,9 @@ type Info struct {
 	Fence      int64
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
+	// Waiters is how many acquires, on any instance, stand in line for the
+	// lock with a live place (see wait.go).
+	Waiters int
 }
 
 // Locker grants locks in any namespace of one Redis. It is safe for
@@ -528,15 +531,35 @@ func (l *Locker) Holder(ctx context.Context, ns, name string) (Info, error) {
 	if err := validName(ns, name); err != nil {
 		return Info{}, err
 	}
-	vals, err := l.rdb.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...).Result()
-	if err != nil {
+	var holder *redis.SliceCmd
+	var leases *redis.StringSliceCmd
+	if _, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		holder = p.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...)
+		leases = p.HVals(ctx, leasesKey(ns, name))
+		return nil
+	}); err != nil {
 		return Info{}, redisError("holder", name, err)
 	}
-	info, ok := parseInfo(name, vals)
+	info, ok := parseInfo(name, holder.Val())
 	if !ok {
 		return Info{}, ErrNotFound
 	}
+	info.Waiters = liveWaiters(leases.Val(), time.Now())
 	return info, nil
+}
+
+// liveWaiters counts the places in line (values of a lock's leases hash,
+// "<lease end ms>|<owner>") that have not lapsed at now. A lapsed place
+// stays in Redis until it reaches the head of the line and is dropped.
+func liveWaiters(leases []string, now time.Time) int {
+	n := 0
+	for _, v := range leases {
+		end, _, _ := strings.Cut(v, "|")
+		if ms, err := strconv.ParseInt(end, 10, 64); err == nil && ms >= now.UnixMilli() {
+			n++
+		}
+	}
+	return n
 }
 
 // List returns the held locks of namespace ns whose names start with prefix
@@ -569,9 +592,11 @@ func (l *Locker) List(ctx context.Context, ns, prefix string) ([]Info, error) {
 		return []Info{}, nil
 	}
 	cmds := make([]*redis.SliceCmd, len(names))
+	leases := make([]*redis.StringSliceCmd, len(names))
 	_, err = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, name := range names {
 			cmds[i] = p.HMGet(ctx, keys.Aux(ns, name, "lock"), infoFields...)
+			leases[i] = p.HVals(ctx, leasesKey(ns, name))
 		}
 		return nil
 	})
@@ -579,8 +604,10 @@ func (l *Locker) List(ctx context.Context, ns, prefix string) ([]Info, error) {
 		return nil, redisError("list", "", err)
 	}
 	out := make([]Info, 0, len(names))
+	now := time.Now()
 	for i, name := range names {
 		if info, ok := parseInfo(name, cmds[i].Val()); ok {
+			info.Waiters = liveWaiters(leases[i].Val(), now)
 			out = append(out, info)
 		}
 	}
