@@ -14,14 +14,8 @@ import (
 func TestLockWaitersAgainstServer(t *testing.T) {
 	srv := testserver.Start(t)
 	ctx := context.Background()
-	holder, err := client.New(srv.URL, client.WithWorkerID("w1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waiter, err := client.New(srv.URL, client.WithWorkerID("w2"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	holder := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	waiter := mustNew(t, srv.URL, client.WithWorkerID("w2"))
 	held, err := holder.Lock(ctx, "jobs/nightly", client.LockOptions{TTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
