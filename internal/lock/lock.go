@@ -258,9 +258,9 @@ func (l *Locker) Close() error {
 // it waits up to req.Wait for a release or the holder's expiry, in line behind
 // the earlier waiters of every instance, and then returns a *HeldError
 // (errors.Is(err, ErrLockHeld)). A free lock with waiters in line is held for
-// the first of them: the HeldError names that waiter's owner. Other errors: ErrInvalidArgument, ErrClosed,
-// ctx's error when it ends first (the waiter leaves the queue), or a Redis
-// failure.
+// the first of them: the HeldError names that waiter's owner. Other errors:
+// ErrInvalidArgument, ErrClosed, ctx's error when it ends first (the waiter
+// leaves the line), or a Redis failure.
 func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireRequest) (Grant, error) {
 	if err := validName(ns, name); err != nil {
 		return Grant{}, err
