@@ -46,50 +46,75 @@ func waitLineLen(t *testing.T, rdb redis.UniversalClient, name string, n int64) 
 // only through Redis: without one line for both, the local waiter overtakes.
 func TestWaitersServedInArrivalOrderAcrossInstances(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		instances := []*lock.Locker{newLocker(t, b, lock.Options{}), newLocker(t, b, lock.Options{})}
-		const name, waiters = "tasks/F1", 6
-		holder := mustAcquire(t, instances[0], name, lock.AcquireRequest{TTL: 10 * time.Second, Owner: "holder"})
-
-		order := make(chan int, waiters)
-		errs := make(chan error, waiters)
-		var wg sync.WaitGroup
-		for i := range waiters {
-			l := instances[(i+1)%2] // B, A, B, A, …
-			wg.Go(func() {
-				g, err := l.Acquire(context.Background(), ns, name,
-					lock.AcquireRequest{TTL: 10 * time.Second, Wait: 10 * time.Second, Owner: fmt.Sprintf("w%d", i)})
-				if err != nil {
-					errs <- fmt.Errorf("waiter %d: %w", i, err)
-					return
-				}
-				order <- i
-				time.Sleep(5 * time.Millisecond) // time for an overtaking waiter to show up
-				if err := l.Release(context.Background(), ns, name, g.Token); err != nil {
-					errs <- fmt.Errorf("waiter %d release: %w", i, err)
-				}
-			})
-			waitLineLen(t, b.Client, name, int64(i+1)) // in line before the next arrives
-		}
-		if err := instances[0].Release(context.Background(), ns, name, holder.Token); err != nil {
-			t.Fatal(err)
-		}
-		wg.Wait()
-		close(order)
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-		var got []int
-		for i := range order {
-			got = append(got, i)
-		}
-		if fmt.Sprint(got) != fmt.Sprint([]int{0, 1, 2, 3, 4, 5}) {
-			t.Errorf("granted in order %v, want arrival order [0 1 2 3 4 5]", got)
-		}
-		if n := lineLen(t, b.Client, name); n != 0 {
-			t.Errorf("%d waiters left in line after every grant", n)
-		}
+		checkArrivalOrder(t, b.Client, newLocker(t, b, lock.Options{}), newLocker(t, b, lock.Options{}))
 	})
+}
+
+// The same on a Redis Cluster of three masters: a lock's line is in its
+// hash slot, with the lock.
+func TestWaitersServedInArrivalOrderOnCluster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3)
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
+	t.Cleanup(func() { c.Close() })
+	instance := func() *lock.Locker {
+		l := lock.New(c, lock.Options{})
+		t.Cleanup(func() { _ = l.Close() })
+		return l
+	}
+	checkArrivalOrder(t, c, instance(), instance())
+}
+
+// checkArrivalOrder has waiters arrive alternately on instances a and b
+// while a holds the lock, and checks they get it in arrival order.
+func checkArrivalOrder(t *testing.T, rdb redis.UniversalClient, a, b *lock.Locker) {
+	t.Helper()
+	instances := []*lock.Locker{a, b}
+	const name, waiters = "tasks/F1", 6
+	holder := mustAcquire(t, instances[0], name, lock.AcquireRequest{TTL: 10 * time.Second, Owner: "holder"})
+
+	order := make(chan int, waiters)
+	errs := make(chan error, waiters)
+	var wg sync.WaitGroup
+	for i := range waiters {
+		l := instances[(i+1)%2] // b, a, b, a, …
+		wg.Go(func() {
+			g, err := l.Acquire(context.Background(), ns, name,
+				lock.AcquireRequest{TTL: 10 * time.Second, Wait: 10 * time.Second, Owner: fmt.Sprintf("w%d", i)})
+			if err != nil {
+				errs <- fmt.Errorf("waiter %d: %w", i, err)
+				return
+			}
+			order <- i
+			time.Sleep(5 * time.Millisecond) // time for an overtaking waiter to show up
+			if err := l.Release(context.Background(), ns, name, g.Token); err != nil {
+				errs <- fmt.Errorf("waiter %d release: %w", i, err)
+			}
+		})
+		waitLineLen(t, rdb, name, int64(i+1)) // in line before the next arrives
+	}
+	if err := instances[0].Release(context.Background(), ns, name, holder.Token); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(order)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var got []int
+	for i := range order {
+		got = append(got, i)
+	}
+	if fmt.Sprint(got) != fmt.Sprint([]int{0, 1, 2, 3, 4, 5}) {
+		t.Errorf("granted in order %v, want arrival order [0 1 2 3 4 5]", got)
+	}
+	if n := lineLen(t, rdb, name); n != 0 {
+		t.Errorf("%d waiters left in line after every grant", n)
+	}
 }
 
 // A free lock is kept for the first waiter in line while its lease lasts,
