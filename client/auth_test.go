@@ -22,18 +22,12 @@ func TestTokenAgainstServer(t *testing.T) {
 	srv := testserver.StartWith(t, testserver.Options{Tokens: tokens})
 	ctx := context.Background()
 
-	anon, err := client.New(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	anon := mustNew(t, srv.URL)
 	if _, err := anon.Get(ctx, "tasks/T1/state"); !errors.Is(err, client.ErrUnauthorized) {
 		t.Errorf("Get without a token: %v, want ErrUnauthorized", err)
 	}
 
-	w1, err := client.New(srv.URL, client.WithToken("w1-token-0123456789ab"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	w1 := mustNew(t, srv.URL, client.WithToken("w1-token-0123456789ab"))
 	e, err := w1.Put(ctx, "tasks/T1/state", map[string]string{"status": "running"})
 	if err != nil {
 		t.Fatal(err)

@@ -14,10 +14,7 @@ import (
 func TestGetIfChangedAgainstServer(t *testing.T) {
 	srv := testserver.Start(t)
 	ctx := context.Background()
-	c, err := client.New(srv.URL, client.WithWorkerID("w1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
 	first, err := c.Put(ctx, "tasks/T1/state", map[string]string{"status": "running"})
 	if err != nil {
 		t.Fatal(err)

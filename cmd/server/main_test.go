@@ -85,6 +85,21 @@ func launch(t *testing.T, client *http.Client, scheme string, env map[string]str
 // serverLogs holds each started server's log, by base URL.
 var serverLogs sync.Map
 
+// hangUpAndAwaitLog sends this process SIGHUP and waits up to 5 s for the
+// log of the server at base to contain text.
+func hangUpAndAwaitLog(t *testing.T, base, text string) {
+	t.Helper()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := serverLogs.Load(base)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.(*syncBuffer).String(), text); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q not logged within 5 s of SIGHUP", text)
+		}
+	}
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -471,15 +486,7 @@ func TestTokensReloadOnHangup(t *testing.T) {
 		t.Errorf("old token after the reload: %d, want 401", got)
 	}
 	write("new-token-0123456789 w2 superuser\n")
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	logs, _ := serverLogs.Load(base)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.(*syncBuffer).String(), "tokens NOT reloaded"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the broken file was not reported within 5 s")
-		}
-	}
+	hangUpAndAwaitLog(t, base, "tokens NOT reloaded")
 	if got := status("new-token-0123456789"); got != 404 {
 		t.Errorf("after a broken file: %d, want 404 (the tokens as they were)", got)
 	}
