@@ -60,9 +60,12 @@ type config struct {
 	// TLSCert and TLSKey name a PEM certificate and key: HTTPS instead of
 	// HTTP, the pair read again on SIGHUP. Both or neither.
 	TLSCert, TLSKey string
-	Certificate     *certificate
-	Insecure        bool
-	LogLevel        slog.Level
+	// TLSClientCA names a PEM bundle of certificate authorities: with it,
+	// a client must show a certificate one of them signed (mutual TLS).
+	TLSClientCA string
+	Certificate *certificate
+	Insecure    bool
+	LogLevel    slog.Level
 }
 
 // parseConfig reads flags from args with fallbacks from getenv. A usage
@@ -98,6 +101,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&readTimeout, "read-timeout", env("MEMSYNC_READ_TIMEOUT", "30s"), "longest time a client may take to send a request, headers and body: seconds or a duration (MEMSYNC_READ_TIMEOUT)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("MEMSYNC_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with, read again on SIGHUP; needs --tls-key (MEMSYNC_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", env("MEMSYNC_TLS_KEY", ""), "PEM private key of --tls-cert (MEMSYNC_TLS_KEY)")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", env("MEMSYNC_TLS_CLIENT_CA", ""), "PEM certificate authorities: clients must show a certificate one of them signed (mutual TLS), read again on SIGHUP; needs --tls-cert (MEMSYNC_TLS_CLIENT_CA)")
 	fs.BoolVar(&c.Insecure, "insecure", env("MEMSYNC_INSECURE", "") == "true", "allow listening beyond loopback without authentication (MEMSYNC_INSECURE=true)")
 	fs.StringVar(&logLevel, "log-level", env("MEMSYNC_LOG_LEVEL", "info"), "debug, info, warn or error (MEMSYNC_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -160,13 +164,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return c, fmt.Errorf("tls-cert and tls-key go together: pass both or neither")
 	}
+	if c.TLSClientCA != "" && c.TLSCert == "" {
+		return c, fmt.Errorf("tls-client-ca needs tls-cert and tls-key: client certificates are asked for over TLS only")
+	}
 	if c.TLSCert != "" {
-		if c.Certificate, err = loadCertificate(c.TLSCert, c.TLSKey); err != nil {
+		if c.Certificate, err = loadCertificate(c.TLSCert, c.TLSKey, c.TLSClientCA); err != nil {
 			return c, err
 		}
 	}
-	if c.Tokens == nil && !c.Insecure && !loopback(c.Addr) {
-		return c, fmt.Errorf("refusing to listen on %s without authentication: pass --tokens (a token file), or --insecure to expose it anyway", c.Addr)
+	if c.Tokens == nil && c.TLSClientCA == "" && !c.Insecure && !loopback(c.Addr) {
+		return c, fmt.Errorf("refusing to listen on %s without authentication: pass --tokens (a token file) or --tls-client-ca, or --insecure to expose it anyway", c.Addr)
 	}
 	return c, nil
 }
@@ -183,8 +190,10 @@ func (c config) log(log *slog.Logger) {
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,
 		"event_log_len", c.EventLogLen, "tokens", c.TokensFile, "rate_limit", c.RateLimit,
 		"max_watchers_per_token", c.MaxWatchersPerToken, "read_timeout", c.ReadTimeout, "tls_cert", c.TLSCert,
-		"insecure", c.Insecure)
-	if c.Tokens == nil {
+		"tls_client_ca", c.TLSClientCA, "insecure", c.Insecure)
+	if c.Tokens == nil && c.TLSClientCA != "" {
+		log.Warn("no --tokens: every request is served, as an admin, to any client with a certificate from " + c.TLSClientCA)
+	} else if c.Tokens == nil {
 		log.Warn("no --tokens: every request is served, as an admin, to anyone who can reach " + c.Addr)
 	} else if c.Certificate == nil && !loopback(c.Addr) {
 		log.Warn("bearer tokens cross the network in clear text: pass --tls-cert and --tls-key, or put a TLS-terminating proxy in front")

@@ -166,7 +166,7 @@ func reloadOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
 			if err := cfg.Certificate.reload(); err != nil {
 				log.Error("TLS certificate NOT reloaded: the previous one stays in use", "err", err)
 			} else {
-				log.Info("TLS certificate reloaded", "file", cfg.TLSCert)
+				log.Info("TLS certificate reloaded", "file", cfg.TLSCert, "client_ca", cfg.TLSClientCA)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -231,6 +232,16 @@ func TestParseConfig(t *testing.T) {
 		{name: "tls key without certificate", env: map[string]string{"MEMSYNC_TLS_KEY": keyFile}, wantErr: "tls-cert and tls-key go together"},
 		{name: "tls key that does not match", args: []string{"--tls-cert", certFile, "--tls-key", otherKey}, wantErr: "tls-cert"},
 		{name: "missing tls files", args: []string{"--tls-cert", filepath.Join(dir, "none"), "--tls-key", keyFile}, wantErr: "tls-cert"},
+		{name: "client ca without a certificate", args: []string{"--tls-client-ca", certFile}, wantErr: "tls-client-ca needs tls-cert"},
+		{name: "client ca without certificates in it", args: []string{"--tls-cert", certFile, "--tls-key", keyFile, "--tls-client-ca", tokens},
+			wantErr: "no PEM certificate"},
+		{name: "public address with client certificates", args: []string{"--addr", "0.0.0.0:8443", "--tls-cert", certFile, "--tls-key", keyFile},
+			env: map[string]string{"MEMSYNC_TLS_CLIENT_CA": certFile}, check: func(c config) error {
+				if conf := c.Certificate.current.Load(); conf.ClientCAs == nil || conf.ClientAuth != tls.RequireAndVerifyClientCert {
+					return fmt.Errorf("client certificates not required: %+v", conf)
+				}
+				return nil
+			}},
 		{name: "tls from the environment", env: map[string]string{"MEMSYNC_TLS_CERT": certFile, "MEMSYNC_TLS_KEY": keyFile},
 			check: func(c config) error {
 				if c.Certificate == nil || c.Certificate.current.Load() == nil {
