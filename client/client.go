@@ -51,7 +51,13 @@ func WithNamespace(ns string) Option { return func(c *Client) { c.namespace = ns
 
 // WithHTTPClient sets the HTTP client. Defaults to http.DefaultClient, which
 // has no timeout of its own: bound every call with its context. A timeout on
-// hc must exceed the longest lock wait you ask for.
+// hc must exceed the longest lock wait you ask for. A server that asks for
+// client certificates (--tls-client-ca) is reached with one in hc's
+// transport:
+//
+//	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs,
+//		Certificates: []tls.Certificate{clientCert}}, ForceAttemptHTTP2: true}
+//	c, err := client.New("https://memsync.internal:8443", client.WithHTTPClient(&http.Client{Transport: tr}))
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
 // WithToken sends "Authorization: Bearer token" on every request. Defaults
