@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,9 @@ func (p Principal) CanWrite(key string) bool {
 // whole set at once.
 type Tokens struct {
 	byDigest atomic.Pointer[map[[sha256.Size]byte]Principal]
+
+	mu      sync.Mutex
+	changed chan struct{} // closed at the next Reload; nil until asked for
 }
 
 // ErrBadTokenFile is the error of a token file that cannot be used.
@@ -157,7 +161,25 @@ func (t *Tokens) Reload(path string) error {
 		return err
 	}
 	t.byDigest.Store(n.byDigest.Load())
+	t.mu.Lock()
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
+	t.mu.Unlock()
 	return nil
+}
+
+// Changed returns a channel that is closed by the next Reload that
+// replaces the tokens. Ask for it before looking a token up, so that no
+// reload goes unnoticed in between.
+func (t *Tokens) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.changed == nil {
+		t.changed = make(chan struct{})
+	}
+	return t.changed
 }
 
 // Len is the number of tokens.
@@ -171,11 +193,19 @@ func (t *Tokens) Lookup(token string) (Principal, bool) {
 	return p, ok
 }
 
-// Admits reports whether p's token is still in the set and has not expired
-// at now: for requests that outlive their admission (watch streams).
-func (t *Tokens) Admits(p Principal, now time.Time) bool {
+// Current returns the principal that p's token names now, after any
+// reloads since p was looked up, and false when the token is gone.
+func (t *Tokens) Current(p Principal) (Principal, bool) {
 	cur, ok := (*t.byDigest.Load())[p.Token]
-	return ok && !cur.Expired(now)
+	return cur, ok
+}
+
+// Admits reports whether p's token is still in the set, naming the same
+// worker with the same role, and has not expired at now: for requests that
+// outlive their admission (watch streams, waiting lock requests).
+func (t *Tokens) Admits(p Principal, now time.Time) bool {
+	cur, ok := t.Current(p)
+	return ok && cur.WorkerID == p.WorkerID && cur.Role == p.Role && !cur.Expired(now)
 }
 
 type principalKey struct{}

@@ -142,3 +142,61 @@ func TestReload(t *testing.T) {
 		t.Error("a bad file changed the tokens")
 	}
 }
+
+// Admits holds while the token stays as it was looked up, and Changed
+// tells of every reload that replaced the tokens, not of a failed one.
+func TestAdmitsAndChanged(t *testing.T) {
+	const token = "0123456789abcdef-tok"
+	now := time.Now()
+	later := now.Add(time.Hour).UTC().Format(time.RFC3339)
+	tests := []struct {
+		name, file string
+		admits     bool
+	}{
+		{"unchanged", token + " w1 worker\n", true},
+		{"given an expiry ahead", token + " w1 worker expires=" + later + "\n", true},
+		{"expired", token + " w1 worker expires=" + now.Add(-time.Second).UTC().Format(time.RFC3339) + "\n", false},
+		{"removed", "0123456789abcdef-other w1 worker\n", false},
+		{"another role", token + " w1 reader\n", false},
+		{"another worker", token + " w2 worker\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := t.TempDir() + "/tokens"
+			if err := os.WriteFile(path, []byte(token+" w1 worker\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			tokens, err := auth.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _ := tokens.Lookup(token)
+			changed := tokens.Changed()
+			if err := os.WriteFile(path, []byte("0123456789abcdef-bad w1 root\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tokens.Reload(path) == nil {
+				t.Fatal("a bad file reloaded")
+			}
+			select {
+			case <-changed:
+				t.Fatal("Changed closed by a failed reload")
+			default:
+			}
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := tokens.Reload(path); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-changed:
+			default:
+				t.Error("Changed not closed by a reload")
+			}
+			if got := tokens.Admits(p, now); got != tt.admits {
+				t.Errorf("Admits = %v, want %v", got, tt.admits)
+			}
+		})
+	}
+}

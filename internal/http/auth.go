@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"net/http"
@@ -190,4 +191,42 @@ func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
 			delete(g.watchers, token)
 		}
 	}, true
+}
+
+// errTokenWithdrawn ends a request that was waiting (a watch stream, a lock
+// request) when its token is revoked, changed or expires meanwhile.
+var errTokenWithdrawn = fmt.Errorf("%w: the token was revoked, changed or expired while the request waited", errUnauthorized)
+
+// untilWithdrawn returns a context of ctx that ends, with errTokenWithdrawn
+// as its cause (context.Cause), as soon as the token of the request that
+// ctx belongs to no longer admits it: at the reload that removes or changes
+// the token, or at its expiry. Without tokens it returns ctx. stop releases
+// what watches the token; call it when the request ends.
+func untilWithdrawn(ctx context.Context, tokens *auth.Tokens) (_ context.Context, stop func()) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || tokens == nil {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		for {
+			changed := tokens.Changed() // before the check: no reload slips in between
+			now := time.Now()
+			if !tokens.Admits(p, now) {
+				cancel(errTokenWithdrawn)
+				return
+			}
+			var expiry <-chan time.Time // nil: never
+			if cur, _ := tokens.Current(p); !cur.Expires.IsZero() {
+				expiry = time.After(cur.Expires.Sub(now))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			case <-expiry:
+			}
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
 }

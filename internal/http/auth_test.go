@@ -210,7 +210,8 @@ func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newServerHarness(t, testserver.Options{Tokens: tokens, WatchPing: 50 * time.Millisecond})
+	// Pings every minute: the streams must end long before any ping.
+	h := newServerHarness(t, testserver.Options{Tokens: tokens, WatchPing: time.Minute})
 	revoked := h.watch("/v1/watch?pattern=**", bearer(w1Token)...)
 	expiring := h.watch("/v1/watch?pattern=**", bearer(brief)...)
 	staying := h.watch("/v1/watch?pattern=**", bearer(readerToken)...)
@@ -238,5 +239,85 @@ func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 	h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, bearer(w2Token)...)
 	if ev := staying.nextEvent(); ev.event != "put" {
 		t.Errorf("the valid token's stream got %+v, want the put", ev)
+	}
+}
+
+// A lock request waiting for a holder ends with 401 as soon as its token is
+// revoked or expires: the lock never goes to a caller no longer let in.
+func TestLockWaitEndsWhenItsTokenGoes(t *testing.T) {
+	soon := time.Now().Add(700 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	const brief = "brief-token-0123456789"
+	path := filepath.Join(t.TempDir(), "tokens")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	others := adminToken + " ops admin\n" + w2Token + " w2 worker\n" + brief + " w3 worker expires=" + soon + "\n"
+	write(others + w1Token + " w1 worker\n")
+	tokens, err := auth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newServerHarness(t, testserver.Options{Tokens: tokens})
+	const lockPath = "/v1/locks/coordination/deploy"
+	held := h.mustGrant(lockPath, `{"ttl_ms":30000}`, bearer(w2Token)...)
+
+	type outcome struct {
+		res     response
+		err     error
+		elapsed time.Duration
+	}
+	wait := func(token string) <-chan outcome {
+		done := make(chan outcome, 1)
+		go func() {
+			start := time.Now()
+			res, err := h.exchange("POST", lockPath, `{"ttl_ms":30000,"wait_ms":20000}`, bearer(token)...)
+			done <- outcome{res, err, time.Since(start)}
+		}()
+		return done
+	}
+	revoked, expiring, staying := wait(w1Token), wait(brief), wait(adminToken)
+	waiters := func() float64 {
+		return h.must(200, "GET", lockPath, "", bearer(adminToken)...).json(t)["waiters"].(float64)
+	}
+	for deadline := time.Now().Add(5 * time.Second); waiters() < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v waiters 5 s after three requests, want 3", waiters())
+		}
+	}
+
+	write(others) // w1's token revoked
+	if err := tokens.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]<-chan outcome{"revoked": revoked, "expired": expiring} {
+		select {
+		case o := <-c:
+			if o.err != nil {
+				t.Fatalf("%s token's request: %v", name, o.err)
+			}
+			if o.res.status != 401 || o.res.json(t)["code"] != "unauthorized" {
+				t.Errorf("%s token's waiting request = %d %s, want 401 unauthorized", name, o.res.status, o.res.body)
+			}
+			t.Logf("%s token's request ended after %v", name, o.elapsed.Round(time.Millisecond))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s token's request still waiting 5 s later", name)
+		}
+	}
+	// They left the line; the valid token's request still waits, and
+	// gets the lock when its holder lets go.
+	if n := waiters(); n != 1 {
+		t.Errorf("%v waiters after two requests ended, want 1", n)
+	}
+	h.must(204, "DELETE", lockPath, "", append(bearer(w2Token), "X-Lock-Token", *held.Token)...)
+	select {
+	case o := <-staying:
+		if o.err != nil || o.res.status != 200 {
+			t.Errorf("the valid token's request = %d %s %v, want 200", o.res.status, o.res.body, o.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the valid token's request not granted 5 s after the release")
 	}
 }

@@ -2,6 +2,7 @@ package http
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -135,12 +136,23 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, err)
 			return
 		}
-		g, err := lk.Acquire(r.Context(), ns, name, lock.AcquireRequest{
+		ctx := r.Context()
+		if req.WaitMs > 0 {
+			// A token revoked or expiring while the request waits ends
+			// the wait: the lock must not go to a caller no longer let in.
+			var stop func()
+			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
+			defer stop()
+		}
+		g, err := lk.Acquire(ctx, ns, name, lock.AcquireRequest{
 			TTL:   time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
 			Wait:  time.Duration(min(req.WaitMs, maxMillis)) * time.Millisecond,
 			Owner: owner,
 		})
 		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
+				err = cause
+			}
 			writeError(w, r, log, err)
 			return
 		}

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/glob"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
@@ -155,7 +154,15 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 		if !send([]byte(": watching\n\n")) { // the client sees the stream open at once
 			return
 		}
-		ctx := r.Context()
+		// The stream ends as soon as its token is revoked or changed
+		// (SIGHUP) or expires; reconnecting gets 401.
+		ctx, stop := untilWithdrawn(r.Context(), cfg.Tokens)
+		defer stop()
+		defer func() {
+			if errors.Is(context.Cause(ctx), errTokenWithdrawn) {
+				send([]byte(": token no longer valid\n\n"))
+			}
+		}()
 		ping := time.NewTicker(p.ping)
 		defer ping.Stop()
 		// busy: the last round wrote a batch. Then the next round does not
@@ -180,12 +187,6 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 				case <-wt.Ready():
 				case <-wt.Done():
 				}
-			}
-			if pinged && !stillAdmitted(ctx, cfg.Tokens) {
-				// The token was revoked (SIGHUP) or expired since the
-				// stream opened: end it; reconnecting gets 401.
-				send([]byte(": token no longer valid\n\n"))
-				return
 			}
 			// The buffer is the pool's only while a batch is written: an
 			// idle stream holds none.
@@ -223,14 +224,6 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 			}
 		}
 	}
-}
-
-// stillAdmitted reports whether the token a request came with, if any, is
-// still valid: checked at every ping of a watch stream, so that a stream
-// ends within a ping interval of its token's revocation or expiry.
-func stillAdmitted(ctx context.Context, tokens *auth.Tokens) bool {
-	p, ok := auth.FromContext(ctx)
-	return !ok || tokens == nil || tokens.Admits(p, time.Now())
 }
 
 // innermost is the ResponseWriter that middleware wrappers (Unwrap) wrap.
