@@ -7,6 +7,8 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -21,6 +23,7 @@ import (
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/metrics"
+	"github.com/memsync/memsync/internal/quota"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
 )
@@ -55,7 +58,15 @@ type Config struct {
 	Tokens              *auth.Tokens
 	RateLimit           int
 	MaxWatchersPerToken int
+	// LimitShareInterval is how often, with tokens, this instance shares
+	// its use of each token with the others, so that the per-token limits
+	// hold across instances (DefaultLimitShareInterval).
+	LimitShareInterval time.Duration
 }
+
+// DefaultLimitShareInterval is Config.LimitShareInterval's default: a
+// token's limits hold across instances to within about a second.
+const DefaultLimitShareInterval = time.Second
 
 // App is one assembled instance.
 type App struct {
@@ -67,12 +78,14 @@ type App struct {
 	Metrics *metrics.Metrics
 	Handler http.Handler
 
-	log       *slog.Logger
-	sweep     time.Duration
-	stopHub   context.CancelFunc
-	hubDone   chan struct{}
-	stopLoops context.CancelFunc
-	loopsDone chan struct{}
+	api        *memhttp.Server
+	shareEvery time.Duration
+	log        *slog.Logger
+	sweep      time.Duration
+	stopHub    context.CancelFunc
+	hubDone    chan struct{}
+	stopLoops  context.CancelFunc
+	loopsDone  chan struct{}
 }
 
 // New assembles an instance on rdb. Start its loops with Start.
@@ -109,17 +122,36 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 			}
 		}})
 	a.Metrics = metrics.New(a.sources(cfg.Namespace))
-	a.Handler, err = memhttp.NewServer(memhttp.Config{
+	a.shareEvery = cfg.LimitShareInterval
+	if a.shareEvery <= 0 {
+		a.shareEvery = DefaultLimitShareInterval
+	}
+	var usage memhttp.UsageSharer
+	if cfg.Tokens != nil {
+		// A report missed three times over is an instance gone.
+		usage = quota.New(rdb, newInstanceID(), 3*a.shareEvery)
+	}
+	a.api, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
 		Queue: a.Queue, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
+		Usage: usage,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
 		a.Locker.Close()
 		a.Store.Close()
 		return nil, err
 	}
+	a.Handler = a.api
 	return a, nil
+}
+
+// newInstanceID names this process among the instances: random, so that
+// no two share one.
+func newInstanceID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
 }
 
 // sources adapts every part's counters for the metrics.
@@ -146,8 +178,8 @@ func (a *App) sources(ns string) metrics.Sources {
 	return src
 }
 
-// Start runs the background loops: the event hub, the expiry sweeper and
-// the async queue's timer.
+// Start runs the background loops: the event hub, the expiry sweeper, the
+// async queue's timer and, with tokens, the sharing of their use.
 func (a *App) Start() {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	a.stopHub, a.hubDone = stopHub, make(chan struct{})
@@ -166,10 +198,16 @@ func (a *App) Start() {
 			a.log.Warn("expiry sweep failed; retrying", "err", err)
 		})
 	}()
+	shareDone := make(chan struct{})
+	go func() {
+		defer close(shareDone)
+		a.api.ShareLimits(loopCtx, a.shareEvery)
+	}()
 	go func() {
 		defer close(a.loopsDone)
 		a.Queue.Run(loopCtx)
 		<-sweepDone
+		<-shareDone
 	}()
 }
 

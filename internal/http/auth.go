@@ -3,15 +3,19 @@ package http
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/memsync/memsync/internal/auth"
+	"github.com/memsync/memsync/internal/quota"
 )
 
 // openPaths answer without a token: the probes, so that an orchestrator
@@ -28,7 +32,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	if s.cfg.Tokens == nil {
 		return next
 	}
-	g := newGate(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxWatchersPerToken)
+	g := s.gate
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if openPaths[r.URL.Path] {
 			next.ServeHTTP(w, r)
@@ -138,23 +142,40 @@ func requireAdmin(r *http.Request, what string) error {
 
 // gate holds the per-token limits: a token bucket of requests and a count
 // of open watch streams. Its maps grow with the tokens that were used: at
-// most every token the file has held since the start.
+// most every token the file has held since the start. With a UsageSharer
+// (share) the limits hold across instances: each bucket runs at this
+// instance's share of the token's rate, and the other instances' watch
+// streams count against the token's maximum.
 type gate struct {
 	limit       rate.Limit
 	burst       int
 	maxWatchers int
 
 	mu       sync.Mutex
-	buckets  map[[sha256.Size]byte]*rate.Limiter
+	buckets  map[[sha256.Size]byte]*bucket
 	watchers map[[sha256.Size]byte]int
+	others   map[string]quota.Usage // by usageID: the other instances', as last shared
+	since    time.Time              // when the tries in the buckets began to count
 }
+
+// bucket is one token's rate limiter, and the requests it was asked to
+// admit since the last report of this instance's usage.
+type bucket struct {
+	*rate.Limiter
+	tried atomic.Int64
+}
+
+// minShare is the least share of a token's rate an instance keeps: one
+// that had no requests of a token the others use still admits a few at
+// once, and then, its tries reported, gets its share.
+const minShare = 0.05
 
 func newGate(perSecond float64, burst, maxWatchers int) *gate {
 	if burst <= 0 {
 		burst = max(1, int(2*perSecond))
 	}
 	return &gate{limit: rate.Limit(perSecond), burst: burst, maxWatchers: maxWatchers,
-		buckets: map[[sha256.Size]byte]*rate.Limiter{}, watchers: map[[sha256.Size]byte]int{}}
+		buckets: map[[sha256.Size]byte]*bucket{}, watchers: map[[sha256.Size]byte]int{}, since: time.Now()}
 }
 
 // allow takes one request from token's bucket; always true without a rate.
@@ -165,22 +186,23 @@ func (g *gate) allow(token [sha256.Size]byte) bool {
 	g.mu.Lock()
 	b := g.buckets[token]
 	if b == nil {
-		b = rate.NewLimiter(g.limit, g.burst)
+		b = &bucket{Limiter: rate.NewLimiter(g.limit, g.burst)}
 		g.buckets[token] = b
 	}
 	g.mu.Unlock()
+	b.tried.Add(1)
 	return b.Allow()
 }
 
 // watch counts a watch stream of token, and returns its release; false when
-// the token holds its maximum already.
+// the token holds its maximum already, here and on the other instances.
 func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
 	if g.maxWatchers <= 0 {
 		return func() {}, true
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.watchers[token] >= g.maxWatchers {
+	if g.watchers[token]+g.others[usageID(token)].Watchers >= g.maxWatchers {
 		return nil, false
 	}
 	g.watchers[token]++
@@ -191,6 +213,85 @@ func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
 			delete(g.watchers, token)
 		}
 	}, true
+}
+
+// UsageSharer records this instance's use of each token and returns the
+// other instances' (quota.Table).
+type UsageSharer interface {
+	Share(ctx context.Context, mine map[string]quota.Usage) (others map[string]quota.Usage, err error)
+}
+
+// usageID names a token in the shared usage table: half its digest, in hex.
+// Not the token: Redis never holds one.
+func usageID(token [sha256.Size]byte) string { return hex.EncodeToString(token[:16]) }
+
+// share reports this instance's use of every token since the last report,
+// and sets each bucket to its share of the token's rate: in proportion to
+// the requests it was asked to admit, against the other instances' (at
+// least minShare). When sharing fails the limits stay as they were.
+func (g *gate) share(ctx context.Context, s UsageSharer) error {
+	g.mu.Lock()
+	now := time.Now()
+	elapsed := now.Sub(g.since).Seconds()
+	g.since = now
+	demand := make(map[[sha256.Size]byte]float64, len(g.buckets))
+	mine := make(map[string]quota.Usage, len(g.buckets))
+	for token, b := range g.buckets {
+		if n := b.tried.Swap(0); n > 0 && elapsed > 0 {
+			demand[token] = float64(n) / elapsed
+			mine[usageID(token)] = quota.Usage{Rate: demand[token]}
+		}
+	}
+	for token, n := range g.watchers {
+		u := mine[usageID(token)]
+		u.Watchers = n
+		mine[usageID(token)] = u
+	}
+	g.mu.Unlock()
+
+	others, err := s.Share(ctx, mine)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.others = others
+	for token, b := range g.buckets {
+		share := 1.0
+		if o := others[usageID(token)].Rate; o > 0 {
+			d := demand[token]
+			share = max(d/(d+o), minShare)
+		}
+		b.SetLimit(g.limit * rate.Limit(share))
+		b.SetBurst(max(1, int(math.Ceil(float64(g.burst)*share))))
+	}
+	return nil
+}
+
+// ShareLimits shares this instance's use of each token with the other
+// instances every interval until ctx ends, so that a token's rate and watch
+// streams are limited across instances (Config.Usage). Without tokens,
+// limits or a Usage it returns at once. A failed round (Redis away) keeps
+// the limits as they were and is logged at debug level.
+func (s *Server) ShareLimits(ctx context.Context, every time.Duration) {
+	g := s.gate
+	if g == nil || s.cfg.Usage == nil || (g.limit <= 0 && g.maxWatchers <= 0) {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		if err := g.share(rctx, s.cfg.Usage); err != nil && ctx.Err() == nil {
+			s.log.Debug("token usage not shared this round; limits unchanged", "err", err)
+		}
+		cancel()
+	}
 }
 
 // errTokenWithdrawn ends a request that was waiting (a watch stream, a lock

@@ -155,6 +155,77 @@ func TestPerTokenLimits(t *testing.T) {
 
 }
 
+// A token's limits hold across instances: two instances on one Redis
+// share each token's rate by demand, and count each other's watch streams.
+func TestLimitsAcrossInstances(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		opts := testserver.Options{Backend: &b, Tokens: testTokens(t), RateLimit: 20, MaxWatchersPerToken: 2,
+			LimitShareInterval: 100 * time.Millisecond}
+		a, bb := newServerHarness(t, opts), newServerHarness(t, opts)
+
+		t.Run("rate", func(t *testing.T) {
+			// Alternate between the instances as fast as they answer for
+			// 3 s. The first second spends both instances' bursts; after
+			// it the token gets its 20 requests a second in all, where
+			// instances counting alone would serve 20 each.
+			start := time.Now()
+			served, steady := 0, 0
+			for i := 0; time.Since(start) < 3*time.Second; i++ {
+				h := []*harness{a, bb}[i%2]
+				switch r := h.do("GET", "/v1/kv/tasks/T1/state", "", bearer(w1Token)...); r.status {
+				case 404:
+					served++
+					if time.Since(start) >= time.Second {
+						steady++
+					}
+				case 429:
+				default:
+					t.Fatalf("GET = %d %s", r.status, r.body)
+				}
+			}
+			t.Logf("served %d in 3 s, %d in the last 2 s (the token's rate: 40 in 2 s)", served, steady)
+			if steady > 60 || steady < 20 {
+				t.Errorf("%d requests served in the last 2 s across two instances, want about 40 (20 to 60), not 80", steady)
+			}
+		})
+
+		t.Run("watch streams", func(t *testing.T) {
+			a.watch("/v1/watch?pattern=**", bearer(readerToken)...)
+			onB := bb.watch("/v1/watch?pattern=**", bearer(readerToken)...)
+			opens := func(h *harness) int {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				req, err := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/watch?pattern=**", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Authorization", "Bearer "+readerToken)
+				res, err := h.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				return res.StatusCode
+			}
+			// Once shared, A counts B's stream: a third is one too many.
+			deadline := time.Now().Add(5 * time.Second)
+			for opens(a) != 429 {
+				if time.Now().After(deadline) {
+					t.Fatal("5 s after a stream opened on each instance, A still opens a third for the token (maximum 2)")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			onB.cancel()
+			for opens(a) != 200 {
+				if time.Now().After(deadline.Add(5 * time.Second)) {
+					t.Fatal("B's stream closed, and A still refuses the token's second stream")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	})
+}
+
 // A token holds at most MaxWatchersPerToken watch streams; one more gets
 // 429 rate_limited until one of them closes, and other tokens are not
 // counted against it.
@@ -193,8 +264,8 @@ func TestWatchersPerToken(t *testing.T) {
 	}
 }
 
-// A watch stream ends within a ping interval of its token's revocation (a
-// reload without it) or expiry; the others go on.
+// A watch stream ends as soon as its token is revoked (a reload without
+// it) or expires, not at its next ping; the others go on.
 func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 	soon := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
 	const brief = "brief-token-0123456789"

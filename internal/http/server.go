@@ -63,6 +63,10 @@ type Config struct {
 	RateLimit           float64
 	RateBurst           int
 	MaxWatchersPerToken int
+	// Usage, when set, shares each token's use with the other instances
+	// (Server.ShareLimits), so that the limits above hold across them;
+	// nil counts them per instance.
+	Usage UsageSharer
 }
 
 // Server is the memsync API as an http.Handler.
@@ -73,6 +77,7 @@ type Server struct {
 	locker Locker
 	router chi.Router
 	prop   propagation // watch and cache routes (watch.go)
+	gate   *gate       // per-token limits; nil without tokens
 }
 
 // NewServer returns the API handler over st and lk. Options add the
@@ -95,6 +100,9 @@ func NewServer(cfg Config, log *slog.Logger, st Store, lk Locker, opts ...Option
 	}
 	st = withQueue(st, cfg.Queue) // reads see this instance's queued writes
 	s := &Server{cfg: cfg, log: log, store: st, locker: lk, router: chi.NewRouter()}
+	if cfg.Tokens != nil {
+		s.gate = newGate(cfg.RateLimit, cfg.RateBurst, cfg.MaxWatchersPerToken)
+	}
 	for _, o := range opts {
 		o(s)
 	}

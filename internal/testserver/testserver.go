@@ -60,6 +60,9 @@ type Options struct {
 	Tokens              *auth.Tokens
 	RateLimit           int
 	MaxWatchersPerToken int
+	// LimitShareInterval is how often the instance shares its use of
+	// tokens with the others (app.DefaultLimitShareInterval).
+	LimitShareInterval time.Duration
 }
 
 // Server is a running in-process memsync.
@@ -107,6 +110,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		BatchInterval: opts.BatchInterval, BatchSize: opts.BatchSize,
 		WatchBuffer: opts.WatchBuffer, WatchPing: opts.WatchPing, SweepInterval: DefaultSweepInterval,
 		Tokens: opts.Tokens, RateLimit: opts.RateLimit, MaxWatchersPerToken: opts.MaxWatchersPerToken,
+		LimitShareInterval: opts.LimitShareInterval,
 	})
 	if err != nil {
 		tb.Fatalf("testserver: %v", err)
