@@ -192,31 +192,16 @@ func TestLimitsAcrossInstances(t *testing.T) {
 		t.Run("watch streams", func(t *testing.T) {
 			a.watch("/v1/watch?pattern=**", bearer(readerToken)...)
 			onB := bb.watch("/v1/watch?pattern=**", bearer(readerToken)...)
-			opens := func(h *harness) int {
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				req, err := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/watch?pattern=**", nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header.Set("Authorization", "Bearer "+readerToken)
-				res, err := h.client.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Body.Close()
-				return res.StatusCode
-			}
 			// Once shared, A counts B's stream: a third is one too many.
 			deadline := time.Now().Add(5 * time.Second)
-			for opens(a) != 429 {
+			for a.in(t).watchStatus(readerToken) != 429 {
 				if time.Now().After(deadline) {
 					t.Fatal("5 s after a stream opened on each instance, A still opens a third for the token (maximum 2)")
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
 			onB.cancel()
-			for opens(a) != 200 {
+			for a.in(t).watchStatus(readerToken) != 200 {
 				if time.Now().After(deadline.Add(5 * time.Second)) {
 					t.Fatal("B's stream closed, and A still refuses the token's second stream")
 				}
@@ -231,32 +216,14 @@ func TestLimitsAcrossInstances(t *testing.T) {
 // counted against it.
 func TestWatchersPerToken(t *testing.T) {
 	h := newServerHarness(t, testserver.Options{Tokens: testTokens(t), MaxWatchersPerToken: 1})
-	open := func(token string) int {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/watch?pattern=**", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := h.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		if res.StatusCode == 429 && res.Header.Get("Content-Type") != "application/problem+json" {
-			t.Errorf("429 served as %q", res.Header.Get("Content-Type"))
-		}
-		return res.StatusCode
-	}
 	first := h.watch("/v1/watch?pattern=**", bearer(readerToken)...)
-	if got := open(readerToken); got != 429 {
+	if got := h.watchStatus(readerToken); got != 429 {
 		t.Errorf("a second stream of one token = %d, want 429", got)
 	}
 	h.watch("/v1/watch?pattern=**", bearer(adminToken)...)
 	first.cancel()
 	deadline := time.Now().Add(5 * time.Second)
-	for open(readerToken) != 200 {
+	for h.watchStatus(readerToken) != 200 {
 		if time.Now().After(deadline) {
 			t.Fatal("the token's stream closed 5 s ago, and it still may not open another")
 		}
@@ -391,4 +358,27 @@ func TestLockWaitEndsWhenItsTokenGoes(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the valid token's request not granted 5 s after the release")
 	}
+}
+
+// watchStatus opens a watch stream of every key with token, and returns
+// its status once the stream has begun (or been refused); the stream is
+// closed then.
+func (h *harness) watchStatus(token string) int {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", h.url+"/v1/watch?pattern=**", nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := h.client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == 429 && res.Header.Get("Content-Type") != "application/problem+json" {
+		h.t.Errorf("429 served as %q", res.Header.Get("Content-Type"))
+	}
+	return res.StatusCode
 }
