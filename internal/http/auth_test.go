@@ -235,15 +235,8 @@ func TestWatchersPerToken(t *testing.T) {
 // it) or expires, not at its next ping; the others go on.
 func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 	soon := time.Now().Add(300 * time.Millisecond).UTC().Format(time.RFC3339Nano)
-	const brief = "brief-token-0123456789"
-	path := filepath.Join(t.TempDir(), "tokens")
-	write := func(text string) {
-		t.Helper()
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(readerToken + " board reader\n" + w1Token + " w1 worker\n" + w2Token + " w2 worker\n" + brief + " w3 reader expires=" + soon + "\n")
+	path, write := tokenFile(t)
+	write(readerToken + " board reader\n" + w1Token + " w1 worker\n" + w2Token + " w2 worker\n" + briefToken + " w3 reader expires=" + soon + "\n")
 	tokens, err := auth.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -251,10 +244,10 @@ func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 	// Pings every minute: the streams must end long before any ping.
 	h := newServerHarness(t, testserver.Options{Tokens: tokens, WatchPing: time.Minute})
 	revoked := h.watch("/v1/watch?pattern=**", bearer(w1Token)...)
-	expiring := h.watch("/v1/watch?pattern=**", bearer(brief)...)
+	expiring := h.watch("/v1/watch?pattern=**", bearer(briefToken)...)
 	staying := h.watch("/v1/watch?pattern=**", bearer(readerToken)...)
 
-	write(readerToken + " board reader\n" + w2Token + " w2 worker\n" + brief + " w3 reader expires=" + soon + "\n")
+	write(readerToken + " board reader\n" + w2Token + " w2 worker\n" + briefToken + " w3 reader expires=" + soon + "\n")
 	if err := tokens.Reload(path); err != nil {
 		t.Fatal(err)
 	}
@@ -284,15 +277,8 @@ func TestWatchEndsWhenItsTokenGoes(t *testing.T) {
 // revoked or expires: the lock never goes to a caller no longer let in.
 func TestLockWaitEndsWhenItsTokenGoes(t *testing.T) {
 	soon := time.Now().Add(700 * time.Millisecond).UTC().Format(time.RFC3339Nano)
-	const brief = "brief-token-0123456789"
-	path := filepath.Join(t.TempDir(), "tokens")
-	write := func(text string) {
-		t.Helper()
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	others := adminToken + " ops admin\n" + w2Token + " w2 worker\n" + brief + " w3 worker expires=" + soon + "\n"
+	path, write := tokenFile(t)
+	others := adminToken + " ops admin\n" + w2Token + " w2 worker\n" + briefToken + " w3 worker expires=" + soon + "\n"
 	write(others + w1Token + " w1 worker\n")
 	tokens, err := auth.Load(path)
 	if err != nil {
@@ -316,7 +302,7 @@ func TestLockWaitEndsWhenItsTokenGoes(t *testing.T) {
 		}()
 		return done
 	}
-	revoked, expiring, staying := wait(w1Token), wait(brief), wait(adminToken)
+	revoked, expiring, staying := wait(w1Token), wait(briefToken), wait(adminToken)
 	waiters := func() float64 {
 		return h.must(200, "GET", lockPath, "", bearer(adminToken)...).json(t)["waiters"].(float64)
 	}
@@ -381,4 +367,19 @@ func (h *harness) watchStatus(token string) int {
 		h.t.Errorf("429 served as %q", res.Header.Get("Content-Type"))
 	}
 	return res.StatusCode
+}
+
+// briefToken is the token the tests give an expiry.
+const briefToken = "brief-token-0123456789"
+
+// tokenFile returns the path of a token file, and a function that writes
+// it whole.
+func tokenFile(t *testing.T) (path string, write func(text string)) {
+	path = filepath.Join(t.TempDir(), "tokens")
+	return path, func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
