@@ -75,6 +75,7 @@ type options struct {
 	only       string
 	gen        string
 	memsyncBin string
+	redisArgs  string
 	cpuprofile string
 
 	// The watch fan-out.
@@ -97,6 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.only, "only", "", "comma-separated arms to run (default all): "+armNames())
 	fs.StringVar(&o.gen, "gen", "auto", "load generator: wrk, go, or auto (wrk when installed)")
 	fs.StringVar(&o.memsyncBin, "memsync-bin", "", "memsync binary to measure (default: go build ./cmd/server of this module)")
+	fs.StringVar(&o.redisArgs, "redis-args", "", "more redis-server arguments for every arm, e.g. \"--hash-max-listpack-value 1024\" (README: Redis settings)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "after the rounds, profile memsync's CPU under each memsync arm into this directory")
 	fs.IntVar(&o.watchers, "watchers", 1000, "watch-fanout: SSE watchers held open")
 	fs.IntVar(&o.watchRate, "watch-rate", 2000, "watch-fanout: matching writes per second, open loop")
@@ -181,7 +183,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 
-	redisProc, redisAddr, err := startRedis(dir)
+	redisProc, redisAddr, err := startRedis(dir, strings.Fields(o.redisArgs))
 	if err != nil {
 		return err
 	}

@@ -93,8 +93,14 @@ func report(w io.Writer, in reportInput) {
 	if in.useWrk {
 		gen = "wrk " + wrkVersion()
 	}
-	fmt.Fprintf(w, "software: %s %s/%s; redis-server %s, no persistence (--save \"\" --appendonly no); %s\n",
-		runtime.Version(), runtime.GOOS, runtime.GOARCH, redisVersion(), gen)
+	settings := `no persistence (--save "" --appendonly no)`
+	if o.redisArgs != "" {
+		settings += ", " + o.redisArgs
+	} else {
+		settings += ", otherwise as installed"
+	}
+	fmt.Fprintf(w, "software: %s %s/%s; redis-server %s, %s; %s\n",
+		runtime.Version(), runtime.GOOS, runtime.GOARCH, redisVersion(), settings, gen)
 	if in.etcd {
 		fmt.Fprintf(w, "          etcd %s, one member, as installed (WAL fsynced, data in the temp dir), through its JSON gateway\n", etcdVersion())
 	}

@@ -82,8 +82,9 @@ func (p *proc) failure(err error) error {
 }
 
 // startRedis starts redis-server on a free loopback port without
-// persistence (--save "" --appendonly no) and waits until it answers.
-func startRedis(dir string) (*proc, string, error) {
+// persistence (--save "" --appendonly no), with extra arguments after
+// those, and waits until it answers.
+func startRedis(dir string, extra []string) (*proc, string, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, "", errors.New("redis-server is not installed (apt-get install redis-server): the benchmark measures memsync on a real Redis")
@@ -93,9 +94,9 @@ func startRedis(dir string) (*proc, string, error) {
 		return nil, "", err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p, err := startProc("redis-server", filepath.Join(dir, "redis.log"), os.Environ(), bin,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}, extra...)
+	p, err := startProc("redis-server", filepath.Join(dir, "redis.log"), os.Environ(), bin, args...)
 	if err != nil {
 		return nil, "", err
 	}

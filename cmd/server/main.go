@@ -65,6 +65,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer closeRedis()
+	if cfg.RedisURL != "" {
+		adviseRedisSettings(ctx, rdb, log)
+	}
 
 	rules, err := loadRules(cfg.RulesFile)
 	if err != nil {

@@ -659,3 +659,23 @@ func watchDataWith(t *testing.T, client *http.Client, base, pattern string) <-ch
 	}()
 	return heard
 }
+
+// At start the server advises a hash-max-listpack-value that keeps its keys
+// compact, when Redis has a smaller one, and says nothing once it is set.
+func TestAdvisesListpackValue(t *testing.T) {
+	b := redistest.Real(t)
+	logOf := func() string {
+		base := startServer(t, nil, "--redis-url", "redis://"+b.Real.Addr)
+		logs, _ := serverLogs.Load(base)
+		return logs.(*syncBuffer).String()
+	}
+	if log := logOf(); !strings.Contains(log, "CONFIG SET hash-max-listpack-value 1024") {
+		t.Errorf("no advice on Redis's default hash-max-listpack-value; log:\n%s", log)
+	}
+	if err := b.Client.ConfigSet(context.Background(), "hash-max-listpack-value", "1024").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if log := logOf(); strings.Contains(log, "hash-max-listpack-value") {
+		t.Errorf("advice although hash-max-listpack-value is 1024; log:\n%s", log)
+	}
+}

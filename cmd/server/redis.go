@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,4 +91,32 @@ func tune(o *redis.Options) *redis.Options {
 	o.DialerRetries, o.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
 	o.Protocol = redisProtocol
 	return o
+}
+
+// listpackValueAdvised is the hash-max-listpack-value under which memsync's
+// keys stay compact: a key's hash holds its value's envelope, over Redis's
+// default of 64 bytes for all but the smallest values.
+const listpackValueAdvised = 1024
+
+// adviseRedisSettings says, once at start, when Redis keeps memsync's keys
+// as hash tables rather than listpacks: measured on the benchmark's keys,
+// 440 bytes a key instead of 240, and about 10 % more Redis CPU per write
+// of a batch (README: Redis settings). It changes nothing itself, and says
+// nothing when it cannot tell (CONFIG disabled, as on many managed Redis
+// services, or a Redis without the setting).
+func adviseRedisSettings(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, redisIOTimeout)
+	defer cancel()
+	cfg, err := rdb.ConfigGet(ctx, "hash-max-listpack-value").Result()
+	if err != nil {
+		return
+	}
+	v, ok := cfg["hash-max-listpack-value"]
+	n, err := strconv.Atoi(v)
+	if !ok || err != nil || n >= listpackValueAdvised {
+		return
+	}
+	log.Info(fmt.Sprintf("Redis stores hashes with a value over %d bytes as hash tables, which is most of memsync's keys: "+
+		"CONFIG SET hash-max-listpack-value %d (or set it in redis.conf) keeps them about 45 %% smaller, and batches of writes faster",
+		n, listpackValueAdvised), "hash_max_listpack_value", n)
 }
