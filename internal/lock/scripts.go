@@ -66,15 +66,17 @@ local function stand()
   redis.call('PEXPIRE', KEYS[3], lease)
   redis.call('PEXPIRE', KEYS[4], lease)
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Every lock hash has an owner field ("" for none): one read says whether
+-- the lock is held, and by whom until when.
+local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
+if h[1] then
   stand()
-  local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
   local exp = tonumber(h[2])
   if not exp then
     local pttl = redis.call('PTTL', KEYS[1])
     if pttl >= 0 then exp = now + pttl else exp = 0 end
   end
-  return {0, h[1] or '', exp, now}
+  return {0, h[1], exp, now}
 end
 while true do
   local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
