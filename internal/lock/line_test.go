@@ -68,6 +68,15 @@ func TestWaitersServedInArrivalOrderOnCluster(t *testing.T) {
 	checkArrivalOrder(t, c, instance(), instance())
 }
 
+// Waiters whose arrivals the Redis clock cannot tell apart (a coarse or
+// stopped clock: here miniredis's, frozen) still get the lock in the order
+// Redis ran their arrivals.
+func TestWaitersInOrderWithinOneClockTick(t *testing.T) {
+	b := redistest.Mini(t)
+	b.Mini.SetTime(time.Now())
+	checkArrivalOrder(t, b.Client, newLocker(t, b, lock.Options{}), newLocker(t, b, lock.Options{}))
+}
+
 // checkArrivalOrder has waiters arrive alternately on instances a and b
 // while a holds the lock, and checks they get it in arrival order.
 func checkArrivalOrder(t *testing.T, rdb redis.UniversalClient, a, b *lock.Locker) {
@@ -273,6 +282,66 @@ func TestPlacesInLineRenewedWhileWaiting(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatalf("grant %d not made within 5 s", i)
 			}
+		}
+	})
+}
+
+// When Redis's line and a Locker's queue disagree on the order of two of
+// its waiters (their arrivals reached Redis in the other order), the one
+// first in Redis's line is served at once, not after the other gives up.
+func TestFirstInLineServedWhenTheLocalQueueDisagrees(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		l := newLocker(t, b, lock.Options{})
+		const name = "tasks/F9"
+		holder := mustAcquire(t, l, name, lock.AcquireRequest{TTL: 10 * time.Second, Owner: "holder"})
+		granted := make(chan string, 2)
+		errs := make(chan error, 2)
+		for i, owner := range []string{"first", "second"} {
+			go func() {
+				g, err := l.Acquire(ctx, ns, name, lock.AcquireRequest{TTL: 10 * time.Second, Wait: 8 * time.Second, Owner: owner})
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", owner, err)
+					return
+				}
+				granted <- owner
+				if err := l.Release(ctx, ns, name, g.Token); err != nil {
+					errs <- fmt.Errorf("%s release: %w", owner, err)
+				}
+			}()
+			waitLineLen(t, b.Client, name, int64(i+1))
+		}
+		// Swap their places in Redis's line only.
+		line := keys.Aux(ns, name, "lock-line")
+		zs, err := b.Client.ZRangeWithScores(ctx, line, 0, -1).Result()
+		if err != nil || len(zs) != 2 {
+			t.Fatalf("line %v, %v", zs, err)
+		}
+		if err := b.Client.ZAdd(ctx, line, redis.Z{Score: zs[1].Score, Member: zs[0].Member},
+			redis.Z{Score: zs[0].Score, Member: zs[1].Member}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := l.Release(ctx, ns, name, holder.Token); err != nil {
+			t.Fatal(err)
+		}
+		var order []string
+		for len(order) < 2 {
+			select {
+			case owner := <-granted:
+				order = append(order, owner)
+				t.Logf("%s granted %v after the release", owner, time.Since(start).Round(time.Millisecond))
+			case err := <-errs:
+				t.Fatal(err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("granted %v 10 s after the release", order)
+			}
+		}
+		if fmt.Sprint(order) != "[second first]" {
+			t.Errorf("granted in order %v, want Redis's line's [second first]", order)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("both granted %v after the release: the lock waited for a sleeping waiter", took)
 		}
 	})
 }

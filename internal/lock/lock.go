@@ -110,7 +110,8 @@ type HeldError struct {
 	// unknown), by the Redis clock: the earliest time worth retrying.
 	ExpiresAt time.Time
 
-	left time.Duration // lease left as Redis saw it; drives the waiter's timer
+	left    time.Duration // lease left as Redis saw it; drives the waiter's timer
+	keptFor string        // the token of the waiter a free lock is kept for, if so
 }
 
 func (e *HeldError) Error() string {
@@ -357,7 +358,7 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	if err != nil {
 		return Grant{}, redisError("acquire", name, err)
 	}
-	if len(res) != 4 {
+	if len(res) != 4 && len(res) != 5 {
 		return Grant{}, fmt.Errorf("lock: acquire %q: unexpected script reply %v", name, res)
 	}
 	if ok, _ := toInt(res[0]); ok == 0 {
@@ -368,6 +369,9 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 			return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
 		}
 		he := &HeldError{Holder: owner, left: -1}
+		if len(res) == 5 {
+			he.keptFor, _ = res[4].(string)
+		}
 		if exp > 0 {
 			he.ExpiresAt = time.UnixMilli(exp)
 			he.left = time.Duration(exp-now) * time.Millisecond

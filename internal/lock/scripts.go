@@ -34,8 +34,8 @@ import "github.com/redis/go-redis/v9"
 //
 // Waiters stand in line, one line per lock for every instance: an acquire
 // that will wait (lease > 0) takes a place the first time it finds the lock
-// held (ZADD NX: by the Redis clock, so later tries keep it), and renews its
-// lease on every try. A free lock with waiters in line belongs to the first of
+// held (scored by the Redis clock, and after every waiter already in line:
+// later tries keep it), and renews its lease on every try. A free lock with waiters in line belongs to the first of
 // them whose lease has not run out; the others, and acquires that do not
 // wait, find it held for that waiter. Waiters whose lease ran out (their
 // instance died, or stopped renewing) are dropped from the head of the line
@@ -52,7 +52,7 @@ import "github.com/redis/go-redis/v9"
 // decimal string), or {0, holder_owner, holder_expires_at_ms, now_ms} when the
 // lock is held (holder_expires_at_ms is 0 for a key without TTL, which these
 // scripts never create), or free but kept for the first waiter in line: then
-// {0, that waiter's owner, the end of its lease, now_ms}.
+// {0, that waiter's owner, the end of its lease, now_ms, that waiter's token}.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -61,7 +61,14 @@ local lease = tonumber(ARGV[4])
 -- stand takes this acquire's place in line, or keeps it, and renews its lease.
 local function stand()
   if lease == 0 then return end
-  redis.call('ZADD', KEYS[3], 'NX', string.format('%.0f', now_us), ARGV[1])
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    -- After everyone in line already, even within one tick of the clock:
+    -- the line keeps the order Redis ran the arrivals in.
+    local score = now_us
+    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+    if last and tonumber(last) >= score then score = tonumber(last) + 1 end
+    redis.call('ZADD', KEYS[3], string.format('%.0f', score), ARGV[1])
+  end
   redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f', now + lease) .. '|' .. ARGV[3])
   redis.call('PEXPIRE', KEYS[3], lease)
   redis.call('PEXPIRE', KEYS[4], lease)
@@ -84,7 +91,7 @@ while true do
   local ends, owner = string.match(redis.call('HGET', KEYS[4], head) or '', '^(%d+)|(.*)$')
   if ends and tonumber(ends) >= now then
     stand()
-    return {0, owner, tonumber(ends), now}
+    return {0, owner, tonumber(ends), now, head}
   end
   redis.call('ZREM', KEYS[3], head)
   redis.call('HDEL', KEYS[4], head)

@@ -112,6 +112,14 @@ func (l *Locker) wait(ctx context.Context, ns, name, token string, req AcquireRe
 			if !errors.As(err, &he) || last {
 				return g, err
 			}
+			if he.keptFor != "" && he.keptFor != token {
+				// The lock is free and kept for the first waiter in
+				// Redis's line: when that one waits here behind this
+				// one (the two arrived at Redis in the other order), it
+				// goes first here too, or it would sleep while the lock
+				// waits for it.
+				l.promote(qk, he.keptFor)
+			}
 			retry := l.opts.RetryInterval
 			if he.left >= 0 {
 				// The key is gone once Redis's clock passes expires_at (or
@@ -208,6 +216,24 @@ func (l *Locker) dequeue(qk string, w *waiter) {
 			q[0].signal()
 		}
 		return
+	}
+}
+
+// promote moves the waiter with token, when it is in the local queue qk,
+// to its head, and wakes it.
+func (l *Locker) promote(qk, token string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q := l.queues[qk]
+	for i, w := range q {
+		if w.token == token {
+			if i > 0 {
+				copy(q[1:i+1], q[:i])
+				q[0] = w
+			}
+			w.signal()
+			return
+		}
 	}
 }
 
