@@ -2,6 +2,7 @@ package quota_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -65,4 +66,27 @@ func TestShare(t *testing.T) {
 			}
 		}
 	})
+}
+
+// BenchmarkShare is one instance's report among three, each using 1,000
+// tokens: the table's cost grows with tokens × instances.
+func BenchmarkShare(b *testing.B) {
+	be := redistest.Real(b)
+	ctx := context.Background()
+	mine := map[string]quota.Usage{}
+	for i := range 1000 {
+		mine[fmt.Sprintf("%032x", i)] = quota.Usage{Rate: 12.5, Watchers: 1}
+	}
+	tables := []*quota.Table{quota.New(be.Client, "A", time.Minute), quota.New(be.Client, "B", time.Minute),
+		quota.New(be.Client, "C", time.Minute)}
+	for _, t := range tables {
+		if _, err := t.Share(ctx, mine); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		if _, err := tables[0].Share(ctx, mine); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
