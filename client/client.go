@@ -58,6 +58,9 @@ func WithNamespace(ns string) Option { return func(c *Client) { c.namespace = ns
 //	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: serverCAs,
 //		Certificates: []tls.Certificate{clientCert}}, ForceAttemptHTTP2: true}
 //	c, err := client.New("https://memsync.internal:8443", client.WithHTTPClient(&http.Client{Transport: tr}))
+//
+// When the server's token file names that certificate (cert:<name>), the
+// certificate says which worker the client is and no token is needed.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
 // WithToken sends "Authorization: Bearer token" on every request. Defaults

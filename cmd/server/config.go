@@ -95,7 +95,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.Int64Var(&c.EventLogLen, "event-log-len", envInt(getenv, "MEMSYNC_EVENT_LOG_LEN", store.DefaultEventLogLen), "about how many change events the log keeps for watchers that resume with Last-Event-ID (MEMSYNC_EVENT_LOG_LEN)")
 	fs.IntVar(&c.BatchSize, "batch-size", int(envInt(getenv, "MEMSYNC_BATCH_SIZE", async.DefaultSize)), "flush queued writes as soon as this many wait (MEMSYNC_BATCH_SIZE)")
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
-	fs.StringVar(&c.TokensFile, "tokens", env("MEMSYNC_TOKENS", ""), "bearer token file, a line per token: \"token worker-id role [expires=<RFC 3339 time>]\" (admin, worker or reader), read again on SIGHUP; empty: no authentication (MEMSYNC_TOKENS)")
+	fs.StringVar(&c.TokensFile, "tokens", env("MEMSYNC_TOKENS", ""), "bearer token file, a line per token: \"token worker-id role [expires=<RFC 3339 time>]\" (admin, worker or reader), or per client certificate name as \"cert:<name> worker-id role\" (with --tls-client-ca), read again on SIGHUP; empty: no authentication (MEMSYNC_TOKENS)")
 	fs.IntVar(&c.RateLimit, "rate-limit", int(envInt(getenv, "MEMSYNC_RATE_LIMIT", defaultRateLimit)), "requests per second each token may make, in bursts of twice that; 0: no limit (MEMSYNC_RATE_LIMIT)")
 	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
 	fs.StringVar(&readTimeout, "read-timeout", env("MEMSYNC_READ_TIMEOUT", "30s"), "longest time a client may take to send a request, headers and body: seconds or a duration (MEMSYNC_READ_TIMEOUT)")
@@ -197,6 +197,16 @@ func (c config) log(log *slog.Logger) {
 		log.Warn("no --tokens: every request is served, as an admin, to anyone who can reach " + c.Addr)
 	} else if c.Certificate == nil && !loopback(c.Addr) {
 		log.Warn("bearer tokens cross the network in clear text: pass --tls-cert and --tls-key, or put a TLS-terminating proxy in front")
+	}
+	c.warnUnusedCertNames(log)
+}
+
+// warnUnusedCertNames says so when the token file names client
+// certificates that no client can show: without --tls-client-ca the server
+// asks for none.
+func (c config) warnUnusedCertNames(log *slog.Logger) {
+	if c.Tokens != nil && c.Tokens.Certs() > 0 && c.TLSClientCA == "" {
+		log.Warn(fmt.Sprintf("the token file names %d client certificates (cert:<name>), which serve only with --tls-client-ca", c.Tokens.Certs()))
 	}
 }
 

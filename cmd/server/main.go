@@ -162,7 +162,8 @@ func reloadOnHangup(ctx context.Context, cfg config, log *slog.Logger) {
 			if err := cfg.Tokens.Reload(cfg.TokensFile); err != nil {
 				log.Error("tokens NOT reloaded: the previous ones stay in force", "err", err)
 			} else {
-				log.Info("tokens reloaded", "file", cfg.TokensFile, "tokens", cfg.Tokens.Len())
+				log.Info("tokens reloaded", "file", cfg.TokensFile, "tokens", cfg.Tokens.Len(), "certificate_names", cfg.Tokens.Certs())
+				cfg.warnUnusedCertNames(log)
 			}
 		}
 		if cfg.Certificate != nil {

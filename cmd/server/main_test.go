@@ -87,14 +87,16 @@ func launch(t *testing.T, client *http.Client, scheme string, env map[string]str
 var serverLogs sync.Map
 
 // hangUpAndAwaitLog sends this process SIGHUP and waits up to 5 s for the
-// log of the server at base to contain text.
+// log of the server at base to contain text once more than it did.
 func hangUpAndAwaitLog(t *testing.T, base, text string) {
 	t.Helper()
+	logs, _ := serverLogs.Load(base)
+	count := func() int { return strings.Count(logs.(*syncBuffer).String(), text) }
+	before := count()
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	logs, _ := serverLogs.Load(base)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.(*syncBuffer).String(), text); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); count() <= before; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%q not logged within 5 s of SIGHUP", text)
 		}

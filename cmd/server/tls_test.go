@@ -7,12 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -101,14 +103,24 @@ func newAuthority(t *testing.T, name string) authority {
 	return authority{cert, key}
 }
 
-// client issues a client certificate for worker.
-func (a authority) client(t *testing.T, worker string) tls.Certificate {
-	cert, key := issue(t, &x509.Certificate{
+// client issues a client certificate with the subject common name cn and
+// URI names uris.
+func (a authority) client(t *testing.T, cn string, uris ...string) tls.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: worker},
+		Subject:      pkix.Name{CommonName: cn},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, a.cert, a.key)
+	}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	cert, key := issue(t, tmpl, a.cert, a.key)
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 }
 
@@ -318,5 +330,117 @@ func TestMutualTLS(t *testing.T) {
 	hangUpAndAwaitLog(t, base, "TLS certificate NOT reloaded")
 	if err := served(&w2); err != nil {
 		t.Errorf("after a broken client-ca file, a client of the authority in use: %v", err)
+	}
+}
+
+// With mutual TLS and a token file that names client certificates
+// (cert:<name>), a client's certificate says which worker it is and what
+// it may do, as a token would: by the subject common name, else by a URI
+// name. A bearer token, when sent, still decides; a certificate the file
+// does not name gets 401; and a reload that drops a certificate's entry
+// refuses it and ends its watch stream.
+func TestClientCertificateNamesWorker(t *testing.T) {
+	hup := make(chan os.Signal, 1) // as in TestTLS
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	dir := t.TempDir()
+	certFile, keyFile, server := writeCertificate(t, dir, 1)
+	ca := newAuthority(t, "clients")
+	caFile, tokens := filepath.Join(dir, "clients.pem"), filepath.Join(dir, "tokens")
+	writePEM(t, caFile, nil, ca.cert)
+	writeTokens := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(tokens, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const admin = "0123456789abcdef-admin"
+	writeTokens(admin + " ops admin\ncert:w7 w7 worker\ncert:spiffe://example.org/board board reader\n")
+	w7 := ca.client(t, "w7")
+	base := launch(t, showing(&w7, server), "https", nil, "--tls-cert", certFile, "--tls-key", keyFile,
+		"--tls-client-ca", caFile, "--tokens", tokens)
+
+	// do sends a request as the client showing mine, with token when not
+	// "", and returns the status and the body's "writer" or "code".
+	do := func(mine tls.Certificate, method, path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(`{"value":1}`))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := showing(&mine, server).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var body struct{ Writer, Code string }
+		json.NewDecoder(res.Body).Decode(&body)
+		return res.StatusCode, body.Writer + body.Code
+	}
+	board := ca.client(t, "board-host-3", "spiffe://example.org/board")
+	stranger := ca.client(t, "w9", "spiffe://example.org/w9")
+	for _, tt := range []struct {
+		name         string
+		mine         tls.Certificate
+		method, path string
+		token        string
+		status       int
+		said         string
+	}{
+		{"by common name", w7, "PUT", "/v1/kv/tasks/T1/state", "", 200, "w7"},
+		{"a worker's rules", w7, "PUT", "/v1/kv/workers/w8/status", "", 403, "forbidden"},
+		{"its own worker key", w7, "PUT", "/v1/kv/workers/w7/status", "", 200, "w7"},
+		{"by URI name: a reader reads", board, "GET", "/v1/kv/tasks/T1/state", "", 200, "w7"},
+		{"by URI name: a reader does not write", board, "PUT", "/v1/kv/tasks/T1/state", "", 403, "forbidden"},
+		{"a certificate not named", stranger, "GET", "/v1/kv/tasks/T1/state", "", 401, "unauthorized"},
+		{"a token decides", stranger, "PUT", "/v1/kv/tasks/T2/state", admin, 200, "ops"},
+		{"a bad token is not made up for by the certificate", w7, "GET", "/v1/kv/tasks/T1/state", "wrong-0123456789abcdef", 401, "unauthorized"},
+		{"a certificate name is no token", stranger, "GET", "/v1/kv/tasks/T1/state", "cert:w7", 401, "unauthorized"},
+	} {
+		if status, said := do(tt.mine, tt.method, tt.path, tt.token); status != tt.status || said != tt.said {
+			t.Errorf("%s: %s %s = %d %q, want %d %q", tt.name, tt.method, tt.path, status, said, tt.status, tt.said)
+		}
+	}
+
+	// Dropping w7's entry refuses it and ends its watch stream.
+	heard := watchDataWith(t, showing(&w7, server), base, "tasks/**")
+	writeTokens(admin + " ops admin\ncert:spiffe://example.org/board board reader\n")
+	hangUpAndAwaitLog(t, base, "tokens reloaded")
+	if status, said := do(w7, "GET", "/v1/kv/tasks/T1/state", ""); status != 401 || said != "unauthorized" {
+		t.Errorf("w7 after its entry was dropped: %d %q, want 401 unauthorized", status, said)
+	}
+	select {
+	case line, open := <-heard:
+		if open {
+			t.Errorf("w7's watch stream went on after its entry was dropped: %s", line)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("w7's watch stream still open 5 s after its entry was dropped")
+	}
+	if status, said := do(board, "GET", "/v1/kv/tasks/T1/state", ""); status != 200 || said != "w7" {
+		t.Errorf("board after the reload: %d %q, want 200 from w7", status, said)
+	}
+}
+
+// A token file that names client certificates, on a server that asks for
+// none, is worth a warning: those entries can never serve.
+func TestWarnsOfCertificateNamesWithoutClientCA(t *testing.T) {
+	for _, tt := range []struct {
+		file string
+		warn bool
+	}{
+		{"0123456789abcdef-admin ops admin\ncert:w7 w7 worker\n", true},
+		{"0123456789abcdef-admin ops admin\n", false},
+	} {
+		tokens := filepath.Join(t.TempDir(), "tokens")
+		if err := os.WriteFile(tokens, []byte(tt.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		base := startServer(t, nil, "--tokens", tokens)
+		logs, _ := serverLogs.Load(base)
+		if got := strings.Contains(logs.(*syncBuffer).String(), "names 1 client certificates"); got != tt.warn {
+			t.Errorf("token file %q: warned %v, want %v", tt.file, got, tt.warn)
+		}
 	}
 }

@@ -6,6 +6,16 @@
 //	7b1d9e3a5c0f2e4d6a8c1b3e5f7a9d0c   ci          reader   expires=2027-01-31T00:00:00Z
 //
 // A token with an expiry (RFC 3339) is refused from that instant on.
+//
+// A line whose first field is "cert:<name>" names a client certificate
+// instead of a token: a request without a bearer token, on a connection
+// whose client certificate the server verified (mutual TLS), speaks for
+// that line's worker and role when the certificate's subject common name,
+// or one of its URI names, is <name>:
+//
+//	cert:w7                            w7          worker
+//	cert:spiffe://example.org/ci       ci          reader
+//
 // Roles: admin may do everything; worker reads everything and writes
 // tasks/*, coordination/* and its own workers/{id}/* keys, and takes
 // locks; reader reads (GET, watch, stats). The token's worker id is the
@@ -42,6 +52,11 @@ const (
 // a password, and a short one can be guessed.
 const MinTokenLength = 16
 
+// CertPrefix starts a token file's first field that names a client
+// certificate rather than a token. No bearer token starts with it, so
+// that no one can send a certificate's name as a token.
+const CertPrefix = "cert:"
+
 // Principal is who a request's token speaks for.
 type Principal struct {
 	// Token identifies the token (a digest, never the token itself): rate
@@ -51,6 +66,9 @@ type Principal struct {
 	Role     Role
 	// Expires is when the token stops working; zero for never.
 	Expires time.Time
+	// Cert is the client certificate name the principal was found by, ""
+	// for a bearer token.
+	Cert string
 }
 
 // Expired reports whether p's token has expired at now.
@@ -81,6 +99,8 @@ func (p Principal) CanWrite(key string) bool {
 type Tokens struct {
 	byDigest atomic.Pointer[map[[sha256.Size]byte]Principal]
 
+	certs atomic.Int32 // how many entries name certificates
+
 	mu      sync.Mutex
 	changed chan struct{} // closed at the next Reload; nil until asked for
 }
@@ -103,11 +123,13 @@ func Load(path string) (*Tokens, error) {
 }
 
 // Parse reads tokens, a line each as "token worker-id role", optionally
-// followed by "expires=<RFC 3339 time>"; blank lines and lines starting with
-// # are skipped. Every problem is an error: a token
+// followed by "expires=<RFC 3339 time>", where token may be cert:<name>
+// (see the package comment); blank lines and lines starting with # are
+// skipped. Every problem is an error: a token
 // file that half loads would lock some workers out without a word.
 func Parse(r io.Reader) (*Tokens, error) {
 	set := map[[sha256.Size]byte]Principal{}
+	var certs int32
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -127,8 +149,11 @@ func Parse(r io.Reader) (*Tokens, error) {
 				return nil, fmt.Errorf("%w: line %d: %q is not expires=<RFC 3339 time>, like expires=2027-01-31T00:00:00Z", ErrBadTokenFile, n, f[3])
 			}
 		}
+		cert, isCert := strings.CutPrefix(token, CertPrefix)
 		switch {
-		case len(token) < MinTokenLength:
+		case isCert && cert == "":
+			return nil, fmt.Errorf("%w: line %d: %q names no certificate: write cert:<common name or URI>", ErrBadTokenFile, n, token)
+		case !isCert && len(token) < MinTokenLength:
 			return nil, fmt.Errorf("%w: line %d: a token must be at least %d characters", ErrBadTokenFile, n, MinTokenLength)
 		case !clock.ValidID(id):
 			return nil, fmt.Errorf("%w: line %d: worker id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrBadTokenFile, n, id)
@@ -137,9 +162,17 @@ func Parse(r io.Reader) (*Tokens, error) {
 		}
 		d := sha256.Sum256([]byte(token))
 		if _, dup := set[d]; dup {
+			if isCert {
+				return nil, fmt.Errorf("%w: line %d: the certificate name is listed twice", ErrBadTokenFile, n)
+			}
 			return nil, fmt.Errorf("%w: line %d: the token is listed twice", ErrBadTokenFile, n)
 		}
-		set[d] = Principal{Token: d, WorkerID: id, Role: role, Expires: expires}
+		if isCert {
+			certs++
+		} else {
+			cert = "" // CutPrefix gave the token back: never keep it
+		}
+		set[d] = Principal{Token: d, WorkerID: id, Role: role, Expires: expires, Cert: cert}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadTokenFile, err)
@@ -149,6 +182,7 @@ func Parse(r io.Reader) (*Tokens, error) {
 	}
 	t := &Tokens{}
 	t.byDigest.Store(&set)
+	t.certs.Store(certs)
 	return t, nil
 }
 
@@ -161,6 +195,7 @@ func (t *Tokens) Reload(path string) error {
 		return err
 	}
 	t.byDigest.Store(n.byDigest.Load())
+	t.certs.Store(n.certs.Load())
 	t.mu.Lock()
 	if t.changed != nil {
 		close(t.changed)
@@ -182,15 +217,41 @@ func (t *Tokens) Changed() <-chan struct{} {
 	return t.changed
 }
 
-// Len is the number of tokens.
+// Len is the number of tokens, certificate names included.
 func (t *Tokens) Len() int { return len(*t.byDigest.Load()) }
 
-// Lookup returns the principal of token. The token is compared by its
-// SHA-256 digest, so the time a lookup takes says nothing about how much of
-// a wrong token was right.
+// Certs is the number of entries that name client certificates.
+func (t *Tokens) Certs() int { return int(t.certs.Load()) }
+
+// Lookup returns the principal of a bearer token. The token is compared by
+// its SHA-256 digest, so the time a lookup takes says nothing about how
+// much of a wrong token was right. A certificate's entry is never found
+// this way.
 func (t *Tokens) Lookup(token string) (Principal, bool) {
+	if strings.HasPrefix(token, CertPrefix) {
+		return Principal{}, false
+	}
 	p, ok := (*t.byDigest.Load())[sha256.Sum256([]byte(token))]
 	return p, ok
+}
+
+// LookupCert returns the principal of the first of a verified client
+// certificate's names (its subject common name, then its URI names) that
+// the file lists as cert:<name>.
+func (t *Tokens) LookupCert(names ...string) (Principal, bool) {
+	if t.certs.Load() == 0 {
+		return Principal{}, false
+	}
+	set := *t.byDigest.Load()
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		if p, ok := set[sha256.Sum256([]byte(CertPrefix+name))]; ok {
+			return p, true
+		}
+	}
+	return Principal{}, false
 }
 
 // Current returns the principal that p's token names now, after any

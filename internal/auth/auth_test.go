@@ -71,6 +71,9 @@ func TestParse(t *testing.T) {
 		{"bad worker id", "0123456789abcdef w/1 worker\n", "worker id"},
 		{"bad role", "0123456789abcdef w1 root\n", `role "root"`},
 		{"duplicate", "0123456789abcdef w1 worker\n0123456789abcdef w2 reader\n", "line 2: the token is listed twice"},
+		{"certificate without a name", "cert: w1 worker\n", `"cert:" names no certificate`},
+		{"certificate listed twice", "cert:w1 w1 worker\ncert:w1 w2 reader\n", "line 2: the certificate name is listed twice"},
+		{"certificate with a bad worker id", "cert:w1 w/1 worker\n", "worker id"},
 	} {
 		_, err := auth.Parse(strings.NewReader(tt.file))
 		if !errors.Is(err, auth.ErrBadTokenFile) || !strings.Contains(err.Error(), tt.want) {
@@ -79,6 +82,67 @@ func TestParse(t *testing.T) {
 	}
 	if _, err := auth.Load(t.TempDir() + "/missing"); !errors.Is(err, auth.ErrBadTokenFile) {
 		t.Errorf("Load(missing) = %v", err)
+	}
+}
+
+func TestCertificateNames(t *testing.T) {
+	tokens, err := auth.Parse(strings.NewReader(`
+0123456789abcdef-admin          ops  admin
+cert:w7                         w7   worker
+cert:spiffe://example.org/ci    ci   reader  expires=2027-01-31T00:00:00Z
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokens.Len() != 3 || tokens.Certs() != 2 {
+		t.Errorf("Len, Certs = %d, %d; want 3, 2", tokens.Len(), tokens.Certs())
+	}
+	for _, tt := range []struct {
+		names    []string
+		id, cert string // id "" for none found
+	}{
+		{[]string{"w7"}, "w7", "w7"},
+		{[]string{"w7", "spiffe://example.org/ci"}, "w7", "w7"},                           // the common name first
+		{[]string{"someone", "spiffe://example.org/ci"}, "ci", "spiffe://example.org/ci"}, // then the URIs
+		{[]string{"", "W7", "w7 ", "spiffe://example.org/c"}, "", ""},
+		{[]string{"ops"}, "", ""},
+		{[]string{"0123456789abcdef-admin"}, "", ""}, // a token is not a certificate name
+		{nil, "", ""},
+	} {
+		p, ok := tokens.LookupCert(tt.names...)
+		if ok != (tt.id != "") || p.WorkerID != tt.id || p.Cert != tt.cert {
+			t.Errorf("LookupCert(%q) = %+v, %v; want worker %q, cert %q", tt.names, p, ok, tt.id, tt.cert)
+		}
+	}
+	ci, _ := tokens.LookupCert("spiffe://example.org/ci")
+	if ci.Role != auth.Reader || !ci.Expires.Equal(time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("ci = %+v, want a reader expiring 2027-01-31", ci)
+	}
+	// A certificate's entry is never a bearer token, so naming a
+	// certificate in an Authorization header gets nothing; and a token's
+	// principal does not carry the token.
+	for _, token := range []string{"cert:w7", "cert:spiffe://example.org/ci"} {
+		if p, ok := tokens.Lookup(token); ok {
+			t.Errorf("Lookup(%q) = %+v, want none", token, p)
+		}
+	}
+	if admin, ok := tokens.Lookup("0123456789abcdef-admin"); !ok || admin.Cert != "" {
+		t.Errorf("Lookup(admin token) = %+v, %v; want found, with no Cert", admin, ok)
+	}
+	// Admits follows a certificate's entry through reloads as a token's.
+	w7, _ := tokens.LookupCert("w7")
+	if !tokens.Admits(w7, time.Now()) {
+		t.Error("Admits(w7) = false before any reload")
+	}
+	file := t.TempDir() + "/tokens"
+	if err := os.WriteFile(file, []byte("cert:w7 w7 reader\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.Reload(file); err != nil {
+		t.Fatal(err)
+	}
+	if tokens.Admits(w7, time.Now()) || tokens.Certs() != 1 {
+		t.Errorf("after a reload making w7 a reader: Admits = %v, Certs = %d; want false, 1", tokens.Admits(w7, time.Now()), tokens.Certs())
 	}
 }
 

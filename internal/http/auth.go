@@ -38,18 +38,13 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		token, ok := bearerToken(r.Header.Get("Authorization"))
-		if !ok {
-			writeError(w, r, s.log, fmt.Errorf("%w: send Authorization: Bearer <token>", errUnauthorized))
-			return
-		}
-		p, ok := s.cfg.Tokens.Lookup(token)
-		if !ok {
-			writeError(w, r, s.log, fmt.Errorf("%w: unknown token", errUnauthorized))
+		p, err := s.principal(r)
+		if err != nil {
+			writeError(w, r, s.log, err)
 			return
 		}
 		if p.Expired(time.Now()) {
-			writeError(w, r, s.log, fmt.Errorf("%w: the token expired at %s", errUnauthorized, p.Expires.UTC().Format(time.RFC3339)))
+			writeError(w, r, s.log, fmt.Errorf("%w: the %s expired at %s", errUnauthorized, credential(p), p.Expires.UTC().Format(time.RFC3339)))
 			return
 		}
 		if !g.allow(p.Token) {
@@ -77,6 +72,44 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// principal finds who r speaks for: its bearer token's entry, or, for a
+// request without an Authorization header on a connection whose client
+// certificate the server verified (mutual TLS), the entry of that
+// certificate's subject common name or, failing that, of one of its URI
+// names (cert:<name> in the token file).
+func (s *Server) principal(r *http.Request) (auth.Principal, error) {
+	if header := r.Header.Get("Authorization"); header != "" || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		token, ok := bearerToken(header)
+		if !ok {
+			return auth.Principal{}, fmt.Errorf("%w: send Authorization: Bearer <token>", errUnauthorized)
+		}
+		p, ok := s.cfg.Tokens.Lookup(token)
+		if !ok {
+			return auth.Principal{}, fmt.Errorf("%w: unknown token", errUnauthorized)
+		}
+		return p, nil
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	names := make([]string, 0, 1+len(leaf.URIs))
+	names = append(names, leaf.Subject.CommonName)
+	for _, u := range leaf.URIs {
+		names = append(names, u.String())
+	}
+	p, ok := s.cfg.Tokens.LookupCert(names...)
+	if !ok {
+		return auth.Principal{}, fmt.Errorf("%w: the token file lists none of the client certificate's names %q as cert:<name>; or send Authorization: Bearer <token>", errUnauthorized, names)
+	}
+	return p, nil
+}
+
+// credential says what p was found by, for error messages.
+func credential(p auth.Principal) string {
+	if p.Cert != "" {
+		return fmt.Sprintf("entry of certificate name %q", p.Cert)
+	}
+	return "token"
 }
 
 // permitted applies the role rules that the method and path decide: a
