@@ -53,6 +53,9 @@ type Config struct {
 	// SweepInterval is how often expiries are looked for
 	// (store.DefaultSweepInterval).
 	SweepInterval time.Duration
+	// TidyInterval is how often the listing indexes are rid of what died
+	// (store.DefaultTidyInterval).
+	TidyInterval time.Duration
 	// Tokens, RateLimit and MaxWatchersPerToken are the HTTP layer's
 	// authentication and per-token limits (memhttp.Config).
 	Tokens              *auth.Tokens
@@ -82,6 +85,8 @@ type App struct {
 	shareEvery time.Duration
 	log        *slog.Logger
 	sweep      time.Duration
+	tidy       time.Duration
+	namespace  string
 	stopHub    context.CancelFunc
 	hubDone    chan struct{}
 	stopLoops  context.CancelFunc
@@ -90,7 +95,10 @@ type App struct {
 
 // New assembles an instance on rdb. Start its loops with Start.
 func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
-	a := &App{log: cfg.Log, sweep: cfg.SweepInterval}
+	a := &App{log: cfg.Log, sweep: cfg.SweepInterval, tidy: cfg.TidyInterval, namespace: cfg.Namespace}
+	if a.namespace == "" {
+		a.namespace = memhttp.DefaultNamespace
+	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -121,7 +129,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 				a.Metrics.ObserveCommit(n)
 			}
 		}})
-	a.Metrics = metrics.New(a.sources(cfg.Namespace))
+	a.Metrics = metrics.New(a.sources(a.namespace))
 	a.shareEvery = cfg.LimitShareInterval
 	if a.shareEvery <= 0 {
 		a.shareEvery = DefaultLimitShareInterval
@@ -156,9 +164,6 @@ func newInstanceID() string {
 
 // sources adapts every part's counters for the metrics.
 func (a *App) sources(ns string) metrics.Sources {
-	if ns == "" {
-		ns = memhttp.DefaultNamespace
-	}
 	var src metrics.Sources
 	src.Store, src.VectorClock, src.ActiveWorkers = metrics.StoreSource(a.Store, ns)
 	src.Locks = metrics.LockSource(a.Locker)
@@ -198,6 +203,16 @@ func (a *App) Start() {
 			a.log.Warn("expiry sweep failed; retrying", "err", err)
 		})
 	}()
+	tidyDone := make(chan struct{})
+	go func() {
+		defer close(tidyDone)
+		// Every instance tidies too: what one removes, another finds gone.
+		// The default namespace is named for indexes written before the
+		// namespaces index was.
+		a.Store.RunTidier(loopCtx, a.tidy, func(err error) {
+			a.log.Warn("tidying the listing indexes failed; retrying", "err", err)
+		}, a.namespace)
+	}()
 	shareDone := make(chan struct{})
 	go func() {
 		defer close(shareDone)
@@ -207,6 +222,7 @@ func (a *App) Start() {
 		defer close(a.loopsDone)
 		a.Queue.Run(loopCtx)
 		<-sweepDone
+		<-tidyDone
 		<-shareDone
 	}()
 }

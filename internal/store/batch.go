@@ -451,16 +451,16 @@ type indexWrite struct {
 // ran: it remembers what Redis confirmed.
 //
 // The namespace-wide indexes, raised before every write's script by
-// pipeIndexes: the first segment in the roots index, the second in its
-// parent's children index (both scored by the latest expiry below them, so
-// a sweep may drop only dead ones), and "ns/key" in the global expiry index
-// that the sweeper walks. The sweeper trusts only the key's own subtree
+// pipeIndexes: the namespace in the namespaces index, the first segment in
+// the roots index, the second in its parent's children index (all three
+// scored by the latest expiry below them, so that Tidy may drop only dead
+// ones), and "ns/key" in the global expiry index that the sweeper walks. The sweeper trusts only the key's own subtree
 // index and hash, which the script keeps in step, and removes an expiry entry only
 // while its score is in the past: set before the script (or by it), a
 // future score is never lost to a sweep racing the write.
 //
-// Roots and children are scored by the expiry rounded up to a whole
-// minute: a subtree may then outlive its keys in them by up to a minute
+// Namespaces, roots and children are scored by the expiry rounded up to a
+// whole minute: a subtree may then outlive its keys in them by up to a minute
 // (a listing finds it empty), but a key written again and again with a
 // TTL leaves them alone, the memo covering it, rather than raising them
 // by a few milliseconds every time.
@@ -504,6 +504,9 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		second, _, _ := strings.Cut(rest, "/")
 		sameRoot := prev.ok && w.ns == prev.ns && first == prev.first && treeScore == prev.score
 		if !sameRoot {
+			if !s.memo.covers(namespacesKey+"\x00"+w.ns, treeScore, now) {
+				add(namespacesKey, true, w.ns, treeScore)
+			}
 			if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
 				add(roots, true, first, treeScore)
 			}

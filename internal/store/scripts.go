@@ -663,18 +663,22 @@ redis.call("ZREM", KEYS[2], ARGV[1])
 return {"expired"}
 `)
 
-// unlistExpiryScript removes an entry from the expiry index only while its
-// score is in the past, so that an entry a write has just moved into the
-// future survives a sweep that read the old one.
+// unlistPastScript removes members of a sorted set while their score is at
+// most a cutoff (in the past), so that a member a write has just raised
+// into the future survives a sweep or a tidying that read the old score:
+// entries of the expiry index, and stale ones of the listing indexes.
 //
-// KEYS[1] the expiry index
-// ARGV[1] the member ("ns/key"); ARGV[2] now, Unix ms
+// KEYS[1] the sorted set
+// ARGV[1] the cutoff (a number); ARGV[2…] the members
 //
-// Returns 1 when removed, 0 otherwise.
-var unlistExpiryScript = redis.NewScript(`
-local s = redis.call("ZSCORE", KEYS[1], ARGV[1])
-if s and s ~= "inf" and tonumber(s) <= tonumber(ARGV[2]) then
-  return redis.call("ZREM", KEYS[1], ARGV[1])
+// Returns how many it removed.
+var unlistPastScript = redis.NewScript(`
+local cutoff, n = tonumber(ARGV[1]), 0
+for i = 2, #ARGV do
+  local s = redis.call("ZSCORE", KEYS[1], ARGV[i])
+  if s and s ~= "inf" and tonumber(s) <= cutoff then
+    n = n + redis.call("ZREM", KEYS[1], ARGV[i])
+  end
 end
-return 0
+return n
 `)

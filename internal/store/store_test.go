@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/redistest"
@@ -22,8 +24,14 @@ const ns = "test"
 
 func newStore(tb testing.TB, b redistest.Backend, cfg store.Config) *store.Store {
 	tb.Helper()
+	return newStoreOn(tb, b.Client, cfg)
+}
+
+// newStoreOn is newStore on any client (a Cluster's).
+func newStoreOn(tb testing.TB, c redis.UniversalClient, cfg store.Config) *store.Store {
+	tb.Helper()
 	cfg.PerKeyScripts = cfg.PerKeyScripts || perKeyScripts
-	s, err := store.New(b.Client, cfg)
+	s, err := store.New(c, cfg)
 	if err != nil {
 		tb.Fatalf("store.New: %v", err)
 	}

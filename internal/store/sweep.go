@@ -56,16 +56,16 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 					score, _ := strconv.ParseFloat(verdict[1], 64)
 					err = s.rdb.ZAdd(ctx, expiryKey, redis.Z{Score: score, Member: member}).Err()
 				} else {
-					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
+					_, err = unlistPastScript.Run(ctx, s.rdb, []string{expiryKey}, nowText, member).Result()
 				}
 			case "expired":
 				ev := Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: now}
 				if err = s.Publish(ctx, &ev); err == nil {
 					out = append(out, ev)
-					_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
+					_, err = unlistPastScript.Run(ctx, s.rdb, []string{expiryKey}, nowText, member).Result()
 				}
 			case "gone":
-				_, err = unlistExpiryScript.Run(ctx, s.rdb, []string{expiryKey}, member, nowText).Result()
+				_, err = unlistPastScript.Run(ctx, s.rdb, []string{expiryKey}, nowText, member).Result()
 			}
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return out, s.wrap("sweep", key, err)

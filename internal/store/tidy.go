@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/keys"
+)
+
+// Tidying the listing indexes. Writes raise the namespaces, roots and
+// children indexes (ZADD GT) to the expiry of what they write, and nothing
+// else touches them, so without tidying every namespace, first and second
+// segment ever written stays listed, its score in the past, long after its
+// keys expired: a fleet that names a subtree per task would grow the
+// children index of tasks by one member per task, forever.
+const (
+	// DefaultTidyInterval is how often RunTidier tidies.
+	DefaultTidyInterval = time.Minute
+	// tidyMargin is how far in the past, by the Redis clock, an entry's
+	// score must be before it is removed. A score is at least the expiry
+	// of every key below it, so every such key died that long ago; a write
+	// still in flight with a memo of that entry (indexMemo) wrote a key
+	// that is dead on arrival. The margin is for writes delayed in flight.
+	tidyMargin = time.Minute
+	// tidyPage is how many stale entries one read takes from an index.
+	tidyPage = 500
+)
+
+// beforeUnlist, when set (by tests), runs between Tidy's reading of stale
+// entries and their removal.
+var beforeUnlist func(index string)
+
+// namespacesKey lists every namespace written to (member: the namespace,
+// score: as roots), so that tidying finds them without SCAN.
+var namespacesKey = keys.Global("namespaces")
+
+// TidyResult counts what one Tidy removed.
+type TidyResult struct {
+	Namespaces, Roots, Children int
+}
+
+// Tidy removes from the listing indexes every entry whose score is more
+// than tidyMargin in the past by the Redis clock and under which nothing is
+// left: a children entry whose subtree index is empty, then a roots entry
+// without children or a single-segment key, then a namespace without roots.
+// An entry that a write raises meanwhile stays (unlistPastScript), and one
+// a write raises later is added again by it (ZADD GT adds a missing member),
+// so a listing never misses a live key. It walks every namespace in
+// namespacesKey and, for the indexes written before that key existed, the
+// extra namespaces given.
+func (s *Store) Tidy(ctx context.Context, extra ...string) (TidyResult, error) {
+	var res TidyResult
+	now, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return res, s.wrap("tidy", "", err)
+	}
+	cutoff := strconv.FormatInt(now.Add(-tidyMargin).UnixMilli(), 10)
+	nss, err := s.rdb.ZRange(ctx, namespacesKey, 0, -1).Result()
+	if err != nil {
+		return res, s.wrap("tidy", "", err)
+	}
+	seen := make(map[string]bool, len(nss)+len(extra))
+	for _, ns := range append(nss, extra...) {
+		if seen[ns] || keys.ValidateNamespace(ns) != nil {
+			continue
+		}
+		seen[ns] = true
+		if err := s.tidyNamespace(ctx, ns, cutoff, &res); err != nil {
+			return res, s.wrap("tidy", "", err)
+		}
+	}
+	return res, nil
+}
+
+// tidyNamespace tidies the roots of ns and their children, then ns's entry
+// in namespacesKey.
+func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyResult) error {
+	rootsKey := keys.Namespace(ns, "roots")
+	roots, err := s.rdb.ZRange(ctx, rootsKey, 0, -1).Result()
+	if err != nil {
+		return err
+	}
+	for _, f := range roots {
+		n, err := s.unlistEmpty(ctx, keys.Aux(ns, f, "children"), cutoff,
+			func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
+		res.Children += n
+		if err != nil {
+			return err
+		}
+	}
+	// A root goes when it has no children left and no single-segment key.
+	n, err := s.unlistEmpty(ctx, rootsKey, cutoff,
+		func(f string) string { return keys.Aux(ns, f, "children") },
+		func(f string) string { return keys.SubtreeIndex(ns, f) })
+	res.Roots += n
+	if err != nil {
+		return err
+	}
+	n, err = s.unlistEmpty(ctx, namespacesKey, cutoff, func(string) string { return rootsKey })
+	res.Namespaces += n
+	return err
+}
+
+// unlistEmpty removes, from the sorted set index, the members scored at or
+// below cutoff under which nothing is left: every sorted set below names
+// for the member is empty. It returns how many it removed.
+func (s *Store) unlistEmpty(ctx context.Context, index, cutoff string, below ...func(member string) string) (int, error) {
+	removed := 0
+	for offset := int64(0); ; {
+		stale, err := s.rdb.ZRangeByScore(ctx, index, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: tidyPage}).Result()
+		if err != nil || len(stale) == 0 {
+			return removed, err
+		}
+		pipe := s.rdb.Pipeline()
+		counts := make([][]*redis.IntCmd, len(stale))
+		for i, m := range stale {
+			for _, b := range below {
+				counts[i] = append(counts[i], pipe.ZCard(ctx, b(m)))
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, err
+		}
+		if beforeUnlist != nil {
+			beforeUnlist(index)
+		}
+		args := []any{cutoff}
+		for i, m := range stale {
+			if empty(counts[i]) {
+				args = append(args, m)
+			}
+		}
+		kept := len(stale) - (len(args) - 1)
+		if len(args) > 1 {
+			n, err := unlistPastScript.Run(ctx, s.rdb, []string{index}, args...).Int()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return removed, err
+			}
+			removed += n
+			kept += len(args) - 1 - n // raised meanwhile: still there
+		}
+		if len(stale) < tidyPage {
+			return removed, nil
+		}
+		offset += int64(kept)
+	}
+}
+
+// empty reports whether every count is zero.
+func empty(counts []*redis.IntCmd) bool {
+	for _, c := range counts {
+		if c.Val() != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// RunTidier calls Tidy every interval until ctx is done, over the
+// namespaces in namespacesKey and extra. Errors (Redis down) are reported
+// to onError, if set, and the loop carries on.
+func (s *Store) RunTidier(ctx context.Context, interval time.Duration, onError func(error), extra ...string) {
+	if interval <= 0 {
+		interval = DefaultTidyInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.Tidy(ctx, extra...); err != nil && ctx.Err() == nil && onError != nil {
+				onError(err)
+			}
+		}
+	}
+}

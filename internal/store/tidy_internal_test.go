@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/redistest"
+)
+
+// A write into a dead subtree between Tidy's reading of the stale entries
+// and their removal (forced here by beforeUnlist) keeps the subtree listed:
+// the write raised the entries first, and Tidy removes only entries still
+// in the past.
+func TestTidyKeepsWhatAWriteRaisesMeanwhile(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		newAt := func(now func() time.Time) *Store {
+			s, err := New(b.Client, Config{Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+		past := newAt(func() time.Time { return time.Now().Add(-2 * time.Hour) })
+		live := newAt(nil)
+		ttl := time.Minute
+		put := func(s *Store, key string) {
+			t.Helper()
+			if _, err := s.Put(ctx, "test", key, PutRequest{Value: json.RawMessage(`1`), TTL: &ttl}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(past, "old/a/k")
+		if _, err := live.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		children := keys.Aux("test", "old", "children")
+		wrote := false
+		beforeUnlist = func(index string) {
+			if index == children && !wrote {
+				wrote = true
+				put(live, "old/a/k2")
+			}
+		}
+		t.Cleanup(func() { beforeUnlist = nil })
+		res, err := live.Tidy(ctx)
+		if err != nil || !wrote || res != (TidyResult{}) {
+			t.Errorf("Tidy = %+v, %v (wrote meanwhile: %v); want nothing removed", res, err, wrote)
+		}
+		if got, _, err := live.List(ctx, "test", "", "", 10); err != nil || fmt.Sprint(got) != "[old/a/k2]" {
+			t.Errorf("List = %v, %v; want [old/a/k2]", got, err)
+		}
+	})
+}

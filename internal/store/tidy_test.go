@@ -1,0 +1,138 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// Tidy takes out of the listing indexes what died more than a minute ago
+// and nothing else: keys whose expiry passed two hours ago leave their
+// children, roots and namespace entries once swept, while live keys, keys
+// without expiry and their parents stay listed, and a dead subtree written
+// again is listed again.
+func TestTidyRemovesOnlyDeadIndexEntries(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		checkTidy(t, b.Client)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		nodes := redistest.StartCluster(t, 3)
+		addrs := make([]string, len(nodes))
+		for i, n := range nodes {
+			addrs[i] = n.Addr
+		}
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
+		t.Cleanup(func() { c.Close() })
+		checkTidy(t, c)
+	})
+}
+
+// checkTidy is TestTidyRemovesOnlyDeadIndexEntries on c.
+func checkTidy(t *testing.T, c redis.UniversalClient) {
+	ctx := context.Background()
+	past := newStoreOn(t, c, store.Config{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	live := newStoreOn(t, c, store.Config{})
+	put := func(s *store.Store, namespace, key string, ttl time.Duration) {
+		t.Helper()
+		if _, err := s.Put(ctx, namespace, key, store.PutRequest{Value: json.RawMessage(`1`), TTL: &ttl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"old/a/k", "old/b/k", "old/b/deeper/k", "mixed/dead/k", "lone"} {
+		put(past, ns, k, time.Minute)
+	}
+	put(past, "gone", "x/y/z", time.Minute)
+	put(live, ns, "mixed/live/k", time.Hour)
+	put(live, ns, "forever/a/k", 0)
+	put(live, ns, "solo", 0)
+
+	// Expired but not yet swept: the subtree indexes still list the
+	// keys, so nothing goes.
+	if res, err := live.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+		t.Fatalf("Tidy before the sweep = %+v, %v; want nothing removed", res, err)
+	}
+	if _, err := live.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := live.Tidy(ctx)
+	// Children old/a, old/b, mixed/dead and gone's x/y; roots old, lone
+	// and gone's x; the namespace gone.
+	if want := (store.TidyResult{Namespaces: 1, Roots: 3, Children: 4}); err != nil || res != want {
+		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+	}
+	members := func(key string) string {
+		t.Helper()
+		m, err := c.ZRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(m)
+		return fmt.Sprint(m)
+	}
+	for _, tt := range []struct{ key, want string }{
+		{keys.Global("namespaces"), "[test]"},
+		{keys.Namespace(ns, "roots"), "[forever mixed solo]"},
+		{keys.Aux(ns, "mixed", "children"), "[live]"},
+		{keys.Aux(ns, "forever", "children"), "[a]"},
+		{keys.Aux(ns, "old", "children"), "[]"},
+		{keys.Namespace("gone", "roots"), "[]"},
+	} {
+		if got := members(tt.key); got != tt.want {
+			t.Errorf("%s = %s, want %s", tt.key, got, tt.want)
+		}
+	}
+	if got, _, err := live.List(ctx, ns, "", "", 100); err != nil || fmt.Sprint(got) != "[forever/a/k mixed/live/k solo]" {
+		t.Errorf("List after Tidy = %v, %v", got, err)
+	}
+	if res, err := live.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+		t.Errorf("a second Tidy = %+v, %v; want nothing removed", res, err)
+	}
+
+	// Written again, by a store that had raised the entries before
+	// (its memo of them is for the old expiry): listed again.
+	put(past, ns, "old/b/k", 3*time.Hour)
+	put(live, "gone", "x/y/z", time.Hour)
+	if got, _, err := live.List(ctx, ns, "old/", "", 100); err != nil || fmt.Sprint(got) != "[old/b/k]" {
+		t.Errorf("List(old/) after a new write = %v, %v; want [old/b/k]", got, err)
+	}
+	if got, _, err := live.List(ctx, "gone", "", "", 100); err != nil || fmt.Sprint(got) != "[x/y/z]" {
+		t.Errorf("List in namespace gone after a new write = %v, %v; want [x/y/z]", got, err)
+	}
+	if got := members(keys.Global("namespaces")); got != "[gone test]" {
+		t.Errorf("namespaces after new writes = %s, want [gone test]", got)
+	}
+}
+
+// A namespace written before the namespaces index existed is tidied when
+// named, as the server names its default namespace.
+func TestTidyNamedNamespace(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		past := newStore(t, b, store.Config{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+		ttl := time.Minute
+		if _, err := past.Put(ctx, ns, "old/a/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: &ttl}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := newStore(t, b, store.Config{}).Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Client.Del(ctx, keys.Global("namespaces")).Err(); err != nil { // as before this version
+			t.Fatal(err)
+		}
+		if res, err := past.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+			t.Errorf("Tidy without the namespace = %+v, %v; want nothing found", res, err)
+		}
+		if res, err := past.Tidy(ctx, ns, "not a namespace!"); err != nil || res != (store.TidyResult{Roots: 1, Children: 1}) {
+			t.Errorf("Tidy(%q) = %+v, %v; want a root and a child removed", ns, res, err)
+		}
+	})
+}
