@@ -21,7 +21,8 @@
 //
 //	ms:{N/sub}…#lock        hash: token, owner, fence, acquired_at, expires_at
 //	                        (ms since the epoch, Redis clock); PEXPIREAT expires_at
-//	ms:{N/sub}…#lock-fence  string: the last fence given for L; no TTL
+//	ms:{N/sub}…#lock-fence  string: the last fence given for L; expires
+//	                        fenceKeep after the lease it was set for
 //	ms:{N/sub}…#lock-line   sorted set: the waiters in line, by token, scored
 //	                        by arrival (µs, Redis clock); PEXPIRE a lease
 //	ms:{N/sub}…#lock-leases hash: waiter token → "<lease end ms>|<owner>"
@@ -65,6 +66,12 @@ const (
 	// also trims the namespace's lock index of expired grants.
 	DefaultTrimInterval = time.Second
 )
+
+// fenceKeep is how long a lock's fence counter outlives the lease it was
+// set for (acquireScript): fences rise with the Redis clock without it, so
+// it only guards against the clock being stepped back, and a lock name used
+// once does not keep a key forever.
+const fenceKeep = 7 * 24 * time.Hour
 
 // MaxOwnerLen is the longest AcquireRequest.Owner in bytes.
 const MaxOwnerLen = 256

@@ -124,6 +124,11 @@ func TestAcquireReleaseFence(t *testing.T) {
 		if c, err := b.Client.Get(ctx, keys.Aux(ns, "tasks/T1", "lock-fence")).Result(); err != nil || c != strconv.FormatInt(g.Fence, 10) {
 			t.Errorf("fence counter = %q, %v; want %d", c, err, g.Fence)
 		}
+		// It outlives the lease by a week, then goes.
+		const week = 7 * 24 * time.Hour
+		if d, err := b.Client.PTTL(ctx, keys.Aux(ns, "tasks/T1", "lock-fence")).Result(); err != nil || d <= week || d > week+10*time.Second {
+			t.Errorf("fence counter's TTL = %v, %v; want the lease's 10 s and a week", d, err)
+		}
 		if lo := g.AcquiredAt.UnixMicro(); g.Fence < lo || g.Fence > lo+1000 {
 			t.Errorf("first fence %d is not the grant time in µs (%d)", g.Fence, lo)
 		}

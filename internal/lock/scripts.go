@@ -18,19 +18,24 @@ import "github.com/redis/go-redis/v9"
 // clock. Redis 7 replicates scripts by their effects, so the non-deterministic
 // TIME is allowed before writes; miniredis supports it as well.
 
+// fenceKeepMs is fenceKeep in milliseconds, as acquireScript takes it.
+const fenceKeepMs = "604800000"
+
 // acquireScript takes a free lock: SET NX PX semantics on a hash that holds
 // the token and the holder's metadata in one key, so the token and the
 // metadata are created, expire and vanish together.
 //
 // The fencing token is max(counter+1, now_us), where counter is the last fence
-// given for this name (a key without TTL) and now_us is the Redis clock in
-// microseconds. The counter alone makes fences strictly increase while it
+// given for this name and now_us is the Redis clock in microseconds. The counter alone makes fences strictly increase while it
 // survives (and with AOF it survives a restart). The clock term covers losing
 // it (a restart without persistence, a failover to a lagging replica, a DEL by
 // hand): one script run takes more than a microsecond, so in normal use the
 // counter never runs ahead of the clock, and a re-seeded fence is above every
 // earlier one as long as the Redis clock has not been stepped back. The first
-// fence of a name is therefore a timestamp, not 1.
+// fence of a name is therefore a timestamp, not 1. So the counter need not be
+// kept forever, which would keep a key for every lock name ever used: it
+// expires fenceKeep after the end of the lease it was set for, and guards
+// until then against the clock being stepped back by up to that much.
 //
 // Waiters stand in line, one line per lock for every instance: an acquire
 // that will wait (lease > 0) takes a place the first time it finds the lock
@@ -42,7 +47,7 @@ import "github.com/redis/go-redis/v9"
 // when met. A grant leaves the line.
 //
 // KEYS[1] lock hash (fields token, owner, fence, acquired_at, expires_at)
-// KEYS[2] fence counter (string, no TTL)
+// KEYS[2] fence counter (string, kept fenceKeep past the lease it was set for)
 // KEYS[3] line of waiters (sorted set: member token, score arrival in µs)
 // KEYS[4] waiters' leases (hash: token → "<lease end ms>|<owner>")
 // ARGV[1] token, ARGV[2] TTL in ms (integer >= 1), ARGV[3] owner,
@@ -100,7 +105,7 @@ local fence = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
 if fence < now_us then fence = now_us end
 fence = string.format('%.0f', fence)
 local exp = now + tonumber(ARGV[2])
-redis.call('SET', KEYS[2], fence)
+redis.call('SET', KEYS[2], fence, 'PX', string.format('%.0f', tonumber(ARGV[2]) + ` + fenceKeepMs + `))
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[3], 'fence', fence,
   'acquired_at', string.format('%.0f', now), 'expires_at', string.format('%.0f', exp))
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', exp))
