@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -133,6 +134,51 @@ func TestTidyNamedNamespace(t *testing.T) {
 		}
 		if res, err := past.Tidy(ctx, ns, "not a namespace!"); err != nil || res != (store.TidyResult{Roots: 1, Children: 1}) {
 			t.Errorf("Tidy(%q) = %+v, %v; want a root and a child removed", ns, res, err)
+		}
+	})
+}
+
+// BenchmarkTidy measures one Tidy on a real redis-server: with 10,000 dead
+// children under one root to remove (the state after the sweeper announced
+// their keys' expiry), and with 10,000 live ones and nothing to remove (the
+// steady state every instance pays once a minute).
+func BenchmarkTidy(b *testing.B) {
+	const n = 10_000
+	be := redistest.Real(b)
+	s := newStore(b, be, store.Config{})
+	ctx := context.Background()
+	fill := func(score float64) {
+		b.Helper()
+		members := make([]redis.Z, n)
+		for i := range members {
+			members[i] = redis.Z{Score: score, Member: "T" + strconv.Itoa(i)}
+		}
+		pipe := be.Client.Pipeline()
+		pipe.ZAdd(ctx, keys.Global("namespaces"), redis.Z{Score: score, Member: ns})
+		pipe.ZAdd(ctx, keys.Namespace(ns, "roots"), redis.Z{Score: score, Member: "tasks"})
+		pipe.ZAdd(ctx, keys.Aux(ns, "tasks", "children"), members...)
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("10k-dead", func(b *testing.B) {
+		dead := float64(time.Now().Add(-time.Hour).UnixMilli())
+		for b.Loop() {
+			b.StopTimer()
+			fill(dead)
+			b.StartTimer()
+			res, err := s.Tidy(ctx)
+			if err != nil || res.Children != n {
+				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
+		}
+	})
+	b.Run("10k-live", func(b *testing.B) {
+		fill(float64(time.Now().Add(time.Hour).UnixMilli()))
+		for b.Loop() {
+			if res, err := s.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
 		}
 	})
 }
