@@ -21,8 +21,8 @@ import (
 
 // StoreStats are the store's counters.
 type StoreStats struct {
-	Reads, Writes, Commits, EventsPublished, RedisErrors uint64
-	Conflicts                                            map[string]uint64 // by strategy
+	Reads, Writes, Commits, EventsPublished, RedisErrors, Tidied uint64
+	Conflicts                                                    map[string]uint64 // by strategy
 }
 
 // LockStats are the locker's counters.
@@ -174,6 +174,7 @@ var (
 	descFlushes       = desc("memsync_batch_flushes_total", "Pipelines of writes sent to Redis (group commits and async flushes).", "kind")
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
+	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
 	descCacheHits     = desc("memsync_cache_hits_total", "Reads served from the instance cache.")
@@ -194,7 +195,7 @@ type snapshotCollector struct{ m *Metrics }
 
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
-		descRedisErrors, descLockGrants, descLockContended, descCacheHits, descCacheMisses, descCacheEntries,
+		descRedisErrors, descTidied, descLockGrants, descLockContended, descCacheHits, descCacheMisses, descCacheEntries,
 		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers} {
 		ch <- d
 	}
@@ -218,6 +219,7 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFlushes, s.Commits, "group_commit")
 		counter(descEvents, s.EventsPublished)
 		counter(descRedisErrors, s.RedisErrors)
+		counter(descTidied, s.Tidied)
 	}
 	if src.Locks != nil {
 		l := src.Locks()

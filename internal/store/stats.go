@@ -18,12 +18,15 @@ type Stats struct {
 	Commits         uint64
 	EventsPublished uint64
 	RedisErrors     uint64 // Redis unreachable, or a Redis error reply
+	// Tidied counts listing index entries (namespaces, roots, children)
+	// that Tidy removed.
+	Tidied uint64
 }
 
 // counters are the live counters behind Stats.
 type counters struct {
-	reads, writes, commits, events, redisErrors atomic.Uint64
-	conflicts                                   [5]atomic.Uint64 // by strategyIndex
+	reads, writes, commits, events, redisErrors, tidied atomic.Uint64
+	conflicts                                           [5]atomic.Uint64 // by strategyIndex
 
 	mu    sync.Mutex
 	clock clock.Vector // every version this instance wrote, merged
@@ -45,7 +48,7 @@ func (s *Store) Stats() Stats {
 	c := &s.count
 	st := Stats{
 		Reads: c.reads.Load(), Writes: c.writes.Load(), Commits: c.commits.Load(),
-		EventsPublished: c.events.Load(), RedisErrors: c.redisErrors.Load(),
+		EventsPublished: c.events.Load(), RedisErrors: c.redisErrors.Load(), Tidied: c.tidied.Load(),
 		Conflicts: make(map[Strategy]uint64, len(strategies)),
 	}
 	for i, x := range strategies {

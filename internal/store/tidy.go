@@ -141,6 +141,7 @@ func (s *Store) unlistEmpty(ctx context.Context, index, cutoff string, below ...
 				return removed, err
 			}
 			removed += n
+			s.count.tidied.Add(uint64(n))
 			kept += len(args) - 1 - n // raised meanwhile: still there
 		}
 		if len(stale) < tidyPage {

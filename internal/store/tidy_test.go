@@ -64,7 +64,11 @@ func checkTidy(t *testing.T, c redis.UniversalClient) {
 	if _, err := live.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
+	tidied := live.Stats().Tidied
 	res, err := live.Tidy(ctx)
+	if got := live.Stats().Tidied - tidied; got != 8 {
+		t.Errorf("Stats().Tidied rose by %d, want 8", got)
+	}
 	// Children old/a, old/b, mixed/dead and gone's x/y; roots old, lone
 	// and gone's x; the namespace gone.
 	if want := (store.TidyResult{Namespaces: 1, Roots: 3, Children: 4}); err != nil || res != want {
