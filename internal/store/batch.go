@@ -553,6 +553,9 @@ func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem,
 		ks := []string{keys.Redis(w.ns, w.key), keys.SubtreeIndex(w.ns, w.key)}
 		args := []any{w.key, w.req.Writer, w.req.Context.String(), envelopeTail(w), w.exp,
 			w.req.IfMatch, boolArg(w.req.IfNoneMatch), w.etag}
+		if s.oneScript() {
+			args = append(args, w.ns) // the script keeps the listing indexes (ownParents)
+		}
 		if eval {
 			w.run = putScript.Eval(ctx, pipe, ks, args...)
 		} else {

@@ -77,9 +77,16 @@ import "github.com/redis/go-redis/v9"
 // {"precondition_failed etag"}: a line of fields a client splits, rather
 // than values to decode one by one (commitScript packs its own).
 //
-// del(kd, ki, key, ifm) removes a key and its index entry. It returns 1
+// del(kd, ki, key, ifm, ns) removes a key and its index entry. It returns 1
 // when deleted, 0 when the key did not exist, -1 when If-Match did not
 // match (nothing changed).
+//
+// The script that includes writeLib defines ownParents first: true where
+// one script may touch every hash slot (a single Redis or Sentinel). Then
+// a put that creates its key also raises the listing indexes above it
+// (ensureParents), and a delete that empties its subtree takes what it
+// left empty out of them (dropParents); on Cluster the caller's pipeline
+// raises them and Tidy removes only what expired.
 const writeLib = `
 local function parse(s)
   local v = {}
@@ -181,6 +188,48 @@ local function settle(kd, ki, key, exp, old, oldexp, xi, ns)
   end
 end
 
+-- ensureParents raises the listing indexes above key (see pipeIndexes):
+-- ns in the namespaces index, the first segment in ns's roots, the second
+-- in the first's children, to exp rounded up to the minute ("+inf" for
+-- "0"). The caller's pipeline raised them already, unless its memo said
+-- they were high enough; but on a single Redis a delete may have dropped
+-- them since (dropParents), so a write that creates its key raises them
+-- again here, in the same atomic step. Only where ownParents: the keys are
+-- in other hash slots.
+local raisedParents = {} -- "score ns key-parents" this call raised already
+local function ensureParents(ns, key, exp)
+  local score = "+inf"
+  if exp ~= "0" then score = string.format("%d", math.ceil(tonumber(exp) / 60000) * 60000) end
+  local first, second = string.match(key, "^([^/]+)/([^/]+)")
+  first = first or key
+  -- The creates of a batch mostly share their parents and, to the minute,
+  -- their expiry: raise those once per call.
+  local done = score .. " " .. ns .. " " .. first .. "/" .. (second or "")
+  if raisedParents[done] then return end
+  raisedParents[done] = true
+  redis.call("ZADD", "ms:{#memsync}#namespaces", "GT", score, ns)
+  redis.call("ZADD", "ms:{" .. ns .. "}#roots", "GT", score, first)
+  if second then redis.call("ZADD", "ms:{" .. ns .. "/" .. first .. "}#children", "GT", score, second) end
+end
+
+-- dropParents takes out of the listing indexes what the deletion of key,
+-- the last in its subtree, left empty: its subtree's entry in the
+-- children index, then its first segment in roots when that has no
+-- children and no key of one segment, then ns when it has no roots. A
+-- write that creates a key below any of them later raises them again
+-- (ensureParents); one whose key still exists keeps its subtree from
+-- being empty. Tidy takes care of what expires.
+local function dropParents(ns, key)
+  local first, second = string.match(key, "^([^/]+)/([^/]+)")
+  first = first or key
+  local tag = "ms:{" .. ns .. "/" .. first .. "}"
+  if second then redis.call("ZREM", tag .. "#children", second) end
+  if redis.call("EXISTS", tag .. "#children", tag .. "#keys") > 0 then return end
+  local roots = "ms:{" .. ns .. "}#roots"
+  redis.call("ZREM", roots, first)
+  if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
+end
+
 local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   -- old: whether the key exists, and its etag when a condition needs it.
   -- Every write sets clocks, so clocks says the key exists.
@@ -205,6 +254,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
     flush()
     local score = redis.call("ZSCORE", ki, key)
     if score and score ~= "inf" then expired = "1" end
+    if ownParents then ensureParents(ns, key, exp) end
   end
 
   if ctx == "" and clocks then
@@ -292,7 +342,7 @@ local function reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
   return r
 end
 
-local function del(kd, ki, key, ifm)
+local function del(kd, ki, key, ifm, ns)
   flush()
   local etag = redis.call("HGET", kd, "etag")
   if not etag then
@@ -302,6 +352,7 @@ local function del(kd, ki, key, ifm)
   if ifm ~= "" and ifm ~= "*" and etag ~= ifm then return -1 end
   redis.call("DEL", kd)
   redis.call("ZREM", ki, key)
+  if ownParents and redis.call("EXISTS", ki) == 0 then dropParents(ns, key) end
   return 1
 end
 `
@@ -374,11 +425,13 @@ end
 //
 // KEYS[1] the data hash; KEYS[2] the subtree index (same hash slot)
 // ARGV[1…8] put's key, w, ctx, tail, exp, ifm, inm, etag
+// ARGV[9] the namespace, on a single Redis only (ownParents); absent on
+// Cluster
 //
 // Returns put's reply, packed by reply.
-var putScript = redis.NewScript(writeLib + `
+var putScript = redis.NewScript("local ownParents = ARGV[9] ~= nil\n" + writeLib + `
 local st, etag, version, sibs, sup, expired, vjson, blobs, kept =
-  put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  put(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], nil, ARGV[9])
 flush()
 return reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 `)
@@ -390,7 +443,7 @@ return reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 // ARGV[2] If-Match etag, "*" for any existing state, "" for none
 //
 // Returns del's reply.
-var deleteScript = redis.NewScript(writeLib + `
+var deleteScript = redis.NewScript("local ownParents = false\n" + writeLib + `
 return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 `)
 
@@ -448,6 +501,8 @@ var commitScript = redis.NewScript(logLib + commitHead + writeLib + commitRest)
 // does not qualify; that one and the rest take the general path. A write
 // that does not qualify has changed nothing when it falls through.
 const commitHead = `
+-- A single Redis: the listing indexes are this script's to keep (writeLib).
+local ownParents = true
 local stride = 9
 local n = (#ARGV - 4) / stride
 local limit, briefAbove = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -593,7 +648,7 @@ for i = fast, n do
       line(st, " ", etag, "")
     end
   else
-    local r = del(kd, ki, key, cond)
+    local r = del(kd, ki, key, cond, ns)
     local id = "0"
     if r == 1 then
       id = event("delete", ns, key)

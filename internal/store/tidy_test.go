@@ -3,9 +3,12 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,6 +185,141 @@ func BenchmarkTidy(b *testing.B) {
 		for b.Loop() {
 			if res, err := s.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
 				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
+		}
+	})
+}
+
+// On a single Redis the delete that empties a subtree takes it out of the
+// listing indexes at once, keys without expiry included (Tidy only sees
+// what expired), and a later create puts it back even when its own
+// instance's memo says the entries are there.
+func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		const space = "drop"
+		a, other := newStore(t, b, store.Config{}), newStore(t, b, store.Config{})
+		forever := time.Duration(0)
+		put := func(s *store.Store, key string) {
+			t.Helper()
+			if _, err := s.Put(ctx, space, key, store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		del := func(s *store.Store, key string) {
+			t.Helper()
+			if err := s.Delete(ctx, space, key, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		members := func(key string) string {
+			t.Helper()
+			m, err := b.Client.ZRange(ctx, key, 0, -1).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(m)
+			return fmt.Sprint(m)
+		}
+		namespaces, roots, children := keys.Global("namespaces"), keys.Namespace(space, "roots"), keys.Aux(space, "p", "children")
+		for _, k := range []string{"p/a/k1", "p/a/k2", "p/b/k", "q", "r/x/k"} {
+			put(a, k)
+		}
+		for _, step := range []struct {
+			del                  string
+			roots, children, nss string
+		}{
+			{"p/a/k1", "[p q r]", "[a b]", "[drop]"},
+			{"p/a/k2", "[p q r]", "[b]", "[drop]"},
+			{"p/b/k", "[q r]", "[]", "[drop]"},
+			{"q", "[r]", "[]", "[drop]"},
+			{"r/x/k", "[]", "[]", "[]"},
+		} {
+			del(other, step.del)
+			if got := members(roots); got != step.roots {
+				t.Errorf("after deleting %s: roots %s, want %s", step.del, got, step.roots)
+			}
+			if got := members(children); got != step.children {
+				t.Errorf("after deleting %s: children of p %s, want %s", step.del, got, step.children)
+			}
+			if got := members(namespaces); got != step.nss {
+				t.Errorf("after deleting %s: namespaces %s, want %s", step.del, got, step.nss)
+			}
+		}
+
+		// a raised these entries within its memo's trust, and other's
+		// deletes dropped them: a's creates, single and in an atomic batch,
+		// raise them again in their scripts.
+		put(a, "m/a/k")
+		put(a, "n/a/k")
+		del(other, "m/a/k")
+		del(other, "n/a/k")
+		put(a, "m/a/k2")
+		if _, err := a.Batch(ctx, []store.BatchOp{{Kind: store.OpPut, Namespace: space, Key: "n/a/k2",
+			PutRequest: store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}}}, true); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := a.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[m/a/k2 n/a/k2]" {
+			t.Errorf("List after creates into dropped subtrees = %v, %v; want [m/a/k2 n/a/k2]", got, err)
+		}
+	})
+}
+
+// Creates and deletes racing on a few subtrees from two instances leave
+// the listing indexes exact on a single Redis: a subtree is listed in its
+// parent's children if and only if it has a key, and List returns exactly
+// the keys that exist.
+func TestListingIndexesExactUnderCreatesAndDeletes(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		const space = "race"
+		stores := []*store.Store{newStore(t, b, store.Config{}), newStore(t, b, store.Config{})}
+		forever := time.Duration(0)
+		key := func(i int) string { return fmt.Sprintf("c/s%d/k%d", i%4, i/4) }
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s, r := stores[g%2], rand.New(rand.NewPCG(uint64(g), 7))
+				for range 150 {
+					k := key(r.IntN(12))
+					var err error
+					if r.IntN(2) == 0 {
+						_, err = s.Put(ctx, space, k, store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever})
+					} else if err = s.Delete(ctx, space, k, ""); errors.Is(err, store.ErrNotFound) {
+						err = nil
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		var exist []string
+		nonEmpty := map[string]bool{}
+		for i := range 12 {
+			if _, err := stores[0].Get(ctx, space, key(i), store.GetOptions{Consistent: true}); err == nil {
+				exist = append(exist, key(i))
+				nonEmpty[fmt.Sprintf("s%d", i%4)] = true
+			} else if !errors.Is(err, store.ErrNotFound) {
+				t.Fatal(err)
+			}
+		}
+		slices.Sort(exist)
+		if got, _, err := stores[1].List(ctx, space, "", "", 100); err != nil || fmt.Sprint(got) != fmt.Sprint(exist) {
+			t.Errorf("List = %v, %v; want the keys that exist, %v", got, err, exist)
+		}
+		listed, err := b.Client.ZRange(ctx, keys.Aux(space, "c", "children"), 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			s := fmt.Sprintf("s%d", i)
+			if slices.Contains(listed, s) != nonEmpty[s] {
+				t.Errorf("subtree c/%s: listed in children %v, has keys %v", s, slices.Contains(listed, s), nonEmpty[s])
 			}
 		}
 	})
