@@ -26,6 +26,15 @@ const (
 	// RESP2: memsync uses nothing of RESP3, and go-redis checks every RESP3
 	// reply for push notifications, which cost about 5% of a GET's CPU.
 	redisProtocol = 2
+	// No retries: go-redis sends a command again when its reply does not
+	// come within the read timeout, but the command may have run (a big
+	// batch's script takes that long on the embedded Redis), and memsync's
+	// writes are scripts that must run once: run again, a write makes a
+	// second version and event, a conditional write or a lock acquire is
+	// refused for the change it made itself. A failed call is a 503 the
+	// caller may retry knowing it failed (TestTimedOutWriteIsNotSentAgain).
+	// Dials are retried (DialerRetries): nothing was sent.
+	redisMaxRetries = -1
 )
 
 // openRedis connects to the Redis named by rawURL, or starts an embedded
@@ -64,7 +73,13 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		}
 		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		opts.DialerRetries, opts.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
-		opts.Protocol = redisProtocol
+		opts.Protocol, opts.MaxRetries = redisProtocol, redisMaxRetries
+		// The cluster client sends a command again after a timeout too, up
+		// to MaxRedirects times, and redirects (MOVED, ASK) count against
+		// the same number: none, then. A command that meets a redirect (a
+		// failover, a resharding) fails with 503 once; the client reloads
+		// the slot map and the next request goes to the right node.
+		opts.MaxRedirects = redisMaxRetries
 		c = redis.NewClusterClient(opts)
 	case strings.Contains(rawURL, "master_name="):
 		opts, err := redis.ParseFailoverURL(rawURL)
@@ -73,7 +88,7 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		}
 		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		opts.DialerRetries, opts.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
-		opts.Protocol = redisProtocol
+		opts.Protocol, opts.MaxRetries = redisProtocol, redisMaxRetries
 		c = redis.NewFailoverClient(opts)
 	default:
 		opts, err := redis.ParseURL(rawURL)
@@ -87,7 +102,7 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 
 func tune(o *redis.Options) *redis.Options {
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
-	o.MaxRetries = 1
+	o.MaxRetries = redisMaxRetries
 	o.DialerRetries, o.DialerRetryTimeout = redisDialRetries, redisDialRetryPause
 	o.Protocol = redisProtocol
 	return o

@@ -51,6 +51,7 @@ import (
 
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/pipeline"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Defaults of Options.
@@ -101,7 +102,7 @@ var (
 // misuse), or the caller gave up.
 func redisError(op, name string, err error) error {
 	var reply redis.Error
-	if (errors.As(err, &reply) && !strings.HasPrefix(reply.Error(), "LOADING") && !strings.HasPrefix(reply.Error(), "READONLY")) ||
+	if (errors.As(err, &reply) && !rediserr.Transient(reply.Error())) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("lock: %s %q: %w", op, name, err)
 	}

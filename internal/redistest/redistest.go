@@ -58,12 +58,18 @@ func Each(t *testing.T, fn func(t *testing.T, b Backend)) {
 	})
 }
 
+// slowReply is the test clients' read timeout: long, since no test here
+// is about a slow reply, and a big batch's script takes the embedded Redis
+// seconds under the race detector. A reply that timed out would fail the
+// test (the clients send nothing twice, as cmd/server's do not).
+const slowReply = 30 * time.Second
+
 // Mini returns a backend on a fresh miniredis whose TTLs run in real time.
 func Mini(tb testing.TB) Backend {
 	tb.Helper()
 	m := miniredis.RunT(tb)
 	m.ClockTTL(true)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr(), Protocol: 2}) // as cmd/server
+	c := redis.NewClient(&redis.Options{Addr: m.Addr(), Protocol: 2, MaxRetries: -1, ReadTimeout: slowReply}) // as cmd/server
 	tb.Cleanup(func() { c.Close() })
 	return Backend{Name: "miniredis", Client: c, Mini: m}
 }
@@ -159,8 +165,10 @@ func (s *Server) start(tb testing.TB) {
 
 // Client returns a new client for the server, closed when the test ends.
 func (s *Server) Client(tb testing.TB) *redis.Client {
-	// Fail fast while a test has the server stopped, as cmd/server does.
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, MaxRetries: 1, DialerRetries: 2, DialerRetryTimeout: 50 * time.Millisecond})
+	// Fail fast while a test has the server stopped, and never send a
+	// command twice, as cmd/server does.
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Protocol: 2, MaxRetries: -1, ReadTimeout: slowReply,
+		DialerRetries: 2, DialerRetryTimeout: 50 * time.Millisecond})
 	tb.Cleanup(func() { c.Close() })
 	return c
 }

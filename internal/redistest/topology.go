@@ -59,10 +59,11 @@ func StartCluster(tb testing.TB, n int) []*Server {
 	return nodes
 }
 
-// StartSentinel starts a redis-server master, replicas replicas of it, and
-// one Sentinel that monitors it as masterName (quorum 1, a master is down
-// after 500 ms without answering), and waits until the Sentinel names the
-// master and knows every replica. All stop when the test ends. It returns
+// StartSentinel starts a redis-server master, replicas replicas of it
+// (each synchronised with it before the next starts), and one Sentinel
+// that monitors it as masterName (quorum 1, a master is down after 500 ms
+// without answering), and waits until the Sentinel names the master and
+// knows every replica. All stop when the test ends. It returns
 // the master, the replicas and the Sentinel's address.
 func StartSentinel(tb testing.TB, masterName string, replicas int) (master *Server, reps []*Server, sentinelAddr string) {
 	tb.Helper()
@@ -72,6 +73,7 @@ func StartSentinel(tb testing.TB, masterName string, replicas int) (master *Serv
 		if err := r.Client(tb).ReplicaOf(context.Background(), "127.0.0.1", strconv.Itoa(master.port)).Err(); err != nil {
 			tb.Fatalf("redistest: %s: REPLICAOF: %v", r, err)
 		}
+		awaitSync(tb, r, master)
 		reps = append(reps, r)
 	}
 	port := freePort(tb)
@@ -141,14 +143,21 @@ func AddClusterReplica(tb testing.TB, nodes []*Server, master *Server) *Server {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for {
-		info, err := rc.Info(ctx, "replication").Result()
+	awaitSync(tb, r, master)
+	return r
+}
+
+// awaitSync waits up to 20 s until replica has synchronised with master.
+func awaitSync(tb testing.TB, replica, master *Server) {
+	tb.Helper()
+	rc := replica.Client(tb)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := rc.Info(context.Background(), "replication").Result()
 		if err == nil && strings.Contains(info, "master_link_status:up") {
-			return r
+			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: %s: did not sync with %s within 20 s: %v\n%s", r, master, err, info)
+			tb.Fatalf("redistest: %s: did not sync with %s within 20 s: %v\n%s", replica, master, err, info)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/pipeline"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Errors returned by the store. Callers match them with errors.Is.
@@ -551,25 +552,10 @@ func wrap(op, key string, err error) error {
 		return fmt.Errorf("store: %s %q: %w", op, key, err)
 	}
 	var reply redis.Error
-	if errors.As(err, &reply) && !transient(reply.Error()) {
+	if errors.As(err, &reply) && !rediserr.Transient(reply.Error()) {
 		return fmt.Errorf("store: %s %q: %w", op, key, err)
 	}
 	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, key, err)
-}
-
-// transient reports whether a Redis reply error means the server cannot
-// serve right now (loading, failing over) rather than that the request was
-// wrong. NOSCRIPT is one: a Redis that just took over (a promoted replica,
-// a restart) has an empty script cache, and when reloading the script
-// fails too the write is refused, whole; a retry loads it.
-// TestSentinelFailover met it as a 500 before it was listed here.
-func transient(msg string) bool {
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY ", "NOSCRIPT"} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func isNoScript(err error) bool {

@@ -1,0 +1,30 @@
+// Package rediserr tells the Redis error replies that mean "not now" from
+// those that mean "never": the store and the locker both answer the first
+// kind with 503 and a retry, the second with 500.
+package rediserr
+
+import "strings"
+
+// transientPrefixes start the error replies of a Redis that cannot serve
+// right now rather than of a wrong request:
+//   - LOADING, MASTERDOWN, CLUSTERDOWN, TRYAGAIN, READONLY, BUSY: starting,
+//     failing over, a replica written to, a script running long;
+//   - NOSCRIPT: a Redis that just took over (a promoted replica, a restart)
+//     has an empty script cache, and a write whose script could not be
+//     loaded again is refused whole (TestSentinelFailover met it as a 500);
+//   - MOVED, ASK: a Cluster slot moved (a failover, a resharding). The
+//     client does not follow redirects, which would send the command again
+//     after a timeout too (cmd/server's redisMaxRetries), but it reloads the
+//     slot map, so the next request goes to the right node.
+var transientPrefixes = []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY ", "NOSCRIPT", "MOVED ", "ASK "}
+
+// Transient reports whether msg, a Redis error reply, means that the
+// server cannot serve right now.
+func Transient(msg string) bool {
+	for _, p := range transientPrefixes {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
