@@ -18,6 +18,8 @@ import (
 const (
 	redisDialTimeout = time.Second
 	redisIOTimeout   = 2 * time.Second
+	// embeddedIOTimeout is the embedded Redis's: see openRedis.
+	embeddedIOTimeout = 30 * time.Second
 	// A refused dial is retried twice, 50 ms apart (go-redis's default is
 	// five times, 100 ms apart): a request fails with 503 in about 100 ms
 	// instead of half a second per attempt.
@@ -53,7 +55,12 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		}
 		m.ClockTTL(true) // TTLs run in real time, as on a real Redis
 		log.Warn("no REDIS_URL: using an embedded in-memory Redis; NOTHING IS PERSISTED and other instances cannot share it", "addr", m.Addr())
-		c := redis.NewClient(tune(&redis.Options{Addr: m.Addr()}))
+		opts := tune(&redis.Options{Addr: m.Addr()})
+		// In process, it cannot be unreachable, only slow: a batch of 1,000
+		// creates takes it over a second (gopher-lua), and a timeout would
+		// answer 503 for a batch it then applies.
+		opts.ReadTimeout, opts.WriteTimeout = embeddedIOTimeout, embeddedIOTimeout
+		c := redis.NewClient(opts)
 		return c, func() { c.Close(); m.Close() }, nil
 	}
 	var c redis.UniversalClient
