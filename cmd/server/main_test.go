@@ -86,6 +86,14 @@ func launch(t *testing.T, client *http.Client, scheme string, env map[string]str
 // serverLogs holds each started server's log, by base URL.
 var serverLogs sync.Map
 
+// catchHangUp catches SIGHUP in the test too, until it ends, so that the
+// SIGHUPs a test sends its servers can never end the test process.
+func catchHangUp(t *testing.T) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	t.Cleanup(func() { signal.Stop(hup) })
+}
+
 // hangUpAndAwaitLog sends this process SIGHUP and waits up to 5 s for the
 // log of the server at base to contain text once more than it did.
 func hangUpAndAwaitLog(t *testing.T, base, text string) {
@@ -452,10 +460,7 @@ func writeUntilAccepted(t *testing.T, base string) map[int]int {
 // SIGHUP reloads the token file: a token added works, one removed is
 // refused, and a broken file changes nothing.
 func TestTokensReloadOnHangup(t *testing.T) {
-	// Caught here too, so that a SIGHUP can never end the test process.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	catchHangUp(t)
 
 	path := filepath.Join(t.TempDir(), "tokens")
 	write := func(text string) {

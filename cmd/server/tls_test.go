@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -159,10 +158,7 @@ func servedSerial(t *testing.T, addr string) int64 {
 }
 
 func TestTLS(t *testing.T) {
-	// Caught here too, so that a SIGHUP can never end the test process.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	catchHangUp(t)
 
 	dir := t.TempDir()
 	certFile, keyFile, first := writeCertificate(t, dir, 1)
@@ -246,9 +242,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestMutualTLS(t *testing.T) {
-	hup := make(chan os.Signal, 1) // as in TestTLS
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	catchHangUp(t)
 
 	dir := t.TempDir()
 	certFile, keyFile, server := writeCertificate(t, dir, 1)
@@ -340,9 +334,7 @@ func TestMutualTLS(t *testing.T) {
 // does not name gets 401; and a reload that drops a certificate's entry
 // refuses it and ends its watch stream.
 func TestClientCertificateNamesWorker(t *testing.T) {
-	hup := make(chan os.Signal, 1) // as in TestTLS
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	catchHangUp(t)
 
 	dir := t.TempDir()
 	certFile, keyFile, server := writeCertificate(t, dir, 1)

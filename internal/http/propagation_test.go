@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/testserver"
@@ -252,13 +250,8 @@ func crossInstanceResume(t *testing.T, a, bb *harness, p *plain) {
 // caches work as on one Redis.
 func TestTwoInstancesOnACluster(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	addrs := make([]string, len(nodes))
-	for i, n := range nodes {
-		addrs[i] = n.Addr
-	}
 	instance := func() *harness {
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
-		t.Cleanup(func() { c.Close() })
+		c := redistest.ClusterClient(t, nodes)
 		b := redistest.Backend{Name: "cluster", Client: nodes[0].Client(t), Real: nodes[0]}
 		return newServerHarness(t, testserver.Options{Backend: &b, Redis: c})
 	}

@@ -53,13 +53,7 @@ func TestWaitersServedInArrivalOrderAcrossInstances(t *testing.T) {
 // The same on a Redis Cluster of three masters: a lock's line is in its
 // hash slot, with the lock.
 func TestWaitersServedInArrivalOrderOnCluster(t *testing.T) {
-	nodes := redistest.StartCluster(t, 3)
-	addrs := make([]string, len(nodes))
-	for i, n := range nodes {
-		addrs[i] = n.Addr
-	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
-	t.Cleanup(func() { c.Close() })
+	c := redistest.ClusterClient(t, redistest.StartCluster(t, 3))
 	instance := func() *lock.Locker {
 		l := lock.New(c, lock.Options{})
 		t.Cleanup(func() { _ = l.Close() })

@@ -59,6 +59,18 @@ func StartCluster(tb testing.TB, n int) []*Server {
 	return nodes
 }
 
+// ClusterClient returns a client of the cluster of nodes, as cmd/server
+// connects to one (RESP2), closed when the test ends.
+func ClusterClient(tb testing.TB, nodes []*Server) *redis.ClusterClient {
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2, MaxRetries: -1, ReadTimeout: slowReply})
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // StartSentinel starts a redis-server master, replicas replicas of it
 // (each synchronised with it before the next starts), and one Sentinel
 // that monitors it as masterName (quorum 1, a master is down after 500 ms

@@ -85,6 +85,15 @@ func (s *Store) RunSweeper(ctx context.Context, interval time.Duration, onError 
 	if interval <= 0 {
 		interval = DefaultSweepInterval
 	}
+	every(ctx, interval, onError, func() error {
+		_, err := s.Sweep(ctx)
+		return err
+	})
+}
+
+// every calls run every interval until ctx is done, and reports its errors
+// to onError, if set, unless ctx ended meanwhile.
+func every(ctx context.Context, interval time.Duration, onError func(error), run func() error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -92,7 +101,7 @@ func (s *Store) RunSweeper(ctx context.Context, interval time.Duration, onError 
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil && onError != nil {
+			if err := run(); err != nil && ctx.Err() == nil && onError != nil {
 				onError(err)
 			}
 		}

@@ -168,16 +168,8 @@ func (s *Store) RunTidier(ctx context.Context, interval time.Duration, onError f
 	if interval <= 0 {
 		interval = DefaultTidyInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.Tidy(ctx, extra...); err != nil && ctx.Err() == nil && onError != nil {
-				onError(err)
-			}
-		}
-	}
+	every(ctx, interval, onError, func() error {
+		_, err := s.Tidy(ctx, extra...)
+		return err
+	})
 }

@@ -29,14 +29,7 @@ func TestTidyRemovesOnlyDeadIndexEntries(t *testing.T) {
 		checkTidy(t, b.Client)
 	})
 	t.Run("cluster", func(t *testing.T) {
-		nodes := redistest.StartCluster(t, 3)
-		addrs := make([]string, len(nodes))
-		for i, n := range nodes {
-			addrs[i] = n.Addr
-		}
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, Protocol: 2})
-		t.Cleanup(func() { c.Close() })
-		checkTidy(t, c)
+		checkTidy(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)))
 	})
 }
 
