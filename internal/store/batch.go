@@ -465,18 +465,25 @@ type indexWrite struct {
 // TTL leaves them alone, the memo covering it, rather than raising them
 // by a few milliseconds every time.
 func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []indexWrite, expiry bool) (confirm func()) {
+	// How a group's ZADD treats members it has: raise (GT), keep (NX, for
+	// the names index, whose scores are all 0) or set.
+	const (
+		set = iota
+		raise
+		keep
+	)
 	type group struct {
 		key     string
-		gt      bool
+		mode    int
 		members []redis.Z
 		cmd     *redis.IntCmd
 	}
 	var groups []*group
 	at := make(map[string]*group, 4)
-	add := func(key string, gt bool, member string, score float64) {
+	add := func(key string, mode int, member string, score float64) {
 		g, ok := at[key]
 		if !ok {
-			g = &group{key: key, gt: gt}
+			g = &group{key: key, mode: mode}
 			at[key] = g
 			groups = append(groups, g)
 		}
@@ -505,32 +512,38 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		sameRoot := prev.ok && w.ns == prev.ns && first == prev.first && treeScore == prev.score
 		if !sameRoot {
 			if !s.memo.covers(namespacesKey+"\x00"+w.ns, treeScore, now) {
-				add(namespacesKey, true, w.ns, treeScore)
+				add(namespacesKey, raise, w.ns, treeScore)
 			}
 			if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
-				add(roots, true, first, treeScore)
+				add(roots, raise, first, treeScore)
 			}
 		}
 		if deep && !(sameRoot && prev.deep && second == prev.second) {
 			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, treeScore, now) {
-				add(children, true, second, treeScore)
+				// Children first: the names index lists every child (Tidy
+				// removes from both at once), so a child enters it after.
+				add(children, raise, second, treeScore)
+				add(keys.Aux(w.ns, first, "names"), keep, second, 0)
 			}
 		}
 		prev.ns, prev.first, prev.second, prev.score, prev.deep, prev.ok = w.ns, first, second, treeScore, deep, true
 		if expiry && w.exp != 0 {
-			add(expiryKey, false, w.ns+"/"+w.key, score)
+			add(expiryKey, set, w.ns+"/"+w.key, score)
 		}
 	}
 	for _, g := range groups {
-		if g.gt {
+		switch g.mode {
+		case raise:
 			g.cmd = pipe.ZAddGT(ctx, g.key, g.members...)
-		} else {
+		case keep:
+			g.cmd = pipe.ZAddNX(ctx, g.key, g.members...)
+		default:
 			g.cmd = pipe.ZAdd(ctx, g.key, g.members...)
 		}
 	}
 	return func() {
 		for _, g := range groups {
-			if !g.gt || g.cmd.Err() != nil {
+			if g.mode != raise || g.cmd.Err() != nil {
 				continue
 			}
 			for _, m := range g.members {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -27,9 +28,10 @@ const listChunk = 64
 // previous page returned. The returned cursor is "" on the last page.
 //
 // It walks the indexes the writes keep — the first segments (roots), the
-// second segments under each (children), and each subtree's keys — reading
-// only the branches the prefix allows, never the Redis keyspace. It returns
-// ErrInvalidArgument or ErrUnavailable.
+// second segments under each (children, in name order through their names
+// index), and each subtree's keys — reading only the branches the prefix
+// allows, and only as many children as the page needs, never the Redis
+// keyspace. It returns ErrInvalidArgument or ErrUnavailable.
 func (s *Store) List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error) {
 	if err := keys.ValidateNamespace(ns); err != nil {
 		return nil, "", err
@@ -86,20 +88,18 @@ func (w *walk) run() error {
 		if err != nil {
 			return err
 		}
-		firsts = matching(all, first, false)
+		firsts = matching(all, first)
 	}
 	for _, f := range firsts {
 		if w.after != "" && f < afterFirst {
 			continue
 		}
 		// The single-segment key f itself, then f's subtrees.
+		childrenKey, namesKey := keys.Aux(w.ns, f, "children"), keys.Aux(w.ns, f, "names")
 		pipe := w.s.rdb.Pipeline()
 		self := pipe.ZScore(w.ctx, keys.SubtreeIndex(w.ns, f), f)
-		kids := pipe.ZRangeByScore(w.ctx, keys.Aux(w.ns, f, "children"), w.future)
+		nc, nn := pipe.ZCard(w.ctx, childrenKey), pipe.ZCard(w.ctx, namesKey)
 		if _, err := pipe.Exec(w.ctx); err != nil && err != redis.Nil {
-			return err
-		}
-		if err := kids.Err(); err != nil {
 			return err
 		}
 		if score, err := self.Result(); err == nil {
@@ -110,20 +110,107 @@ func (w *walk) run() error {
 			w.add(live)
 		}
 		second, _, deeper := strings.Cut(rest, "/")
-		children := matching(kids.Val(), second, deep && deeper)
+		from := ""
 		if f == afterFirst {
-			children = slices.DeleteFunc(children, func(c string) bool { return c < afterSecond })
+			from = afterSecond
 		}
-		for chunk := range slices.Chunk(children, listChunk) {
-			if w.done() {
-				return nil
+		var err error
+		switch {
+		case deep && deeper: // the prefix names one subtree
+			err = w.child(f, second, from)
+		case nn.Val() >= nc.Val():
+			err = w.childrenByName(f, second, from)
+		default:
+			err = w.childrenByScore(f, second, from)
+		}
+		if err != nil || w.done() {
+			return err
+		}
+	}
+	return nil
+}
+
+// childrenByName walks the live subtrees f/c whose c starts with prefix
+// and is not before from, in order, a chunk at a time through f's names
+// index: a page of a listing reads about as many names as it lists keys,
+// however many children f has. Their liveness comes from the children
+// index (a name may outlive its child there until Tidy removes both).
+func (w *walk) childrenByName(f, prefix, from string) error {
+	childrenKey, namesKey := keys.Aux(w.ns, f, "children"), keys.Aux(w.ns, f, "names")
+	start := max(prefix, from)
+	min := "-"
+	if start != "" {
+		min = "[" + start
+	}
+	now := float64(w.s.cfg.Now().UnixMilli())
+	for offset := int64(0); !w.done(); offset += listChunk {
+		names, err := w.s.rdb.ZRangeByLex(w.ctx, namesKey, &redis.ZRangeBy{Min: min, Max: "+", Offset: offset, Count: listChunk}).Result()
+		if err != nil {
+			return err
+		}
+		end := len(names)
+		for i, c := range names {
+			if !strings.HasPrefix(c, prefix) {
+				end = i // sorted: none after it starts with prefix either
+				break
 			}
-			if err := w.subtrees(f, chunk); err != nil {
+		}
+		if end == 0 {
+			return nil
+		}
+		scores, err := w.s.rdb.ZMScore(w.ctx, childrenKey, names[:end]...).Result()
+		if err != nil {
+			return err
+		}
+		live := names[:0:0]
+		for i, c := range names[:end] {
+			if scores[i] > now {
+				live = append(live, c)
+			}
+		}
+		if len(live) > 0 {
+			if err := w.subtrees(f, live); err != nil {
 				return err
 			}
 		}
+		if end < len(names) || len(names) < listChunk {
+			return nil
+		}
+	}
+	return nil
+}
+
+// child walks the subtree f/c when it is live and c is not before from.
+func (w *walk) child(f, c, from string) error {
+	if c < from {
+		return nil
+	}
+	score, err := w.s.rdb.ZScore(w.ctx, keys.Aux(w.ns, f, "children"), c).Result()
+	if errors.Is(err, redis.Nil) || err == nil && score <= float64(w.s.cfg.Now().UnixMilli()) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return w.subtrees(f, []string{c})
+}
+
+// childrenByScore walks the live subtrees f/c whose c starts with prefix
+// and is not before from, reading every live child of f: while f's names
+// index is not filled yet (Tidy fills it).
+func (w *walk) childrenByScore(f, prefix, from string) error {
+	kids, err := w.s.rdb.ZRangeByScore(w.ctx, keys.Aux(w.ns, f, "children"), w.future).Result()
+	if err != nil {
+		return err
+	}
+	children := matching(kids, prefix)
+	children = slices.DeleteFunc(children, func(c string) bool { return c < from })
+	for chunk := range slices.Chunk(children, listChunk) {
 		if w.done() {
 			return nil
+		}
+		if err := w.subtrees(f, chunk); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -198,12 +285,11 @@ func (w *walk) add(ks []string) {
 	w.out = append(w.out, ks...)
 }
 
-// matching returns the members equal to seg (exact) or starting with it,
-// sorted.
-func matching(members []string, seg string, exact bool) []string {
+// matching returns the members that start with prefix, sorted.
+func matching(members []string, prefix string) []string {
 	out := members[:0:0]
 	for _, m := range members {
-		if (exact && m == seg) || (!exact && strings.HasPrefix(m, seg)) {
+		if strings.HasPrefix(m, prefix) {
 			out = append(out, m)
 		}
 	}

@@ -209,7 +209,11 @@ local function ensureParents(ns, key, exp)
   raisedParents[done] = true
   redis.call("ZADD", "ms:{#memsync}#namespaces", "GT", score, ns)
   redis.call("ZADD", "ms:{" .. ns .. "}#roots", "GT", score, first)
-  if second then redis.call("ZADD", "ms:{" .. ns .. "/" .. first .. "}#children", "GT", score, second) end
+  if second then
+    local tag = "ms:{" .. ns .. "/" .. first .. "}"
+    redis.call("ZADD", tag .. "#children", "GT", score, second)
+    redis.call("ZADD", tag .. "#names", "NX", 0, second)
+  end
 end
 
 -- dropParents takes out of the listing indexes what the deletion of key,
@@ -223,7 +227,10 @@ local function dropParents(ns, key)
   local first, second = string.match(key, "^([^/]+)/([^/]+)")
   first = first or key
   local tag = "ms:{" .. ns .. "/" .. first .. "}"
-  if second then redis.call("ZREM", tag .. "#children", second) end
+  if second then
+    redis.call("ZREM", tag .. "#children", second)
+    redis.call("ZREM", tag .. "#names", second)
+  end
   if redis.call("EXISTS", tag .. "#children", tag .. "#keys") > 0 then return end
   local roots = "ms:{" .. ns .. "}#roots"
   redis.call("ZREM", roots, first)
@@ -723,7 +730,9 @@ return {"expired"}
 // into the future survives a sweep or a tidying that read the old score:
 // entries of the expiry index, and stale ones of the listing indexes.
 //
-// KEYS[1] the sorted set
+// KEYS[1] the sorted set; KEYS[2], when given, a set in the same hash slot
+// that lists its members too (a children index's names index), from which
+// they are removed with them
 // ARGV[1] the cutoff (a number); ARGV[2…] the members
 //
 // Returns how many it removed.
@@ -733,6 +742,7 @@ for i = 2, #ARGV do
   local s = redis.call("ZSCORE", KEYS[1], ARGV[i])
   if s and s ~= "inf" and tonumber(s) <= cutoff then
     n = n + redis.call("ZREM", KEYS[1], ARGV[i])
+    if KEYS[2] then redis.call("ZREM", KEYS[2], ARGV[i]) end
   end
 end
 return n

@@ -85,7 +85,11 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 		return err
 	}
 	for _, f := range roots {
-		n, err := s.unlistEmpty(ctx, keys.Aux(ns, f, "children"), cutoff,
+		children, names := keys.Aux(ns, f, "children"), keys.Aux(ns, f, "names")
+		if err := s.fillNames(ctx, children, names); err != nil {
+			return err
+		}
+		n, err := s.unlistEmpty(ctx, children, names, cutoff,
 			func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
 		res.Children += n
 		if err != nil {
@@ -93,22 +97,48 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 		}
 	}
 	// A root goes when it has no children left and no single-segment key.
-	n, err := s.unlistEmpty(ctx, rootsKey, cutoff,
+	n, err := s.unlistEmpty(ctx, rootsKey, "", cutoff,
 		func(f string) string { return keys.Aux(ns, f, "children") },
 		func(f string) string { return keys.SubtreeIndex(ns, f) })
 	res.Roots += n
 	if err != nil {
 		return err
 	}
-	n, err = s.unlistEmpty(ctx, namespacesKey, cutoff, func(string) string { return rootsKey })
+	n, err = s.unlistEmpty(ctx, namespacesKey, "", cutoff, func(string) string { return rootsKey })
 	res.Namespaces += n
 	return err
 }
 
-// unlistEmpty removes, from the sorted set index, the members scored at or
-// below cutoff under which nothing is left: every sorted set below names
-// for the member is empty. It returns how many it removed.
-func (s *Store) unlistEmpty(ctx context.Context, index, cutoff string, below ...func(member string) string) (int, error) {
+// fillNames adds to the names index every child the children index has
+// that it lacks, when it has fewer members: children written before the
+// names index existed. (A write adds a child to both; Tidy and a delete
+// remove it from both.)
+func (s *Store) fillNames(ctx context.Context, children, names string) error {
+	pipe := s.rdb.Pipeline()
+	nc, nn := pipe.ZCard(ctx, children), pipe.ZCard(ctx, names)
+	if _, err := pipe.Exec(ctx); err != nil || nn.Val() >= nc.Val() {
+		return err
+	}
+	for start := int64(0); ; start += tidyPage {
+		kids, err := s.rdb.ZRange(ctx, children, start, start+tidyPage-1).Result()
+		if err != nil || len(kids) == 0 {
+			return err
+		}
+		zs := make([]redis.Z, len(kids))
+		for i, c := range kids {
+			zs[i] = redis.Z{Member: c}
+		}
+		if err := s.rdb.ZAddNX(ctx, names, zs...).Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// unlistEmpty removes, from the sorted set index (and from mirror, which
+// lists its members too, when not ""), the members scored at or below
+// cutoff under which nothing is left: every sorted set below names for the
+// member is empty. It returns how many it removed.
+func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, below ...func(member string) string) (int, error) {
 	removed := 0
 	for offset := int64(0); ; {
 		stale, err := s.rdb.ZRangeByScore(ctx, index, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: tidyPage}).Result()
@@ -136,7 +166,11 @@ func (s *Store) unlistEmpty(ctx context.Context, index, cutoff string, below ...
 		}
 		kept := len(stale) - (len(args) - 1)
 		if len(args) > 1 {
-			n, err := unlistPastScript.Run(ctx, s.rdb, []string{index}, args...).Int()
+			ks := []string{index}
+			if mirror != "" {
+				ks = append(ks, mirror)
+			}
+			n, err := unlistPastScript.Run(ctx, s.rdb, ks, args...).Int()
 			if err != nil && !errors.Is(err, redis.Nil) {
 				return removed, err
 			}

@@ -83,6 +83,8 @@ func checkTidy(t *testing.T, c redis.UniversalClient) {
 		{keys.Global("namespaces"), "[test]"},
 		{keys.Namespace(ns, "roots"), "[forever mixed solo]"},
 		{keys.Aux(ns, "mixed", "children"), "[live]"},
+		{keys.Aux(ns, "mixed", "names"), "[live]"},
+		{keys.Aux(ns, "old", "names"), "[]"},
 		{keys.Aux(ns, "forever", "children"), "[a]"},
 		{keys.Aux(ns, "old", "children"), "[]"},
 		{keys.Namespace("gone", "roots"), "[]"},
@@ -214,7 +216,7 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 			slices.Sort(m)
 			return fmt.Sprint(m)
 		}
-		namespaces, roots, children := keys.Global("namespaces"), keys.Namespace(space, "roots"), keys.Aux(space, "p", "children")
+		namespaces, roots, children, names := keys.Global("namespaces"), keys.Namespace(space, "roots"), keys.Aux(space, "p", "children"), keys.Aux(space, "p", "names")
 		for _, k := range []string{"p/a/k1", "p/a/k2", "p/b/k", "q", "r/x/k"} {
 			put(a, k)
 		}
@@ -234,6 +236,9 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 			}
 			if got := members(children); got != step.children {
 				t.Errorf("after deleting %s: children of p %s, want %s", step.del, got, step.children)
+			}
+			if got := members(names); got != step.children {
+				t.Errorf("after deleting %s: names of p %s, want %s", step.del, got, step.children)
 			}
 			if got := members(namespaces); got != step.nss {
 				t.Errorf("after deleting %s: namespaces %s, want %s", step.del, got, step.nss)
@@ -314,6 +319,10 @@ func TestListingIndexesExactUnderCreatesAndDeletes(t *testing.T) {
 			if slices.Contains(listed, s) != nonEmpty[s] {
 				t.Errorf("subtree c/%s: listed in children %v, has keys %v", s, slices.Contains(listed, s), nonEmpty[s])
 			}
+		}
+		named, err := b.Client.ZRange(ctx, keys.Aux(space, "c", "names"), 0, -1).Result()
+		if slices.Sort(listed); err != nil || fmt.Sprint(named) != fmt.Sprint(listed) {
+			t.Errorf("names of c = %v, %v; want the children %v", named, err, listed)
 		}
 	})
 }

@@ -1,0 +1,91 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// Children written before the names index existed are listed all the
+// same (from the children index), and Tidy fills the names index with
+// them, after which listing pages through it.
+func TestListWithoutNamesIndex(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		s := newStore(t, b, store.Config{})
+		var want []string
+		for i := range 150 { // more than a chunk of names
+			k := fmt.Sprintf("tasks/T%03d/state", i)
+			mustPut(t, s, k, "w1", `1`, nil)
+			want = append(want, k)
+		}
+		names := keys.Aux(ns, "tasks", "names")
+		listAll := func() []string {
+			t.Helper()
+			var got []string
+			cursor := ""
+			for range 100 {
+				page, next, err := s.List(ctx, ns, "tasks/T", cursor, 7)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, page...)
+				if cursor = next; cursor == "" {
+					break
+				}
+			}
+			return got
+		}
+		if got := listAll(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("List with the names index = %v", got)
+		}
+		if err := b.Client.Del(ctx, names).Err(); err != nil { // as before this version
+			t.Fatal(err)
+		}
+		mustPut(t, s, "tasks/T999/state", "w1", `1`, nil) // a name, but not all
+		want = append(want, "tasks/T999/state")
+		if got := listAll(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("List with the names index missing = %v", got)
+		}
+		if _, err := s.Tidy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Client.ZCard(ctx, names).Result(); err != nil || n != 151 {
+			t.Errorf("names after Tidy: %d, %v; want 151", n, err)
+		}
+		if got := listAll(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("List after Tidy filled the names index = %v", got)
+		}
+	})
+}
+
+// BenchmarkListPage lists pages of 100 keys under a prefix with 100,000
+// subtrees of a key each, on a real redis-server: a page reads about as
+// many names as it lists, rather than every child's.
+func BenchmarkListPage(b *testing.B) {
+	be := redistest.Real(b)
+	s := newStore(b, be, store.Config{})
+	ctx := context.Background()
+	const n = 100_000
+	ops := make([]store.BatchOp, 0, store.MaxBatchOps)
+	for i := range n {
+		ops = append(ops, putOp("tasks/T"+strconv.Itoa(n+i)+"/state", `1`))
+		if len(ops) == cap(ops) {
+			mustBatch(b, s, ops)
+			ops = ops[:0]
+		}
+	}
+	cursor := ""
+	for b.Loop() {
+		page, next, err := s.List(ctx, ns, "tasks/", cursor, 100)
+		if err != nil || len(page) != 100 {
+			b.Fatalf("List = %d keys, %v", len(page), err)
+		}
+		cursor = next // "" at the end: from the start again
+	}
+}
