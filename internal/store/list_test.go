@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
@@ -60,6 +62,21 @@ func TestListWithoutNamesIndex(t *testing.T) {
 		}
 		if got := listAll(); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("List after Tidy filled the names index = %v", got)
+		}
+
+		// Names whose children are gone (a write that named its child
+		// after a delete dropped it, then created nothing) are removed.
+		if err := b.Client.ZAdd(ctx, names, redis.Z{Member: "T0x"}, redis.Z{Member: "T5x"}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Tidy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Client.ZCard(ctx, names).Result(); err != nil || n != 151 {
+			t.Errorf("names after Tidy with two stray ones: %d, %v; want 151", n, err)
+		}
+		if got := listAll(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("List after Tidy removed stray names = %v", got)
 		}
 	})
 }

@@ -725,6 +725,24 @@ redis.call("ZREM", KEYS[2], ARGV[1])
 return {"expired"}
 `)
 
+// unlistStrayNamesScript removes names from a names index whose child is
+// not in the children index, checked at that moment: a write that has
+// added the child since keeps its name.
+//
+// KEYS[1] the children index; KEYS[2] its names index (same hash slot)
+// ARGV[1…] the names
+//
+// Returns how many it removed.
+var unlistStrayNamesScript = redis.NewScript(`
+local n = 0
+for i = 1, #ARGV do
+  if not redis.call("ZSCORE", KEYS[1], ARGV[i]) then
+    n = n + redis.call("ZREM", KEYS[2], ARGV[i])
+  end
+end
+return n
+`)
+
 // unlistPastScript removes members of a sorted set while their score is at
 // most a cutoff (in the past), so that a member a write has just raised
 // into the future survives a sweep or a tidying that read the old score:

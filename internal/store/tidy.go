@@ -86,7 +86,7 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 	}
 	for _, f := range roots {
 		children, names := keys.Aux(ns, f, "children"), keys.Aux(ns, f, "names")
-		if err := s.fillNames(ctx, children, names); err != nil {
+		if err := s.syncNames(ctx, children, names); err != nil {
 			return err
 		}
 		n, err := s.unlistEmpty(ctx, children, names, cutoff,
@@ -109,15 +109,21 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 	return err
 }
 
-// fillNames adds to the names index every child the children index has
-// that it lacks, when it has fewer members: children written before the
-// names index existed. (A write adds a child to both; Tidy and a delete
-// remove it from both.)
-func (s *Store) fillNames(ctx context.Context, children, names string) error {
+// syncNames brings the names index in line with the children index when
+// their sizes differ (a write adds a child to both, the child first; Tidy
+// and a delete remove it from both at once). With fewer names it adds
+// every child's: children written before the names index existed. With
+// more, it removes the names of children that are gone: a name a write
+// added after a delete dropped its child, and whose write then created
+// nothing (a failed condition).
+func (s *Store) syncNames(ctx context.Context, children, names string) error {
 	pipe := s.rdb.Pipeline()
 	nc, nn := pipe.ZCard(ctx, children), pipe.ZCard(ctx, names)
-	if _, err := pipe.Exec(ctx); err != nil || nn.Val() >= nc.Val() {
+	if _, err := pipe.Exec(ctx); err != nil || nn.Val() == nc.Val() {
 		return err
+	}
+	if nn.Val() > nc.Val() {
+		return s.dropStrayNames(ctx, children, names)
 	}
 	for start := int64(0); ; start += tidyPage {
 		kids, err := s.rdb.ZRange(ctx, children, start, start+tidyPage-1).Result()
@@ -131,6 +137,36 @@ func (s *Store) fillNames(ctx context.Context, children, names string) error {
 		if err := s.rdb.ZAddNX(ctx, names, zs...).Err(); err != nil {
 			return err
 		}
+	}
+}
+
+// dropStrayNames removes the names whose child is not in children.
+func (s *Store) dropStrayNames(ctx context.Context, children, names string) error {
+	for offset := int64(0); ; {
+		page, err := s.rdb.ZRange(ctx, names, offset, offset+tidyPage-1).Result()
+		if err != nil || len(page) == 0 {
+			return err
+		}
+		scores, err := s.rdb.ZMScore(ctx, children, page...).Result()
+		if err != nil {
+			return err
+		}
+		args := make([]any, 0, len(page))
+		for i, c := range page {
+			if scores[i] == 0 { // absent (a child's score is an expiry or +inf)
+				args = append(args, c)
+			}
+		}
+		removed := 0
+		if len(args) > 0 {
+			if removed, err = unlistStrayNamesScript.Run(ctx, s.rdb, []string{children, names}, args...).Int(); err != nil {
+				return err
+			}
+		}
+		if len(page) < tidyPage {
+			return nil
+		}
+		offset += int64(len(page) - removed)
 	}
 }
 
