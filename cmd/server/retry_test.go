@@ -43,8 +43,6 @@ func TestTimedOutWriteIsNotSentAgain(t *testing.T) {
 		t.Fatalf("a batch slower than the read timeout: %v, want ErrUnavailable", err)
 	}
 	// Redis got the batch whole and ran it once.
-	check := store.New
-	_ = check
 	c := srv.Client(t)
 	seq, err := c.Get(ctx, "ms:{#memsync}#events-seq").Int()
 	if err != nil || seq != len(ops) {

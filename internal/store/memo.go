@@ -17,9 +17,11 @@ const (
 
 // indexMemo remembers the scores this instance recently raised the roots
 // and children indexes to. Their members' scores only ever rise (ZADD GT)
-// and nothing removes a member whose score is in the future, so a write
-// whose expiry is no later than a score raised within memoTTL can skip the
-// ZADD: it would change nothing.
+// and Tidy removes none whose score is in the future, so a write whose
+// expiry is no later than a score raised within memoTTL can skip the ZADD:
+// it would change nothing. A delete on a single Redis does remove the
+// members of a subtree it empties; the write that creates a key there next
+// raises them again in its own script (ensureParents), memo or not.
 type indexMemo struct {
 	mu sync.Mutex
 	m  map[string]memoEntry

@@ -12,8 +12,9 @@ import (
 )
 
 // Tidying the listing indexes. Writes raise the namespaces, roots and
-// children indexes (ZADD GT) to the expiry of what they write, and nothing
-// else touches them, so without tidying every namespace, first and second
+// children indexes (ZADD GT) to the expiry of what they write, and only a
+// delete on a single Redis takes anything out (dropParents, for a subtree
+// it empties), so without tidying every namespace, first and second
 // segment ever written stays listed, its score in the past, long after its
 // keys expired: a fleet that names a subtree per task would grow the
 // children index of tasks by one member per task, forever.
