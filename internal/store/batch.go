@@ -409,6 +409,16 @@ func (it *batchItem) scriptErr() error {
 	return nil
 }
 
+// LoadScripts puts the write scripts in Redis's script cache now, rather
+// than leaving it to the first write that finds them missing. It returns
+// ErrUnavailable when Redis does not take them.
+func (s *Store) LoadScripts(ctx context.Context) error {
+	if err := s.loadScripts(ctx); err != nil {
+		return fmt.Errorf("%w: loading scripts: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // loadScripts puts the write scripts in the script cache (of every master,
 // on Cluster).
 func (s *Store) loadScripts(ctx context.Context) error {
