@@ -61,6 +61,37 @@ func TestTimedOutWriteIsNotSentAgain(t *testing.T) {
 	t.Fatal("in 10 attempts, no batch reached Redis whole: this test needs one to")
 }
 
+// behindBusyRedis runs f while a script keeps Redis busy for 200 ms: what
+// f sends then waits, and runs once the script ends.
+func behindBusyRedis(t *testing.T, c *redis.Client, f func()) {
+	t.Helper()
+	busy := make(chan error, 1)
+	go func() {
+		busy <- c.Eval(context.Background(), `
+local function now() local t = redis.call("TIME") return t[1] * 1000000 + t[2] end
+local start = now()
+while now() - start < 200000 do end
+return 1`, nil).Err()
+	}()
+	time.Sleep(50 * time.Millisecond) // the script is running
+	f()
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitKey waits until key exists.
+func awaitKey(t *testing.T, c *redis.Client, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Exists(context.Background(), key).Val() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared: the timed-out write never ran, and this test needs it to have", key)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // storeWithReadTimeout returns a store on srv through a client configured as
 // the server's (tune), with readTimeout (0: the server's). A short
 // readTimeout must cut the write, not what comes before it: the scripts are
@@ -104,4 +135,42 @@ func storeWithReadTimeout(t *testing.T, srv *redistest.Server, readTimeout time.
 		}
 	}
 	return hasty
+}
+
+// What a client does about such a timeout: send the write again under the
+// same idempotency key, and be told it was applied. Here Redis is kept busy
+// by a slow script for longer than a read timeout of 1 ms, then runs the
+// write; the retry through a client with the server's own timeouts is
+// answered with that write, and Redis has one version and one event.
+func TestTimedOutWriteIsRetriedUnderItsIdempotencyKey(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	c := srv.Client(t)
+	hasty, patient := storeWithReadTimeout(t, srv, time.Millisecond), storeWithReadTimeout(t, srv, 0)
+	req := store.PutRequest{Value: json.RawMessage(`{"status":"done"}`), Writer: "w1", IdempotencyKey: "finish-T1", IfNoneMatch: true}
+
+	behindBusyRedis(t, c, func() {
+		if _, err := hasty.Put(ctx, "test", "tasks/T1/state", req); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("a put behind a busy Redis, with a read timeout of 1 ms: %v, want ErrUnavailable", err)
+		}
+	})
+	key := "ms:{test/tasks/T1}/state"
+	awaitKey(t, c, key)
+
+	res, err := patient.Put(ctx, "test", "tasks/T1/state", req)
+	if err != nil || !res.Replayed {
+		t.Fatalf("the retry: replayed %v, %v; want the timed-out write's answer", res.Replayed, err)
+	}
+	if clocks := c.HGet(ctx, key, "clocks").Val(); clocks != "1|w1|w1=1" {
+		t.Errorf("clocks = %q, want one write by w1", clocks)
+	}
+	if seq, err := c.Get(ctx, "ms:{#memsync}#events-seq").Int(); err != nil || seq != 1 {
+		t.Errorf("events logged: %d, %v; want 1", seq, err)
+	}
+	// Without the key, the same retry is refused: If-None-Match fails on
+	// the key its own first attempt created.
+	req.IdempotencyKey = ""
+	if _, err := patient.Put(ctx, "test", "tasks/T1/state", req); !errors.Is(err, store.ErrPreconditionFailed) {
+		t.Errorf("the retry without an idempotency key: %v, want ErrPreconditionFailed", err)
+	}
 }

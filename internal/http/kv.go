@@ -207,6 +207,9 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 			writeError(w, r, log, err)
 			return
 		}
+		if res.Replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		writeEntry(w, res.Entry, false)
 	}
 }
@@ -329,8 +332,9 @@ func queryValue(raw, name string) string {
 // maxScannedQuery is the longest query queryValue scans itself.
 const maxScannedQuery = 1024
 
-// writePreconditions reads the writer and the conditional headers of a
-// write: X-Worker-Id, If-Match, If-None-Match.
+// writePreconditions reads the writer, the conditional headers and the
+// idempotency key of a write: X-Worker-Id, If-Match, If-None-Match,
+// Idempotency-Key.
 func writePreconditions(r *http.Request) (store.PutRequest, error) {
 	var put store.PutRequest
 	put.Writer = r.Header.Get("X-Worker-Id")
@@ -350,6 +354,10 @@ func writePreconditions(r *http.Request) (store.PutRequest, error) {
 	}
 	if put.IfMatch != "" && put.IfNoneMatch {
 		return put, fmt.Errorf("%w: If-Match and If-None-Match together can never both hold", errInvalidArgument)
+	}
+	put.IdempotencyKey = r.Header.Get("Idempotency-Key")
+	if put.IdempotencyKey != "" && !clock.ValidID(put.IdempotencyKey) {
+		return put, fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument)
 	}
 	return put, nil
 }

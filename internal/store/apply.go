@@ -61,7 +61,7 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 	for _, w := range writes {
 		if op := w.put; op != nil {
 			cmd = append(cmd, keys.Redis(op.ns, op.key), index(op.ns, op.key))
-			cond := op.req.IfMatch
+			cond := op.ifMatchArg()
 			if op.req.IfNoneMatch {
 				cond = "!" + cond
 			}

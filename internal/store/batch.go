@@ -163,6 +163,9 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 		return fmt.Errorf("%w: op must be put, get or delete, not %q", ErrInvalidArgument, op.Kind)
 	}
 	req := op.PutRequest
+	if req.IdempotencyKey != "" {
+		return fmt.Errorf("%w: a batch op takes no idempotency key", ErrInvalidArgument)
+	}
 	ttl, err := s.checkPut(op.Namespace, op.Key, &req)
 	if err != nil {
 		return err
@@ -188,6 +191,9 @@ func (s *Store) checkPut(ns, key string, req *PutRequest) (time.Duration, error)
 	}
 	if !clock.ValidID(req.Writer) {
 		return 0, fmt.Errorf("%w: writer id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.Writer)
+	}
+	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
+		return 0, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
 	}
 	v, ok := compactJSON(req.Value, req.ValueValid)
 	if !ok {

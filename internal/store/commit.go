@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -37,6 +39,7 @@ type writeOp struct {
 	value   []byte // compacted
 	ts, exp int64
 	etag    string
+	idem    string // idempotencyArg's, or ""
 
 	run      *redis.Cmd // putScript's call, on the per-write path
 	line     string     // the script's reply line for this write
@@ -92,7 +95,7 @@ func (c *committer) submit(ctx context.Context, op *writeOp) (PutResult, error) 
 	if op.unread {
 		// Read here rather than in the committer, which is off to the
 		// next pipeline meanwhile.
-		if op.res, op.err = c.s.parsePut(op); op.err == nil {
+		if op.res, op.err = c.s.parsePut(op); op.err == nil && !op.res.Replayed {
 			c.s.count.wrote(op.res)
 			c.s.count.published(op)
 		}
@@ -161,7 +164,7 @@ func (c *committer) commit(batch []*writeOp) {
 		for _, op := range pending {
 			op.run = putScript.EvalSha(ctx, pipe, []string{keys.Redis(op.ns, op.key), keys.SubtreeIndex(op.ns, op.key)},
 				op.key, op.req.Writer, op.req.Context.String(), envelopeTail(op), op.exp,
-				op.req.IfMatch, boolArg(op.req.IfNoneMatch), op.etag)
+				op.ifMatchArg(), boolArg(op.req.IfNoneMatch), op.etag)
 		}
 		_, _ = pipe.Exec(ctx) // each command's own error is read below
 		confirm()
@@ -190,7 +193,7 @@ func (c *committer) commit(batch []*writeOp) {
 	for _, op := range batch {
 		op.setReply(op.run.Slice())
 		op.res, op.err = s.parsePut(op)
-		if op.err != nil {
+		if op.err != nil || op.res.Replayed {
 			continue
 		}
 		if op.expired {
@@ -256,8 +259,14 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 	}
 	line := op.line
 	status, rest, _ := strings.Cut(line, " ")
-	if status == "precondition_failed" {
+	switch status {
+	case "precondition_failed":
 		return PutResult{}, fmt.Errorf("%w: %q changed or exists", ErrPreconditionFailed, op.key)
+	case "replayed":
+		return PutResult{Replayed: true}, nil // Put reads the entry
+	case "idempotency_mismatch":
+		return PutResult{}, fmt.Errorf("%w: idempotency key %q was used on %q for another request",
+			ErrInvalidArgument, op.req.IdempotencyKey, op.key)
 	}
 	var f [5]string // version, siblings, superseded, expired, event; the etag is op.etag
 	for i := range f {
@@ -299,10 +308,37 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 }
 
 // put writes one validated, compact value (see checkPut) through the
-// group committer.
-func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64) (PutResult, error) {
+// group committer; idem is idempotencyArg's, or "".
+func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64, idem string) (PutResult, error) {
 	return s.commit.submit(ctx, &writeOp{ns: ns, key: key, req: req, value: req.Value,
-		ts: ts, exp: exp, etag: newETag()})
+		ts: ts, exp: exp, etag: newETag(), idem: idem})
+}
+
+// idempotencyArg is what the write scripts get for req's IdempotencyKey
+// (see put in writeLib): the key and a digest of everything the request
+// asks, so that the same key on another request is told apart. "" when
+// req has none. ttl is the resolved TTL: the expiry itself moves with the
+// clock between a request and its retry.
+func idempotencyArg(req PutRequest, ttl time.Duration) string {
+	if req.IdempotencyKey == "" {
+		return ""
+	}
+	h := sha256.New()
+	for _, part := range []string{req.Writer, req.Context.String(), strconv.FormatInt(int64(ttl), 10),
+		req.IfMatch, boolArg(req.IfNoneMatch), string(req.Value)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return req.IdempotencyKey + " " + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// ifMatchArg is the If-Match argument of op's script: its If-Match, and
+// after a newline its idempotency argument when it has one.
+func (op *writeOp) ifMatchArg() string {
+	if op.idem == "" {
+		return op.req.IfMatch
+	}
+	return op.req.IfMatch + "\n" + op.idem
 }
 
 // envelopeTail is the stored envelope after its version, which the script

@@ -12,6 +12,10 @@ import "github.com/redis/go-redis/v9"
 //	                            clocks  "id|writer|clock;…" for every live sibling, the
 //	                                    clock in clock.Vector's text form; the scripts
 //	                                    read only this, never the values
+//	                            idem    "id digest etag;…": the idempotency keys of
+//	                                    the latest writes that carried one, latest
+//	                                    first, with a digest of each request and the
+//	                                    etag it made (PutRequest.IdempotencyKey)
 //	                            s:<id>  one sibling's envelope after its version,
 //	                                    as the write passed it in (its version is
 //	                                    in clocks): ,"timestamp":…,"writer":"…","value":…}
@@ -46,7 +50,9 @@ import "github.com/redis/go-redis/v9"
 //	ctx   context clock in text form, "" for none
 //	tail  the envelope after its version: `,"timestamp":…,"writer":"…","value":…}`
 //	exp   expiry in Unix ms, "0" for none
-//	ifm   If-Match etag, "*" for any existing state, "" for none
+//	ifm   If-Match etag, "*" for any existing state, "" for none; then,
+//	      for a write with an idempotency key, a newline and "id digest"
+//	      (idempotencyArg)
 //	inm   "1" for If-None-Match: *
 //	etag  the etag of the state this write creates
 //	xi    the global expiry index, whose member "ns/key" it scores by
@@ -64,7 +70,10 @@ import "github.com/redis/go-redis/v9"
 // stored envelopes of the other siblings still present (nil when the write
 // left a single sibling) and kept the clocks field written, whose entries
 // name those siblings in the same order (the new one last); or
-// "precondition_failed", current etag or "" when a condition fails.
+// "precondition_failed", current etag or "" when a condition fails; or
+// "replayed", etag when the key remembers the write's idempotency key (its
+// etag then is the one that write made), "idempotency_mismatch", "" when
+// it remembers the key for another request.
 // Several results rather than a table: no table per write.
 //
 // The index entry and the key's TTL are left alone when the key existed
@@ -237,18 +246,50 @@ local function dropParents(ns, key)
   if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
 end
 
+-- remember returns the idem field after a write under idempotency argument
+-- idem ("id digest") that made etag: "id digest etag" entries, latest
+-- first, the IdempotencyKeep latest of them.
+local function remember(done, idem, etag)
+  local t = {idem .. " " .. etag}
+  if done then
+    for e in string.gmatch(done, "[^;]+") do
+      if #t == 8 then break end -- IdempotencyKeep
+      t[#t + 1] = e
+    end
+  end
+  return table.concat(t, ";")
+end
+
 local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
+  -- An idempotent write passes its idempotency argument after ifm and a
+  -- newline.
+  local idem
+  local nl = string.find(ifm, "\n", 1, true)
+  if nl then idem, ifm = string.sub(ifm, nl + 1), string.sub(ifm, 1, nl - 1) end
   -- old: whether the key exists, and its etag when a condition needs it.
   -- Every write sets clocks, so clocks says the key exists.
-  local old, clocks, oldexp
-  if ifm == "" and inm == "" then
+  local old, clocks, oldexp, done
+  if ifm == "" and inm == "" and not idem then
     local cur = redis.call("HMGET", kd, "clocks", "exp")
     clocks, oldexp = cur[1], cur[2]
     old = clocks
   else
-    local cur = redis.call("HMGET", kd, "etag", "clocks", "exp")
-    old, clocks, oldexp = cur[1], cur[2], cur[3]
+    local cur = redis.call("HMGET", kd, "etag", "clocks", "exp", "idem")
+    old, clocks, oldexp, done = cur[1], cur[2], cur[3], cur[4]
   end
+  -- A write the key remembers was applied: it is not applied again, and
+  -- its conditions, which its own write may have made false, are not
+  -- checked again either.
+  if idem and done then
+    local id, digest = string.match(idem, "^(%S+) (%S+)$")
+    local at = string.find(";" .. done, ";" .. id .. " ", 1, true)
+    if at then
+      local d, e = string.match(done, "^%S+ (%S+) ([^;]+)", at)
+      if d ~= digest then return "idempotency_mismatch", "" end
+      return "replayed", e
+    end
+  end
+  if idem then idem = remember(done, idem, etag) end
   if ifm == "*" then
     if not old then return "precondition_failed", "" end
   elseif ifm ~= "" and old ~= ifm then
@@ -270,6 +311,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
       vjson = vjson or string.gsub(version, "([^,=]+)=", '"%1":')
       redis.call("HSET", kd, "s:" .. id, tail,
         "clocks", id .. "|" .. w .. "|" .. version, "etag", etag, "exp", exp)
+      if idem then redis.call("HSET", kd, "idem", idem) end
       settle(kd, ki, key, exp, old, oldexp, xi, ns)
       return "ok", etag, version, "1", "1", expired, vjson
     end
@@ -331,6 +373,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
   else
     redis.call("HSET", kd, "s:" .. id, tail, "clocks", kept, "etag", etag, "exp", exp)
   end
+  if idem then redis.call("HSET", kd, "idem", idem) end
   settle(kd, ki, key, exp, old, oldexp, xi, ns)
 
   local blobs

@@ -185,7 +185,19 @@ type PutRequest struct {
 	IfMatch string
 	// IfNoneMatch makes the write create the key only.
 	IfNoneMatch bool
+	// IdempotencyKey, when set, makes the write safe to send again: a key
+	// remembers the idempotency keys of its last IdempotencyKeep writes
+	// that carried one, and a write whose key it remembers is not applied
+	// again but answered with the key's current entry (Replayed). The same
+	// idempotency key on a different request (value, context, TTL,
+	// writer or conditions) is ErrInvalidArgument. 1-128 characters of
+	// [A-Za-z0-9._:@-]; Put only, not Batch.
+	IdempotencyKey string
 }
+
+// IdempotencyKeep is how many idempotency keys a key remembers: those of
+// its latest writes that carried one.
+const IdempotencyKeep = 8
 
 // PutResult is what a write did.
 type PutResult struct {
@@ -198,6 +210,10 @@ type PutResult struct {
 	Written Envelope
 	// EventID is the id of the put event announcing the write.
 	EventID uint64
+	// Replayed is true when the write had been applied already under its
+	// IdempotencyKey: nothing was written, no event sent, and Entry is the
+	// key's current state (Written and EventID are zero).
+	Replayed bool
 }
 
 // Put writes a value to key in namespace ns. It returns ErrInvalidKey,
@@ -208,9 +224,18 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		return PutResult{}, err
 	}
 	now := s.cfg.Now()
-	res, err := s.put(ctx, ns, key, req, now.UnixMilli(), expiry(now, ttl))
+	res, err := s.put(ctx, ns, key, req, now.UnixMilli(), expiry(now, ttl), idempotencyArg(req, ttl))
 	if err != nil {
 		return PutResult{}, err
+	}
+	if res.Replayed {
+		// Answered with what the key holds now: the write and anything
+		// after it. A key deleted since then is gone.
+		e, err := s.Get(ctx, ns, key, GetOptions{})
+		if err != nil {
+			return PutResult{}, err
+		}
+		return PutResult{Entry: e, Replayed: true}, nil
 	}
 	if len(res.Siblings) > s.cfg.SiblingCap {
 		if compacted, ok := s.compact(ctx, ns, key, req.Writer); ok {
@@ -255,7 +280,7 @@ func (s *Store) compact(ctx context.Context, ns, key, writer string) (PutResult,
 		last := cur.Siblings[len(cur.Siblings)-1]
 		res, err := s.put(ctx, ns, key, PutRequest{
 			Value: cur.Value, Context: cur.Version, Writer: writer, IfMatch: cur.ETag,
-		}, max(s.cfg.Now().UnixMilli(), last.Timestamp), cur.ExpiresAt)
+		}, max(s.cfg.Now().UnixMilli(), last.Timestamp), cur.ExpiresAt, "")
 		if err == nil {
 			return res, true
 		}

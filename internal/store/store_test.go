@@ -53,6 +53,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"PutGet":                TestPutGet,
 		"WriteSemantics":        TestWriteSemantics,
 		"ConditionalWrites":     TestConditionalWrites,
+		"IdempotentWrites":      TestIdempotentWrites,
 		"TTL":                   TestTTL,
 		"Delete":                TestDelete,
 		"SiblingCap":            TestSiblingCapMergesNeverDrops,

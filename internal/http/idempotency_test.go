@@ -1,0 +1,42 @@
+package http_test
+
+import (
+	"testing"
+
+	"github.com/memsync/memsync/internal/redistest"
+)
+
+// A PUT sent again under its Idempotency-Key is answered 200 with the key's
+// entry and Idempotent-Replayed, and is not applied again: here a create
+// (If-None-Match) whose retry would otherwise get 412.
+func TestIdempotencyKey(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		send := func(want int, path, body, key string) response {
+			t.Helper()
+			return h.must(want, "PUT", path, body, "X-Worker-Id", "w1", "If-None-Match", "*", "Idempotency-Key", key)
+		}
+		for _, path := range []string{"/v1/kv/tasks/T1/state", "/v1/tasks/T2/state"} {
+			first := send(200, path, `{"value":{"status":"done"}}`, "finish-1")
+			if first.header.Get("Idempotent-Replayed") != "" {
+				t.Errorf("%s: first write marked Idempotent-Replayed", path)
+			}
+			again := send(200, path, `{"value":{"status":"done"}}`, "finish-1")
+			if again.header.Get("Idempotent-Replayed") != "true" || again.header.Get("ETag") != first.header.Get("ETag") {
+				t.Errorf("%s: retry headers %v, want Idempotent-Replayed: true and ETag %s", path, again.header, first.header.Get("ETag"))
+			}
+			if e := again.json(t); e["version"].(map[string]any)["w1"] != float64(1) {
+				t.Errorf("%s: retry answered version %v, want w1: 1", path, e["version"])
+			}
+			if p := send(400, path, `{"value":{"status":"failed"}}`, "finish-1").json(t); p["code"] != "invalid_argument" {
+				t.Errorf("%s: the key on another body: code %v, want invalid_argument", path, p["code"])
+			}
+			if p := send(412, path, `{"value":{"status":"done"}}`, "finish-2").json(t); p["code"] != "precondition_failed" {
+				t.Errorf("%s: another key: code %v, want precondition_failed", path, p["code"])
+			}
+		}
+		if p := h.must(400, "PUT", "/v1/kv/tasks/T3/state", `{"value":1}`, "Idempotency-Key", "no spaces").json(t); p["code"] != "invalid_argument" {
+			t.Errorf("malformed Idempotency-Key: code %v, want invalid_argument", p["code"])
+		}
+	})
+}

@@ -1,0 +1,137 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/store"
+)
+
+// eventsLogged reads how many change events have been numbered: a write
+// applied twice would log two.
+func eventsLogged(t *testing.T, b redistest.Backend) int {
+	t.Helper()
+	n, err := b.Client.Get(context.Background(), "ms:{#memsync}#events-seq").Int()
+	if err != nil {
+		t.Fatalf("events-seq: %v", err)
+	}
+	return n
+}
+
+func TestIdempotentWrites(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		req := func(value, idem string) store.PutRequest {
+			return store.PutRequest{Value: json.RawMessage(value), Writer: "w1", IdempotencyKey: idem}
+		}
+		first, err := s.Put(ctx, ns, "idem/k", req(`"a"`, "req-1"))
+		if err != nil || first.Replayed {
+			t.Fatalf("first put: replayed %v, %v", first.Replayed, err)
+		}
+		events := eventsLogged(t, b)
+
+		// Sent again: answered, not applied.
+		again, err := s.Put(ctx, ns, "idem/k", req(`"a"`, "req-1"))
+		if err != nil {
+			t.Fatalf("the same put again: %v", err)
+		}
+		if !again.Replayed || again.ETag != first.ETag || string(again.Value) != `"a"` ||
+			again.Version.Compare(clock.Vector{"w1": 1}) != clock.Equal {
+			t.Errorf("the same put again = replayed %v, etag %s (first %s), value %s, version %v; want the first write's state",
+				again.Replayed, again.ETag, first.ETag, again.Value, again.Version)
+		}
+		if got := eventsLogged(t, b); got != events {
+			t.Errorf("events logged = %d after the retry, want %d: a retry must not announce a write", got, events)
+		}
+
+		// The same idempotency key on another request is refused, whole.
+		if _, err := s.Put(ctx, ns, "idem/k", req(`"b"`, "req-1")); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("another value under the same key: %v, want ErrInvalidArgument", err)
+		}
+		other := req(`"a"`, "req-1")
+		other.TTL = ttl(0)
+		if _, err := s.Put(ctx, ns, "idem/k", other); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("another TTL under the same key: %v, want ErrInvalidArgument", err)
+		}
+		if e := mustGet(t, s, "idem/k", store.GetOptions{}); e.ETag != first.ETag {
+			t.Errorf("refused requests changed the key: etag %s, want %s", e.ETag, first.ETag)
+		}
+
+		// A condition that the write itself made false does not fail its
+		// retry: a create, and a compare-and-set.
+		create := req(`"c"`, "req-create")
+		create.IfNoneMatch = true
+		for i := range 2 {
+			res, err := s.Put(ctx, ns, "idem/new", create)
+			if err != nil || res.Replayed != (i == 1) {
+				t.Errorf("create, attempt %d: replayed %v, %v", i+1, res.Replayed, err)
+			}
+		}
+		cas := req(`"d"`, "req-cas")
+		cas.IfMatch = first.ETag
+		var casETag string
+		for i := range 2 {
+			res, err := s.Put(ctx, ns, "idem/k", cas)
+			if err != nil || res.Replayed != (i == 1) {
+				t.Fatalf("compare-and-set, attempt %d: replayed %v, %v", i+1, res.Replayed, err)
+			}
+			if i == 0 {
+				casETag = res.ETag
+			} else if res.ETag != casETag {
+				t.Errorf("compare-and-set retry: etag %s, want the write's %s", res.ETag, casETag)
+			}
+		}
+
+		// A retry after someone else wrote is answered with what the key
+		// holds now.
+		mustPut(t, s, "idem/k", "w2", `"e"`, nil)
+		res, err := s.Put(ctx, ns, "idem/k", cas)
+		if err != nil || !res.Replayed || len(res.Siblings) != 2 {
+			t.Errorf("retry after another writer: replayed %v, %d siblings, %v; want replayed, both siblings",
+				res.Replayed, len(res.Siblings), err)
+		}
+
+		// The key remembers its latest IdempotencyKeep idempotent writes.
+		for i := range store.IdempotencyKeep {
+			if _, err := s.Put(ctx, ns, "idem/k", req(fmt.Sprintf("%d", i), fmt.Sprintf("later-%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if res, err := s.Put(ctx, ns, "idem/k", req(`0`, "later-0")); err != nil || !res.Replayed {
+			t.Errorf("the oldest remembered write again: replayed %v, %v", res.Replayed, err)
+		}
+		res, err = s.Put(ctx, ns, "idem/k", cas) // forgotten: applied, and its If-Match fails now
+		if !errors.Is(err, store.ErrPreconditionFailed) {
+			t.Errorf("a write older than the %d remembered, again: replayed %v, %v; want it applied (412)",
+				store.IdempotencyKeep, res.Replayed, err)
+		}
+
+		// A deleted key forgets.
+		if err := s.Delete(ctx, ns, "idem/new", ""); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.Put(ctx, ns, "idem/new", create); err != nil || res.Replayed {
+			t.Errorf("retry after a delete: replayed %v, %v; want created again", res.Replayed, err)
+		}
+
+		// Refused before Redis: a malformed key, and a key in a batch.
+		if _, err := s.Put(ctx, ns, "idem/bad", req(`1`, "two words")); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("idempotency key with a space: %v, want ErrInvalidArgument", err)
+		}
+		results, err := s.Batch(ctx, []store.BatchOp{{Kind: store.OpPut, Namespace: ns, Key: "idem/batch", PutRequest: req(`1`, "b-1")}}, false)
+		if err != nil || len(results) != 1 || !errors.Is(results[0].Err, store.ErrInvalidArgument) {
+			t.Errorf("idempotency key in a batch: %+v, %v; want the op refused with ErrInvalidArgument", results, err)
+		}
+		for _, key := range []string{"idem/bad", "idem/batch"} {
+			if _, err := s.Get(ctx, ns, key, store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("%s exists after a refused write: %v", key, err)
+			}
+		}
+	})
+}
