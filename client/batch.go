@@ -154,8 +154,8 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]Batch
 // servers behind a load balancer see it once it is flushed.
 //
 // PutAsync takes WithContext and TTL. A queued write cannot be conditional:
-// with IfMatch or IfNoneMatch it fails with ErrInvalid before anything is
-// sent. It returns ErrInvalid for a bad key, value or TTL, and
+// with IfMatch, IfNoneMatch or IdempotencyKey it fails with ErrInvalid
+// before anything is sent. It returns ErrInvalid for a bad key, value or TTL, and
 // ErrUnavailable when the server's queue is full (Redis unreachable for
 // long). The typed keys are keys like any other: PutAsync(ctx,
 // "tasks/T1/state", v) queues what SyncTaskState(ctx, "T1", v) writes.
@@ -174,6 +174,9 @@ func (c *Client) PutAsync(ctx context.Context, key string, value any, opts ...Pu
 	}
 	if o.ifMatch != "" || o.ifNoneMatch {
 		return fmt.Errorf("memsync: PUT %s: a queued write cannot be conditional (IfMatch, IfNoneMatch): %w", path, ErrInvalid)
+	}
+	if o.idempotencyKey != "" {
+		return fmt.Errorf("memsync: PUT %s: a queued write takes no IdempotencyKey: %w", path, ErrInvalid)
 	}
 	body, err := putBody(path, value, o)
 	if err != nil {

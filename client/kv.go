@@ -51,6 +51,10 @@ type Entry struct {
 	// SiblingList holds every sibling, with WithSiblings or
 	// Resolve("siblings").
 	SiblingList []Sibling
+	// Replayed is true when Put was answered for a write applied earlier
+	// under the same IdempotencyKey: nothing was written this time, and
+	// the entry is the key's current state.
+	Replayed bool
 }
 
 // Sibling is one stored write of a key, concurrent with the others.
@@ -159,11 +163,12 @@ type PutOption interface{ applyPut(*putOptions) }
 type DeleteOption interface{ applyDelete(*deleteOptions) }
 
 type putOptions struct {
-	context     map[string]uint64
-	ttl         *int64
-	ifMatch     string
-	ifNoneMatch bool
-	err         error
+	context        map[string]uint64
+	ttl            *int64
+	ifMatch        string
+	ifNoneMatch    bool
+	idempotencyKey string
+	err            error
 }
 
 type deleteOptions struct{ ifMatch string }
@@ -197,6 +202,17 @@ func TTL(d time.Duration) PutOption {
 // IfNoneMatch makes the write create-only: it fails with
 // ErrPreconditionFailed when the key exists.
 func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNoneMatch = true }) }
+
+// IdempotencyKey names the write (a UUID, say) so that it is safe to send
+// again when it is not known whether it was applied, after a timeout or
+// ErrUnavailable: the server remembers the idempotency keys of a key's 8
+// latest writes that carried one, and answers a write it remembers with the
+// key's current entry (Entry.Replayed) instead of applying it again. The
+// same idempotency key on another write (value, context, TTL, conditions)
+// fails with ErrInvalid. Not for PutAsync.
+func IdempotencyKey(key string) PutOption {
+	return putOptionFunc(func(o *putOptions) { o.idempotencyKey = key })
+}
 
 // Precondition is a compare-and-set condition, for Put and Delete.
 type Precondition struct{ etag string }
@@ -396,10 +412,19 @@ func (c *Client) putEntry(ctx context.Context, path string, value any, opts []Pu
 	if o.ifNoneMatch {
 		h.Set("If-None-Match", "*")
 	}
-	var e Entry
-	if err := c.do(ctx, request{method: http.MethodPut, path: path, header: h, body: body}, &e); err != nil {
+	if o.idempotencyKey != "" {
+		h.Set("Idempotency-Key", o.idempotencyKey)
+	}
+	resp, err := c.send(ctx, request{method: http.MethodPut, path: path, header: h, body: body})
+	if err != nil {
 		return nil, err
 	}
+	defer resp.Body.Close()
+	var e Entry
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		return nil, fmt.Errorf("memsync: PUT %s: decode %d response: %w", path, resp.StatusCode, err)
+	}
+	e.Replayed = resp.Header.Get("Idempotent-Replayed") == "true"
 	return &e, nil
 }
 
