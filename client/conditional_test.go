@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/memsync/memsync/client"
 	"github.com/memsync/memsync/internal/testserver"
@@ -68,5 +69,36 @@ func TestIdempotencyKeyAgainstServer(t *testing.T) {
 		if err != nil || e.Replayed != (i == 1) || e.Version["w1"] != 1 {
 			t.Errorf("typed write, attempt %d: %+v, %v", i+1, e, err)
 		}
+	}
+}
+
+// Lock under an IdempotencyKey, sent again while its grant holds the lock:
+// the same grant, Replayed and refreshed; the token releases the lock.
+func TestLockIdempotencyKeyAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	opts := client.LockOptions{TTL: 10 * time.Second, IdempotencyKey: "take-jobs"}
+	first, err := c.Lock(ctx, "jobs/nightly", opts)
+	if err != nil || first.Replayed {
+		t.Fatalf("first lock: %+v, %v", first, err)
+	}
+	time.Sleep(5 * time.Millisecond) // a refresh then shows in ExpiresAt
+	again, err := c.Lock(ctx, "jobs/nightly", opts)
+	if err != nil || !again.Replayed || again.Token != first.Token || again.Fence != first.Fence {
+		t.Fatalf("the lock again: %+v, %v; want the first grant, Replayed", again, err)
+	}
+	if !again.ExpiresAt().After(first.ExpiresAt()) {
+		t.Errorf("the grant given again expires at %v, not after the first answer's %v: it was not refreshed",
+			again.ExpiresAt(), first.ExpiresAt())
+	}
+	if _, err := c.Lock(ctx, "jobs/nightly", client.LockOptions{TTL: time.Second, IdempotencyKey: "take-jobs"}); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("the key with another TTL: %v, want ErrInvalid", err)
+	}
+	if err := again.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.LockHolder(ctx, "jobs/nightly"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("after release: %v, want ErrNotFound", err)
 	}
 }

@@ -35,6 +35,12 @@ type LockOptions struct {
 	// Owner names the holder for LockHolder and for others' ErrLockHeld.
 	// Defaults to the client's worker id.
 	Owner string
+	// IdempotencyKey names this acquire (a UUID, say) so that it is safe to
+	// send again when it is not known whether it was granted (a timeout,
+	// ErrUnavailable): while the grant it made holds the lock, Lock under
+	// the same key returns that grant (Lock.Replayed), token included,
+	// instead of ErrLockHeld. With another Owner or TTL it is ErrInvalid.
+	IdempotencyKey string
 }
 
 // Lock is a held lease on a named lock: the handle Lock and AcquireTaskLock
@@ -57,6 +63,10 @@ type Lock struct {
 	Fence uint64
 	// AcquiredAt is when the lock was granted, by the server's clock.
 	AcquiredAt time.Time
+	// Replayed is true when the grant was made to an earlier request under
+	// the same LockOptions.IdempotencyKey. Lock refreshed it before
+	// returning, so its lease counts from a request this process timed.
+	Replayed bool
 
 	c    *Client
 	path string // the lock's resource: /v1/locks/{name} or /v1/tasks/{id}/lock
@@ -151,17 +161,34 @@ func (c *Client) acquire(ctx context.Context, path, name string, opts LockOption
 		WaitMs int64  `json:"wait_ms,omitempty"`
 		Owner  string `json:"owner,omitempty"`
 	}{TTLMs: ceilMillis(ttl), WaitMs: ceilMillis(opts.Wait), Owner: owner}
+	var h http.Header
+	if opts.IdempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {opts.IdempotencyKey}}
+	}
 	start := time.Now()
-	var g grantJSON
-	if err := c.do(ctx, request{method: http.MethodPost, path: path, body: body}, &g); err != nil {
+	resp, err := c.send(ctx, request{method: http.MethodPost, path: path, header: h, body: body})
+	if err != nil {
 		return nil, err
+	}
+	defer resp.Body.Close()
+	var g grantJSON
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		return nil, fmt.Errorf("memsync: POST %s: decode %d response: %w", path, resp.StatusCode, err)
 	}
 	if g.Name == "" {
 		g.Name = name
 	}
 	l := &Lock{Name: g.Name, Owner: g.Owner, Token: g.Token, Fence: g.Fence,
-		AcquiredAt: fromMillis(g.AcquiredAt), c: c, path: path}
+		AcquiredAt: fromMillis(g.AcquiredAt), c: c, path: path,
+		Replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
 	l.renewed(start, ttl, fromMillis(g.ExpiresAt))
+	if l.Replayed {
+		// The lease began before start, at an earlier request whose time
+		// this call does not know: renew it from now.
+		if err := l.Refresh(ctx, ttl); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 

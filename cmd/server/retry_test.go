@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/store"
 )
@@ -172,5 +173,66 @@ func TestTimedOutWriteIsRetriedUnderItsIdempotencyKey(t *testing.T) {
 	req.IdempotencyKey = ""
 	if _, err := patient.Put(ctx, "test", "tasks/T1/state", req); !errors.Is(err, store.ErrPreconditionFailed) {
 		t.Errorf("the retry without an idempotency key: %v, want ErrPreconditionFailed", err)
+	}
+}
+
+// The same for a lock: an acquire held back behind a busy Redis past a read
+// timeout of 1 ms is granted once Redis runs it, but its caller hears 503.
+// Sent again under its idempotency key, it gets that grant, whose token
+// releases the lock; without the key it would get 409 for its own lock
+// until the lease ran out.
+func TestTimedOutLockIsRetriedUnderItsIdempotencyKey(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	c := srv.Client(t)
+	lockerOn := func(readTimeout time.Duration) *lock.Locker {
+		opts := tune(&redis.Options{Addr: srv.Addr, MinIdleConns: 4})
+		opts.ReadTimeout = readTimeout
+		rdb := redis.NewClient(opts)
+		t.Cleanup(func() { rdb.Close() })
+		l := lock.New(rdb, lock.Options{})
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	patient := lockerOn(redisIOTimeout)
+	hasty := lockerOn(time.Millisecond)
+	req := lock.AcquireRequest{TTL: time.Minute, Owner: "w1", IdempotencyKey: "take-T1"}
+	// Both load the script while Redis is idle; the hasty one may need
+	// tries (it times out after 1 ms), and then keeps its connections.
+	g, err := patient.Acquire(ctx, "test", "tasks/T0", lock.AcquireRequest{TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := 0; ; try++ {
+		_, err := hasty.Acquire(ctx, "test", "tasks/T0", lock.AcquireRequest{TTL: time.Second})
+		if errors.Is(err, lock.ErrLockHeld) {
+			break
+		}
+		if try == 100 {
+			t.Fatalf("no acquire on the hasty client answered within 1 ms: %v", err)
+		}
+	}
+	if err := patient.Release(ctx, "test", "tasks/T0", g.Token); err != nil {
+		t.Fatal(err)
+	}
+
+	behindBusyRedis(t, c, func() {
+		if _, err := hasty.Acquire(ctx, "test", "tasks/T1", req); !errors.Is(err, lock.ErrUnavailable) {
+			t.Fatalf("an acquire behind a busy Redis, with a read timeout of 1 ms: %v, want ErrUnavailable", err)
+		}
+	})
+	awaitKey(t, c, "ms:{test/tasks/T1}#lock")
+
+	without := req
+	without.IdempotencyKey = ""
+	if _, err := patient.Acquire(ctx, "test", "tasks/T1", without); !errors.Is(err, lock.ErrLockHeld) {
+		t.Errorf("the retry without the idempotency key: %v, want ErrLockHeld (its own grant)", err)
+	}
+	again, err := patient.Acquire(ctx, "test", "tasks/T1", req)
+	if err != nil || !again.Replayed {
+		t.Fatalf("the retry: %+v, %v; want the timed-out acquire's grant", again, err)
+	}
+	if err := patient.Release(ctx, "test", "tasks/T1", again.Token); err != nil {
+		t.Errorf("release with the token given again: %v", err)
 	}
 }

@@ -40,3 +40,26 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 	})
 }
+
+// A lock acquire sent again under its Idempotency-Key, while its grant
+// holds the lock, gets the grant again (Idempotent-Replayed), token
+// included; on /v1/locks and on the task route.
+func TestLockIdempotencyKey(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		for _, path := range []string{"/v1/locks/jobs/nightly", "/v1/tasks/T5/lock"} {
+			first := h.mustGrant(path, `{"ttl_ms":30000}`, "X-Worker-Id", "w1", "Idempotency-Key", "take-1")
+			r := h.must(200, "POST", path, `{"ttl_ms":30000}`, "X-Worker-Id", "w1", "Idempotency-Key", "take-1")
+			again := decodeGrant(t, r)
+			if r.header.Get("Idempotent-Replayed") != "true" || again.Token == nil || *again.Token != *first.Token || again.Fence != first.Fence {
+				t.Errorf("%s again: %+v, headers %v; want the first grant %+v, Idempotent-Replayed", path, again, r.header, first)
+			}
+			if p := h.must(400, "POST", path, `{"ttl_ms":1000}`, "X-Worker-Id", "w1", "Idempotency-Key", "take-1").json(t); p["code"] != "invalid_argument" {
+				t.Errorf("%s, the key with another ttl: code %v", path, p["code"])
+			}
+			if p := h.must(409, "POST", path, `{"ttl_ms":30000}`, "X-Worker-Id", "w1", "Idempotency-Key", "take-2").json(t); p["code"] != "lock_held" {
+				t.Errorf("%s, another key: code %v", path, p["code"])
+			}
+		}
+	})
+}

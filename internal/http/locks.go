@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
 )
@@ -136,6 +137,11 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, err)
 			return
 		}
+		idem := r.Header.Get("Idempotency-Key")
+		if idem != "" && !clock.ValidID(idem) {
+			writeError(w, r, log, fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
+			return
+		}
 		ctx := r.Context()
 		if req.WaitMs > 0 {
 			// A token revoked or expiring while the request waits ends
@@ -145,9 +151,10 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			defer stop()
 		}
 		g, err := lk.Acquire(ctx, ns, name, lock.AcquireRequest{
-			TTL:   time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
-			Wait:  time.Duration(min(req.WaitMs, maxMillis)) * time.Millisecond,
-			Owner: owner,
+			TTL:            time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
+			Wait:           time.Duration(min(req.WaitMs, maxMillis)) * time.Millisecond,
+			Owner:          owner,
+			IdempotencyKey: idem,
 		})
 		if err != nil {
 			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
@@ -155,6 +162,9 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			}
 			writeError(w, r, log, err)
 			return
+		}
+		if g.Replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		writeJSON(w, http.StatusOK, newGrantResponse(g))
 	}

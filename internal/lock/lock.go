@@ -20,7 +20,9 @@
 // slot; see package keys):
 //
 //	ms:{N/sub}…#lock        hash: token, owner, fence, acquired_at, expires_at
-//	                        (ms since the epoch, Redis clock); PEXPIREAT expires_at
+//	                        (ms since the epoch, Redis clock), and idem ("<key>
+//	                        <digest>") for a grant made under an idempotency
+//	                        key; PEXPIREAT expires_at
 //	ms:{N/sub}…#lock-fence  string: the last fence given for L; expires
 //	                        fenceKeep after the lease it was set for
 //	ms:{N/sub}…#lock-line   sorted set: the waiters in line, by token, scored
@@ -49,6 +51,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/pipeline"
 	"github.com/memsync/memsync/internal/rediserr"
@@ -163,6 +166,12 @@ type AcquireRequest struct {
 	// Owner names the holder for Holder, List and HeldError (optional; at
 	// most MaxOwnerLen bytes).
 	Owner string
+	// IdempotencyKey, when set, makes the acquire safe to send again: while
+	// the lock is held by the grant an acquire under this key made, an
+	// acquire under it gets that grant again (Grant.Replayed), token
+	// included, rather than ErrLockHeld. The same key with another Owner
+	// or TTL is ErrInvalidArgument. 1-128 characters of [A-Za-z0-9._:@-].
+	IdempotencyKey string
 }
 
 // Grant is a held lock.
@@ -177,6 +186,9 @@ type Grant struct {
 	// AcquiredAt and ExpiresAt are by the Redis clock, to the millisecond.
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
+	// Replayed is true when the grant was made earlier, to an acquire under
+	// the same AcquireRequest.IdempotencyKey.
+	Replayed bool
 }
 
 // Info describes the holder of a lock, without its token.
@@ -283,6 +295,9 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	if len(req.Owner) > MaxOwnerLen {
 		return Grant{}, fmt.Errorf("%w: owner is %d bytes, more than %d", ErrInvalidArgument, len(req.Owner), MaxOwnerLen)
 	}
+	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
+		return Grant{}, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
+	}
 	token, err := newToken()
 	if err != nil {
 		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
@@ -294,7 +309,9 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	} else {
 		g, err = l.wait(ctx, ns, name, token, req)
 	}
-	l.count(time.Since(start), err)
+	if !g.Replayed { // a grant made earlier was counted then
+		l.count(time.Since(start), err)
+	}
 	return g, err
 }
 
@@ -333,7 +350,7 @@ const contentionThreshold = 5 * time.Millisecond
 func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireRequest, lease time.Duration) (Grant, error) {
 	lockKey := keys.Aux(ns, name, "lock")
 	scriptKeys := []string{lockKey, keys.Aux(ns, name, "lock-fence"), lineKey(ns, name), leasesKey(ns, name)}
-	scriptArgs := []any{token, req.TTL.Milliseconds(), req.Owner, lease.Milliseconds()}
+	scriptArgs := []any{token, req.TTL.Milliseconds(), req.Owner, lease.Milliseconds(), idempotencyArg(req)}
 	// The index is in another hash slot, so the script cannot write it; its
 	// entry goes in the same round trip, before the script's answer is
 	// known. That is safe because entries are per grant (see member) and
@@ -366,6 +383,10 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	if err != nil {
 		return Grant{}, redisError("acquire", name, err)
 	}
+	if ok, _ := toInt(res[0]); ok == -1 && len(res) == 1 {
+		return Grant{}, fmt.Errorf("%w: idempotency key %q was used on lock %q for another owner or TTL",
+			ErrInvalidArgument, req.IdempotencyKey, name)
+	}
 	if len(res) != 4 && len(res) != 5 {
 		return Grant{}, fmt.Errorf("lock: acquire %q: unexpected script reply %v", name, res)
 	}
@@ -392,6 +413,10 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return Grant{}, fmt.Errorf("lock: acquire %q: %w", name, err)
 	}
+	replayed := len(res) == 5
+	if replayed {
+		token, _ = res[4].(string) // the earlier grant's
+	}
 	return Grant{
 		Name:       name,
 		Owner:      req.Owner,
@@ -399,7 +424,18 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 		Fence:      fence,
 		AcquiredAt: time.UnixMilli(acq),
 		ExpiresAt:  time.UnixMilli(exp),
+		Replayed:   replayed,
 	}, nil
+}
+
+// idempotencyArg is acquireScript's ARGV[5] for req: its idempotency key
+// and a digest of what it asks (owner, TTL), or "" without a key.
+func idempotencyArg(req AcquireRequest) string {
+	if req.IdempotencyKey == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte(req.Owner + "\x00" + strconv.FormatInt(req.TTL.Milliseconds(), 10)))
+	return req.IdempotencyKey + " " + hex.EncodeToString(h[:12])
 }
 
 // trimDue reports whether ns's lock index is due for a trim (see

@@ -58,6 +58,7 @@ func TestValidation(t *testing.T) {
 			{"negative wait", ns, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Wait: -1}, false},
 			{"wait above max", ns, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Wait: 11 * time.Second}, false},
 			{"owner too long", ns, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Owner: strings.Repeat("w", lock.MaxOwnerLen+1)}, false},
+			{"bad idempotency key", ns, "tasks/T1", lock.AcquireRequest{TTL: time.Second, IdempotencyKey: "a b"}, false},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

@@ -46,18 +46,27 @@ const fenceKeepMs = "604800000"
 // instance died, or stopped renewing) are dropped from the head of the line
 // when met. A grant leaves the line.
 //
-// KEYS[1] lock hash (fields token, owner, fence, acquired_at, expires_at)
+// An acquire with an idempotency key that the held lock's grant was made
+// under gets that grant again, token included: the request that took the
+// lock but never heard so (a timeout) can send it again.
+//
+// KEYS[1] lock hash (fields token, owner, fence, acquired_at, expires_at,
+// and idem for a grant made under an idempotency key)
 // KEYS[2] fence counter (string, kept fenceKeep past the lease it was set for)
 // KEYS[3] line of waiters (sorted set: member token, score arrival in µs)
 // KEYS[4] waiters' leases (hash: token → "<lease end ms>|<owner>")
 // ARGV[1] token, ARGV[2] TTL in ms (integer >= 1), ARGV[3] owner,
-// ARGV[4] a waiter's lease in ms, "0" for an acquire that does not wait
+// ARGV[4] a waiter's lease in ms, "0" for an acquire that does not wait,
+// ARGV[5] "<idempotency key> <digest of owner and TTL>", "" for none
 //
 // Returns {1, fence, acquired_at_ms, expires_at_ms} when granted (fence as a
 // decimal string), or {0, holder_owner, holder_expires_at_ms, now_ms} when the
 // lock is held (holder_expires_at_ms is 0 for a key without TTL, which these
 // scripts never create), or free but kept for the first waiter in line: then
-// {0, that waiter's owner, the end of its lease, now_ms, that waiter's token}.
+// {0, that waiter's owner, the end of its lease, now_ms, that waiter's token};
+// {1, fence, acquired_at_ms, expires_at_ms, token} when the lock is held by
+// the grant made under ARGV[5]; {-1} when it is held by a grant made under
+// the same idempotency key for another owner or TTL.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -80,8 +89,16 @@ local function stand()
 end
 -- Every lock hash has an owner field ("" for none): one read says whether
 -- the lock is held, and by whom until when.
-local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at')
+local idem = ARGV[5]
+local h = redis.call('HMGET', KEYS[1], 'owner', 'expires_at', 'idem')
 if h[1] then
+  if idem ~= '' and h[3] then
+    if h[3] == idem then
+      local g = redis.call('HMGET', KEYS[1], 'fence', 'acquired_at', 'token')
+      return {1, g[1], tonumber(g[2]), tonumber(h[2]), g[3]}
+    end
+    if string.match(h[3], '^%S+') == string.match(idem, '^%S+') then return {-1} end
+  end
   stand()
   local exp = tonumber(h[2])
   if not exp then
@@ -108,6 +125,7 @@ local exp = now + tonumber(ARGV[2])
 redis.call('SET', KEYS[2], fence, 'PX', string.format('%.0f', tonumber(ARGV[2]) + ` + fenceKeepMs + `))
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'owner', ARGV[3], 'fence', fence,
   'acquired_at', string.format('%.0f', now), 'expires_at', string.format('%.0f', exp))
+if idem ~= '' then redis.call('HSET', KEYS[1], 'idem', idem) end
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', exp))
 if lease > 0 then
   redis.call('ZREM', KEYS[3], ARGV[1])
