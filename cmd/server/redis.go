@@ -83,11 +83,13 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		opts.Protocol, opts.MaxRetries = redisProtocol, redisMaxRetries
 		// The cluster client sends a command again after a timeout too, up
 		// to MaxRedirects times, and redirects (MOVED, ASK) count against
-		// the same number: none, then. A command that meets a redirect (a
-		// failover, a resharding) fails with 503 once; the client reloads
-		// the slot map and the next request goes to the right node.
+		// the same number: none, then. A command refused with MOVED (a
+		// failover, a resharding) is sent again by followMoved instead,
+		// once the client has reloaded its slot map.
 		opts.MaxRedirects = redisMaxRetries
-		c = redis.NewClusterClient(opts)
+		cc := redis.NewClusterClient(opts)
+		cc.AddHook(followMoved{})
+		c = cc
 	case strings.Contains(rawURL, "master_name="):
 		opts, err := redis.ParseFailoverURL(rawURL)
 		if err != nil {
@@ -105,6 +107,90 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		c = redis.NewClient(tune(opts))
 	}
 	return c, func() { c.Close() }, nil
+}
+
+// followMoved sends again the commands a Cluster node refused with MOVED:
+// the slot has another master now (a failover, a resharding), and the node
+// ran nothing, so sending again cannot apply a write twice, as it could
+// after a timeout (redisMaxRetries). The refusal makes the client reload
+// its slot map in the background, so each try waits a little longer for
+// that: movedPauses in all, then the MOVED stands (a 503). ASK is left
+// alone: a slot in mid-migration sends its new keys to the other node
+// until the migration ends, which a reload does not hasten.
+//
+// A pipeline's refused commands are sent again as one pipeline, after the
+// rest: memsync pipelines only commands that do not depend on one
+// another's order within a hash slot, and one slot moves whole. It runs no
+// MULTI through the cluster client (an atomic batch uses a node's WATCH,
+// which fails with 503 on MOVED).
+type followMoved struct{}
+
+// movedPauses are the waits before each new try of a MOVED command: the
+// client reloads its slot map at once, or within 200 ms when it reloaded
+// just before.
+var movedPauses = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond,
+	80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond}
+
+func (followMoved) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (followMoved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		for _, pause := range movedPauses {
+			if !isMoved(err) || !sleepCtx(ctx, pause) {
+				break
+			}
+			cmd.SetErr(nil)
+			err = next(ctx, cmd)
+		}
+		return err
+	}
+}
+
+func (followMoved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, pause := range movedPauses {
+			var moved []redis.Cmder
+			for _, cmd := range cmds {
+				if isMoved(cmd.Err()) {
+					moved = append(moved, cmd)
+				}
+			}
+			if len(moved) == 0 || !sleepCtx(ctx, pause) {
+				break
+			}
+			for _, cmd := range moved {
+				cmd.SetErr(nil)
+			}
+			_ = next(ctx, moved)
+			err = nil
+			for _, cmd := range cmds { // the pipeline's error is its first command's, as go-redis has it
+				if err = cmd.Err(); err != nil {
+					break
+				}
+			}
+		}
+		return err
+	}
+}
+
+// isMoved reports whether err, as go-redis returns it, is a Cluster node's
+// MOVED refusal ("MOVED <slot> <host:port>").
+func isMoved(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "MOVED ")
+}
+
+// sleepCtx waits d, and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 func tune(o *redis.Options) *redis.Options {

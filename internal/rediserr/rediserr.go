@@ -14,8 +14,9 @@ import "strings"
 //     loaded again is refused whole (TestSentinelFailover met it as a 500);
 //   - MOVED, ASK: a Cluster slot moved (a failover, a resharding). The
 //     client does not follow redirects, which would send the command again
-//     after a timeout too (cmd/server's redisMaxRetries), but it reloads the
-//     slot map, so the next request goes to the right node.
+//     after a timeout too (cmd/server's redisMaxRetries); cmd/server's
+//     followMoved sends a MOVED command again for a while, as the client
+//     reloads its slot map. One that still meets MOVED, or ASK, ends here.
 var transientPrefixes = []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY ", "NOSCRIPT", "MOVED ", "ASK "}
 
 // Transient reports whether msg, a Redis error reply, means that the
