@@ -58,6 +58,9 @@ type BatchResult struct {
 	// index. Test it against nil before storing it in an error variable: a
 	// nil *APIError in an error is not a nil error.
 	Err *APIError
+	// Replayed is true for a put of BatchIdempotent applied by an earlier
+	// call under the same key: not applied again.
+	Replayed bool
 }
 
 // batchOpJSON is a BatchOp on the wire.
@@ -89,6 +92,24 @@ type batchOpJSON struct {
 //
 // A batch of no ops returns no results without asking the server.
 func (c *Client) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchResult, error) {
+	return c.batch(ctx, ops, atomic, "")
+}
+
+// BatchIdempotent runs ops as Batch does, not atomic, under idempotencyKey
+// (1-123 characters of [A-Za-z0-9._:@-]), so that the batch is safe to send
+// again when it is not known what it applied (an error, a 503 in a result):
+// each put is named by the key and its index, and a put applied by an
+// earlier call under the same key is not applied again; its result has
+// Replayed set and the key's current entry. Gets run again; a delete sent
+// again gets ErrNotFound if it deleted.
+func (c *Client) BatchIdempotent(ctx context.Context, idempotencyKey string, ops []BatchOp) ([]BatchResult, error) {
+	if idempotencyKey == "" {
+		return nil, errEmpty("idempotency key")
+	}
+	return c.batch(ctx, ops, false, idempotencyKey)
+}
+
+func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempotencyKey string) ([]BatchResult, error) {
 	if len(ops) == 0 {
 		return []BatchResult{}, nil
 	}
@@ -118,12 +139,17 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]Batch
 	}
 	var out struct {
 		Results []struct {
-			Status int          `json:"status"`
-			Entry  *Entry       `json:"entry"`
-			Error  *problemJSON `json:"error"`
+			Status   int          `json:"status"`
+			Entry    *Entry       `json:"entry"`
+			Error    *problemJSON `json:"error"`
+			Replayed bool         `json:"replayed"`
 		} `json:"results"`
 	}
-	if err := c.do(ctx, request{method: http.MethodPost, path: "/v1/batch", body: body}, &out); err != nil {
+	var h http.Header
+	if idempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {idempotencyKey}}
+	}
+	if err := c.do(ctx, request{method: http.MethodPost, path: "/v1/batch", header: h, body: body}, &out); err != nil {
 		return nil, err
 	}
 	if len(out.Results) != len(ops) {
@@ -131,7 +157,10 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]Batch
 	}
 	results := make([]BatchResult, len(ops))
 	for i, r := range out.Results {
-		results[i] = BatchResult{Status: r.Status, Entry: r.Entry}
+		results[i] = BatchResult{Status: r.Status, Entry: r.Entry, Replayed: r.Replayed}
+		if r.Entry != nil {
+			r.Entry.Replayed = r.Replayed
+		}
 		if r.Error != nil || r.Status >= 300 {
 			e := &APIError{Status: r.Status, Title: http.StatusText(r.Status), Op: i,
 				Method: http.MethodPost, Path: "/v1/batch"}

@@ -102,3 +102,21 @@ func TestLockIdempotencyKeyAgainstServer(t *testing.T) {
 		t.Errorf("after release: %v, want ErrNotFound", err)
 	}
 }
+
+// BatchIdempotent sent again: its put is Replayed, not applied again.
+func TestBatchIdempotentAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	ops := []client.BatchOp{{Op: client.OpPut, Key: "jobs/J1/state", Value: "queued"}}
+	for i := range 2 {
+		res, err := c.BatchIdempotent(ctx, "import-1", ops)
+		if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Replayed != (i == 1) ||
+			res[0].Entry.Replayed != (i == 1) || res[0].Entry.Version["w1"] != 1 {
+			t.Errorf("attempt %d: %+v, %v", i+1, res, err)
+		}
+	}
+	if _, err := c.BatchIdempotent(ctx, "", ops); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("empty key: %v, want ErrInvalid", err)
+	}
+}

@@ -197,9 +197,19 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
 			return
 		}
+		// A batch's Idempotency-Key names each of its puts: <key>.<index>.
+		idem := r.Header.Get("Idempotency-Key")
+		if idem != "" && (!clock.ValidID(idem) || len(idem) > maxBatchIdempotencyKey) {
+			writeError(w, r, log, fmt.Errorf("%w: a batch's Idempotency-Key must be 1-%d characters of [A-Za-z0-9._:@-]", errInvalidArgument, maxBatchIdempotencyKey))
+			return
+		}
 		var req batchRequest
 		if err := decodeBatch(r, cfg.MaxDepth, &req); err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		if idem != "" && req.Atomic {
+			writeError(w, r, log, fmt.Errorf("%w: an atomic batch takes no Idempotency-Key: give its ops if_match, and a batch sent again after it applied fails whole with 412", errInvalidArgument))
 			return
 		}
 		switch {
@@ -235,6 +245,9 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 				results[i] = result{Status: problemOf(err).Status, Error: ptr(problemOf(err))}
 				continue
 			}
+			if idem != "" && bop.Kind == store.OpPut {
+				bop.IdempotencyKey = idem + "." + strconv.Itoa(i)
+			}
 			ops = append(ops, bop)
 			at = append(at, i)
 		}
@@ -263,7 +276,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 					results[i] = result{Status: http.StatusNoContent}
 				default:
 					e := newEntryResponse(rr.Entry, false)
-					results[i] = result{Status: http.StatusOK, Entry: &e}
+					results[i] = result{Status: http.StatusOK, Entry: &e, Replayed: rr.Replayed}
 				}
 			}
 		}
@@ -276,7 +289,14 @@ type batchResult struct {
 	Status int            `json:"status"`
 	Entry  *entryResponse `json:"entry,omitempty"`
 	Error  *problem       `json:"error,omitempty"`
+	// Replayed: a put applied by an earlier request under the batch's
+	// Idempotency-Key, not applied again.
+	Replayed bool `json:"replayed,omitempty"`
 }
+
+// maxBatchIdempotencyKey leaves room, in an idempotency key's 128
+// characters, for the ".<index>" that names each put of a batch.
+const maxBatchIdempotencyKey = 123
 
 // writeBatchResults answers a batch with {"results": […]}, as writeJSON
 // would, byte for byte, but with the entries appended by hand: through
@@ -307,6 +327,9 @@ func writeBatchResults(w http.ResponseWriter, results []batchResult) {
 			}
 			b = append(b, `,"error":`...)
 			b = append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+		if r.Replayed {
+			b = append(b, `,"replayed":true`...)
 		}
 		b = append(b, '}')
 	}

@@ -25,6 +25,7 @@ func TestBatchResultsMatchEncodingJSON(t *testing.T) {
 		{},
 		{{Status: 200, Entry: &entry}},
 		{{Status: 200, Entry: &entry}, {Status: 204}, {Status: 404, Error: &nf}, {Status: 400, Error: &bad}},
+		{{Status: 200, Entry: &entry, Replayed: true}, {Status: 200, Entry: &entry}},
 	} {
 		rec := httptest.NewRecorder()
 		writeBatchResults(rec, results)

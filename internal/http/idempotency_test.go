@@ -63,3 +63,39 @@ func TestLockIdempotencyKey(t *testing.T) {
 		}
 	})
 }
+
+// A batch sent again under its Idempotency-Key: the puts it applied are
+// answered with "replayed": true and not applied again; its delete answers
+// 404; an atomic batch with a key is refused.
+func TestBatchIdempotencyKey(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		h.must(200, "PUT", "/v1/kv/jobs/old", `{"value":0}`)
+		body := `{"ops":[{"op":"put","key":"jobs/a","value":1},{"op":"delete","key":"jobs/old"},{"op":"put","key":"jobs/b","value":2}]}`
+		results := func(r response) []any {
+			t.Helper()
+			return r.json(t)["results"].([]any)
+		}
+		first := results(h.must(200, "POST", "/v1/batch", body, "X-Worker-Id", "w1", "Idempotency-Key", "batch-7"))
+		again := results(h.must(200, "POST", "/v1/batch", body, "X-Worker-Id", "w1", "Idempotency-Key", "batch-7"))
+		for i, want := range []struct {
+			status   float64
+			replayed any
+		}{{200, true}, {404, nil}, {200, true}} {
+			r := again[i].(map[string]any)
+			if r["status"] != want.status || r["replayed"] != want.replayed {
+				t.Errorf("op %d sent again: %v; want status %v, replayed %v", i, r, want.status, want.replayed)
+			}
+			if want.status == 200 {
+				e, f := r["entry"].(map[string]any), first[i].(map[string]any)["entry"].(map[string]any)
+				if e["etag"] != f["etag"] {
+					t.Errorf("op %d sent again: etag %v, want the first answer's %v", i, e["etag"], f["etag"])
+				}
+			}
+		}
+		atomic := `{"atomic":true,"ops":[{"op":"put","key":"jobs/c","value":3}]}`
+		if p := h.must(400, "POST", "/v1/batch", atomic, "Idempotency-Key", "batch-8").json(t); p["code"] != "invalid_argument" {
+			t.Errorf("atomic batch with a key: code %v", p["code"])
+		}
+	})
+}

@@ -59,6 +59,9 @@ type BatchResult struct {
 	// ErrUnavailable (Redis failed mid-batch: the op may or may not have
 	// been applied).
 	Err error
+	// Replayed is true for a put applied earlier under its IdempotencyKey:
+	// not applied again, and Entry is the key as it is now.
+	Replayed bool
 }
 
 // BatchError is the error of an atomic batch that applied nothing because
@@ -120,6 +123,11 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 		it := &items[i]
 		it.op = &ops[i]
 		it.err = s.prepareOp(it, now)
+		if it.err == nil && atomic && it.op.IdempotencyKey != "" {
+			// Its conditions are checked before its script runs (runAtomic),
+			// where a write that is remembered would skip them.
+			it.err = fmt.Errorf("%w: an atomic batch takes no idempotency keys: give its ops if_match, and a batch sent again after it applied fails whole with 412", ErrInvalidArgument)
+		}
 		if it.err != nil && atomic {
 			return nil, &BatchError{Index: i, Err: it.err}
 		}
@@ -163,9 +171,6 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 		return fmt.Errorf("%w: op must be put, get or delete, not %q", ErrInvalidArgument, op.Kind)
 	}
 	req := op.PutRequest
-	if req.IdempotencyKey != "" {
-		return fmt.Errorf("%w: a batch op takes no idempotency key", ErrInvalidArgument)
-	}
 	ttl, err := s.checkPut(op.Namespace, op.Key, &req)
 	if err != nil {
 		return err
@@ -175,7 +180,7 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 		at = op.At
 	}
 	it.w = writeOp{ns: op.Namespace, key: op.Key, req: req, value: req.Value,
-		ts: at.UnixMilli(), exp: expiry(at, ttl), etag: newETag()}
+		ts: at.UnixMilli(), exp: expiry(at, ttl), etag: newETag(), idem: idempotencyArg(req, ttl)}
 	return nil
 }
 
@@ -581,7 +586,7 @@ func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem,
 		w := &it.w
 		ks := []string{keys.Redis(w.ns, w.key), keys.SubtreeIndex(w.ns, w.key)}
 		args := []any{w.key, w.req.Writer, w.req.Context.String(), envelopeTail(w), w.exp,
-			w.req.IfMatch, boolArg(w.req.IfNoneMatch), w.etag}
+			w.ifMatchArg(), boolArg(w.req.IfNoneMatch), w.etag}
 		if s.oneScript() {
 			args = append(args, w.ns) // the script keeps the listing indexes (ownParents)
 		}
@@ -720,6 +725,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 	out := make([]BatchResult, len(items))
 	var events []*Event
 	var owners []*batchItem // owners[i] made events[i]; nil for expire events
+	var replayed []*batchItem
 	reads := 0
 	for i := range items {
 		it := &items[i]
@@ -737,6 +743,12 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			}
 			it.w.res, it.err = s.parsePut(&it.w)
 			if it.err != nil {
+				continue
+			}
+			if it.w.res.Replayed {
+				// Applied by an earlier batch: answered with the key as
+				// it is now (readReplayed), neither counted nor announced.
+				replayed = append(replayed, it)
 				continue
 			}
 			if published {
@@ -763,6 +775,9 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 		}
 	}
 	s.count.reads.Add(uint64(reads))
+	if len(replayed) > 0 {
+		s.readReplayed(ctx, replayed)
+	}
 	if len(events) > 0 {
 		if err := s.publish(ctx, events...); err != nil {
 			// The writes are in Redis but nobody heard of them: fail them,
@@ -791,7 +806,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 		case OpGet:
 			out[i].Entry = it.entry
 		case OpPut:
-			out[i].Entry = it.w.res.Entry
+			out[i].Entry, out[i].Replayed = it.w.res.Entry, it.w.res.Replayed
 			if len(it.w.res.Siblings) > s.cfg.SiblingCap {
 				if compacted, ok := s.compact(ctx, it.op.Namespace, it.op.Key, it.w.req.Writer); ok {
 					out[i].Entry = compacted.Entry
@@ -800,6 +815,25 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 		}
 	}
 	return out
+}
+
+// readReplayed reads, in one pipeline, the keys of puts that had been
+// applied already under their idempotency keys, as their answers.
+func (s *Store) readReplayed(ctx context.Context, items []*batchItem) {
+	pipe := s.rdb.Pipeline()
+	for _, it := range items {
+		it.get = pipe.HGetAll(ctx, keys.Redis(it.op.Namespace, it.op.Key))
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	for _, it := range items {
+		fields, err := it.get.Result()
+		if err != nil {
+			it.err = s.wrap("get", it.op.Key, err)
+			continue
+		}
+		e, err := s.decode(it.op.Namespace, it.op.Key, fields, "")
+		it.w.res, it.err = PutResult{Entry: e, Replayed: true}, err
+	}
 }
 
 // readGet decodes a get's reply into it.entry and checks its If-Match.

@@ -120,18 +120,68 @@ func TestIdempotentWrites(t *testing.T) {
 			t.Errorf("retry after a delete: replayed %v, %v; want created again", res.Replayed, err)
 		}
 
-		// Refused before Redis: a malformed key, and a key in a batch.
+		// Refused before Redis: a malformed key, and keys in an atomic batch.
 		if _, err := s.Put(ctx, ns, "idem/bad", req(`1`, "two words")); !errors.Is(err, store.ErrInvalidArgument) {
 			t.Errorf("idempotency key with a space: %v, want ErrInvalidArgument", err)
 		}
-		results, err := s.Batch(ctx, []store.BatchOp{{Kind: store.OpPut, Namespace: ns, Key: "idem/batch", PutRequest: req(`1`, "b-1")}}, false)
-		if err != nil || len(results) != 1 || !errors.Is(results[0].Err, store.ErrInvalidArgument) {
-			t.Errorf("idempotency key in a batch: %+v, %v; want the op refused with ErrInvalidArgument", results, err)
+		_, err = s.Batch(ctx, []store.BatchOp{{Kind: store.OpPut, Namespace: ns, Key: "idem/atomic", PutRequest: req(`1`, "a-1")}}, true)
+		if !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("idempotency key in an atomic batch: %v, want ErrInvalidArgument", err)
 		}
-		for _, key := range []string{"idem/bad", "idem/batch"} {
+		for _, key := range []string{"idem/bad", "idem/atomic"} {
 			if _, err := s.Get(ctx, ns, key, store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("%s exists after a refused write: %v", key, err)
 			}
+		}
+	})
+}
+
+// A batch sent again: the puts it applied under idempotency keys are
+// answered (Replayed, the key as it is now) and not applied again; a put
+// of it that had failed, and one without a key, are applied.
+func TestIdempotentBatch(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		put := func(key, value, idem string) store.BatchOp {
+			return store.BatchOp{Kind: store.OpPut, Namespace: ns, Key: key,
+				PutRequest: store.PutRequest{Value: json.RawMessage(value), Writer: "w1", IdempotencyKey: idem}}
+		}
+		mustPut(t, s, "batch/taken", "w2", `"theirs"`, nil)
+		ops := []store.BatchOp{
+			put("batch/a", `"a"`, "b1.0"),
+			put("batch/b", `"b"`, "b1.1"),
+			put("batch/taken", `"mine"`, "b1.2"),
+			put("batch/plain", `"p"`, ""),
+		}
+		ops[2].IfNoneMatch = true // fails: the key exists
+		first, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, ns, "batch/taken", ""); err != nil {
+			t.Fatal(err)
+		}
+		events := eventsLogged(t, b)
+		again, err := s.Batch(ctx, ops, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []struct {
+			replayed bool
+			version  uint64 // w1's counter
+		}{{true, 1}, {true, 1}, {false, 1}, {false, 2}} {
+			r := again[i]
+			if r.Err != nil || r.Replayed != want.replayed || r.Entry.Version["w1"] != want.version {
+				t.Errorf("op %d sent again: replayed %v, version %v, %v; want replayed %v, w1 %d",
+					i, r.Replayed, r.Entry.Version, r.Err, want.replayed, want.version)
+			}
+		}
+		if first[0].Entry.ETag != again[0].Entry.ETag || first[2].Err == nil {
+			t.Errorf("first batch: %+v", first)
+		}
+		if got := eventsLogged(t, b); got != events+2 {
+			t.Errorf("events logged by the batch sent again = %d, want 2 (the two puts applied)", got-events)
 		}
 	})
 }

@@ -191,7 +191,7 @@ type PutRequest struct {
 	// again but answered with the key's current entry (Replayed). The same
 	// idempotency key on a different request (value, context, TTL,
 	// writer or conditions) is ErrInvalidArgument. 1-128 characters of
-	// [A-Za-z0-9._:@-]; Put only, not Batch.
+	// [A-Za-z0-9._:@-]. Put, and the puts of a Batch that is not atomic.
 	IdempotencyKey string
 }
 
@@ -216,6 +216,17 @@ type PutResult struct {
 	Replayed bool
 }
 
+// replay answers a write that had been applied already under its
+// idempotency key: with what the key holds now, the write and anything
+// after it. A key deleted since then is gone.
+func (s *Store) replay(ctx context.Context, ns, key string) (PutResult, error) {
+	e, err := s.Get(ctx, ns, key, GetOptions{})
+	if err != nil {
+		return PutResult{}, err
+	}
+	return PutResult{Entry: e, Replayed: true}, nil
+}
+
 // Put writes a value to key in namespace ns. It returns ErrInvalidKey,
 // ErrInvalidArgument, ErrPreconditionFailed or ErrUnavailable.
 func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutResult, error) {
@@ -229,13 +240,7 @@ func (s *Store) Put(ctx context.Context, ns, key string, req PutRequest) (PutRes
 		return PutResult{}, err
 	}
 	if res.Replayed {
-		// Answered with what the key holds now: the write and anything
-		// after it. A key deleted since then is gone.
-		e, err := s.Get(ctx, ns, key, GetOptions{})
-		if err != nil {
-			return PutResult{}, err
-		}
-		return PutResult{Entry: e, Replayed: true}, nil
+		return s.replay(ctx, ns, key)
 	}
 	if len(res.Siblings) > s.cfg.SiblingCap {
 		if compacted, ok := s.compact(ctx, ns, key, req.Writer); ok {

@@ -54,6 +54,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"WriteSemantics":        TestWriteSemantics,
 		"ConditionalWrites":     TestConditionalWrites,
 		"IdempotentWrites":      TestIdempotentWrites,
+		"IdempotentBatch":       TestIdempotentBatch,
 		"TTL":                   TestTTL,
 		"Delete":                TestDelete,
 		"SiblingCap":            TestSiblingCapMergesNeverDrops,
