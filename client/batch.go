@@ -182,9 +182,10 @@ func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempote
 // shutdown. Reads through the same server see the write at once; other
 // servers behind a load balancer see it once it is flushed.
 //
-// PutAsync takes WithContext and TTL. A queued write cannot be conditional:
-// with IfMatch, IfNoneMatch or IdempotencyKey it fails with ErrInvalid
-// before anything is sent. It returns ErrInvalid for a bad key, value or TTL, and
+// PutAsync takes WithContext, TTL and IdempotencyKey (a write sent again
+// under its key after an error is applied once). A queued write cannot be
+// conditional: with IfMatch or IfNoneMatch it fails with ErrInvalid before
+// anything is sent. It returns ErrInvalid for a bad key, value or TTL, and
 // ErrUnavailable when the server's queue is full (Redis unreachable for
 // long). The typed keys are keys like any other: PutAsync(ctx,
 // "tasks/T1/state", v) queues what SyncTaskState(ctx, "T1", v) writes.
@@ -204,15 +205,16 @@ func (c *Client) PutAsync(ctx context.Context, key string, value any, opts ...Pu
 	if o.ifMatch != "" || o.ifNoneMatch {
 		return fmt.Errorf("memsync: PUT %s: a queued write cannot be conditional (IfMatch, IfNoneMatch): %w", path, ErrInvalid)
 	}
-	if o.idempotencyKey != "" {
-		return fmt.Errorf("memsync: PUT %s: a queued write takes no IdempotencyKey: %w", path, ErrInvalid)
-	}
 	body, err := putBody(path, value, o)
 	if err != nil {
 		return err
 	}
 	q := url.Values{"async": {"true"}}
-	return c.do(ctx, request{method: http.MethodPut, path: path, query: q, body: body}, nil)
+	var h http.Header
+	if o.idempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {o.idempotencyKey}}
+	}
+	return c.do(ctx, request{method: http.MethodPut, path: path, query: q, header: h, body: body}, nil)
 }
 
 // Sync flushes the writes the server has queued (PutAsync) to Redis, the

@@ -482,7 +482,6 @@ func TestArgumentsRefusedLocally(t *testing.T) {
 		"negative lock ttl": func() error { _, err := c.Lock(ctx, "jobs", client.LockOptions{TTL: -1}); return err },
 		"async if-match":    func() error { return c.PutAsync(ctx, "k", 1, client.IfMatch(`"e1"`)) },
 		"async create-only": func() error { return c.PutAsync(ctx, "k", 1, client.IfNoneMatch()) },
-		"async idempotent":  func() error { return c.PutAsync(ctx, "k", 1, client.IdempotencyKey("k1")) },
 		"async empty key":   func() error { return c.PutAsync(ctx, "", 1) },
 		"async negative ttl": func() error {
 			return c.PutAsync(ctx, "k", 1, client.TTL(-time.Second))

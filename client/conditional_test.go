@@ -120,3 +120,22 @@ func TestBatchIdempotentAgainstServer(t *testing.T) {
 		t.Errorf("empty key: %v, want ErrInvalid", err)
 	}
 }
+
+// PutAsync sent twice under one IdempotencyKey: applied once.
+func TestPutAsyncIdempotentAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	for range 2 {
+		if err := c.PutAsync(ctx, "jobs/J2/state", "queued", client.IdempotencyKey("enqueue-J2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Get(ctx, "jobs/J2/state", client.Consistent())
+	if err != nil || e.Version["w1"] != 1 {
+		t.Errorf("after the flush: %+v, %v; want w1: 1", e, err)
+	}
+}

@@ -209,7 +209,8 @@ func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNo
 // latest writes that carried one, and answers a write it remembers with the
 // key's current entry (Entry.Replayed) instead of applying it again. The
 // same idempotency key on another write (value, context, TTL, conditions)
-// fails with ErrInvalid. Not for PutAsync.
+// fails with ErrInvalid. With PutAsync, a write queued twice under one key
+// is applied once.
 func IdempotencyKey(key string) PutOption {
 	return putOptionFunc(func(o *putOptions) { o.idempotencyKey = key })
 }

@@ -128,10 +128,6 @@ func enqueuePut(w http.ResponseWriter, r *http.Request, log *slog.Logger, q Queu
 		writeError(w, r, log, fmt.Errorf("%w: If-Match and If-None-Match cannot be combined with async=true: a queued write's precondition would be checked only after the answer", errInvalidArgument))
 		return
 	}
-	if put.IdempotencyKey != "" {
-		writeError(w, r, log, fmt.Errorf("%w: Idempotency-Key cannot be combined with async=true: a queued write is acknowledged before it is applied", errInvalidArgument))
-		return
-	}
 	pending := 0
 	if q == nil {
 		if _, err := st.Put(r.Context(), ns, key, put); err != nil {

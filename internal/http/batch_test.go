@@ -280,7 +280,7 @@ func TestAsyncRefusals(t *testing.T) {
 	}{
 		{"with If-Match", "/v1/kv/a/b?async=true", `{"value":1}`, []string{"If-Match", `"x"`}, "invalid_argument"},
 		{"with If-None-Match", "/v1/kv/a/b?async=true", `{"value":1}`, []string{"If-None-Match", "*"}, "invalid_argument"},
-		{"with Idempotency-Key", "/v1/kv/a/b?async=true", `{"value":1}`, []string{"Idempotency-Key", "k1"}, "invalid_argument"},
+		{"bad Idempotency-Key", "/v1/kv/a/b?async=true", `{"value":1}`, []string{"Idempotency-Key", "k 1"}, "invalid_argument"},
 		{"not a boolean", "/v1/kv/a/b?async=soon", `{"value":1}`, nil, "invalid_argument"},
 		{"ttl above the maximum", "/v1/kv/a/b?async=true", `{"value":1,"ttl":99999999999}`, nil, "invalid_argument"},
 		{"bad key", "/v1/kv/a/../b?async=true", `{"value":1}`, nil, "invalid_key"},

@@ -99,3 +99,19 @@ func TestBatchIdempotencyKey(t *testing.T) {
 		}
 	})
 }
+
+// A queued write sent twice under one Idempotency-Key (its 202 was lost)
+// is applied once when the queue is flushed.
+func TestAsyncIdempotencyKey(t *testing.T) {
+	h := newQueueHarness(t, redistest.Mini(t))
+	for range 2 {
+		h.must(202, "PUT", "/v1/kv/jobs/q?async=true", `{"value":"queued"}`, "X-Worker-Id", "w1", "Idempotency-Key", "enqueue-1")
+	}
+	if got := h.must(200, "POST", "/v1/sync", "").json(t)["flushed"]; got != float64(2) {
+		t.Errorf("flushed = %v, want 2 (both taken out of the queue)", got)
+	}
+	e := h.must(200, "GET", "/v1/kv/jobs/q?consistent=true", "").json(t)
+	if e["version"].(map[string]any)["w1"] != float64(1) {
+		t.Errorf("version after the flush = %v, want w1: 1 (applied once)", e["version"])
+	}
+}
