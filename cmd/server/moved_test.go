@@ -11,8 +11,9 @@ import (
 
 // A resharding moves a slot to another master while memsync runs: the first
 // command for it meets MOVED, which followMoved sends again once the slot
-// map is reloaded, so a write, a lock acquire and a read on a moved slot
-// are each answered as if nothing had moved (before followMoved: 503 once).
+// map is reloaded, so a write, a lock acquire, a read and an atomic batch
+// on a moved slot are each answered as if nothing had moved (before: 503
+// once).
 func TestClusterMovedSlotsAreFollowed(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
 	var urls []string
@@ -46,6 +47,14 @@ func TestClusterMovedSlotsAreFollowed(t *testing.T) {
 	moveSlot(t, nodes, "ms:{task-sentinel/tasks/T3}/state")
 	if status, body := httpDo(t, "GET", base+"/v1/kv/tasks/T3/state?consistent=true", ""); status != 200 || !strings.Contains(body, `"value":"before"`) {
 		t.Errorf("GET on a moved slot = %d %s, want 200 with the value", status, body)
+	}
+
+	// An atomic batch WATCHes its keys on the node its slot map names,
+	// which the store tries again itself.
+	moveSlot(t, nodes, "ms:{task-sentinel/jobs/J5}/a")
+	atomic := `{"atomic":true,"ops":[{"op":"put","key":"jobs/J5/a","value":1},{"op":"put","key":"jobs/J5/b","value":2}]}`
+	if status, body := httpDo(t, "POST", base+"/v1/batch", atomic); status != 200 || strings.Count(body, `"status":200`) != 2 {
+		t.Errorf("atomic batch on a moved slot = %d %s, want 200 with both puts", status, body)
 	}
 }
 

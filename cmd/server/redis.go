@@ -11,6 +11,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Redis client timeouts: short, so that requests fail fast with 503 while
@@ -114,7 +116,7 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 // ran nothing, so sending again cannot apply a write twice, as it could
 // after a timeout (redisMaxRetries). The refusal makes the client reload
 // its slot map in the background, so each try waits a little longer for
-// that: movedPauses in all, then the MOVED stands (a 503). ASK is left
+// that (rediserr.MovedPauses), then the MOVED stands (a 503). ASK is left
 // alone: a slot in mid-migration sends its new keys to the other node
 // until the migration ends, which a reload does not hasten.
 //
@@ -122,22 +124,16 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 // rest: memsync pipelines only commands that do not depend on one
 // another's order within a hash slot, and one slot moves whole. It runs no
 // MULTI through the cluster client (an atomic batch uses a node's WATCH,
-// which fails with 503 on MOVED).
+// which the store tries again itself on MOVED).
 type followMoved struct{}
-
-// movedPauses are the waits before each new try of a MOVED command: the
-// client reloads its slot map at once, or within 200 ms when it reloaded
-// just before.
-var movedPauses = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond,
-	80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond}
 
 func (followMoved) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (followMoved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
-		for _, pause := range movedPauses {
-			if !isMoved(err) || !sleepCtx(ctx, pause) {
+		for _, pause := range rediserr.MovedPauses {
+			if !rediserr.Moved(err) || !sleepCtx(ctx, pause) {
 				break
 			}
 			cmd.SetErr(nil)
@@ -150,10 +146,10 @@ func (followMoved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func (followMoved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
-		for _, pause := range movedPauses {
+		for _, pause := range rediserr.MovedPauses {
 			var moved []redis.Cmder
 			for _, cmd := range cmds {
-				if isMoved(cmd.Err()) {
+				if rediserr.Moved(cmd.Err()) {
 					moved = append(moved, cmd)
 				}
 			}
@@ -173,12 +169,6 @@ func (followMoved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 		}
 		return err
 	}
-}
-
-// isMoved reports whether err, as go-redis returns it, is a Cluster node's
-// MOVED refusal ("MOVED <slot> <host:port>").
-func isMoved(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "MOVED ")
 }
 
 // sleepCtx waits d, and reports false if ctx ended first.

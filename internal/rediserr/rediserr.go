@@ -3,7 +3,10 @@
 // kind with 503 and a retry, the second with 500.
 package rediserr
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // transientPrefixes start the error replies of a Redis that cannot serve
 // right now rather than of a wrong request:
@@ -29,3 +32,17 @@ func Transient(msg string) bool {
 	}
 	return false
 }
+
+// Moved reports whether err, as go-redis returns it, is a Cluster node's
+// MOVED refusal ("MOVED <slot> <host:port>"): the slot has another master,
+// and the node ran nothing, so the command may be sent again (unlike after
+// a timeout) once the client knows the new master.
+func Moved(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "MOVED ")
+}
+
+// MovedPauses are the waits before each new try of a command refused with
+// MOVED, while the client reloads its slot map: at once, or within 200 ms
+// when it reloaded just before (go-redis's cool-down). 630 ms in all.
+var MovedPauses = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond,
+	80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond}

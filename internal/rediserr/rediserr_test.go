@@ -1,6 +1,7 @@
 package rediserr_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/memsync/memsync/internal/rediserr"
@@ -26,6 +27,23 @@ func TestTransient(t *testing.T) {
 	} {
 		if got := rediserr.Transient(tt.msg); got != tt.want {
 			t.Errorf("Transient(%q) = %v, want %v", tt.msg, got, tt.want)
+		}
+	}
+}
+
+func TestMoved(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("MOVED 10420 127.0.0.1:35591"), true},
+		{errors.New("ASK 10420 127.0.0.1:35591"), false},
+		{errors.New("EXECABORT Transaction discarded because of previous errors."), false},
+		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout"), false},
+	} {
+		if got := rediserr.Moved(tt.err); got != tt.want {
+			t.Errorf("Moved(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // MaxBatchOps is the most operations one Batch may carry (CONTRACT §10).
@@ -20,6 +21,10 @@ const MaxBatchOps = 1000
 // Atomic batches retry this many times when a key they watch changes
 // between the read of its etag and EXEC, then give up with ErrContended.
 const atomicAttempts = 8
+
+// errWatchMoved stands for the MOVED that go-redis's cluster client drops
+// from a WATCH (see runAtomic); rediserr.Moved and Transient know it.
+var errWatchMoved = errors.New("MOVED (a WATCH was refused; the slot has another master)")
 
 // ErrContended is returned by an atomic Batch whose keys kept changing under
 // it: nothing was applied, and trying again may succeed.
@@ -649,7 +654,9 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 		etag   string
 	}
 	cur := make([]state, len(watched))
+	var sent bool // the transaction reached Redis
 	txn := func(tx *redis.Tx) error {
+		sent = false
 		etags := make([]*redis.StringCmd, len(watched))
 		_, _ = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, rk := range watched {
@@ -686,6 +693,7 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 			}
 			return nil
 		})
+		sent = true
 		if err != nil && (errors.Is(err, redis.TxFailedErr) || !isReplyError(err)) {
 			return err
 		}
@@ -693,28 +701,47 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 	}
 
 	backoff := time.Millisecond
-	for attempt := 1; ; attempt++ {
+	for attempt, moved := 1, 0; ; {
 		err := s.rdb.Watch(ctx, txn, watched...)
+		if err == nil && !sent {
+			// go-redis's cluster client answers nil when WATCH met MOVED
+			// and it may follow no redirect (MaxRedirects 0, see
+			// cmd/server): nothing ran.
+			err = errWatchMoved
+		}
 		if err == nil {
 			return nil
 		}
 		var be *BatchError
+		var wait time.Duration
 		switch {
 		case errors.As(err, &be):
 			return err
+		case rediserr.Moved(err) && moved < len(rediserr.MovedPauses):
+			// On Cluster, WATCH met a slot that has moved (a failover, a
+			// resharding): nothing ran. The client does not reload its
+			// slot map for a WATCH by itself.
+			if c, ok := s.rdb.(interface{ ReloadState(context.Context) }); ok {
+				c.ReloadState(ctx)
+			}
+			wait = rediserr.MovedPauses[moved]
+			moved++
 		case !errors.Is(err, redis.TxFailedErr):
 			return s.wrap("batch", items[0].op.Key, err)
 		case attempt == atomicAttempts:
 			return ErrContended
+		default:
+			wait = backoff
+			backoff *= 2
+			attempt++
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("store: batch: %w", ctx.Err())
 		case <-t.C:
 		}
-		backoff *= 2
 	}
 }
 
