@@ -145,6 +145,9 @@ func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempote
 			Replayed bool         `json:"replayed"`
 		} `json:"results"`
 	}
+	if !atomic {
+		idempotencyKey = c.idempotencyKey(idempotencyKey)
+	}
 	var h http.Header
 	if idempotencyKey != "" {
 		h = http.Header{"Idempotency-Key": {idempotencyKey}}
@@ -211,8 +214,8 @@ func (c *Client) PutAsync(ctx context.Context, key string, value any, opts ...Pu
 	}
 	q := url.Values{"async": {"true"}}
 	var h http.Header
-	if o.idempotencyKey != "" {
-		h = http.Header{"Idempotency-Key": {o.idempotencyKey}}
+	if key := c.idempotencyKey(o.idempotencyKey); key != "" {
+		h = http.Header{"Idempotency-Key": {key}}
 	}
 	return c.do(ctx, request{method: http.MethodPut, path: path, query: q, header: h, body: body}, nil)
 }

@@ -3,12 +3,16 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Defaults of the options of New.
@@ -34,6 +38,7 @@ type Client struct {
 	namespace string
 	token     string
 	hc        *http.Client
+	retries   int
 }
 
 // Option configures a Client.
@@ -62,6 +67,24 @@ func WithNamespace(ns string) Option { return func(c *Client) { c.namespace = ns
 // When the server's token file names that certificate (cert:<name>), the
 // certificate says which worker the client is and no token is needed.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithRetries makes the client send a request again, up to n more times,
+// when it may safely do so: when the server answered 429 (it refused the
+// request before doing anything), and, for reads and for writes that carry
+// an idempotency key, when the request failed on the way (a broken
+// connection, a lost answer) or was answered 503. Such a client gives every
+// Put, PutAsync, typed write, Lock and non-atomic Batch an idempotency key
+// of its own when the call names none, so that a write is applied once
+// however often it is sent. It waits as Retry-After says (at most
+// maxRetryWait), else 50 ms, doubling. Deletes, releases, refreshes,
+// heartbeats and atomic batches are never sent again. A write with an
+// idempotency key costs the server a little more than one without (it
+// takes the write script's general path, and the key keeps the idempotency
+// keys of its latest 8 such writes). Defaults to 0.
+func WithRetries(n int) Option { return func(c *Client) { c.retries = max(n, 0) } }
+
+// maxRetryWait caps the wait before a request is sent again.
+const maxRetryWait = 2 * time.Second
 
 // WithToken sends "Authorization: Bearer token" on every request. Defaults
 // to none.
@@ -125,6 +148,54 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 // close. Any other status becomes an *APIError. The Accept header is
 // application/json unless req.header sets one (the watch stream's).
 func (c *Client) send(ctx context.Context, req request) (*http.Response, error) {
+	// Safe to send again when it changes nothing, or names itself.
+	safe := req.method == http.MethodGet || req.header.Get("Idempotency-Key") != ""
+	wait := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		resp, err := c.sendOnce(ctx, req)
+		if err == nil || attempt == c.retries || ctx.Err() != nil {
+			return resp, err
+		}
+		var apiErr *APIError
+		switch {
+		case errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests:
+		case errors.As(err, &apiErr) && apiErr.Status == http.StatusServiceUnavailable && safe:
+		case !errors.As(err, &apiErr) && safe && !errors.Is(err, errEncode):
+		default:
+			return resp, err
+		}
+		d := wait
+		if apiErr != nil && apiErr.RetryAfter > 0 {
+			d = min(apiErr.RetryAfter, maxRetryWait)
+		}
+		wait = min(wait*2, maxRetryWait)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// errEncode marks a request that could not be built: sending it again
+// cannot help.
+var errEncode = errors.New("memsync: request not built")
+
+// idempotencyKey returns key, or a new random one when key is empty and the
+// client sends requests again (WithRetries).
+func (c *Client) idempotencyKey(key string) string {
+	if key != "" || c.retries == 0 {
+		return key
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "auto." + hex.EncodeToString(b[:])
+}
+
+// sendOnce is one attempt of send.
+func (c *Client) sendOnce(ctx context.Context, req request) (*http.Response, error) {
 	q := req.query
 	if c.namespace != "" {
 		if q == nil {
@@ -142,13 +213,13 @@ func (c *Client) send(ctx context.Context, req request) (*http.Response, error) 
 	if req.body != nil {
 		b, err := json.Marshal(req.body)
 		if err != nil {
-			return nil, fmt.Errorf("memsync: %s %s: encode body: %w", req.method, req.path, err)
+			return nil, fmt.Errorf("memsync: %s %s: encode body: %w: %w", req.method, req.path, errEncode, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.method, target, body)
 	if err != nil {
-		return nil, fmt.Errorf("memsync: %s %s: %w", req.method, req.path, err)
+		return nil, fmt.Errorf("memsync: %s %s: %w: %w", req.method, req.path, errEncode, err)
 	}
 	for k, vs := range req.header {
 		hr.Header[k] = vs

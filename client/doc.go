@@ -36,6 +36,16 @@
 // fields with errors.As. Transport failures and cancelled contexts come back
 // wrapped as they are, and match none of the sentinels.
 //
+// # Timeouts and sending again
+//
+// A write whose answer is lost (a timeout, a broken connection, a 503) may
+// have been applied. Put, PutAsync, the typed writes and Lock take
+// IdempotencyKey, and BatchIdempotent takes one for a batch: sent again
+// under the same key, a write the server applied already is answered, not
+// applied again (Entry.Replayed, Lock.Replayed, BatchResult.Replayed).
+// WithRetries sends failed reads and such writes again by itself, giving
+// every write a key of its own when the call names none.
+//
 // # Locks
 //
 // Lock and AcquireTaskLock return a *Lock handle holding the lease's token and

@@ -413,8 +413,8 @@ func (c *Client) putEntry(ctx context.Context, path string, value any, opts []Pu
 	if o.ifNoneMatch {
 		h.Set("If-None-Match", "*")
 	}
-	if o.idempotencyKey != "" {
-		h.Set("Idempotency-Key", o.idempotencyKey)
+	if key := c.idempotencyKey(o.idempotencyKey); key != "" {
+		h.Set("Idempotency-Key", key)
 	}
 	resp, err := c.send(ctx, request{method: http.MethodPut, path: path, header: h, body: body})
 	if err != nil {

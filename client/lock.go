@@ -162,8 +162,8 @@ func (c *Client) acquire(ctx context.Context, path, name string, opts LockOption
 		Owner  string `json:"owner,omitempty"`
 	}{TTLMs: ceilMillis(ttl), WaitMs: ceilMillis(opts.Wait), Owner: owner}
 	var h http.Header
-	if opts.IdempotencyKey != "" {
-		h = http.Header{"Idempotency-Key": {opts.IdempotencyKey}}
+	if key := c.idempotencyKey(opts.IdempotencyKey); key != "" {
+		h = http.Header{"Idempotency-Key": {key}}
 	}
 	start := time.Now()
 	resp, err := c.send(ctx, request{method: http.MethodPost, path: path, header: h, body: body})

@@ -1,0 +1,148 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/memsync/memsync/client"
+	"github.com/memsync/memsync/internal/testserver"
+)
+
+// lossyProxy forwards every request to the server at target, and then, for
+// the first request of each method in lose, drops the answer: the request
+// did reach the server, its caller hears nothing (a broken connection).
+func lossyProxy(t *testing.T, target string, lose ...string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var mu sync.Mutex
+	lost := map[string]bool{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		drop := !lost[r.Method]
+		for _, m := range lose {
+			if drop && m == r.Method {
+				lost[r.Method] = true
+				mu.Unlock()
+				rp.ServeHTTP(&discard{header: http.Header{}}, r) // the server does it
+				panic(http.ErrAbortHandler)                      // the caller hears nothing
+			}
+		}
+		mu.Unlock()
+		rp.ServeHTTP(w, r)
+	})}
+	ts := httptest.NewServer(srv.Handler)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// discard is a ResponseWriter that keeps nothing.
+type discard struct{ header http.Header }
+
+func (d *discard) Header() http.Header         { return d.header }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(int)             {}
+
+// A client WithRetries whose answers to a Put, a Lock and a Batch are lost
+// once each: each call succeeds, each write applied once (version w1 1,
+// Replayed), the lock's token the one granted. Without retries the same
+// Put fails.
+func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, lossyProxy(t, srv.URL, http.MethodPut, http.MethodPost), client.WithWorkerID("w1"), client.WithRetries(2))
+
+	e, err := c.Put(ctx, "tasks/T1/state", "running")
+	if err != nil || !e.Replayed || e.Version["w1"] != 1 {
+		t.Fatalf("Put with its first answer lost: %+v, %v; want the write applied once, Replayed", e, err)
+	}
+	l, err := c.Lock(ctx, "jobs/nightly", client.LockOptions{TTL: 10 * time.Second})
+	if err != nil || !l.Replayed {
+		t.Fatalf("Lock with its first answer lost: %+v, %v; want the grant, Replayed", l, err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Errorf("release with the token given again: %v", err)
+	}
+
+	b := mustNew(t, lossyProxy(t, srv.URL, http.MethodPost), client.WithWorkerID("w1"), client.WithRetries(2))
+	res, err := b.Batch(ctx, []client.BatchOp{{Op: client.OpPut, Key: "jobs/J1/state", Value: "queued"}}, false)
+	if err != nil || len(res) != 1 || !res[0].Replayed || res[0].Entry.Version["w1"] != 1 {
+		t.Errorf("Batch with its first answer lost: %+v, %v; want the put applied once, Replayed", res, err)
+	}
+
+	plain := mustNew(t, lossyProxy(t, srv.URL, http.MethodPut), client.WithWorkerID("w1"))
+	if _, err := plain.Put(ctx, "tasks/T2/state", "running"); err == nil {
+		t.Error("Put with its answer lost, without retries: no error")
+	}
+	if _, err := plain.Put(ctx, "tasks/T2/state", "running"); err != nil {
+		t.Fatal(err)
+	}
+	direct := mustNew(t, srv.URL)
+	if e, err := direct.Get(ctx, "tasks/T2/state", client.Consistent()); err != nil || e.Version["w1"] != 2 {
+		t.Errorf("without retries nor key, sent twice by hand: %+v, %v; want w1 2 (applied twice)", e, err)
+	}
+}
+
+// refusingProxy forwards requests to target, but answers the first request
+// of each method in methods with status instead, without forwarding it.
+func refusingProxy(t *testing.T, target string, status int, methods ...string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var mu sync.Mutex
+	refused := map[string]bool{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		refuse := !refused[r.Method] && slices.Contains(methods, r.Method)
+		refused[r.Method] = refused[r.Method] || refuse
+		mu.Unlock()
+		if refuse {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(`{"status":` + strconv.Itoa(status) + `,"code":"x"}`))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// What WithRetries sends again: a read after a 503; anything after a 429;
+// never a delete after a 503 (it may have deleted).
+func TestRetriesSendAgainOnlyWhatIsSafe(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	setup := mustNew(t, srv.URL)
+	for _, k := range []string{"a/1", "a/2", "a/3"} {
+		if _, err := setup.Put(ctx, k, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unavailable := mustNew(t, refusingProxy(t, srv.URL, http.StatusServiceUnavailable, http.MethodGet, http.MethodDelete), client.WithRetries(1))
+	if _, err := unavailable.Get(ctx, "a/1"); err != nil {
+		t.Errorf("Get after a 503: %v, want it sent again", err)
+	}
+	if err := unavailable.Delete(ctx, "a/2"); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("Delete after a 503: %v, want ErrUnavailable (not sent again)", err)
+	}
+	limited := mustNew(t, refusingProxy(t, srv.URL, http.StatusTooManyRequests, http.MethodDelete), client.WithRetries(1))
+	if err := limited.Delete(ctx, "a/3"); err != nil {
+		t.Errorf("Delete after a 429: %v, want it sent again", err)
+	}
+}
