@@ -17,35 +17,41 @@ import (
 	"github.com/memsync/memsync/internal/testserver"
 )
 
-// lossyProxy forwards every request to the server at target, and then, for
-// the first request of each method in lose, drops the answer: the request
-// did reach the server, its caller hears nothing (a broken connection).
-func lossyProxy(t *testing.T, target string, lose ...string) string {
+// proxy forwards requests to the server at target, but hands the first
+// request of each method in methods to first instead, with the forwarding
+// handler.
+func proxy(t *testing.T, target string, methods []string, first func(w http.ResponseWriter, r *http.Request, forward http.Handler)) string {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp := httputil.NewSingleHostReverseProxy(u)
+	forward := httputil.NewSingleHostReverseProxy(u)
 	var mu sync.Mutex
-	lost := map[string]bool{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	seen := map[string]bool{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		drop := !lost[r.Method]
-		for _, m := range lose {
-			if drop && m == r.Method {
-				lost[r.Method] = true
-				mu.Unlock()
-				rp.ServeHTTP(&discard{header: http.Header{}}, r) // the server does it
-				panic(http.ErrAbortHandler)                      // the caller hears nothing
-			}
-		}
+		isFirst := !seen[r.Method] && slices.Contains(methods, r.Method)
+		seen[r.Method] = seen[r.Method] || isFirst
 		mu.Unlock()
-		rp.ServeHTTP(w, r)
-	})}
-	ts := httptest.NewServer(srv.Handler)
+		if isFirst {
+			first(w, r, forward)
+			return
+		}
+		forward.ServeHTTP(w, r)
+	}))
 	t.Cleanup(ts.Close)
 	return ts.URL
+}
+
+// lossyProxy forwards every request to the server at target, and then, for
+// the first request of each method in lose, drops the answer: the request
+// did reach the server, its caller hears nothing (a broken connection).
+func lossyProxy(t *testing.T, target string, lose ...string) string {
+	return proxy(t, target, lose, func(_ http.ResponseWriter, r *http.Request, forward http.Handler) {
+		forward.ServeHTTP(&discard{header: http.Header{}}, r) // the server does it
+		panic(http.ErrAbortHandler)                           // the caller hears nothing
+	})
 }
 
 // discard is a ResponseWriter that keeps nothing.
@@ -98,29 +104,11 @@ func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 // refusingProxy forwards requests to target, but answers the first request
 // of each method in methods with status instead, without forwarding it.
 func refusingProxy(t *testing.T, target string, status int, methods ...string) string {
-	t.Helper()
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	var mu sync.Mutex
-	refused := map[string]bool{}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		refuse := !refused[r.Method] && slices.Contains(methods, r.Method)
-		refused[r.Method] = refused[r.Method] || refuse
-		mu.Unlock()
-		if refuse {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(status)
-			_, _ = w.Write([]byte(`{"status":` + strconv.Itoa(status) + `,"code":"x"}`))
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	return ts.URL
+	return proxy(t, target, methods, func(w http.ResponseWriter, _ *http.Request, _ http.Handler) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(`{"status":` + strconv.Itoa(status) + `,"code":"x"}`))
+	})
 }
 
 // What WithRetries sends again: a read after a 503; anything after a 429;
