@@ -47,8 +47,8 @@ func TestIdempotentAcquire(t *testing.T) {
 		if _, err := l.Acquire(ctx, ns, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Owner: "w1"}); !errors.Is(err, lock.ErrLockHeld) {
 			t.Errorf("no key: %v, want ErrLockHeld", err)
 		}
-		if s := l.Stats(); s.Grants != 1 {
-			t.Errorf("grants counted = %d, want 1: a grant given again is not a new one", s.Grants)
+		if s := l.Stats(); s.Grants != 1 || s.Replayed != 2 {
+			t.Errorf("grants counted = %d, replayed %d; want 1, 2: a grant given again is not a new one", s.Grants, s.Replayed)
 		}
 
 		// The token given again releases the lock.

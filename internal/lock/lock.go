@@ -219,7 +219,7 @@ type Locker struct {
 	// into pipelines, as the store does its reads.
 	pipes pipeline.Group
 
-	grants, contended atomic.Uint64
+	grants, contended, replayed atomic.Uint64
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -309,7 +309,9 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	} else {
 		g, err = l.wait(ctx, ns, name, token, req)
 	}
-	if !g.Replayed { // a grant made earlier was counted then
+	if g.Replayed { // a grant made earlier was counted then
+		l.replayed.Add(1)
+	} else {
 		l.count(time.Since(start), err)
 	}
 	return g, err
@@ -319,11 +321,12 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 type Stats struct {
 	Grants    uint64 // locks granted
 	Contended uint64 // acquires that found the lock held (granted after waiting, or not at all)
+	Replayed  uint64 // acquires answered with a grant made earlier under their idempotency key
 }
 
 // Stats returns the counters.
 func (l *Locker) Stats() Stats {
-	return Stats{Grants: l.grants.Load(), Contended: l.contended.Load()}
+	return Stats{Grants: l.grants.Load(), Contended: l.contended.Load(), Replayed: l.replayed.Load()}
 }
 
 // count records the outcome of an Acquire that took waited.

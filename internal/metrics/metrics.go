@@ -21,12 +21,12 @@ import (
 
 // StoreStats are the store's counters.
 type StoreStats struct {
-	Reads, Writes, Commits, EventsPublished, RedisErrors, Tidied uint64
-	Conflicts                                                    map[string]uint64 // by strategy
+	Reads, Writes, Commits, EventsPublished, RedisErrors, Tidied, Replayed uint64
+	Conflicts                                                              map[string]uint64 // by strategy
 }
 
 // LockStats are the locker's counters.
-type LockStats struct{ Grants, Contended uint64 }
+type LockStats struct{ Grants, Contended, Replayed uint64 }
 
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
@@ -175,6 +175,7 @@ var (
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
 	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
+	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, and lock acquires.", "kind")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
 	descCacheHits     = desc("memsync_cache_hits_total", "Reads served from the instance cache.")
@@ -195,7 +196,7 @@ type snapshotCollector struct{ m *Metrics }
 
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
-		descRedisErrors, descTidied, descLockGrants, descLockContended, descCacheHits, descCacheMisses, descCacheEntries,
+		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descCacheHits, descCacheMisses, descCacheEntries,
 		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers} {
 		ch <- d
 	}
@@ -220,11 +221,13 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descEvents, s.EventsPublished)
 		counter(descRedisErrors, s.RedisErrors)
 		counter(descTidied, s.Tidied)
+		counter(descReplayed, s.Replayed, "put")
 	}
 	if src.Locks != nil {
 		l := src.Locks()
 		counter(descLockGrants, l.Grants)
 		counter(descLockContended, l.Contended)
+		counter(descReplayed, l.Replayed, "lock")
 	}
 	if src.Cache != nil {
 		s := src.Cache()

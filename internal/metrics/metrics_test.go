@@ -17,10 +17,10 @@ import (
 func sources() metrics.Sources {
 	return metrics.Sources{
 		Store: func() metrics.StoreStats {
-			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1, Tidied: 6,
+			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1, Tidied: 6, Replayed: 4,
 				Conflicts: map[string]uint64{"lww": 1, "merge": 1}}
 		},
-		Locks: func() metrics.LockStats { return metrics.LockStats{Grants: 5, Contended: 2} },
+		Locks: func() metrics.LockStats { return metrics.LockStats{Grants: 5, Contended: 2, Replayed: 1} },
 		Cache: func() metrics.CacheStats {
 			return metrics.CacheStats{Hits: 30, Misses: 10, Evictions: 1, Invalidations: 4, Entries: 7, MaxEntries: 1000}
 		},
@@ -57,6 +57,8 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_batch_flushes_total{kind="group_commit"} 3`,
 		`memsync_cache_hits_total 30`,
 		`memsync_index_entries_tidied_total 6`,
+		`memsync_idempotent_replays_total{kind="put"} 4`,
+		`memsync_idempotent_replays_total{kind="lock"} 1`,
 		`memsync_pending_async_writes 3`,
 		`memsync_lock_grants_total 5`,
 		`memsync_active_workers 2`,

@@ -18,7 +18,7 @@ func StoreSource(st *store.Store, ns string) (stats func() StoreStats, vc func()
 			conflicts[string(k)] = v
 		}
 		return StoreStats{Reads: s.Reads, Writes: s.Writes, Commits: s.Commits,
-			EventsPublished: s.EventsPublished, RedisErrors: s.RedisErrors, Tidied: s.Tidied, Conflicts: conflicts}
+			EventsPublished: s.EventsPublished, RedisErrors: s.RedisErrors, Tidied: s.Tidied, Replayed: s.Replayed, Conflicts: conflicts}
 	}
 	vc = func() map[string]uint64 { return st.VectorClock() }
 	workers = func(ctx context.Context) (int, error) { return activeWorkers(ctx, st, ns) }
@@ -29,7 +29,7 @@ func StoreSource(st *store.Store, ns string) (stats func() StoreStats, vc func()
 func LockSource(lk *lock.Locker) func() LockStats {
 	return func() LockStats {
 		s := lk.Stats()
-		return LockStats{Grants: s.Grants, Contended: s.Contended}
+		return LockStats{Grants: s.Grants, Contended: s.Contended, Replayed: s.Replayed}
 	}
 }
 

@@ -847,6 +847,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 // readReplayed reads, in one pipeline, the keys of puts that had been
 // applied already under their idempotency keys, as their answers.
 func (s *Store) readReplayed(ctx context.Context, items []*batchItem) {
+	s.count.replayed.Add(uint64(len(items)))
 	pipe := s.rdb.Pipeline()
 	for _, it := range items {
 		it.get = pipe.HGetAll(ctx, keys.Redis(it.op.Namespace, it.op.Key))

@@ -49,6 +49,9 @@ func TestIdempotentWrites(t *testing.T) {
 		if got := eventsLogged(t, b); got != events {
 			t.Errorf("events logged = %d after the retry, want %d: a retry must not announce a write", got, events)
 		}
+		if st := s.Stats(); st.Replayed != 1 || st.Writes != 1 {
+			t.Errorf("stats after the retry: %d replayed, %d writes; want 1, 1", st.Replayed, st.Writes)
+		}
 
 		// The same idempotency key on another request is refused, whole.
 		if _, err := s.Put(ctx, ns, "idem/k", req(`"b"`, "req-1")); !errors.Is(err, store.ErrInvalidArgument) {
@@ -182,6 +185,9 @@ func TestIdempotentBatch(t *testing.T) {
 		}
 		if got := eventsLogged(t, b); got != events+2 {
 			t.Errorf("events logged by the batch sent again = %d, want 2 (the two puts applied)", got-events)
+		}
+		if st := s.Stats(); st.Replayed != 2 {
+			t.Errorf("replayed = %d, want 2", st.Replayed)
 		}
 	})
 }

@@ -21,12 +21,15 @@ type Stats struct {
 	// Tidied counts listing index entries (namespaces, roots, children)
 	// that Tidy removed.
 	Tidied uint64
+	// Replayed counts puts answered without being applied, because an
+	// earlier request had applied them under their idempotency key.
+	Replayed uint64
 }
 
 // counters are the live counters behind Stats.
 type counters struct {
-	reads, writes, commits, events, redisErrors, tidied atomic.Uint64
-	conflicts                                           [5]atomic.Uint64 // by strategyIndex
+	reads, writes, commits, events, redisErrors, tidied, replayed atomic.Uint64
+	conflicts                                                     [5]atomic.Uint64 // by strategyIndex
 
 	mu    sync.Mutex
 	clock clock.Vector // every version this instance wrote, merged
@@ -49,6 +52,7 @@ func (s *Store) Stats() Stats {
 	st := Stats{
 		Reads: c.reads.Load(), Writes: c.writes.Load(), Commits: c.commits.Load(),
 		EventsPublished: c.events.Load(), RedisErrors: c.redisErrors.Load(), Tidied: c.tidied.Load(),
+		Replayed:  c.replayed.Load(),
 		Conflicts: make(map[Strategy]uint64, len(strategies)),
 	}
 	for i, x := range strategies {

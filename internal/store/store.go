@@ -220,6 +220,7 @@ type PutResult struct {
 // idempotency key: with what the key holds now, the write and anything
 // after it. A key deleted since then is gone.
 func (s *Store) replay(ctx context.Context, ns, key string) (PutResult, error) {
+	s.count.replayed.Add(1)
 	e, err := s.Get(ctx, ns, key, GetOptions{})
 	if err != nil {
 		return PutResult{}, err
