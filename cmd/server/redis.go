@@ -11,8 +11,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Redis client timeouts: short, so that requests fail fast with 503 while
@@ -85,13 +83,14 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		opts.Protocol, opts.MaxRetries = redisProtocol, redisMaxRetries
 		// The cluster client sends a command again after a timeout too, up
 		// to MaxRedirects times, and redirects (MOVED, ASK) count against
-		// the same number: none, then. A command refused with MOVED (a
-		// failover, a resharding) is sent again by followMoved instead,
-		// once the client has reloaded its slot map.
+		// the same number: none, then. A command a node refused without
+		// running it (MOVED, ASK, TRYAGAIN: a failover, a resharding) is
+		// sent again by followRedirects instead.
 		opts.MaxRedirects = redisMaxRetries
+		follow := newFollowRedirects(opts)
 		cc := redis.NewClusterClient(opts)
-		cc.AddHook(followMoved{})
-		c = cc
+		cc.AddHook(follow)
+		return cc, func() { cc.Close(); follow.close() }, nil
 	case strings.Contains(rawURL, "master_name="):
 		opts, err := redis.ParseFailoverURL(rawURL)
 		if err != nil {
@@ -109,78 +108,6 @@ func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), 
 		c = redis.NewClient(tune(opts))
 	}
 	return c, func() { c.Close() }, nil
-}
-
-// followMoved sends again the commands a Cluster node refused with MOVED:
-// the slot has another master now (a failover, a resharding), and the node
-// ran nothing, so sending again cannot apply a write twice, as it could
-// after a timeout (redisMaxRetries). The refusal makes the client reload
-// its slot map in the background, so each try waits a little longer for
-// that (rediserr.MovedPauses), then the MOVED stands (a 503). ASK is left
-// alone: a slot in mid-migration sends its new keys to the other node
-// until the migration ends, which a reload does not hasten.
-//
-// A pipeline's refused commands are sent again as one pipeline, after the
-// rest: memsync pipelines only commands that do not depend on one
-// another's order within a hash slot, and one slot moves whole. It runs no
-// MULTI through the cluster client (an atomic batch uses a node's WATCH,
-// which the store tries again itself on MOVED).
-type followMoved struct{}
-
-func (followMoved) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (followMoved) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		for _, pause := range rediserr.MovedPauses {
-			if !rediserr.Moved(err) || !sleepCtx(ctx, pause) {
-				break
-			}
-			cmd.SetErr(nil)
-			err = next(ctx, cmd)
-		}
-		return err
-	}
-}
-
-func (followMoved) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		err := next(ctx, cmds)
-		for _, pause := range rediserr.MovedPauses {
-			var moved []redis.Cmder
-			for _, cmd := range cmds {
-				if rediserr.Moved(cmd.Err()) {
-					moved = append(moved, cmd)
-				}
-			}
-			if len(moved) == 0 || !sleepCtx(ctx, pause) {
-				break
-			}
-			for _, cmd := range moved {
-				cmd.SetErr(nil)
-			}
-			_ = next(ctx, moved)
-			err = nil
-			for _, cmd := range cmds { // the pipeline's error is its first command's, as go-redis has it
-				if err = cmd.Err(); err != nil {
-					break
-				}
-			}
-		}
-		return err
-	}
-}
-
-// sleepCtx waits d, and reports false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func tune(o *redis.Options) *redis.Options {

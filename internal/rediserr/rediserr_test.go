@@ -47,3 +47,24 @@ func TestMoved(t *testing.T) {
 		}
 	}
 }
+
+func TestRefused(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		kind rediserr.Refusal
+		addr string
+	}{
+		{nil, rediserr.NotRefused, ""},
+		{errors.New("MOVED 10420 127.0.0.1:35591"), rediserr.RefusedMoved, "127.0.0.1:35591"},
+		{errors.New("ASK 10420 127.0.0.1:35591"), rediserr.RefusedAsk, "127.0.0.1:35591"},
+		{errors.New("TRYAGAIN Multiple keys request during rehashing of slot"), rediserr.RefusedTryAgain, ""},
+		{errors.New("ASK 10420"), rediserr.NotRefused, ""},
+		{errors.New("ASKING"), rediserr.NotRefused, ""},
+		{errors.New("CLUSTERDOWN The cluster is down"), rediserr.NotRefused, ""},
+		{errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout"), rediserr.NotRefused, ""},
+	} {
+		if kind, addr := rediserr.Refused(tt.err); kind != tt.kind || addr != tt.addr {
+			t.Errorf("Refused(%v) = %v, %q; want %v, %q", tt.err, kind, addr, tt.kind, tt.addr)
+		}
+	}
+}

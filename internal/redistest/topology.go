@@ -59,6 +59,34 @@ func StartCluster(tb testing.TB, n int) []*Server {
 	return nodes
 }
 
+// AddClusterMaster starts a redis-server node and joins it to the cluster
+// of nodes as a master without slots, as one added to take some of them
+// over (it has cached no script either), and waits until every node knows
+// every other. It stops when the test ends.
+func AddClusterMaster(tb testing.TB, nodes []*Server) *Server {
+	tb.Helper()
+	ctx := context.Background()
+	m := Start(tb, Options{Cluster: true})
+	if err := m.Client(tb).ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err(); err != nil {
+		tb.Fatalf("redistest: %s: CLUSTER MEET: %v", m, err)
+	}
+	known := "cluster_known_nodes:" + strconv.Itoa(len(nodes)+1) + "\r\n"
+	deadline := time.Now().Add(20 * time.Second)
+	for _, node := range append([]*Server{m}, nodes...) {
+		for {
+			info, err := node.Client(tb).ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, known) {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("redistest: %s: did not learn of %s within 20 s: %v\n%s", node, m, err, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return m
+}
+
 // ClusterClient returns a client of the cluster of nodes, as cmd/server
 // connects to one (RESP2), closed when the test ends.
 func ClusterClient(tb testing.TB, nodes []*Server) *redis.ClusterClient {
