@@ -181,9 +181,10 @@ func (m *slotMigration) finish() {
 // A resharding onto a master new to the cluster, caught in mid-migration:
 // keys that have moved already are asked for (ASK) on the new master, which
 // has cached no script yet, and a write that needs keys on both masters,
-// or that creates a key, meets TRYAGAIN until the migration ends. Each is
-// answered as if nothing were moving (before: 503 until the slot had
-// moved), and applied once.
+// or that creates a key, meets TRYAGAIN until the migration ends, as an
+// atomic batch's WATCH meets ASK. Each is answered as if nothing were
+// moving (before: 503 until the slot had moved, but for the atomic batch),
+// and applied once.
 func TestClusterMigratingSlotsAreFollowed(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
 	var urls []string
@@ -218,25 +219,41 @@ func TestClusterMigratingSlotsAreFollowed(t *testing.T) {
 		status int
 		body   string
 	}
-	answers := make(chan answer, 2)
+	answers := make(chan answer, 3)
 	for _, key := range []string{"jobs/J1/b", "jobs/J1/c"} {
 		go func() {
 			status, body := put(key, `"during"`)
 			answers <- answer{status, key + ": " + body}
 		}()
 	}
+	go func() {
+		atomic := `{"atomic":true,"ops":[{"op":"put","key":"jobs/J1/d","value":"atomic"},{"op":"put","key":"jobs/J1/e","value":"atomic"}]}`
+		start := time.Now()
+		status, body := httpDo(t, "POST", base+"/v1/batch", atomic)
+		t.Logf("atomic batch answered %d after %v", status, time.Since(start))
+		if strings.Count(body, `"status":200`) != 2 {
+			status = 0
+		}
+		answers <- answer{status, "atomic batch: " + body}
+	}()
 	time.Sleep(100 * time.Millisecond)
 	m.finish()
-	for range 2 {
+	for range 3 {
 		if a := <-answers; a.status != 200 {
 			t.Errorf("PUT across a migration = %d %s, want 200", a.status, a.body)
 		}
 	}
 
-	for key, version := range map[string]string{"jobs/J1/a": `{"anonymous":2}`, "jobs/J1/b": `{"anonymous":2}`, "jobs/J1/c": `{"anonymous":1}`} {
+	for key, want := range map[string]string{
+		"jobs/J1/a": `"value":"during","version":{"anonymous":2}`,
+		"jobs/J1/b": `"value":"during","version":{"anonymous":2}`,
+		"jobs/J1/c": `"value":"during","version":{"anonymous":1}`,
+		"jobs/J1/d": `"value":"atomic","version":{"anonymous":1}`,
+		"jobs/J1/e": `"value":"atomic","version":{"anonymous":1}`,
+	} {
 		status, body := httpDo(t, "GET", base+"/v1/kv/"+key+"?consistent=true", "")
-		if status != 200 || !strings.Contains(body, `"value":"during"`) || !strings.Contains(body, `"version":`+version) {
-			t.Errorf("GET %s after the migration = %d %s, want \"during\" at version %s", key, status, body, version)
+		if status != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s after the migration = %d %s, want %s", key, status, body, want)
 		}
 	}
 }
