@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -109,6 +110,24 @@ func (c *Client) BatchIdempotent(ctx context.Context, idempotencyKey string, ops
 	return c.batch(ctx, ops, false, idempotencyKey)
 }
 
+// BatchAtomicIdempotent runs ops as Batch does, atomic, under
+// idempotencyKey (1-123 characters of [A-Za-z0-9._:@-]), so that the batch
+// is safe to send again when it is not known whether it applied: sent
+// again after it applied, it is not applied again, nor are its IfMatch
+// checked again (its own first run may have made them false), and every
+// put and delete result has Replayed set, a put's with the key's current
+// entry; gets read the keys now. This holds while any key a put of the
+// batch wrote remembers the key (it forgets when deleted, when it expires,
+// or after 8 newer keyed writes). The key stands for the whole batch: on a
+// batch with any op changed it is ErrInvalid, and so it is on a batch
+// without a put, which has nowhere to remember it.
+func (c *Client) BatchAtomicIdempotent(ctx context.Context, idempotencyKey string, ops []BatchOp) ([]BatchResult, error) {
+	if idempotencyKey == "" {
+		return nil, errEmpty("idempotency key")
+	}
+	return c.batch(ctx, ops, true, idempotencyKey)
+}
+
 func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempotencyKey string) ([]BatchResult, error) {
 	if len(ops) == 0 {
 		return []BatchResult{}, nil
@@ -145,7 +164,8 @@ func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempote
 			Replayed bool         `json:"replayed"`
 		} `json:"results"`
 	}
-	if !atomic {
+	if !atomic || slices.ContainsFunc(ops, func(op BatchOp) bool { return op.Op == OpPut }) {
+		// An atomic batch without a put has nowhere to keep a key.
 		idempotencyKey = c.idempotencyKey(idempotencyKey)
 	}
 	var h http.Header

@@ -121,6 +121,42 @@ func TestBatchIdempotentAgainstServer(t *testing.T) {
 	}
 }
 
+// BatchAtomicIdempotent sent again: answered whole as applied, though its
+// IfMatch no longer holds; on another batch, or without a put, ErrInvalid.
+func TestBatchAtomicIdempotentAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	e, err := c.Put(ctx, "jobs/J1/owner", "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := []client.BatchOp{
+		{Op: client.OpPut, Key: "jobs/J1/owner", Value: "w1", IfMatch: e.ETag},
+		{Op: client.OpDelete, Key: "jobs/J1/owner-wanted"},
+		{Op: client.OpGet, Key: "jobs/J1/owner"},
+	}
+	if _, err := c.Put(ctx, "jobs/J1/owner-wanted", true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		res, err := c.BatchAtomicIdempotent(ctx, "claim-1", ops)
+		if err != nil || len(res) != 3 || res[0].Replayed != (i == 1) || res[0].Entry.Version["w1"] != 2 ||
+			res[1].Replayed != (i == 1) || res[2].Replayed || string(res[2].Entry.Value) != `"w1"` {
+			t.Errorf("attempt %d: %+v, %v", i+1, res, err)
+		}
+	}
+	if _, err := c.BatchAtomicIdempotent(ctx, "claim-1", ops[:1]); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("the key on another batch: %v, want ErrInvalid", err)
+	}
+	if _, err := c.BatchAtomicIdempotent(ctx, "claim-2", ops[1:]); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("a batch without a put: %v, want ErrInvalid", err)
+	}
+	if _, err := c.BatchAtomicIdempotent(ctx, "", ops); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("empty key: %v, want ErrInvalid", err)
+	}
+}
+
 // PutAsync sent twice under one IdempotencyKey: applied once.
 func TestPutAsyncIdempotentAgainstServer(t *testing.T) {
 	srv := testserver.Start(t)

@@ -40,7 +40,8 @@
 //
 // A write whose answer is lost (a timeout, a broken connection, a 503) may
 // have been applied. Put, PutAsync, the typed writes and Lock take
-// IdempotencyKey, and BatchIdempotent takes one for a batch: sent again
+// IdempotencyKey, and BatchIdempotent and BatchAtomicIdempotent take one
+// for a batch: sent again
 // under the same key, a write the server applied already is answered, not
 // applied again (Entry.Replayed, Lock.Replayed, BatchResult.Replayed).
 // WithRetries sends failed reads and such writes again by itself, giving

@@ -61,9 +61,9 @@ func (d *discard) Header() http.Header         { return d.header }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
-// A client WithRetries whose answers to a Put, a Lock and a Batch are lost
-// once each: each call succeeds, each write applied once (version w1 1,
-// Replayed), the lock's token the one granted. Without retries the same
+// A client WithRetries whose answers to a Put, a Lock, a Batch and an
+// atomic Batch are lost once each: each call succeeds, each write applied
+// once (Replayed), the lock's token the one granted. Without retries the same
 // Put fails.
 func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 	srv := testserver.Start(t)
@@ -86,6 +86,20 @@ func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 	res, err := b.Batch(ctx, []client.BatchOp{{Op: client.OpPut, Key: "jobs/J1/state", Value: "queued"}}, false)
 	if err != nil || len(res) != 1 || !res[0].Replayed || res[0].Entry.Version["w1"] != 1 {
 		t.Errorf("Batch with its first answer lost: %+v, %v; want the put applied once, Replayed", res, err)
+	}
+
+	// An atomic batch whose if_match its own first run made false.
+	owner, err := c.Put(ctx, "jobs/J2/owner", "nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := mustNew(t, lossyProxy(t, srv.URL, http.MethodPost), client.WithWorkerID("w1"), client.WithRetries(2))
+	res, err = a.Batch(ctx, []client.BatchOp{
+		{Op: client.OpPut, Key: "jobs/J2/owner", Value: "w1", IfMatch: owner.ETag},
+		{Op: client.OpPut, Key: "jobs/J2/state", Value: "claimed"},
+	}, true)
+	if err != nil || len(res) != 2 || !res[0].Replayed || res[0].Entry.Version["w1"] != 2 || !res[1].Replayed {
+		t.Errorf("atomic Batch with its first answer lost: %+v, %v; want both puts applied once, Replayed", res, err)
 	}
 
 	plain := mustNew(t, lossyProxy(t, srv.URL, http.MethodPut), client.WithWorkerID("w1"))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -204,8 +205,8 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		if idem != "" && req.Atomic {
-			writeError(w, r, log, fmt.Errorf("%w: an atomic batch takes no Idempotency-Key: give its ops if_match, and a batch sent again after it applied fails whole with 412", errInvalidArgument))
+		if idem != "" && req.Atomic && !slices.ContainsFunc(req.Ops, func(o batchOpBody) bool { return o.Op == string(store.OpPut) }) {
+			writeError(w, r, log, fmt.Errorf("%w: an atomic batch's Idempotency-Key is remembered by the keys its puts write, and this batch has no put", errInvalidArgument))
 			return
 		}
 		switch {
@@ -269,7 +270,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 					}
 					results[i] = result{Status: p.Status, Error: &p}
 				case ops[j].Kind == store.OpDelete:
-					results[i] = result{Status: http.StatusNoContent}
+					results[i] = result{Status: http.StatusNoContent, Replayed: rr.Replayed}
 				default:
 					e := newEntryResponse(rr.Entry, false)
 					results[i] = result{Status: http.StatusOK, Entry: &e, Replayed: rr.Replayed}
@@ -286,7 +287,8 @@ type batchResult struct {
 	Entry  *entryResponse `json:"entry,omitempty"`
 	Error  *problem       `json:"error,omitempty"`
 	// Replayed: a put applied by an earlier request under the batch's
-	// Idempotency-Key, not applied again.
+	// Idempotency-Key, not applied again; in an atomic batch, every put
+	// and delete of a batch applied before.
 	Replayed bool `json:"replayed,omitempty"`
 }
 

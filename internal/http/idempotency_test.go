@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/memsync/memsync/internal/redistest"
@@ -66,7 +67,7 @@ func TestLockIdempotencyKey(t *testing.T) {
 
 // A batch sent again under its Idempotency-Key: the puts it applied are
 // answered with "replayed": true and not applied again; its delete answers
-// 404; an atomic batch with a key is refused.
+// 404. An atomic batch sent again is answered whole as applied.
 func TestBatchIdempotencyKey(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		h := newHarness(t, b)
@@ -93,9 +94,25 @@ func TestBatchIdempotencyKey(t *testing.T) {
 				}
 			}
 		}
-		atomic := `{"atomic":true,"ops":[{"op":"put","key":"jobs/c","value":3}]}`
-		if p := h.must(400, "POST", "/v1/batch", atomic, "Idempotency-Key", "batch-8").json(t); p["code"] != "invalid_argument" {
-			t.Errorf("atomic batch with a key: code %v", p["code"])
+
+		// Atomic: sent again, the whole batch is answered as applied, though
+		// its if_match no longer holds; without the key it fails whole.
+		etag := first[0].(map[string]any)["entry"].(map[string]any)["etag"].(string)
+		atomic := `{"atomic":true,"ops":[{"op":"put","key":"jobs/a","value":10,"if_match":` + strconv.Quote(etag) +
+			`},{"op":"delete","key":"jobs/b","if_match":"*"}]}`
+		h.must(200, "POST", "/v1/batch", atomic, "X-Worker-Id", "w1", "Idempotency-Key", "batch-8")
+		again = results(h.must(200, "POST", "/v1/batch", atomic, "X-Worker-Id", "w1", "Idempotency-Key", "batch-8"))
+		for i, status := range []float64{200, 204} {
+			if r := again[i].(map[string]any); r["status"] != status || r["replayed"] != true {
+				t.Errorf("atomic op %d sent again: %v; want status %v, replayed", i, r, status)
+			}
+		}
+		if p := h.must(412, "POST", "/v1/batch", atomic, "X-Worker-Id", "w1").json(t); p["code"] != "precondition_failed" {
+			t.Errorf("atomic batch again without its key: code %v", p["code"])
+		}
+		noPut := `{"atomic":true,"ops":[{"op":"delete","key":"jobs/a"}]}`
+		if p := h.must(400, "POST", "/v1/batch", noPut, "Idempotency-Key", "batch-9").json(t); p["code"] != "invalid_argument" {
+			t.Errorf("atomic batch with a key and no put: code %v", p["code"])
 		}
 	})
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -65,7 +67,9 @@ type BatchResult struct {
 	// been applied).
 	Err error
 	// Replayed is true for a put applied earlier under its IdempotencyKey:
-	// not applied again, and Entry is the key as it is now.
+	// not applied again, and Entry is the key as it is now; and for every
+	// put and delete of an atomic batch applied earlier under its puts'
+	// keys.
 	Replayed bool
 }
 
@@ -93,6 +97,9 @@ type batchItem struct {
 	del   deleteOp                  // deletes
 	entry Entry                     // gets: what was read
 	err   error                     // validation failure, then the op's outcome
+	// replayed: its atomic batch had been applied under its idempotency
+	// keys, and was not applied again (runAtomic).
+	replayed bool
 }
 
 // Batch runs ops, in order, in one Redis round trip, and publishes the
@@ -128,13 +135,13 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 		it := &items[i]
 		it.op = &ops[i]
 		it.err = s.prepareOp(it, now)
-		if it.err == nil && atomic && it.op.IdempotencyKey != "" {
-			// Its conditions are checked before its script runs (runAtomic),
-			// where a write that is remembered would skip them.
-			it.err = fmt.Errorf("%w: an atomic batch takes no idempotency keys: give its ops if_match, and a batch sent again after it applied fails whole with 412", ErrInvalidArgument)
-		}
 		if it.err != nil && atomic {
 			return nil, &BatchError{Index: i, Err: it.err}
+		}
+	}
+	if atomic {
+		if err := keyAtomic(items); err != nil {
+			return nil, err
 		}
 	}
 	var err error
@@ -150,6 +157,75 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 		return nil, err
 	}
 	return s.finishBatch(ctx, items, !atomic && s.oneScript()), nil
+}
+
+// keyAtomic gives the puts of an atomic batch whose puts carry
+// idempotency keys one digest of the whole batch, in place of their own:
+// the batch applies whole or not at all, so it is sent again whole, and
+// the same keys on another batch are told apart whichever op differs
+// (runAtomic). A batch where some puts carry keys and others none is
+// refused.
+func keyAtomic(items []batchItem) error {
+	h := sha256.New()
+	keyed, unkeyed := 0, -1
+	for i := range items {
+		it := &items[i]
+		op := it.op
+		var digest string
+		if op.Kind == OpPut {
+			if op.IdempotencyKey == "" {
+				unkeyed = i
+			} else {
+				keyed++
+				_, digest, _ = strings.Cut(it.w.idem, " ")
+			}
+		}
+		for _, part := range []string{string(op.Kind), op.Namespace, op.Key, op.IfMatch, digest} {
+			h.Write([]byte(part))
+			h.Write([]byte{0})
+		}
+	}
+	if keyed == 0 {
+		return nil
+	}
+	if unkeyed >= 0 {
+		return &BatchError{Index: unkeyed, Err: fmt.Errorf("%w: in an atomic batch every put carries an idempotency key, or none does", ErrInvalidArgument)}
+	}
+	digest := hex.EncodeToString(h.Sum(nil)[:12])
+	for i := range items {
+		if it := &items[i]; it.op.Kind == OpPut {
+			it.w.idem = it.op.IdempotencyKey + " " + digest
+		}
+	}
+	return nil
+}
+
+// rememberedAtomic reports whether the atomic batch of items, whose puts
+// carry idempotency keys (keyAtomic), was applied before: whether any of
+// its puts' keys remembers that put's idempotency key, in idem, the
+// fields read by its position in watched (see runAtomic). The same
+// idempotency key remembered for another batch is a *BatchError.
+func rememberedAtomic(items []batchItem, index map[string]int, idem []string) (bool, error) {
+	replay := false
+	for i := range items {
+		it := &items[i]
+		if it.op.Kind != OpPut {
+			continue
+		}
+		id, digest, _ := strings.Cut(it.w.idem, " ")
+		for _, e := range strings.Split(idem[index[keys.Redis(it.op.Namespace, it.op.Key)]], ";") {
+			f := strings.Fields(e) // id digest etag
+			if len(f) != 3 || f[0] != id {
+				continue
+			}
+			if f[1] != digest {
+				return false, &BatchError{Index: i, Err: fmt.Errorf("%w: idempotency key %q was used on %q for another request",
+					ErrInvalidArgument, it.op.IdempotencyKey, it.op.Key)}
+			}
+			replay = true
+		}
+	}
+	return replay, nil
 }
 
 // CheckOp validates op as Batch would, without touching Redis: nil means
@@ -654,21 +730,59 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 		etag   string
 	}
 	cur := make([]state, len(watched))
+	keyed := false // its puts carry idempotency keys (keyAtomic)
+	for i := range items {
+		keyed = keyed || items[i].op.Kind == OpPut && items[i].w.idem != ""
+	}
 	var sent bool // the transaction reached Redis
 	txn := func(tx *redis.Tx) error {
 		sent = false
-		etags := make([]*redis.StringCmd, len(watched))
+		fields := make([]*redis.SliceCmd, len(watched))
 		_, _ = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, rk := range watched {
-				etags[i] = p.HGet(ctx, rk, "etag")
+				if keyed {
+					fields[i] = p.HMGet(ctx, rk, "etag", "idem")
+				} else {
+					fields[i] = p.HMGet(ctx, rk, "etag")
+				}
 			}
 			return nil
 		})
-		for i, c := range etags {
-			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		idem := make([]string, len(watched))
+		for i, c := range fields {
+			v, err := c.Result()
+			if err != nil {
 				return err
 			}
-			cur[i] = state{exists: c.Err() == nil, etag: c.Val()}
+			etag, ok := v[0].(string)
+			cur[i] = state{exists: ok, etag: etag}
+			if keyed {
+				idem[i], _ = v[1].(string)
+			}
+		}
+		if keyed {
+			replay, err := rememberedAtomic(items, index, idem)
+			if err != nil {
+				return err
+			}
+			if replay {
+				// Applied before: its conditions, which it may have made
+				// false itself, are not checked again, nothing is written,
+				// and its gets read the keys as they are now.
+				for i := range items {
+					items[i].replayed = true
+				}
+				sent = true
+				_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					for i := range items {
+						if items[i].op.Kind == OpGet {
+							s.pipeOp(ctx, p, &items[i], true)
+						}
+					}
+					return nil
+				})
+				return err
+			}
 		}
 		for i := range items {
 			it := &items[i]
@@ -765,6 +879,10 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			reads++
 			it.err = s.readGet(it)
 		case OpPut:
+			if it.replayed {
+				replayed = append(replayed, it)
+				continue
+			}
 			if it.w.run != nil {
 				it.w.setReply(it.w.run.Slice())
 			}
@@ -795,6 +913,9 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			events = append(events, ev)
 			owners = append(owners, it)
 		case OpDelete:
+			if it.replayed {
+				continue
+			}
 			if it.err = it.del.result(s); it.err == nil && !published {
 				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: it.del.ts})
 				owners = append(owners, it)
@@ -832,6 +953,8 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 		switch it.op.Kind {
 		case OpGet:
 			out[i].Entry = it.entry
+		case OpDelete:
+			out[i].Replayed = it.replayed
 		case OpPut:
 			out[i].Entry, out[i].Replayed = it.w.res.Entry, it.w.res.Replayed
 			if len(it.w.res.Siblings) > s.cfg.SiblingCap {

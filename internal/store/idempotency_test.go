@@ -123,18 +123,12 @@ func TestIdempotentWrites(t *testing.T) {
 			t.Errorf("retry after a delete: replayed %v, %v; want created again", res.Replayed, err)
 		}
 
-		// Refused before Redis: a malformed key, and keys in an atomic batch.
+		// Refused before Redis: a malformed key.
 		if _, err := s.Put(ctx, ns, "idem/bad", req(`1`, "two words")); !errors.Is(err, store.ErrInvalidArgument) {
 			t.Errorf("idempotency key with a space: %v, want ErrInvalidArgument", err)
 		}
-		_, err = s.Batch(ctx, []store.BatchOp{{Kind: store.OpPut, Namespace: ns, Key: "idem/atomic", PutRequest: req(`1`, "a-1")}}, true)
-		if !errors.Is(err, store.ErrInvalidArgument) {
-			t.Errorf("idempotency key in an atomic batch: %v, want ErrInvalidArgument", err)
-		}
-		for _, key := range []string{"idem/bad", "idem/atomic"} {
-			if _, err := s.Get(ctx, ns, key, store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
-				t.Errorf("%s exists after a refused write: %v", key, err)
-			}
+		if _, err := s.Get(ctx, ns, "idem/bad", store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("idem/bad exists after a refused write: %v", err)
 		}
 	})
 }
@@ -188,6 +182,94 @@ func TestIdempotentBatch(t *testing.T) {
 		}
 		if st := s.Stats(); st.Replayed != 2 {
 			t.Errorf("replayed = %d, want 2", st.Replayed)
+		}
+	})
+}
+
+// An atomic batch sent again under its puts' idempotency keys: it had
+// applied whole, so it is answered (Replayed, its puts' keys as they are
+// now, its gets read now) and nothing is applied again, though its
+// if_match no longer holds. The same keys on another batch, or on only
+// some of its puts, are refused, and so is everything in the batch.
+func TestIdempotentAtomicBatch(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		theirs := mustPut(t, s, "atomic/T1/x", "w2", `"theirs"`, nil)
+		mustPut(t, s, "atomic/T1/gone", "w2", `"old"`, nil)
+		op := func(kind store.OpKind, key, value, idem, ifMatch string) store.BatchOp {
+			o := store.BatchOp{Kind: kind, Namespace: ns, Key: key,
+				PutRequest: store.PutRequest{Writer: "w1", IdempotencyKey: idem, IfMatch: ifMatch}}
+			if value != "" {
+				o.Value = json.RawMessage(value)
+			}
+			return o
+		}
+		ops := []store.BatchOp{
+			op(store.OpPut, "atomic/T1/a", `"a"`, "k.0", ""),
+			op(store.OpPut, "atomic/T1/x", `"mine"`, "k.1", theirs.Entry.ETag),
+			op(store.OpDelete, "atomic/T1/gone", "", "", "*"),
+			op(store.OpGet, "atomic/T1/a", "", "", ""),
+		}
+		first, err := s.Batch(ctx, ops, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := eventsLogged(t, b)
+		again, err := s.Batch(ctx, ops, true)
+		if err != nil {
+			t.Fatalf("atomic batch sent again: %v, want it answered as applied", err)
+		}
+		for i, want := range []struct {
+			replayed bool
+			value    string
+		}{{true, `"a"`}, {true, `"mine"`}, {true, ""}, {false, `"a"`}} {
+			r := again[i]
+			if r.Err != nil || r.Replayed != want.replayed || string(r.Entry.Value) != want.value {
+				t.Errorf("op %d sent again: replayed %v, value %s, %v; want replayed %v, %s", i, r.Replayed, r.Entry.Value, r.Err, want.replayed, want.value)
+			}
+		}
+		if again[0].Entry.ETag != first[0].Entry.ETag || again[1].Entry.Version["w1"] != 1 {
+			t.Errorf("applied again: etag %s then %s, x at %v", first[0].Entry.ETag, again[0].Entry.ETag, again[1].Entry.Version)
+		}
+		if got := eventsLogged(t, b); got != events {
+			t.Errorf("events logged by the batch sent again = %d, want 0", got-events)
+		}
+		if st := s.Stats(); st.Replayed != 2 {
+			t.Errorf("replayed = %d, want 2 (the puts)", st.Replayed)
+		}
+
+		// Without its keys, the same batch fails whole on its own if_match.
+		plain := append([]store.BatchOp(nil), ops...)
+		plain[0].IdempotencyKey, plain[1].IdempotencyKey = "", ""
+		var be *store.BatchError
+		if _, err := s.Batch(ctx, plain, true); !errors.As(err, &be) || !errors.Is(err, store.ErrPreconditionFailed) {
+			t.Errorf("the batch again without keys: %v, want a BatchError of ErrPreconditionFailed", err)
+		}
+
+		// The same keys on another batch, whose puts are the same but not
+		// the rest, or whose put differs: refused, nothing applied.
+		other := append([]store.BatchOp(nil), ops...)
+		other[2] = op(store.OpDelete, "atomic/T1/x", "", "", "")
+		if _, err := s.Batch(ctx, other, true); !errors.As(err, &be) || !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("the keys on a batch with another delete: %v, want a BatchError of ErrInvalidArgument", err)
+		}
+		other = append([]store.BatchOp(nil), ops...)
+		other[0] = op(store.OpPut, "atomic/T1/a", `"changed"`, "k.0", "")
+		if _, err := s.Batch(ctx, other, true); !errors.As(err, &be) || !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("the keys on a batch with another value: %v, want a BatchError of ErrInvalidArgument", err)
+		}
+		// Keys on only some of its puts: refused before Redis.
+		some := []store.BatchOp{op(store.OpPut, "atomic/T1/b", `1`, "m.0", ""), op(store.OpPut, "atomic/T1/c", `2`, "", "")}
+		if _, err := s.Batch(ctx, some, true); !errors.As(err, &be) || be.Index != 1 || !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("keys on some puts: %v, want a BatchError of ErrInvalidArgument at op 1", err)
+		}
+		if got := eventsLogged(t, b); got != events {
+			t.Errorf("events logged by refused batches = %d, want 0", got-events)
+		}
+		e, err := s.Get(ctx, ns, "atomic/T1/a", store.GetOptions{})
+		if err != nil || string(e.Value) != `"a"` || e.ETag != first[0].Entry.ETag {
+			t.Errorf("atomic/T1/a after refused batches = %s %s, %v", e.Value, e.ETag, err)
 		}
 	})
 }

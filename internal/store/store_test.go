@@ -55,6 +55,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"ConditionalWrites":     TestConditionalWrites,
 		"IdempotentWrites":      TestIdempotentWrites,
 		"IdempotentBatch":       TestIdempotentBatch,
+		"IdempotentAtomicBatch": TestIdempotentAtomicBatch,
 		"TTL":                   TestTTL,
 		"Delete":                TestDelete,
 		"SiblingCap":            TestSiblingCapMergesNeverDrops,
