@@ -300,11 +300,7 @@ func TestREADMECurl(t *testing.T) {
 func TestREADMECurlOnClusterAndSentinel(t *testing.T) {
 	t.Run("cluster", func(t *testing.T) {
 		nodes := redistest.StartCluster(t, 3)
-		var urls []string
-		for _, n := range nodes {
-			urls = append(urls, "redis://"+n.Addr)
-		}
-		runREADME(t, startServer(t, nil, "--redis-url", strings.Join(urls, ",")))
+		runREADME(t, startServer(t, nil, "--redis-url", clusterURL(nodes)))
 	})
 	t.Run("sentinel", func(t *testing.T) {
 		_, _, sentinel := redistest.StartSentinel(t, "memsync", 0)
@@ -525,11 +521,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	master := nodes[slot*int64(len(nodes))/16384]
 	replica := redistest.AddClusterReplica(t, nodes, master)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, "redis://"+n.Addr)
-	}
-	base := startServer(t, nil, "--redis-url", strings.Join(urls, ","))
+	base := startServer(t, nil, "--redis-url", clusterURL(nodes))
 	writeTasks(t, base, 20)
 	if n, err := master.Client(t).Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d, %v", n, err)

@@ -21,11 +21,7 @@ import (
 // once).
 func TestClusterMovedSlotsAreFollowed(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, "redis://"+n.Addr)
-	}
-	base := startServer(t, nil, "--redis-url", strings.Join(urls, ","))
+	base := startServer(t, nil, "--redis-url", clusterURL(nodes))
 	put := func(key, value string) (int, string) {
 		return httpDo(t, "PUT", base+"/v1/kv/"+key, `{"value":`+value+`}`)
 	}
@@ -61,6 +57,15 @@ func TestClusterMovedSlotsAreFollowed(t *testing.T) {
 	if status, body := httpDo(t, "POST", base+"/v1/batch", atomic); status != 200 || strings.Count(body, `"status":200`) != 2 {
 		t.Errorf("atomic batch on a moved slot = %d %s, want 200 with both puts", status, body)
 	}
+}
+
+// clusterURL is the --redis-url of the Redis Cluster of nodes.
+func clusterURL(nodes []*redistest.Server) string {
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = "redis://" + n.Addr
+	}
+	return strings.Join(urls, ",")
 }
 
 // moveSlot moves the hash slot of key, with the keys in it, from its master
@@ -187,11 +192,7 @@ func (m *slotMigration) finish() {
 // and applied once.
 func TestClusterMigratingSlotsAreFollowed(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, "redis://"+n.Addr)
-	}
-	base := startServer(t, nil, "--redis-url", strings.Join(urls, ","))
+	base := startServer(t, nil, "--redis-url", clusterURL(nodes))
 	put := func(key, value string) (int, string) {
 		return httpDo(t, "PUT", base+"/v1/kv/"+key, `{"value":`+value+`}`)
 	}
@@ -264,11 +265,7 @@ func TestClusterMigratingSlotsAreFollowed(t *testing.T) {
 // the new master, which is given the script it has not cached.
 func TestFollowRedirectsAsksTheImportingMaster(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, "redis://"+n.Addr)
-	}
-	rdb, closeRedis, err := openRedis(strings.Join(urls, ","), slog.New(slog.DiscardHandler))
+	rdb, closeRedis, err := openRedis(clusterURL(nodes), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,20 +194,23 @@ func (f *followRedirects) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 		}
 		_ = next(ctx, cmds) // the commands' own errors are read below
 		for paused, asked := 0, 0; ; {
-			var waiting []redis.Cmder          // refused with MOVED or TRYAGAIN
-			asks := map[string][]redis.Cmder{} // refused with ASK, by the node to ask
-			var asking []redis.Cmder
+			var waiting []redis.Cmder         // refused with MOVED or TRYAGAIN
+			var asks map[string][]redis.Cmder // refused with ASK, by the node to ask
+			asking := 0
 			for _, cmd := range cmds {
 				switch kind, addr := rediserr.Refused(cmd.Err()); kind {
 				case rediserr.RefusedAsk:
+					if asks == nil {
+						asks = map[string][]redis.Cmder{}
+					}
 					asks[addr] = append(asks[addr], cmd)
-					asking = append(asking, cmd)
+					asking++
 				case rediserr.RefusedMoved, rediserr.RefusedTryAgain:
 					waiting = append(waiting, cmd)
 				}
 			}
 			switch {
-			case len(asking) == 0 && len(waiting) == 0:
+			case asking == 0 && len(waiting) == 0:
 				return firstErr(cmds)
 			case len(waiting) == 0 && asked < len(rediserr.MovedPauses):
 				asked++
@@ -218,7 +221,7 @@ func (f *followRedirects) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 				// Mixed with ASK, the refused commands all go through the
 				// slot map again, in order (see followRedirects).
 				paused++
-				again := make([]redis.Cmder, 0, len(asking)+len(waiting))
+				again := make([]redis.Cmder, 0, asking+len(waiting))
 				for _, cmd := range cmds {
 					if kind, _ := rediserr.Refused(cmd.Err()); kind != rediserr.NotRefused {
 						cmd.SetErr(nil)
