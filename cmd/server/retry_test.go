@@ -93,30 +93,43 @@ func awaitKey(t *testing.T, c *redis.Client, key string) {
 	}
 }
 
-// storeWithReadTimeout returns a store on srv through a client configured as
-// the server's (tune), with readTimeout (0: the server's). A short
-// readTimeout must cut the write, not what comes before it: the scripts are
-// loaded first through a client with the server's timeouts, and the client
-// keeps idle connections (MinIdleConns), dialed before the test begins, so
-// that neither a write nor a retry of it (were the client to retry) waits
-// for a handshake, which would time out too.
+// clientWithReadTimeout returns a client of srv configured as the server's
+// (tune), with readTimeout (0: the server's). A short readTimeout must cut
+// the command under test, not what comes before it: the client keeps idle
+// connections (MinIdleConns), dialed before it is returned, so that neither
+// that command nor a retry of it (were the client to retry) waits for a
+// connection's handshake, which would time out too.
+func clientWithReadTimeout(t *testing.T, srv *redistest.Server, readTimeout time.Duration) *redis.Client {
+	t.Helper()
+	opts := tune(&redis.Options{Addr: srv.Addr})
+	if readTimeout > 0 {
+		opts.ReadTimeout, opts.MinIdleConns = readTimeout, 4
+	}
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	awaitIdleConns(t, rdb)
+	return rdb
+}
+
+// awaitIdleConns waits until rdb holds its MinIdleConns idle connections,
+// which it dials again in the background after timeouts closed some.
+func awaitIdleConns(t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); int(rdb.PoolStats().IdleConns) < rdb.Options().MinIdleConns; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle connections, want %d", rdb.PoolStats().IdleConns, rdb.Options().MinIdleConns)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// storeWithReadTimeout returns a store on clientWithReadTimeout's client.
+// With a readTimeout, the scripts are loaded first through a client with
+// the server's timeouts, and the store learns they are there.
 func storeWithReadTimeout(t *testing.T, srv *redistest.Server, readTimeout time.Duration) *store.Store {
 	t.Helper()
-	const idle = 4
 	s := func(readTimeout time.Duration) *store.Store {
-		opts := tune(&redis.Options{Addr: srv.Addr})
-		if readTimeout > 0 {
-			opts.ReadTimeout, opts.MinIdleConns = readTimeout, idle
-		}
-		rdb := redis.NewClient(opts)
-		t.Cleanup(func() { rdb.Close() })
-		for deadline := time.Now().Add(5 * time.Second); int(rdb.PoolStats().IdleConns) < opts.MinIdleConns; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d idle connections, want %d", rdb.PoolStats().IdleConns, opts.MinIdleConns)
-			}
-			time.Sleep(time.Millisecond)
-		}
-		s, err := store.New(rdb, store.Config{})
+		s, err := store.New(clientWithReadTimeout(t, srv, readTimeout), store.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,17 +198,13 @@ func TestTimedOutLockIsRetriedUnderItsIdempotencyKey(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	ctx := context.Background()
 	c := srv.Client(t)
-	lockerOn := func(readTimeout time.Duration) *lock.Locker {
-		opts := tune(&redis.Options{Addr: srv.Addr, MinIdleConns: 4})
-		opts.ReadTimeout = readTimeout
-		rdb := redis.NewClient(opts)
-		t.Cleanup(func() { rdb.Close() })
+	lockerOn := func(rdb *redis.Client) *lock.Locker {
 		l := lock.New(rdb, lock.Options{})
 		t.Cleanup(func() { l.Close() })
 		return l
 	}
-	patient := lockerOn(redisIOTimeout)
-	hasty := lockerOn(time.Millisecond)
+	hastyClient := clientWithReadTimeout(t, srv, time.Millisecond)
+	patient, hasty := lockerOn(clientWithReadTimeout(t, srv, 0)), lockerOn(hastyClient)
 	req := lock.AcquireRequest{TTL: time.Minute, Owner: "w1", IdempotencyKey: "take-T1"}
 	// Both load the script while Redis is idle; the hasty one may need
 	// tries (it times out after 1 ms), and then keeps its connections.
@@ -215,6 +224,7 @@ func TestTimedOutLockIsRetriedUnderItsIdempotencyKey(t *testing.T) {
 	if err := patient.Release(ctx, "test", "tasks/T0", g.Token); err != nil {
 		t.Fatal(err)
 	}
+	awaitIdleConns(t, hastyClient) // the tries that timed out closed theirs
 
 	behindBusyRedis(t, c, func() {
 		if _, err := hasty.Acquire(ctx, "test", "tasks/T1", req); !errors.Is(err, lock.ErrUnavailable) {
