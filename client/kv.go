@@ -171,7 +171,7 @@ type putOptions struct {
 	err            error
 }
 
-type deleteOptions struct{ ifMatch string }
+type deleteOptions struct{ ifMatch, idempotencyKey string }
 
 type putOptionFunc func(*putOptions)
 
@@ -210,10 +210,18 @@ func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNo
 // key's current entry (Entry.Replayed) instead of applying it again. The
 // same idempotency key on another write (value, context, TTL, conditions)
 // fails with ErrInvalid. With PutAsync, a write queued twice under one key
-// is applied once.
-func IdempotencyKey(key string) PutOption {
-	return putOptionFunc(func(o *putOptions) { o.idempotencyKey = key })
-}
+// is applied once. With Delete, the key remembers the latest delete of it
+// that carried one for 24 hours, and the same delete sent again in that
+// time succeeds without deleting anything, even if the key was written
+// since (rather than failing with ErrNotFound); with another IfMatch it
+// fails with ErrInvalid.
+func IdempotencyKey(key string) Idempotency { return Idempotency{key: key} }
+
+// Idempotency is an idempotency key, for Put and Delete.
+type Idempotency struct{ key string }
+
+func (i Idempotency) applyPut(o *putOptions)       { o.idempotencyKey = i.key }
+func (i Idempotency) applyDelete(o *deleteOptions) { o.idempotencyKey = i.key }
 
 // Precondition is a compare-and-set condition, for Put and Delete.
 type Precondition struct{ etag string }
@@ -276,6 +284,7 @@ func (c *Client) Put(ctx context.Context, key string, value any, opts ...PutOpti
 
 // Delete removes key with all its siblings. It returns ErrNotFound when the
 // key is absent, and ErrPreconditionFailed when IfMatch does not hold.
+// Options: IfMatch, IdempotencyKey.
 func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) error {
 	if key == "" {
 		return errEmpty("key")
@@ -287,6 +296,9 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) e
 	h := http.Header{}
 	if o.ifMatch != "" {
 		h.Set("If-Match", o.ifMatch)
+	}
+	if k := c.idempotencyKey(o.idempotencyKey); k != "" {
+		h.Set("Idempotency-Key", k)
 	}
 	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/kv", key), header: h}, nil)
 }

@@ -61,9 +61,9 @@ func (d *discard) Header() http.Header         { return d.header }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
-// A client WithRetries whose answers to a Put, a Lock, a Batch and an
-// atomic Batch are lost once each: each call succeeds, each write applied
-// once (Replayed), the lock's token the one granted. Without retries the same
+// A client WithRetries whose answers to a Put, a Lock, a Batch, an atomic
+// Batch and a Delete are lost once each: each call succeeds, each write
+// applied once (Replayed), the lock's token the one granted. Without retries the same
 // Put fails.
 func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 	srv := testserver.Start(t)
@@ -102,6 +102,14 @@ func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 		t.Errorf("atomic Batch with its first answer lost: %+v, %v; want both puts applied once, Replayed", res, err)
 	}
 
+	d := mustNew(t, lossyProxy(t, srv.URL, http.MethodDelete), client.WithWorkerID("w1"), client.WithRetries(2))
+	if err := d.Delete(ctx, "jobs/J2/state"); err != nil {
+		t.Errorf("Delete with its first answer lost: %v, want it answered as done", err)
+	}
+	if _, err := d.Get(ctx, "jobs/J2/state", client.Consistent()); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("after the Delete: %v, want ErrNotFound", err)
+	}
+
 	plain := mustNew(t, lossyProxy(t, srv.URL, http.MethodPut), client.WithWorkerID("w1"))
 	if _, err := plain.Put(ctx, "tasks/T2/state", "running"); err == nil {
 		t.Error("Put with its answer lost, without retries: no error")
@@ -125,8 +133,9 @@ func refusingProxy(t *testing.T, target string, status int, methods ...string) s
 	})
 }
 
-// What WithRetries sends again: a read after a 503; anything after a 429;
-// never a delete after a 503 (it may have deleted).
+// What WithRetries sends again: a read after a 503, and a delete (under a
+// key of its own); anything after a 429; never a lock release after a 503
+// (it may have released, and the token means nothing then).
 func TestRetriesSendAgainOnlyWhatIsSafe(t *testing.T) {
 	srv := testserver.Start(t)
 	ctx := context.Background()
@@ -140,8 +149,16 @@ func TestRetriesSendAgainOnlyWhatIsSafe(t *testing.T) {
 	if _, err := unavailable.Get(ctx, "a/1"); err != nil {
 		t.Errorf("Get after a 503: %v, want it sent again", err)
 	}
-	if err := unavailable.Delete(ctx, "a/2"); !errors.Is(err, client.ErrUnavailable) {
-		t.Errorf("Delete after a 503: %v, want ErrUnavailable (not sent again)", err)
+	if err := unavailable.Delete(ctx, "a/2"); err != nil {
+		t.Errorf("Delete after a 503: %v, want it sent again", err)
+	}
+	releasing := mustNew(t, refusingProxy(t, srv.URL, http.StatusServiceUnavailable, http.MethodDelete), client.WithRetries(1))
+	l, err := releasing.Lock(ctx, "jobs/held", client.LockOptions{TTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("Release after a 503: %v, want ErrUnavailable (not sent again)", err)
 	}
 	limited := mustNew(t, refusingProxy(t, srv.URL, http.StatusTooManyRequests, http.MethodDelete), client.WithRetries(1))
 	if err := limited.Delete(ctx, "a/3"); err != nil {

@@ -50,7 +50,7 @@ const stripes = 1024
 type Backend interface {
 	Get(ctx context.Context, ns, key string, opt store.GetOptions) (store.Entry, error)
 	Put(ctx context.Context, ns, key string, req store.PutRequest) (store.PutResult, error)
-	Delete(ctx context.Context, ns, key, ifMatch string) error
+	Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error)
 	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
 	Ping(ctx context.Context) error
@@ -247,10 +247,10 @@ func (c *Cache) Put(ctx context.Context, ns, key string, req store.PutRequest) (
 }
 
 // Delete deletes through to the backend, then drops the key.
-func (c *Cache) Delete(ctx context.Context, ns, key, ifMatch string) error {
-	err := c.b.Delete(ctx, ns, key, ifMatch)
+func (c *Cache) Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error) {
+	res, err := c.b.Delete(ctx, ns, key, req)
 	c.Invalidate(ns, key)
-	return err
+	return res, err
 }
 
 // Batch runs ops on the backend, then drops the key of every put and

@@ -61,11 +61,11 @@ func (b *backend) Put(_ context.Context, ns, key string, req store.PutRequest) (
 	return store.PutResult{}, nil
 }
 
-func (b *backend) Delete(_ context.Context, ns, key, _ string) error {
+func (b *backend) Delete(_ context.Context, ns, key string, _ store.DeleteRequest) (store.DeleteResult, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.entries, ns+"/"+key)
-	return nil
+	return store.DeleteResult{}, nil
 }
 
 func (b *backend) GetMany(context.Context, string, []string, store.GetOptions) ([]store.Entry, error) {
@@ -150,7 +150,7 @@ func TestFillRacingAnInvalidationStoresNothing(t *testing.T) {
 			}
 		}},
 		{"local delete then write elsewhere", func(t *testing.T, c *cache.Cache, b *backend) {
-			_ = c.Delete(ctx, "ns", "k", "")
+			_, _ = c.Delete(ctx, "ns", "k", store.DeleteRequest{})
 			b.set("ns", "k", 2)
 		}},
 		{"put event from another instance", func(t *testing.T, c *cache.Cache, b *backend) {

@@ -93,11 +93,11 @@ func (s queuedStore) Put(ctx context.Context, ns, key string, req store.PutReque
 	return s.Store.Put(ctx, ns, key, req)
 }
 
-func (s queuedStore) Delete(ctx context.Context, ns, key, ifMatch string) error {
+func (s queuedStore) Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error) {
 	if err := s.settle(ctx, ns, key); err != nil {
-		return err
+		return store.DeleteResult{}, err
 	}
-	return s.Store.Delete(ctx, ns, key, ifMatch)
+	return s.Store.Delete(ctx, ns, key, req)
 }
 
 func (s queuedStore) Batch(ctx context.Context, ops []store.BatchOp, atomic bool) ([]store.BatchResult, error) {
@@ -194,7 +194,8 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
 			return
 		}
-		// A batch's Idempotency-Key names each of its puts: <key>.<index>.
+		// A batch's Idempotency-Key names each of its puts, and each of its
+		// deletes unless it is atomic: <key>.<index>.
 		idem := r.Header.Get("Idempotency-Key")
 		if idem != "" && (!clock.ValidID(idem) || len(idem) > maxBatchIdempotencyKey) {
 			writeError(w, r, log, fmt.Errorf("%w: a batch's Idempotency-Key must be 1-%d characters of [A-Za-z0-9._:@-]", errInvalidArgument, maxBatchIdempotencyKey))
@@ -242,7 +243,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 				results[i] = result{Status: problemOf(err).Status, Error: ptr(problemOf(err))}
 				continue
 			}
-			if idem != "" && bop.Kind == store.OpPut {
+			if idem != "" && (bop.Kind == store.OpPut || bop.Kind == store.OpDelete && !req.Atomic) {
 				bop.IdempotencyKey = idem + "." + strconv.Itoa(i)
 			}
 			ops = append(ops, bop)
@@ -286,9 +287,9 @@ type batchResult struct {
 	Status int            `json:"status"`
 	Entry  *entryResponse `json:"entry,omitempty"`
 	Error  *problem       `json:"error,omitempty"`
-	// Replayed: a put applied by an earlier request under the batch's
-	// Idempotency-Key, not applied again; in an atomic batch, every put
-	// and delete of a batch applied before.
+	// Replayed: a put or delete applied by an earlier request under the
+	// batch's Idempotency-Key, not applied again; in an atomic batch, every
+	// put and delete of a batch applied before.
 	Replayed bool `json:"replayed,omitempty"`
 }
 

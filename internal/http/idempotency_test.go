@@ -42,6 +42,32 @@ func TestIdempotencyKey(t *testing.T) {
 	})
 }
 
+// A DELETE sent again under its Idempotency-Key: 204 with
+// Idempotent-Replayed, and nothing deleted, though the key was written
+// again in between.
+func TestDeleteIdempotencyKey(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		h.must(200, "PUT", "/v1/kv/jobs/J1/state", `{"value":"done"}`)
+		if r := h.must(204, "DELETE", "/v1/kv/jobs/J1/state", "", "Idempotency-Key", "drop-1"); r.header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("first delete marked Idempotent-Replayed")
+		}
+		h.must(200, "PUT", "/v1/kv/jobs/J1/state", `{"value":"again"}`)
+		if r := h.must(204, "DELETE", "/v1/kv/jobs/J1/state", "", "Idempotency-Key", "drop-1"); r.header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("the delete sent again: headers %v, want Idempotent-Replayed: true", r.header)
+		}
+		if e := h.must(200, "GET", "/v1/kv/jobs/J1/state?consistent=true", "").json(t); e["value"] != "again" {
+			t.Errorf("the write after the delete: %v", e)
+		}
+		if p := h.must(400, "DELETE", "/v1/kv/jobs/J1/state", "", "Idempotency-Key", "drop-1", "If-Match", `"x"`).json(t); p["code"] != "invalid_argument" {
+			t.Errorf("the key with another If-Match: code %v, want invalid_argument", p["code"])
+		}
+		if p := h.must(400, "DELETE", "/v1/kv/jobs/J1/state", "", "Idempotency-Key", "no spaces").json(t); p["code"] != "invalid_argument" {
+			t.Errorf("malformed Idempotency-Key: code %v, want invalid_argument", p["code"])
+		}
+	})
+}
+
 // A lock acquire sent again under its Idempotency-Key, while its grant
 // holds the lock, gets the grant again (Idempotent-Replayed), token
 // included; on /v1/locks and on the task route.
@@ -65,9 +91,9 @@ func TestLockIdempotencyKey(t *testing.T) {
 	})
 }
 
-// A batch sent again under its Idempotency-Key: the puts it applied are
-// answered with "replayed": true and not applied again; its delete answers
-// 404. An atomic batch sent again is answered whole as applied.
+// A batch sent again under its Idempotency-Key: the puts and the delete it
+// applied are answered with "replayed": true and not applied again. An
+// atomic batch sent again is answered whole as applied.
 func TestBatchIdempotencyKey(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		h := newHarness(t, b)
@@ -82,7 +108,7 @@ func TestBatchIdempotencyKey(t *testing.T) {
 		for i, want := range []struct {
 			status   float64
 			replayed any
-		}{{200, true}, {404, nil}, {200, true}} {
+		}{{200, true}, {204, true}, {200, true}} {
 			r := again[i].(map[string]any)
 			if r["status"] != want.status || r["replayed"] != want.replayed {
 				t.Errorf("op %d sent again: %v; want status %v, replayed %v", i, r, want.status, want.replayed)

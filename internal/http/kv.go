@@ -233,9 +233,18 @@ func handleKVDelete(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.
 			writeError(w, r, log, err)
 			return
 		}
-		if err := st.Delete(r.Context(), ns, key, ifMatch); err != nil {
+		idem := r.Header.Get("Idempotency-Key")
+		if idem != "" && !clock.ValidID(idem) {
+			writeError(w, r, log, fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
+			return
+		}
+		res, err := st.Delete(r.Context(), ns, key, store.DeleteRequest{IfMatch: ifMatch, IdempotencyKey: idem})
+		if err != nil {
 			writeError(w, r, log, err)
 			return
+		}
+		if res.Replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}

@@ -22,7 +22,7 @@ import (
 type Store interface {
 	Get(ctx context.Context, ns, key string, opt store.GetOptions) (store.Entry, error)
 	Put(ctx context.Context, ns, key string, req store.PutRequest) (store.PutResult, error)
-	Delete(ctx context.Context, ns, key, ifMatch string) error
+	Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error)
 	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
 	Batch(ctx context.Context, ops []store.BatchOp, atomic bool) ([]store.BatchResult, error)

@@ -21,8 +21,8 @@ import (
 
 // StoreStats are the store's counters.
 type StoreStats struct {
-	Reads, Writes, Commits, EventsPublished, RedisErrors, Tidied, Replayed uint64
-	Conflicts                                                              map[string]uint64 // by strategy
+	Reads, Writes, Commits, EventsPublished, RedisErrors, Tidied, Replayed, ReplayedDeletes uint64
+	Conflicts                                                                               map[string]uint64 // by strategy
 }
 
 // LockStats are the locker's counters.
@@ -175,7 +175,7 @@ var (
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
 	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
-	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, and lock acquires.", "kind")
+	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, and lock acquires.", "kind")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
 	descCacheHits     = desc("memsync_cache_hits_total", "Reads served from the instance cache.")
@@ -222,6 +222,7 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descRedisErrors, s.RedisErrors)
 		counter(descTidied, s.Tidied)
 		counter(descReplayed, s.Replayed, "put")
+		counter(descReplayed, s.ReplayedDeletes, "delete")
 	}
 	if src.Locks != nil {
 		l := src.Locks()

@@ -17,7 +17,7 @@ import (
 func sources() metrics.Sources {
 	return metrics.Sources{
 		Store: func() metrics.StoreStats {
-			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1, Tidied: 6, Replayed: 4,
+			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1, Tidied: 6, Replayed: 4, ReplayedDeletes: 2,
 				Conflicts: map[string]uint64{"lww": 1, "merge": 1}}
 		},
 		Locks: func() metrics.LockStats { return metrics.LockStats{Grants: 5, Contended: 2, Replayed: 1} },
@@ -58,6 +58,7 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_cache_hits_total 30`,
 		`memsync_index_entries_tidied_total 6`,
 		`memsync_idempotent_replays_total{kind="put"} 4`,
+		`memsync_idempotent_replays_total{kind="delete"} 2`,
 		`memsync_idempotent_replays_total{kind="lock"} 1`,
 		`memsync_pending_async_writes 3`,
 		`memsync_lock_grants_total 5`,

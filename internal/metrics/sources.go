@@ -18,7 +18,8 @@ func StoreSource(st *store.Store, ns string) (stats func() StoreStats, vc func()
 			conflicts[string(k)] = v
 		}
 		return StoreStats{Reads: s.Reads, Writes: s.Writes, Commits: s.Commits,
-			EventsPublished: s.EventsPublished, RedisErrors: s.RedisErrors, Tidied: s.Tidied, Replayed: s.Replayed, Conflicts: conflicts}
+			EventsPublished: s.EventsPublished, RedisErrors: s.RedisErrors, Tidied: s.Tidied, Replayed: s.Replayed,
+			ReplayedDeletes: s.ReplayedDeletes, Conflicts: conflicts}
 	}
 	vc = func() map[string]uint64 { return st.VectorClock() }
 	workers = func(ctx context.Context) (int, error) { return activeWorkers(ctx, st, ns) }

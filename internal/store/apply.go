@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,12 +26,38 @@ type scriptWrite struct {
 // in a batch on Cluster).
 type deleteOp struct {
 	ns, key, ifMatch string
-	ts               int64 // the event's timestamp
+	idem             string // deleteIdempotencyArg's, or ""
+	ts               int64  // the event's timestamp
 
 	run     *redis.Cmd // deleteScript's call, on the per-write path
-	n       int64      // del's reply: 1 deleted, 0 absent, -1 If-Match failed
+	n       int64      // del's reply: 1 deleted, 0 absent, -1 If-Match failed, 2 replayed, -2 idempotency mismatch
 	eventID uint64     // of the delete event, when commitScript published it
 	err     error      // reaching Redis
+}
+
+// newDeleteOp prepares a delete of key under req, its event at ts.
+func newDeleteOp(ns, key string, req DeleteRequest, ts int64) deleteOp {
+	return deleteOp{ns: ns, key: key, ifMatch: req.IfMatch, idem: deleteIdempotencyArg(req), ts: ts}
+}
+
+// ifMatchArg is the ifm argument of del: its If-Match, and after a newline
+// its idempotency argument when it has one.
+func (d *deleteOp) ifMatchArg() string {
+	if d.idem == "" {
+		return d.ifMatch
+	}
+	return d.ifMatch + "\n" + d.idem
+}
+
+// deleteIdempotencyArg is what del gets for req's IdempotencyKey: the key
+// and a digest of the request's condition (the key deleted is the one
+// that remembers it). "" when req has none.
+func deleteIdempotencyArg(req DeleteRequest) string {
+	if req.IdempotencyKey == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(req.IfMatch))
+	return req.IdempotencyKey + " " + hex.EncodeToString(sum[:12])
 }
 
 // oneScript reports whether writes go through commitScript, which applies a
@@ -71,7 +99,7 @@ func (s *Store) pipeCommit(ctx context.Context, pipe redis.Pipeliner, writes []s
 		}
 		d := w.del
 		cmd = append(cmd, keys.Redis(d.ns, d.key), index(d.ns, d.key))
-		args = append(args, "delete", d.key, "", "", reuse(&tsBox, d.ts), "", d.ifMatch, "", reuse(&nsBox, d.ns))
+		args = append(args, "delete", d.key, "", "", reuse(&tsBox, d.ts), "", d.ifMatchArg(), "", reuse(&nsBox, d.ns))
 	}
 	return pipe.Do(ctx, append(cmd, args...)...)
 }
@@ -137,7 +165,8 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 	s.count.events.Add(events)
 }
 
-// result reads a delete's outcome as an error: nil when it deleted.
+// result reads a delete's outcome as an error: nil when it deleted, or
+// when it had been applied before (replayed).
 func (d *deleteOp) result(s *Store) error {
 	if d.run != nil {
 		d.n, d.err = d.run.Int64()
@@ -149,9 +178,18 @@ func (d *deleteOp) result(s *Store) error {
 		return fmt.Errorf("%w: %q", ErrNotFound, d.key)
 	case d.n == -1:
 		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, d.key)
+	case d.n == -2:
+		return fmt.Errorf("%w: idempotency key %q was used on %q for another request",
+			ErrInvalidArgument, strings.Fields(d.idem)[0], d.key)
+	case d.n == 2:
+		s.count.replayedDeletes.Add(1)
 	}
 	return nil
 }
+
+// replayed reports whether the delete had been applied before under its
+// idempotency key, and was not applied again.
+func (d *deleteOp) replayed() bool { return d.n == 2 }
 
 // runCommit runs writes in one commitScript call, after the namespace-wide
 // index updates of its puts, in one round trip; a Redis that lost its
@@ -181,8 +219,9 @@ func (s *Store) runCommit(ctx context.Context, writes []scriptWrite) {
 }
 
 // deleteOne deletes through commitScript: one round trip, event included.
-func (s *Store) deleteOne(ctx context.Context, ns, key, ifMatch string) error {
-	d := &deleteOp{ns: ns, key: key, ifMatch: ifMatch, ts: s.cfg.Now().UnixMilli()}
-	s.runCommit(ctx, []scriptWrite{{del: d}})
-	return d.result(s)
+func (s *Store) deleteOne(ctx context.Context, ns, key string, req DeleteRequest) (DeleteResult, error) {
+	d := newDeleteOp(ns, key, req, s.cfg.Now().UnixMilli())
+	s.runCommit(ctx, []scriptWrite{{del: &d}})
+	err := d.result(s)
+	return DeleteResult{Replayed: d.replayed()}, err
 }

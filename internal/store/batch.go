@@ -66,10 +66,10 @@ type BatchResult struct {
 	// ErrUnavailable (Redis failed mid-batch: the op may or may not have
 	// been applied).
 	Err error
-	// Replayed is true for a put applied earlier under its IdempotencyKey:
-	// not applied again, and Entry is the key as it is now; and for every
-	// put and delete of an atomic batch applied earlier under its puts'
-	// keys.
+	// Replayed is true for a put or delete applied earlier under its
+	// IdempotencyKey: not applied again, and a put's Entry is the key as it
+	// is now; and for every put and delete of an atomic batch applied
+	// earlier under its puts' keys.
 	Replayed bool
 }
 
@@ -160,7 +160,8 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 }
 
 // keyAtomic gives the puts of an atomic batch whose puts carry
-// idempotency keys one digest of the whole batch, in place of their own:
+// idempotency keys one digest of the whole batch, in place of their own,
+// and its deletes none:
 // the batch applies whole or not at all, so it is sent again whole, and
 // the same keys on another batch are told apart whichever op differs
 // (runAtomic). A batch where some puts carry keys and others none is
@@ -171,6 +172,7 @@ func keyAtomic(items []batchItem) error {
 	for i := range items {
 		it := &items[i]
 		op := it.op
+		it.del.idem = "" // the puts remember the batch, not its deletes
 		var digest string
 		if op.Kind == OpPut {
 			if op.IdempotencyKey == "" {
@@ -193,7 +195,8 @@ func keyAtomic(items []batchItem) error {
 	}
 	digest := hex.EncodeToString(h.Sum(nil)[:12])
 	for i := range items {
-		if it := &items[i]; it.op.Kind == OpPut {
+		switch it := &items[i]; it.op.Kind {
+		case OpPut:
 			it.w.idem = it.op.IdempotencyKey + " " + digest
 		}
 	}
@@ -244,7 +247,7 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 	switch op.Kind {
 	case OpPut:
 	case OpDelete:
-		it.del = deleteOp{ns: op.Namespace, key: op.Key, ifMatch: op.IfMatch, ts: now.UnixMilli()}
+		it.del = newDeleteOp(op.Namespace, op.Key, DeleteRequest{IfMatch: op.IfMatch, IdempotencyKey: op.IdempotencyKey}, now.UnixMilli())
 		return nil
 	case OpGet:
 		return nil
@@ -677,11 +680,11 @@ func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem,
 			w.run = putScript.EvalSha(ctx, pipe, ks, args...)
 		}
 	case OpDelete:
-		ks := []string{keys.Redis(op.Namespace, op.Key), keys.SubtreeIndex(op.Namespace, op.Key)}
+		ks := []string{keys.Redis(op.Namespace, op.Key), keys.SubtreeIndex(op.Namespace, op.Key), keys.Aux(op.Namespace, op.Key, "deleted")}
 		if eval {
-			it.del.run = deleteScript.Eval(ctx, pipe, ks, op.Key, op.IfMatch)
+			it.del.run = deleteScript.Eval(ctx, pipe, ks, op.Key, it.del.ifMatchArg())
 		} else {
-			it.del.run = deleteScript.EvalSha(ctx, pipe, ks, op.Key, op.IfMatch)
+			it.del.run = deleteScript.EvalSha(ctx, pipe, ks, op.Key, it.del.ifMatchArg())
 		}
 	}
 }
@@ -916,7 +919,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			if it.replayed {
 				continue
 			}
-			if it.err = it.del.result(s); it.err == nil && !published {
+			if it.err = it.del.result(s); it.err == nil && !published && !it.del.replayed() {
 				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: it.del.ts})
 				owners = append(owners, it)
 			}
@@ -954,7 +957,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 		case OpGet:
 			out[i].Entry = it.entry
 		case OpDelete:
-			out[i].Replayed = it.replayed
+			out[i].Replayed = it.replayed || it.del.replayed()
 		case OpPut:
 			out[i].Entry, out[i].Replayed = it.w.res.Entry, it.w.res.Replayed
 			if len(it.w.res.Siblings) > s.cfg.SiblingCap {

@@ -285,7 +285,7 @@ func TestBatchAfterScriptFlush(t *testing.T) {
 			if err := b.Client.ScriptFlush(ctx).Err(); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Delete(ctx, ns, "flush/single", ""); err != nil {
+			if _, err := s.Delete(ctx, ns, "flush/single", store.DeleteRequest{}); err != nil {
 				t.Errorf("round %d: delete after a script flush: %v", round, err)
 			}
 		}

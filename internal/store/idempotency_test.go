@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/redistest"
@@ -116,7 +117,7 @@ func TestIdempotentWrites(t *testing.T) {
 		}
 
 		// A deleted key forgets.
-		if err := s.Delete(ctx, ns, "idem/new", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "idem/new", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		if res, err := s.Put(ctx, ns, "idem/new", create); err != nil || res.Replayed {
@@ -156,7 +157,7 @@ func TestIdempotentBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Delete(ctx, ns, "batch/taken", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "batch/taken", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		events := eventsLogged(t, b)
@@ -270,6 +271,71 @@ func TestIdempotentAtomicBatch(t *testing.T) {
 		e, err := s.Get(ctx, ns, "atomic/T1/a", store.GetOptions{})
 		if err != nil || string(e.Value) != `"a"` || e.ETag != first[0].Entry.ETag {
 			t.Errorf("atomic/T1/a after refused batches = %s %s, %v", e.Value, e.ETag, err)
+		}
+	})
+}
+
+// A delete sent again under its idempotency key: applied once, even when
+// the key was written again in between; the same key with another
+// If-Match is refused; a batch's delete is remembered the same way.
+func TestIdempotentDeletes(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		del := func(key, idem, ifMatch string) (store.DeleteResult, error) {
+			return s.Delete(ctx, ns, key, store.DeleteRequest{IfMatch: ifMatch, IdempotencyKey: idem})
+		}
+		mustPut(t, s, "gone/k", "w1", `1`, nil)
+		if res, err := del("gone/k", "d-1", ""); err != nil || res.Replayed {
+			t.Fatalf("first delete: %+v, %v", res, err)
+		}
+		events := eventsLogged(t, b)
+		if res, err := del("gone/k", "d-1", ""); err != nil || !res.Replayed {
+			t.Errorf("the delete again: %+v, %v; want Replayed", res, err)
+		}
+		// Written again since: the delete sent again still changes nothing.
+		again := mustPut(t, s, "gone/k", "w2", `2`, nil)
+		if res, err := del("gone/k", "d-1", ""); err != nil || !res.Replayed {
+			t.Errorf("the delete again after a new write: %+v, %v; want Replayed", res, err)
+		}
+		if e, err := s.Get(ctx, ns, "gone/k", store.GetOptions{Consistent: true}); err != nil || e.ETag != again.Entry.ETag {
+			t.Errorf("the new write after the delete sent again: %+v, %v", e, err)
+		}
+		if _, err := del("gone/k", "d-1", again.Entry.ETag); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("the idempotency key with another If-Match: %v, want ErrInvalidArgument", err)
+		}
+		if got := eventsLogged(t, b); got != events+1 {
+			t.Errorf("events logged = %d, want 1 (the new write)", got-events)
+		}
+		// Another key is another delete; without one, a delete of nothing
+		// is ErrNotFound.
+		if res, err := del("gone/k", "d-2", ""); err != nil || res.Replayed {
+			t.Errorf("a delete under another key: %+v, %v; want it applied", res, err)
+		}
+		if _, err := del("gone/k", "", ""); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a delete without a key of a deleted key: %v, want ErrNotFound", err)
+		}
+		if _, err := del("gone/k", "two words", ""); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("a malformed idempotency key: %v, want ErrInvalidArgument", err)
+		}
+		if b.Real != nil {
+			ttl := b.Client.PTTL(ctx, "ms:{"+ns+"/gone/k}#deleted").Val()
+			if ttl <= store.DeleteIdempotencyKeep-time.Minute || ttl > store.DeleteIdempotencyKeep {
+				t.Errorf("the remembered delete expires in %v, want %v", ttl, store.DeleteIdempotencyKeep)
+			}
+		}
+
+		// In a batch that is not atomic.
+		mustPut(t, s, "gone/b", "w1", `1`, nil)
+		op := store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: "gone/b", PutRequest: store.PutRequest{IdempotencyKey: "bd.0"}}
+		for i, replayed := range []bool{false, true} {
+			res, err := s.Batch(ctx, []store.BatchOp{op}, false)
+			if err != nil || res[0].Err != nil || res[0].Replayed != replayed {
+				t.Errorf("batch delete, try %d: %+v, %v; want replayed %v", i+1, res, err, replayed)
+			}
+		}
+		if st := s.Stats(); st.ReplayedDeletes != 3 || st.Replayed != 0 {
+			t.Errorf("replayed deletes %d, puts %d; want 3, 0", st.ReplayedDeletes, st.Replayed)
 		}
 	})
 }

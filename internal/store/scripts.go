@@ -21,6 +21,9 @@ import "github.com/redis/go-redis/v9"
 //	                                    in clocks): ,"timestamp":…,"writer":"…","value":…}
 //	                                    (earlier versions stored the whole envelope,
 //	                                    {"version":{…},"timestamp":…}; both are read)
+//	ms:{ns/a/b}/c#deleted string  after a delete of the key with an idempotency
+//	                          key: "id digest" (deleteIdempotencyArg), for
+//	                          DeleteIdempotencyKeep
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
 //	                          only the scripts change it. A score is at most the
 //	                          key's expiry, not always equal to it: a commitScript
@@ -86,9 +89,14 @@ import "github.com/redis/go-redis/v9"
 // {"precondition_failed etag"}: a line of fields a client splits, rather
 // than values to decode one by one (commitScript packs its own).
 //
-// del(kd, ki, key, ifm, ns) removes a key and its index entry. It returns 1
-// when deleted, 0 when the key did not exist, -1 when If-Match did not
-// match (nothing changed).
+// del(kd, ki, key, ifm, ns) removes a key and its index entry. ifm is as
+// put's, the idempotency argument after a newline too; a delete with one
+// leaves it in kd.."#deleted" (keys.Aux's "deleted") for
+// DeleteIdempotencyKeep, the latest such delete of the key only. It returns
+// 1 when deleted, 0 when the key did not exist, -1 when If-Match did not
+// match (nothing changed), 2 when that key remembers the delete's
+// idempotency argument (applied before: nothing changed), -2 when it
+// remembers its idempotency key for another request (nothing changed).
 //
 // The script that includes writeLib defines ownParents first: true where
 // one script may touch every hash slot (a single Redis or Sentinel). Then
@@ -393,7 +401,22 @@ local function reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 end
 
 local function del(kd, ki, key, ifm, ns)
+  -- An idempotent delete passes its idempotency argument after ifm and a
+  -- newline, as a put does.
+  local idem
+  local nl = string.find(ifm, "\n", 1, true)
+  if nl then idem, ifm = string.sub(ifm, nl + 1), string.sub(ifm, 1, nl - 1) end
   flush()
+  -- A delete the key remembers (the latest one with an idempotency key)
+  -- was applied: not again, though the key may exist again since.
+  local kr = kd .. "#deleted"
+  if idem then
+    local done = redis.call("GET", kr)
+    if done and string.match(done, "^%S+") == string.match(idem, "^%S+") then
+      if done == idem then return 2 end
+      return -2
+    end
+  end
   local etag = redis.call("HGET", kd, "etag")
   if not etag then
     redis.call("ZREM", ki, key)
@@ -402,6 +425,7 @@ local function del(kd, ki, key, ifm, ns)
   if ifm ~= "" and ifm ~= "*" and etag ~= ifm then return -1 end
   redis.call("DEL", kd)
   redis.call("ZREM", ki, key)
+  if idem then redis.call("SET", kr, idem, "PX", 86400000) end -- DeleteIdempotencyKeep
   if ownParents and redis.call("EXISTS", ki) == 0 then dropParents(ns, key) end
   return 1
 end
@@ -488,9 +512,11 @@ return reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 
 // deleteScript runs one del of writeLib.
 //
-// KEYS[1] the data hash; KEYS[2] the subtree index
+// KEYS[1] the data hash; KEYS[2] the subtree index; KEYS[3] the data
+// hash's "#deleted" key, which del derives (named here to declare it)
 // ARGV[1] the key (index member)
-// ARGV[2] If-Match etag, "*" for any existing state, "" for none
+// ARGV[2] del's ifm: If-Match etag, "*" for any existing state, "" for
+// none; then a newline and the idempotency argument, if any
 //
 // Returns del's reply.
 var deleteScript = redis.NewScript("local ownParents = false\n" + writeLib + `
@@ -515,7 +541,7 @@ return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 //	kind   "put" or "delete"
 //	key, w, ctx, tail, exp   as for put; a delete passes its event's
 //	       timestamp as tail, and "" for the others
-//	cond   put's ifm, prefixed by "!" for inm (a delete's If-Match)
+//	cond   put's ifm, prefixed by "!" for inm (a delete's ifm, as del takes it)
 //	etag   as for put
 //	ns     the namespace
 //

@@ -22,14 +22,16 @@ type Stats struct {
 	// that Tidy removed.
 	Tidied uint64
 	// Replayed counts puts answered without being applied, because an
-	// earlier request had applied them under their idempotency key.
-	Replayed uint64
+	// earlier request had applied them under their idempotency key;
+	// ReplayedDeletes the same for deletes.
+	Replayed, ReplayedDeletes uint64
 }
 
 // counters are the live counters behind Stats.
 type counters struct {
-	reads, writes, commits, events, redisErrors, tidied, replayed atomic.Uint64
-	conflicts                                                     [5]atomic.Uint64 // by strategyIndex
+	reads, writes, commits, events, redisErrors, tidied atomic.Uint64
+	replayed, replayedDeletes                           atomic.Uint64
+	conflicts                                           [5]atomic.Uint64 // by strategyIndex
 
 	mu    sync.Mutex
 	clock clock.Vector // every version this instance wrote, merged
@@ -52,7 +54,7 @@ func (s *Store) Stats() Stats {
 	st := Stats{
 		Reads: c.reads.Load(), Writes: c.writes.Load(), Commits: c.commits.Load(),
 		EventsPublished: c.events.Load(), RedisErrors: c.redisErrors.Load(), Tidied: c.tidied.Load(),
-		Replayed:  c.replayed.Load(),
+		Replayed: c.replayed.Load(), ReplayedDeletes: c.replayedDeletes.Load(),
 		Conflicts: make(map[Strategy]uint64, len(strategies)),
 	}
 	for i, x := range strategies {

@@ -528,27 +528,51 @@ func hasZero(v clock.Vector) bool {
 	return false
 }
 
-// Delete removes key. With ifMatch it removes only an unchanged key. It
-// returns ErrInvalidKey, ErrNotFound, ErrPreconditionFailed or ErrUnavailable.
-func (s *Store) Delete(ctx context.Context, ns, key, ifMatch string) error {
+// DeleteIdempotencyKeep is how long a key remembers the latest delete of
+// it that carried an idempotency key (DeleteRequest.IdempotencyKey).
+const DeleteIdempotencyKeep = 24 * time.Hour
+
+// DeleteRequest is a delete's conditions.
+type DeleteRequest struct {
+	// IfMatch, when set, removes only an unchanged key: its etag must be
+	// this one ("*": the key must exist).
+	IfMatch string
+	// IdempotencyKey, when set, makes the delete safe to send again: the
+	// key remembers the latest delete of it that carried one, with a
+	// digest of its IfMatch, for DeleteIdempotencyKeep, and the same delete
+	// sent again in that time is not applied again (DeleteResult.Replayed),
+	// even if the key was written since. The same idempotency key with
+	// another IfMatch is ErrInvalidArgument. 1-128 characters of
+	// [A-Za-z0-9._:@-].
+	IdempotencyKey string
+}
+
+// DeleteResult is what a delete did.
+type DeleteResult struct {
+	// Replayed: the delete had been applied before under its
+	// IdempotencyKey; nothing changed, and no event was sent.
+	Replayed bool
+}
+
+// Delete removes key. It returns ErrInvalidKey, ErrInvalidArgument,
+// ErrNotFound, ErrPreconditionFailed or ErrUnavailable.
+func (s *Store) Delete(ctx context.Context, ns, key string, req DeleteRequest) (DeleteResult, error) {
 	if err := validate(ns, key); err != nil {
-		return err
+		return DeleteResult{}, err
+	}
+	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
+		return DeleteResult{}, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
 	}
 	if s.oneScript() {
-		return s.deleteOne(ctx, ns, key, ifMatch)
+		return s.deleteOne(ctx, ns, key, req)
 	}
-	n, err := deleteScript.Run(ctx, s.rdb,
-		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, ifMatch).Int()
-	if err != nil {
-		return s.wrap("delete", key, err)
+	d := newDeleteOp(ns, key, req, s.cfg.Now().UnixMilli())
+	d.n, d.err = deleteScript.Run(ctx, s.rdb,
+		[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key), keys.Aux(ns, key, "deleted")}, key, d.ifMatchArg()).Int64()
+	if err := d.result(s); err != nil || d.replayed() {
+		return DeleteResult{Replayed: d.replayed()}, err
 	}
-	switch n {
-	case 0:
-		return fmt.Errorf("%w: %q", ErrNotFound, key)
-	case -1:
-		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, key)
-	}
-	return s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: s.cfg.Now().UnixMilli()})
+	return DeleteResult{}, s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: d.ts})
 }
 
 // Ping checks that Redis answers.

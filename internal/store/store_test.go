@@ -56,6 +56,7 @@ func TestPerKeyScriptsWritePath(t *testing.T) {
 		"IdempotentWrites":      TestIdempotentWrites,
 		"IdempotentBatch":       TestIdempotentBatch,
 		"IdempotentAtomicBatch": TestIdempotentAtomicBatch,
+		"IdempotentDeletes":     TestIdempotentDeletes,
 		"TTL":                   TestTTL,
 		"Delete":                TestDelete,
 		"SiblingCap":            TestSiblingCapMergesNeverDrops,
@@ -258,7 +259,7 @@ func TestConditionalWrites(t *testing.T) {
 		}
 		// An etag is never reused, even after delete and rewrite with equal content.
 		cur := mustGet(t, s, "cas/new", store.GetOptions{})
-		if err := s.Delete(ctx, ns, "cas/new", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "cas/new", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		again, err := s.Put(ctx, ns, "cas/new", store.PutRequest{Value: json.RawMessage(`"n"`)})
@@ -340,18 +341,18 @@ func TestDelete(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		s := newStore(t, b, store.Config{})
 		ctx := context.Background()
-		if err := s.Delete(ctx, ns, "del/k", ""); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.Delete(ctx, ns, "del/k", store.DeleteRequest{}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("delete missing: %v, want ErrNotFound", err)
 		}
 		first := mustPut(t, s, "del/k", "w1", `1`, nil)
 		mustPut(t, s, "del/k", "w1", `2`, nil)
-		if err := s.Delete(ctx, ns, "del/k", first.ETag); !errors.Is(err, store.ErrPreconditionFailed) {
+		if _, err := s.Delete(ctx, ns, "del/k", store.DeleteRequest{IfMatch: first.ETag}); !errors.Is(err, store.ErrPreconditionFailed) {
 			t.Errorf("delete with stale etag: %v, want ErrPreconditionFailed", err)
 		}
 		if got := string(mustGet(t, s, "del/k", store.GetOptions{}).Value); got != "2" {
 			t.Errorf("after failed delete value = %s, want 2", got)
 		}
-		if err := s.Delete(ctx, ns, "del/k", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "del/k", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Get(ctx, ns, "del/k", store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
@@ -380,7 +381,7 @@ func TestList(t *testing.T) {
 		if _, err := s.Put(ctx, "elsewhere", "a/b", store.PutRequest{Value: json.RawMessage(`1`)}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Delete(ctx, ns, "other", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "other", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		tests := []struct {

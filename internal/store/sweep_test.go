@@ -170,7 +170,7 @@ func TestWritesAndDeletesPublishEvents(t *testing.T) {
 		res := mustPut(t, s, "ev/k", "w1", `{"a":1}`, nil)
 		big := `"` + strings.Repeat("x", 20<<10) + `"`
 		mustPut(t, s, "ev/big", "w1", big, nil)
-		if err := s.Delete(ctx, ns, "ev/k", ""); err != nil {
+		if _, err := s.Delete(ctx, ns, "ev/k", store.DeleteRequest{}); err != nil {
 			t.Fatal(err)
 		}
 		got := wait(3, 2*time.Second)

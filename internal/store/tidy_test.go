@@ -203,7 +203,7 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 		}
 		del := func(s *store.Store, key string) {
 			t.Helper()
-			if err := s.Delete(ctx, space, key, ""); err != nil {
+			if _, err := s.Delete(ctx, space, key, store.DeleteRequest{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -285,7 +285,7 @@ func TestListingIndexesExactUnderCreatesAndDeletes(t *testing.T) {
 					var err error
 					if r.IntN(2) == 0 {
 						_, err = s.Put(ctx, space, k, store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever})
-					} else if err = s.Delete(ctx, space, k, ""); errors.Is(err, store.ErrNotFound) {
+					} else if _, err = s.Delete(ctx, space, k, store.DeleteRequest{}); errors.Is(err, store.ErrNotFound) {
 						err = nil
 					}
 					if err != nil {
