@@ -161,26 +161,25 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 
 // keyAtomic gives the puts of an atomic batch whose puts carry
 // idempotency keys one digest of the whole batch, in place of their own,
-// and its deletes none:
-// the batch applies whole or not at all, so it is sent again whole, and
-// the same keys on another batch are told apart whichever op differs
-// (runAtomic). A batch where some puts carry keys and others none is
-// refused.
+// and its deletes none: the batch applies whole or not at all, so it is
+// sent again whole, its puts remember it, and the same keys on another
+// batch are told apart whichever op differs (runAtomic). A batch where
+// some puts carry keys and others none is refused.
 func keyAtomic(items []batchItem) error {
 	h := sha256.New()
 	keyed, unkeyed := 0, -1
 	for i := range items {
 		it := &items[i]
 		op := it.op
-		it.del.idem = "" // the puts remember the batch, not its deletes
 		var digest string
-		if op.Kind == OpPut {
-			if op.IdempotencyKey == "" {
-				unkeyed = i
-			} else {
-				keyed++
-				_, digest, _ = strings.Cut(it.w.idem, " ")
-			}
+		switch {
+		case op.Kind == OpDelete:
+			it.del.idem = ""
+		case op.Kind == OpPut && op.IdempotencyKey == "":
+			unkeyed = i
+		case op.Kind == OpPut:
+			keyed++
+			_, digest, _ = strings.Cut(it.w.idem, " ")
 		}
 		for _, part := range []string{string(op.Kind), op.Namespace, op.Key, op.IfMatch, digest} {
 			h.Write([]byte(part))
@@ -195,8 +194,7 @@ func keyAtomic(items []batchItem) error {
 	}
 	digest := hex.EncodeToString(h.Sum(nil)[:12])
 	for i := range items {
-		switch it := &items[i]; it.op.Kind {
-		case OpPut:
+		if it := &items[i]; it.op.Kind == OpPut {
 			it.w.idem = it.op.IdempotencyKey + " " + digest
 		}
 	}
@@ -247,7 +245,11 @@ func (s *Store) prepareOp(it *batchItem, now time.Time) error {
 	switch op.Kind {
 	case OpPut:
 	case OpDelete:
-		it.del = newDeleteOp(op.Namespace, op.Key, DeleteRequest{IfMatch: op.IfMatch, IdempotencyKey: op.IdempotencyKey}, now.UnixMilli())
+		req := DeleteRequest{IfMatch: op.IfMatch, IdempotencyKey: op.IdempotencyKey}
+		if err := checkDelete(req); err != nil {
+			return err
+		}
+		it.del = newDeleteOp(op.Namespace, op.Key, req, now.UnixMilli())
 		return nil
 	case OpGet:
 		return nil

@@ -334,6 +334,11 @@ func TestIdempotentDeletes(t *testing.T) {
 				t.Errorf("batch delete, try %d: %+v, %v; want replayed %v", i+1, res, err, replayed)
 			}
 		}
+		bad := op
+		bad.IdempotencyKey = "two words"
+		if res, err := s.Batch(ctx, []store.BatchOp{bad}, false); err != nil || !errors.Is(res[0].Err, store.ErrInvalidArgument) {
+			t.Errorf("batch delete with a malformed key: %+v, %v; want ErrInvalidArgument", res, err)
+		}
 		if st := s.Stats(); st.ReplayedDeletes != 3 || st.Replayed != 0 {
 			t.Errorf("replayed deletes %d, puts %d; want 3, 0", st.ReplayedDeletes, st.Replayed)
 		}

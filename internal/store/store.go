@@ -547,6 +547,14 @@ type DeleteRequest struct {
 	IdempotencyKey string
 }
 
+// checkDelete validates a delete's request.
+func checkDelete(req DeleteRequest) error {
+	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
+		return fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
+	}
+	return nil
+}
+
 // DeleteResult is what a delete did.
 type DeleteResult struct {
 	// Replayed: the delete had been applied before under its
@@ -560,8 +568,8 @@ func (s *Store) Delete(ctx context.Context, ns, key string, req DeleteRequest) (
 	if err := validate(ns, key); err != nil {
 		return DeleteResult{}, err
 	}
-	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
-		return DeleteResult{}, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
+	if err := checkDelete(req); err != nil {
+		return DeleteResult{}, err
 	}
 	if s.oneScript() {
 		return s.deleteOne(ctx, ns, key, req)
