@@ -192,7 +192,7 @@ func (f *followRedirects) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 		for _, cmd := range cmds {
 			f.noteScript(cmd)
 		}
-		_ = next(ctx, cmds) // the commands' own errors are read below
+		err := next(ctx, cmds)
 		for paused, asked := 0, 0; ; {
 			var waiting []redis.Cmder         // refused with MOVED or TRYAGAIN
 			var asks map[string][]redis.Cmder // refused with ASK, by the node to ask
@@ -211,7 +211,7 @@ func (f *followRedirects) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 			}
 			switch {
 			case asking == 0 && len(waiting) == 0:
-				return firstErr(cmds)
+				return err
 			case len(waiting) == 0 && asked < len(rediserr.MovedPauses):
 				asked++
 				for addr, cmds := range asks {
@@ -230,8 +230,9 @@ func (f *followRedirects) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 				}
 				_ = next(ctx, again)
 			default:
-				return firstErr(cmds)
+				return err
 			}
+			err = firstErr(cmds) // a pipeline's error is its first failed command's, as go-redis has it
 		}
 	}
 }
