@@ -210,9 +210,9 @@ func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNo
 // key's current entry (Entry.Replayed) instead of applying it again. The
 // same idempotency key on another write (value, context, TTL, conditions)
 // fails with ErrInvalid. With PutAsync, a write queued twice under one key
-// is applied once. With Delete, the key remembers the latest delete of it
-// that carried one for 24 hours, and the same delete sent again in that
-// time succeeds without deleting anything, even if the key was written
+// is applied once. With Delete, the key remembers its 8 latest deletes
+// that carried one, for 24 hours after the latest, and such a delete sent
+// again succeeds without deleting anything, even if the key was written
 // since (rather than failing with ErrNotFound); with another IfMatch it
 // fails with ErrInvalid.
 func IdempotencyKey(key string) Idempotency { return Idempotency{key: key} }

@@ -276,7 +276,8 @@ func TestIdempotentAtomicBatch(t *testing.T) {
 }
 
 // A delete sent again under its idempotency key: applied once, even when
-// the key was written again in between; the same key with another
+// the key was written again in between, while the key remembers it (its
+// IdempotencyKeep latest keyed deletes); the same key with another
 // If-Match is refused; a batch's delete is remembered the same way.
 func TestIdempotentDeletes(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
@@ -325,6 +326,24 @@ func TestIdempotentDeletes(t *testing.T) {
 			}
 		}
 
+		// The key remembers its IdempotencyKeep latest keyed deletes: d-1
+		// and d-2 now, until IdempotencyKeep newer ones.
+		if res, err := del("gone/k", "d-1", ""); err != nil || !res.Replayed {
+			t.Errorf("the first delete again after another keyed one: %+v, %v; want Replayed", res, err)
+		}
+		for i := range store.IdempotencyKeep - 1 {
+			mustPut(t, s, "gone/k", "w1", `3`, nil)
+			if _, err := del("gone/k", fmt.Sprintf("d-%d", i+3), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if res, err := del("gone/k", "d-2", ""); err != nil || !res.Replayed {
+			t.Errorf("d-2 after %d newer deletes: %+v, %v; want Replayed", store.IdempotencyKeep-1, res, err)
+		}
+		if res, err := del("gone/k", "d-1", ""); !errors.Is(err, store.ErrNotFound) || res.Replayed {
+			t.Errorf("d-1 after %d newer deletes: %+v, %v; want it forgotten (ErrNotFound)", store.IdempotencyKeep, res, err)
+		}
+
 		// In a batch that is not atomic.
 		mustPut(t, s, "gone/b", "w1", `1`, nil)
 		op := store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: "gone/b", PutRequest: store.PutRequest{IdempotencyKey: "bd.0"}}
@@ -339,8 +358,8 @@ func TestIdempotentDeletes(t *testing.T) {
 		if res, err := s.Batch(ctx, []store.BatchOp{bad}, false); err != nil || !errors.Is(res[0].Err, store.ErrInvalidArgument) {
 			t.Errorf("batch delete with a malformed key: %+v, %v; want ErrInvalidArgument", res, err)
 		}
-		if st := s.Stats(); st.ReplayedDeletes != 3 || st.Replayed != 0 {
-			t.Errorf("replayed deletes %d, puts %d; want 3, 0", st.ReplayedDeletes, st.Replayed)
+		if st := s.Stats(); st.ReplayedDeletes != 5 || st.Replayed != 0 {
+			t.Errorf("replayed deletes %d, puts %d; want 5, 0", st.ReplayedDeletes, st.Replayed)
 		}
 	})
 }

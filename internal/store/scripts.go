@@ -21,9 +21,10 @@ import "github.com/redis/go-redis/v9"
 //	                                    in clocks): ,"timestamp":…,"writer":"…","value":…}
 //	                                    (earlier versions stored the whole envelope,
 //	                                    {"version":{…},"timestamp":…}; both are read)
-//	ms:{ns/a/b}/c#deleted string  after a delete of the key with an idempotency
-//	                          key: "id digest" (deleteIdempotencyArg), for
-//	                          DeleteIdempotencyKeep
+//	ms:{ns/a/b}/c#deleted string  after deletes of the key with an idempotency
+//	                          key: "id digest;…" (deleteIdempotencyArg), the
+//	                          IdempotencyKeep latest first, for
+//	                          DeleteIdempotencyKeep after the latest
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
 //	                          only the scripts change it. A score is at most the
 //	                          key's expiry, not always equal to it: a commitScript
@@ -91,8 +92,9 @@ import "github.com/redis/go-redis/v9"
 //
 // del(kd, ki, key, ifm, ns) removes a key and its index entry. ifm is as
 // put's, the idempotency argument after a newline too; a delete with one
-// leaves it in kd.."#deleted" (keys.Aux's "deleted") for
-// DeleteIdempotencyKeep, the latest such delete of the key only. It returns
+// adds it to kd.."#deleted" (keys.Aux's "deleted"): "id digest;…", the
+// IdempotencyKeep latest such deletes of the key, latest first, kept for
+// DeleteIdempotencyKeep after the latest. It returns
 // 1 when deleted, 0 when the key did not exist, -1 when If-Match did not
 // match (nothing changed), 2 when that key remembers the delete's
 // idempotency argument (applied before: nothing changed), -2 when it
@@ -254,11 +256,12 @@ local function dropParents(ns, key)
   if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
 end
 
--- remember returns the idem field after a write under idempotency argument
--- idem ("id digest") that made etag: "id digest etag" entries, latest
--- first, the IdempotencyKeep latest of them.
-local function remember(done, idem, etag)
-  local t = {idem .. " " .. etag}
+-- remember returns a list of remembered requests after one more, entry
+-- (a put's "id digest etag", a delete's "id digest"): the entries of done
+-- and entry, separated by ";", latest first, the IdempotencyKeep latest of
+-- them.
+local function remember(done, entry)
+  local t = {entry}
   if done then
     for e in string.gmatch(done, "[^;]+") do
       if #t == 8 then break end -- IdempotencyKeep
@@ -297,7 +300,7 @@ local function put(kd, ki, key, w, ctx, tail, exp, ifm, inm, etag, xi, ns)
       return "replayed", e
     end
   end
-  if idem then idem = remember(done, idem, etag) end
+  if idem then idem = remember(done, idem .. " " .. etag) end
   if ifm == "*" then
     if not old then return "precondition_failed", "" end
   elseif ifm ~= "" and old ~= ifm then
@@ -407,13 +410,15 @@ local function del(kd, ki, key, ifm, ns)
   local nl = string.find(ifm, "\n", 1, true)
   if nl then idem, ifm = string.sub(ifm, nl + 1), string.sub(ifm, 1, nl - 1) end
   flush()
-  -- A delete the key remembers (the latest one with an idempotency key)
-  -- was applied: not again, though the key may exist again since.
-  local kr = kd .. "#deleted"
+  -- A delete the key remembers (one of its latest with an idempotency
+  -- key) was applied: not again, though the key may exist again since.
+  local kr, done = kd .. "#deleted", nil
   if idem then
-    local done = redis.call("GET", kr)
-    if done and string.match(done, "^%S+") == string.match(idem, "^%S+") then
-      if done == idem then return 2 end
+    done = redis.call("GET", kr)
+    local id, digest = string.match(idem, "^(%S+) (%S+)$")
+    local at = done and string.find(";" .. done, ";" .. id .. " ", 1, true)
+    if at then
+      if string.match(done, "^%S+ ([^;]+)", at) == digest then return 2 end
       return -2
     end
   end
@@ -425,7 +430,7 @@ local function del(kd, ki, key, ifm, ns)
   if ifm ~= "" and ifm ~= "*" and etag ~= ifm then return -1 end
   redis.call("DEL", kd)
   redis.call("ZREM", ki, key)
-  if idem then redis.call("SET", kr, idem, "PX", 86400000) end -- DeleteIdempotencyKeep
+  if idem then redis.call("SET", kr, remember(done, idem), "PX", 86400000) end -- DeleteIdempotencyKeep
   if ownParents and redis.call("EXISTS", ki) == 0 then dropParents(ns, key) end
   return 1
 end

@@ -528,8 +528,9 @@ func hasZero(v clock.Vector) bool {
 	return false
 }
 
-// DeleteIdempotencyKeep is how long a key remembers the latest delete of
-// it that carried an idempotency key (DeleteRequest.IdempotencyKey).
+// DeleteIdempotencyKeep is how long a key remembers the deletes of it that
+// carried an idempotency key (DeleteRequest.IdempotencyKey), after the
+// latest of them.
 const DeleteIdempotencyKeep = 24 * time.Hour
 
 // DeleteRequest is a delete's conditions.
@@ -538,12 +539,12 @@ type DeleteRequest struct {
 	// this one ("*": the key must exist).
 	IfMatch string
 	// IdempotencyKey, when set, makes the delete safe to send again: the
-	// key remembers the latest delete of it that carried one, with a
-	// digest of its IfMatch, for DeleteIdempotencyKeep, and the same delete
-	// sent again in that time is not applied again (DeleteResult.Replayed),
-	// even if the key was written since. The same idempotency key with
-	// another IfMatch is ErrInvalidArgument. 1-128 characters of
-	// [A-Za-z0-9._:@-].
+	// key remembers the IdempotencyKeep latest deletes of it that carried
+	// one, each with a digest of its IfMatch, for DeleteIdempotencyKeep
+	// after the latest, and such a delete sent again is not applied again
+	// (DeleteResult.Replayed), even if the key was written since. The same
+	// idempotency key with another IfMatch is ErrInvalidArgument. 1-128
+	// characters of [A-Za-z0-9._:@-].
 	IdempotencyKey string
 }
 
