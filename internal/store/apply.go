@@ -30,7 +30,7 @@ type deleteOp struct {
 	ts               int64  // the event's timestamp
 
 	run     *redis.Cmd // deleteScript's call, on the per-write path
-	n       int64      // del's reply: 1 deleted, 0 absent, -1 If-Match failed, 2 replayed, -2 idempotency mismatch
+	n       int64      // del's reply: 1 deleted (3: and its subtree left empty, on Cluster), 0 absent, -1 If-Match failed, 2 replayed, -2 idempotency mismatch
 	eventID uint64     // of the delete event, when commitScript published it
 	err     error      // reaching Redis
 }
@@ -190,6 +190,11 @@ func (d *deleteOp) result(s *Store) error {
 // replayed reports whether the delete had been applied before under its
 // idempotency key, and was not applied again.
 func (d *deleteOp) replayed() bool { return d.n == 2 }
+
+// emptied reports whether the delete left its subtree index empty, on the
+// per-write path, where no script may take the subtree out of the listing
+// indexes above it (markEmptied).
+func (d *deleteOp) emptied() bool { return d.n == 3 }
 
 // runCommit runs writes in one commitScript call, after the namespace-wide
 // index updates of its puts, in one round trip; a Redis that lost its

@@ -573,11 +573,13 @@ type indexWrite struct {
 // by a few milliseconds every time.
 func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []indexWrite, expiry bool) (confirm func()) {
 	// How a group's ZADD treats members it has: raise (GT), keep (NX, for
-	// the names index, whose scores are all 0) or set.
+	// the names index, whose scores are all 0) or set; or unmark: ZREM
+	// from a marks set, after the raise (see Tidy).
 	const (
 		set = iota
 		raise
 		keep
+		unmark
 	)
 	type group struct {
 		key     string
@@ -597,6 +599,16 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		g.members = append(g.members, redis.Z{Score: score, Member: member})
 	}
 	now := s.cfg.Now()
+	// raiseTree raises a listing entry and, on the per-write path, takes
+	// away any mark a delete or Tidy put on it: its group comes after the
+	// raise's, so the ZREM runs after the ZADD.
+	perKey := !s.oneScript()
+	raiseTree := func(index, marks, member string, score float64) {
+		add(index, raise, member, score)
+		if perKey {
+			add(marks, unmark, member, 0)
+		}
+	}
 	// The writes of a batch mostly share their first two segments and, to
 	// the minute, their expiry: a write whose roots and children entries
 	// are the previous write's was covered or queued with it.
@@ -619,17 +631,17 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 		sameRoot := prev.ok && w.ns == prev.ns && first == prev.first && treeScore == prev.score
 		if !sameRoot {
 			if !s.memo.covers(namespacesKey+"\x00"+w.ns, treeScore, now) {
-				add(namespacesKey, raise, w.ns, treeScore)
+				raiseTree(namespacesKey, namespaceMarks, w.ns, treeScore)
 			}
 			if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
-				add(roots, raise, first, treeScore)
+				raiseTree(roots, rootMarks(w.ns), first, treeScore)
 			}
 		}
 		if deep && !(sameRoot && prev.deep && second == prev.second) {
 			if children := keys.Aux(w.ns, first, "children"); !s.memo.covers(children+"\x00"+second, treeScore, now) {
 				// Children first: the names index lists every child (Tidy
 				// removes from both at once), so a child enters it after.
-				add(children, raise, second, treeScore)
+				raiseTree(children, childMarks(w.ns, first), second, treeScore)
 				add(keys.Aux(w.ns, first, "names"), keep, second, 0)
 			}
 		}
@@ -644,6 +656,12 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 			g.cmd = pipe.ZAddGT(ctx, g.key, g.members...)
 		case keep:
 			g.cmd = pipe.ZAddNX(ctx, g.key, g.members...)
+		case unmark:
+			members := make([]any, len(g.members))
+			for i, m := range g.members {
+				members[i] = m.Member
+			}
+			g.cmd = pipe.ZRem(ctx, g.key, members...)
 		default:
 			g.cmd = pipe.ZAdd(ctx, g.key, g.members...)
 		}
@@ -683,10 +701,14 @@ func (s *Store) pipeOp(ctx context.Context, pipe redis.Pipeliner, it *batchItem,
 		}
 	case OpDelete:
 		ks := []string{keys.Redis(op.Namespace, op.Key), keys.SubtreeIndex(op.Namespace, op.Key), keys.Aux(op.Namespace, op.Key, "deleted")}
+		args := []any{op.Key, it.del.ifMatchArg()}
+		if s.oneScript() {
+			args = append(args, op.Namespace) // the script keeps the listing indexes (ownParents)
+		}
 		if eval {
-			it.del.run = deleteScript.Eval(ctx, pipe, ks, op.Key, it.del.ifMatchArg())
+			it.del.run = deleteScript.Eval(ctx, pipe, ks, args...)
 		} else {
-			it.del.run = deleteScript.EvalSha(ctx, pipe, ks, op.Key, it.del.ifMatchArg())
+			it.del.run = deleteScript.EvalSha(ctx, pipe, ks, args...)
 		}
 	}
 }
@@ -872,6 +894,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 	var events []*Event
 	var owners []*batchItem // owners[i] made events[i]; nil for expire events
 	var replayed []*batchItem
+	var emptied []*deleteOp // on the per-write path (deleteOp.emptied)
 	reads := 0
 	for i := range items {
 		it := &items[i]
@@ -925,9 +948,15 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 				events = append(events, &Event{Type: EventDelete, Namespace: op.Namespace, Key: op.Key, Timestamp: it.del.ts})
 				owners = append(owners, it)
 			}
+			if it.err == nil && it.del.emptied() {
+				emptied = append(emptied, &it.del)
+			}
 		}
 	}
 	s.count.reads.Add(uint64(reads))
+	if len(emptied) > 0 {
+		s.markEmptied(ctx, emptied)
+	}
 	if len(replayed) > 0 {
 		s.readReplayed(ctx, replayed)
 	}

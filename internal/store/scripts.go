@@ -105,7 +105,8 @@ import "github.com/redis/go-redis/v9"
 // a put that creates its key also raises the listing indexes above it
 // (ensureParents), and a delete that empties its subtree takes what it
 // left empty out of them (dropParents); on Cluster the caller's pipeline
-// raises them and Tidy removes only what expired.
+// raises them, and Tidy removes what expired and, a minute after a
+// delete emptied a subtree, what that delete left empty (markEmptied).
 const writeLib = `
 local function parse(s)
   local v = {}
@@ -522,10 +523,17 @@ return reply(st, etag, version, sibs, sup, expired, vjson, blobs, kept)
 // ARGV[1] the key (index member)
 // ARGV[2] del's ifm: If-Match etag, "*" for any existing state, "" for
 // none; then a newline and the idempotency argument, if any
+// ARGV[3] the namespace, on a single Redis only (ownParents: del takes
+// what the delete leaves empty out of the listing indexes); absent on
+// Cluster
 //
-// Returns del's reply.
-var deleteScript = redis.NewScript("local ownParents = false\n" + writeLib + `
-return del(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+// Returns del's reply; on Cluster 3 rather than 1 when the delete left
+// its subtree index empty, so that the caller marks the listing entry
+// above it for Tidy (see markEmptied).
+var deleteScript = redis.NewScript("local ownParents = ARGV[3] ~= nil\n" + writeLib + `
+local r = del(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+if r == 1 and not ownParents and redis.call("EXISTS", KEYS[2]) == 0 then return 3 end
+return r
 `)
 
 // commitScript runs a sequence of writes and logs and publishes their change
@@ -835,6 +843,33 @@ for i = 2, #ARGV do
   if s and s ~= "inf" and tonumber(s) <= cutoff then
     n = n + redis.call("ZREM", KEYS[1], ARGV[i])
     if KEYS[2] then redis.call("ZREM", KEYS[2], ARGV[i]) end
+  end
+end
+return n
+`)
+
+// unlistMarkedScript removes members of a listing index whose marks (see
+// markEmptied) are at most a cutoff old, with their marks: a member whose
+// mark a raise has taken away since Tidy read it stays listed.
+//
+// KEYS[1] the index; KEYS[2] its marks set (same hash slot); KEYS[3], when
+// given, a set in the same hash slot that lists the index's members too
+// (a children index's names index), from which they are removed with them
+// ARGV[1] the cutoff (Unix ms); ARGV[2] e; ARGV[3…] the members: the first
+// e to remove, under which nothing is left, then members whose marks only
+// go (something is below them again)
+//
+// Returns how many it removed from the index.
+var unlistMarkedScript = redis.NewScript(`
+local cutoff, e, n = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
+for i = 3, #ARGV do
+  local s = redis.call("ZSCORE", KEYS[2], ARGV[i])
+  if s and tonumber(s) <= cutoff then
+    redis.call("ZREM", KEYS[2], ARGV[i])
+    if i - 2 <= e then
+      n = n + redis.call("ZREM", KEYS[1], ARGV[i])
+      if KEYS[3] then redis.call("ZREM", KEYS[3], ARGV[i]) end
+    end
   end
 end
 return n

@@ -581,6 +581,7 @@ func (s *Store) Delete(ctx context.Context, ns, key string, req DeleteRequest) (
 	if err := d.result(s); err != nil || d.replayed() {
 		return DeleteResult{Replayed: d.replayed()}, err
 	}
+	s.markEmptied(ctx, []*deleteOp{&d})
 	return DeleteResult{}, s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: d.ts})
 }
 

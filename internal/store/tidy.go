@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +19,21 @@ import (
 // segment ever written stays listed, its score in the past, long after its
 // keys expired: a fleet that names a subtree per task would grow the
 // children index of tasks by one member per task, forever.
+//
+// On Cluster (the per-write path) a delete cannot reach those indexes, in
+// other hash slots, and a subtree whose keys never expire would stay
+// listed after its last delete, at +inf, forever. There the delete marks
+// the entry above the subtree it emptied (markEmptied): member and time
+// in a marks set beside the index, "#unlist". Every raise of an entry
+// takes its mark away (pipeIndexes), and Tidy removes an entry whose mark
+// is more than tidyMargin old when nothing is left below it (unlistMarked).
+// That is safe against a write that creates a key below the entry: such a
+// write either raised the entry, after the mark, which took the mark away
+// (Tidy then keeps the entry; or the raise came after the removal and put
+// it back), or skipped the raise because its instance's memo trusted an
+// earlier one (indexMemo); a memo is trusted for memoTTL, 5 s, so that
+// write created its key within 5 s of the mark (plus its time in flight),
+// long before Tidy looks below the entry, and Tidy sees the key.
 const (
 	// DefaultTidyInterval is how often RunTidier tidies.
 	DefaultTidyInterval = time.Minute
@@ -38,6 +54,17 @@ var beforeUnlist func(index string)
 // namespacesKey lists every namespace written to (member: the namespace,
 // score: as roots), so that tidying finds them without SCAN.
 var namespacesKey = keys.Global("namespaces")
+
+// Marks sets (see above): member, the entry's member in its index; score,
+// when it was marked (Unix ms, the marking instance's clock). Each is in
+// its index's hash slot.
+var namespaceMarks = keys.Global("unlist") // for namespacesKey
+
+// rootMarks is the marks set of ns's roots index.
+func rootMarks(ns string) string { return keys.Namespace(ns, "unlist") }
+
+// childMarks is the marks set of the children index of ns's first segment f.
+func childMarks(ns, f string) string { return keys.Aux(ns, f, "unlist") }
 
 // TidyResult counts what one Tidy removed.
 type TidyResult struct {
@@ -74,11 +101,17 @@ func (s *Store) Tidy(ctx context.Context, extra ...string) (TidyResult, error) {
 			return res, s.wrap("tidy", "", err)
 		}
 	}
+	// A namespace goes when it has no roots left.
+	rootsOf := func(ns string) string { return keys.Namespace(ns, "roots") }
+	n, err := s.unlist(ctx, namespacesKey, "", namespaceMarks, cutoff, rootsOf)
+	res.Namespaces += n
+	if err != nil {
+		return res, s.wrap("tidy", "", err)
+	}
 	return res, nil
 }
 
-// tidyNamespace tidies the roots of ns and their children, then ns's entry
-// in namespacesKey.
+// tidyNamespace tidies the roots of ns and their children.
 func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyResult) error {
 	rootsKey := keys.Namespace(ns, "roots")
 	roots, err := s.rdb.ZRange(ctx, rootsKey, 0, -1).Result()
@@ -90,24 +123,39 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 		if err := s.syncNames(ctx, children, names); err != nil {
 			return err
 		}
-		n, err := s.unlistEmpty(ctx, children, names, cutoff,
+		n, err := s.unlist(ctx, children, names, childMarks(ns, f), cutoff,
 			func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
 		res.Children += n
 		if err != nil {
 			return err
 		}
+		// On Cluster nothing else marks a root whose last child went.
+		if err := s.markIfEmpty(ctx, rootMarks(ns), f, children, keys.SubtreeIndex(ns, f)); err != nil {
+			return err
+		}
 	}
 	// A root goes when it has no children left and no single-segment key.
-	n, err := s.unlistEmpty(ctx, rootsKey, "", cutoff,
+	n, err := s.unlist(ctx, rootsKey, "", rootMarks(ns), cutoff,
 		func(f string) string { return keys.Aux(ns, f, "children") },
 		func(f string) string { return keys.SubtreeIndex(ns, f) })
 	res.Roots += n
 	if err != nil {
 		return err
 	}
-	n, err = s.unlistEmpty(ctx, namespacesKey, "", cutoff, func(string) string { return rootsKey })
-	res.Namespaces += n
-	return err
+	return s.markIfEmpty(ctx, namespaceMarks, ns, rootsKey)
+}
+
+// unlist removes from index (and mirror) the entries under which nothing
+// is left: those scored more than tidyMargin in the past (unlistEmpty)
+// and, on the per-write path, those marked more than tidyMargin ago
+// (unlistMarked). It returns how many it removed.
+func (s *Store) unlist(ctx context.Context, index, mirror, marks, cutoff string, below ...func(member string) string) (int, error) {
+	n, err := s.unlistEmpty(ctx, index, mirror, cutoff, below...)
+	if err != nil || s.oneScript() {
+		return n, err
+	}
+	m, err := s.unlistMarked(ctx, index, mirror, marks, cutoff, below...)
+	return n + m, err
 }
 
 // syncNames brings the names index in line with the children index when
@@ -219,6 +267,107 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 			return removed, nil
 		}
 		offset += int64(kept)
+	}
+}
+
+// markEmptied marks, for Tidy, the listing entries above the subtrees that
+// deletes on the per-write path left empty (deleteOp.emptied): the second
+// segment in its first's children index, or a single-segment key's first
+// segment in the roots index. An entry marked already keeps its earlier
+// mark: no raise took it away since. The deletes are done whatever
+// happens here; a mark that Redis did not take leaves the entry listed,
+// where a listing skips it at the cost of a read.
+func (s *Store) markEmptied(ctx context.Context, dels []*deleteOp) {
+	pipe := s.rdb.Pipeline()
+	now := float64(s.cfg.Now().UnixMilli())
+	for _, d := range dels {
+		if !d.emptied() {
+			continue
+		}
+		first, rest, deep := strings.Cut(d.key, "/")
+		if deep {
+			second, _, _ := strings.Cut(rest, "/")
+			pipe.ZAddNX(ctx, childMarks(d.ns, first), redis.Z{Score: now, Member: second})
+		} else {
+			pipe.ZAddNX(ctx, rootMarks(d.ns), redis.Z{Score: now, Member: first})
+		}
+	}
+	if pipe.Len() == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.count.redisErrors.Add(1)
+	}
+}
+
+// markIfEmpty marks member in marks, on the per-write path, when every
+// sorted set in below is empty: Tidy's own cascade, from a subtree's
+// children to its root, from a namespace's roots to the namespace.
+func (s *Store) markIfEmpty(ctx context.Context, marks, member string, below ...string) error {
+	if s.oneScript() {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	counts := make([]*redis.IntCmd, len(below))
+	for i, b := range below {
+		counts[i] = pipe.ZCard(ctx, b)
+	}
+	if _, err := pipe.Exec(ctx); err != nil || !empty(counts) {
+		return err
+	}
+	return s.rdb.ZAddNX(ctx, marks, redis.Z{Score: float64(s.cfg.Now().UnixMilli()), Member: member}).Err()
+}
+
+// unlistMarked removes, from the sorted set index (and from mirror, when
+// not ""), the members marked in marks at or before cutoff under which
+// nothing is left: every sorted set below names for the member is empty.
+// Their marks go with them, and so do the marks of such members that are
+// not empty (written again: Tidy is done with them). It returns how many
+// it removed from index.
+func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff string, below ...func(member string) string) (int, error) {
+	removed := 0
+	for {
+		// Every page's marks are gone after it (or have a later time,
+		// marked again), so each page is read from the start.
+		due, err := s.rdb.ZRangeByScore(ctx, marks, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Count: tidyPage}).Result()
+		if err != nil || len(due) == 0 {
+			return removed, err
+		}
+		pipe := s.rdb.Pipeline()
+		counts := make([][]*redis.IntCmd, len(due))
+		for i, m := range due {
+			for _, b := range below {
+				counts[i] = append(counts[i], pipe.ZCard(ctx, b(m)))
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return removed, err
+		}
+		if beforeUnlist != nil {
+			beforeUnlist(index)
+		}
+		var gone, busy []any
+		for i, m := range due {
+			if empty(counts[i]) {
+				gone = append(gone, m)
+			} else {
+				busy = append(busy, m)
+			}
+		}
+		ks := []string{index, marks}
+		if mirror != "" {
+			ks = append(ks, mirror)
+		}
+		args := append(append([]any{cutoff, len(gone)}, gone...), busy...)
+		n, err := unlistMarkedScript.Run(ctx, s.rdb, ks, args...).Int()
+		if err != nil {
+			return removed, err
+		}
+		removed += n
+		s.count.tidied.Add(uint64(n))
+		if len(due) < tidyPage {
+			return removed, nil
+		}
 	}
 }
 

@@ -260,6 +260,20 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 		if got, _, err := a.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[m/a/k2 n/a/k2]" {
 			t.Errorf("List after creates into dropped subtrees = %v, %v; want [m/a/k2 n/a/k2]", got, err)
 		}
+
+		// The deletes of an atomic batch drop what they leave empty too.
+		if _, err := other.Batch(ctx, []store.BatchOp{
+			{Kind: store.OpDelete, Namespace: space, Key: "m/a/k2"},
+			{Kind: store.OpDelete, Namespace: space, Key: "n/a/k2"},
+		}, true); err != nil {
+			t.Fatal(err)
+		}
+		if got := members(namespaces); got != "[]" {
+			t.Errorf("after an atomic batch deleted every key: namespaces %s, want []", got)
+		}
+		if got := members(roots); got != "[]" {
+			t.Errorf("after an atomic batch deleted every key: roots %s, want []", got)
+		}
 	})
 }
 
@@ -325,4 +339,136 @@ func TestListingIndexesExactUnderCreatesAndDeletes(t *testing.T) {
 			t.Errorf("names of c = %v, %v; want the children %v", named, err, listed)
 		}
 	})
+}
+
+// On the per-write path (Redis Cluster) a delete cannot take the subtree
+// it empties out of the listing indexes, in other hash slots; it marks
+// the entry above it instead, and Tidy removes an entry marked more than a
+// minute ago with nothing below it, then its root and namespace once they
+// are empty too. Keys without expiry are the case that matters: their
+// entries are scored +inf, so nothing else would ever remove them.
+func TestTidyUnlistsWhatPerKeyDeletesLeaveEmpty(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		checkTidyMarked(t, b.Client)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		checkTidyMarked(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)))
+	})
+}
+
+// checkTidyMarked is TestTidyUnlistsWhatPerKeyDeletesLeaveEmpty on c.
+func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
+	ctx := context.Background()
+	perKey := store.Config{PerKeyScripts: true}
+	// past's clock is two hours behind: its marks are old at once. Only its
+	// deletes and its Tidy use it.
+	past := newStoreOn(t, c, store.Config{PerKeyScripts: true, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	live := newStoreOn(t, c, perKey)
+	forever := time.Duration(0)
+	put := func(s *store.Store, namespace, key string) {
+		t.Helper()
+		if _, err := s.Put(ctx, namespace, key, store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	del := func(s *store.Store, namespace, key string) {
+		t.Helper()
+		if _, err := s.Delete(ctx, namespace, key, store.DeleteRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	members := func(key string) string {
+		t.Helper()
+		m, err := c.ZRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(m)
+		return fmt.Sprint(m)
+	}
+	for _, k := range []string{"p/a/k1", "p/a/k2", "p/b/k", "q", "r/x/k", "keep/a/k"} {
+		put(live, ns, k)
+	}
+	put(live, "gone", "x/y/z")
+
+	// A delete marks what it empties; a mark younger than a minute is left.
+	del(live, ns, "p/b/k")
+	if got := members(keys.Aux(ns, "p", "unlist")); got != "[b]" {
+		t.Errorf("marks of p's children after deleting p/b/k = %s, want [b]", got)
+	}
+	if res, err := live.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+		t.Errorf("Tidy right after the delete = %+v, %v; want nothing removed", res, err)
+	}
+	if got := members(keys.Aux(ns, "p", "children")); got != "[a b]" {
+		t.Errorf("children of p right after the delete = %s, want [a b]", got)
+	}
+
+	// Marks two hours old: p/a (once its last key went; deleting p/a/k1
+	// empties nothing), r/x and then r, q, gone's x/y, x and gone itself.
+	// p/b keeps its young mark, and so p stays.
+	// q goes in an atomic batch, r/x/k in a plain one.
+	for _, k := range []string{"p/a/k1", "p/a/k2"} {
+		del(past, ns, k)
+	}
+	del(past, "gone", "x/y/z")
+	for _, atomic := range []bool{true, false} {
+		k := map[bool]string{true: "q", false: "r/x/k"}[atomic]
+		out, err := past.Batch(ctx, []store.BatchOp{{Kind: store.OpDelete, Namespace: ns, Key: k}}, atomic)
+		if err != nil || out[0].Err != nil {
+			t.Fatalf("batch delete of %s: %v, %+v", k, err, out)
+		}
+	}
+	// A mark that landed after a write put a key below it again (the
+	// delete's mark raced a create): the entry stays, the mark goes.
+	if err := c.ZAdd(ctx, keys.Aux(ns, "keep", "unlist"), redis.Z{Score: float64(time.Now().Add(-time.Hour).UnixMilli()), Member: "a"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := past.Tidy(ctx)
+	if want := (store.TidyResult{Namespaces: 1, Roots: 3, Children: 3}); err != nil || res != want {
+		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+	}
+	if got := past.Stats().Tidied; got != 7 {
+		t.Errorf("Stats().Tidied = %d, want 7", got)
+	}
+	for _, tt := range []struct{ key, want string }{
+		{keys.Global("namespaces"), "[test]"},
+		{keys.Namespace(ns, "roots"), "[keep p]"},
+		{keys.Aux(ns, "p", "children"), "[b]"},
+		{keys.Aux(ns, "p", "names"), "[b]"},
+		{keys.Aux(ns, "p", "unlist"), "[b]"},
+		{keys.Aux(ns, "r", "children"), "[]"},
+		{keys.Aux(ns, "keep", "children"), "[a]"},
+		{keys.Aux(ns, "keep", "unlist"), "[]"},
+		{keys.Namespace(ns, "unlist"), "[]"},
+		{keys.Namespace("gone", "roots"), "[]"},
+		{keys.Aux("gone", "x", "children"), "[]"},
+		{keys.Global("unlist"), "[]"},
+	} {
+		if got := members(tt.key); got != tt.want {
+			t.Errorf("%s = %s, want %s", tt.key, got, tt.want)
+		}
+	}
+	if got, _, err := live.List(ctx, ns, "", "", 100); err != nil || fmt.Sprint(got) != "[keep/a/k]" {
+		t.Errorf("List after Tidy = %v, %v; want [keep/a/k]", got, err)
+	}
+
+	// Written again: listed again, with the mark that was left taken
+	// away. (A fresh store: live's memo of these entries is seconds old,
+	// and past's marks claim two hours, a skew no instance has.)
+	again := newStoreOn(t, c, perKey)
+	put(again, ns, "p/a/k3")
+	put(again, ns, "p/b/k")
+	put(again, "gone", "x/y/z")
+	if got, _, err := live.List(ctx, ns, "p/", "", 100); err != nil || fmt.Sprint(got) != "[p/a/k3 p/b/k]" {
+		t.Errorf("List(p/) after new writes = %v, %v; want [p/a/k3 p/b/k]", got, err)
+	}
+	if got, _, err := live.List(ctx, "gone", "", "", 100); err != nil || fmt.Sprint(got) != "[x/y/z]" {
+		t.Errorf("List in namespace gone after a new write = %v, %v; want [x/y/z]", got, err)
+	}
+	if got := members(keys.Aux(ns, "p", "unlist")); got != "[]" {
+		t.Errorf("marks of p's children after new writes = %s, want []", got)
+	}
+	if res, err := past.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+		t.Errorf("Tidy after new writes = %+v, %v; want nothing removed", res, err)
+	}
 }
