@@ -894,7 +894,7 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 	var events []*Event
 	var owners []*batchItem // owners[i] made events[i]; nil for expire events
 	var replayed []*batchItem
-	var emptied []*deleteOp // on the per-write path (deleteOp.emptied)
+	var emptied []emptiedKey // on the per-write path (deleteOp.emptied)
 	reads := 0
 	for i := range items {
 		it := &items[i]
@@ -949,14 +949,12 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 				owners = append(owners, it)
 			}
 			if it.err == nil && it.del.emptied() {
-				emptied = append(emptied, &it.del)
+				emptied = append(emptied, emptiedKey{op.Namespace, op.Key})
 			}
 		}
 	}
 	s.count.reads.Add(uint64(reads))
-	if len(emptied) > 0 {
-		s.markEmptied(ctx, emptied)
-	}
+	s.markEmptied(ctx, emptied)
 	if len(replayed) > 0 {
 		s.readReplayed(ctx, replayed)
 	}

@@ -35,6 +35,32 @@ import "github.com/redis/go-redis/v9"
 // through doubles and turn [] into {}, so a value is only ever concatenated,
 // never decoded, on the Redis side.
 
+// dropParentsLib defines dropParents, which writeLib's del and sweepScript
+// call on a single Redis for a key whose deletion or expiry left its
+// subtree empty.
+const dropParentsLib = `
+-- dropParents takes out of the listing indexes what the deletion or the
+-- expiry of key, the last in its subtree, left empty: its subtree's entry
+-- in the children index, then its first segment in roots when that has
+-- no children and no key of one segment, then ns when it has no roots. A
+-- write that creates a key below any of them later raises them again
+-- (ensureParents); one whose key still exists keeps its subtree from
+-- being empty.
+local function dropParents(ns, key)
+  local first, second = string.match(key, "^([^/]+)/([^/]+)")
+  first = first or key
+  local tag = "ms:{" .. ns .. "/" .. first .. "}"
+  if second then
+    redis.call("ZREM", tag .. "#children", second)
+    redis.call("ZREM", tag .. "#names", second)
+  end
+  if redis.call("EXISTS", tag .. "#children", tag .. "#keys") > 0 then return end
+  local roots = "ms:{" .. ns .. "}#roots"
+  redis.call("ZREM", roots, first)
+  if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
+end
+`
+
 // writeLib is the Lua shared by putScript, deleteScript and commitScript:
 // the one implementation of a write.
 //
@@ -236,27 +262,7 @@ local function ensureParents(ns, key, exp)
   end
 end
 
--- dropParents takes out of the listing indexes what the deletion of key,
--- the last in its subtree, left empty: its subtree's entry in the
--- children index, then its first segment in roots when that has no
--- children and no key of one segment, then ns when it has no roots. A
--- write that creates a key below any of them later raises them again
--- (ensureParents); one whose key still exists keeps its subtree from
--- being empty. Tidy takes care of what expires.
-local function dropParents(ns, key)
-  local first, second = string.match(key, "^([^/]+)/([^/]+)")
-  first = first or key
-  local tag = "ms:{" .. ns .. "/" .. first .. "}"
-  if second then
-    redis.call("ZREM", tag .. "#children", second)
-    redis.call("ZREM", tag .. "#names", second)
-  end
-  if redis.call("EXISTS", tag .. "#children", tag .. "#keys") > 0 then return end
-  local roots = "ms:{" .. ns .. "}#roots"
-  redis.call("ZREM", roots, first)
-  if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
-end
-
+` + dropParentsLib + `
 -- remember returns a list of remembered requests after one more, entry
 -- (a put's "id digest etag", a delete's "id digest"): the entries of done
 -- and entry, separated by ";", latest first, the IdempotencyKeep latest of
@@ -779,17 +785,23 @@ return join(rep, nr)
 // atomically, so of several instances sweeping at once exactly one gets
 // "expired". A key whose index score came due but which a write has since
 // given a later expiry (settle leaves scores low) gets its subtree index
-// score raised to that expiry here.
+// score raised to that expiry here. An expiry that leaves the subtree
+// empty takes it out of the listing indexes on a single Redis
+// (dropParents), as a delete does: an entry above a key that once had no
+// expiry is scored +inf, and Tidy would never see it in the past.
 //
 // KEYS[1] the data hash; KEYS[2] the subtree index
-// ARGV[1] the key; ARGV[2] now, Unix ms
+// ARGV[1] the key; ARGV[2] now, Unix ms; ARGV[3] the namespace, on a
+// single Redis only (ownParents); absent on Cluster
 //
 // Returns {"gone"} when the index no longer lists the key (deleted, or
 // already announced); {"live", score} when it was written again and now
 // expires at score ("inf": never); {"wait"} when the key's own expiry has
 // passed but Redis still has the data (clock skew: try again later);
-// {"expired"} when this caller must announce the expiry.
-var sweepScript = redis.NewScript(`
+// {"expired"} when this caller must announce the expiry, {"expired",
+// "emptied"} on Cluster when the subtree index is left empty (the caller
+// marks the entry above it, see markEmptied).
+var sweepScript = redis.NewScript("local ownParents = ARGV[3] ~= nil\n" + dropParentsLib + `
 local score = redis.call("ZSCORE", KEYS[2], ARGV[1])
 if not score then return {"gone"} end
 if score == "inf" or tonumber(score) > tonumber(ARGV[2]) then return {"live", score} end
@@ -804,6 +816,10 @@ elseif exp then
   return {"wait"}
 end
 redis.call("ZREM", KEYS[2], ARGV[1])
+if redis.call("EXISTS", KEYS[2]) == 0 then
+  if not ownParents then return {"expired", "emptied"} end
+  dropParents(ARGV[3], ARGV[1])
+end
 return {"expired"}
 `)
 

@@ -581,7 +581,9 @@ func (s *Store) Delete(ctx context.Context, ns, key string, req DeleteRequest) (
 	if err := d.result(s); err != nil || d.replayed() {
 		return DeleteResult{Replayed: d.replayed()}, err
 	}
-	s.markEmptied(ctx, []*deleteOp{&d})
+	if d.emptied() {
+		s.markEmptied(ctx, []emptiedKey{{ns, key}})
+	}
 	return DeleteResult{}, s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: d.ts})
 }
 

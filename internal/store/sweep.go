@@ -41,8 +41,12 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 				_ = s.rdb.ZRem(ctx, expiryKey, member).Err() // not ours to interpret
 				continue
 			}
+			args := []any{key, nowText}
+			if s.oneScript() {
+				args = append(args, ns) // the script keeps the listing indexes (ownParents)
+			}
 			verdict, err := sweepScript.Run(ctx, s.rdb,
-				[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, key, nowText).StringSlice()
+				[]string{keys.Redis(ns, key), keys.SubtreeIndex(ns, key)}, args...).StringSlice()
 			if err != nil {
 				return out, s.wrap("sweep", key, err)
 			}
@@ -59,6 +63,9 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 					_, err = unlistPastScript.Run(ctx, s.rdb, []string{expiryKey}, nowText, member).Result()
 				}
 			case "expired":
+				if len(verdict) > 1 && verdict[1] == "emptied" {
+					s.markEmptied(ctx, []emptiedKey{{ns, key}})
+				}
 				ev := Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: now}
 				if err = s.Publish(ctx, &ev); err == nil {
 					out = append(out, ev)

@@ -270,30 +270,32 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 	}
 }
 
+// emptiedKey is a key whose deletion or expiry left its subtree index
+// empty, on the per-write path.
+type emptiedKey struct{ ns, key string }
+
 // markEmptied marks, for Tidy, the listing entries above the subtrees that
-// deletes on the per-write path left empty (deleteOp.emptied): the second
-// segment in its first's children index, or a single-segment key's first
-// segment in the roots index. An entry marked already keeps its earlier
-// mark: no raise took it away since. The deletes are done whatever
-// happens here; a mark that Redis did not take leaves the entry listed,
-// where a listing skips it at the cost of a read.
-func (s *Store) markEmptied(ctx context.Context, dels []*deleteOp) {
+// the deletion or expiry of keys left empty (deleteOp.emptied, and
+// sweepScript's "emptied"): the second segment in its first's children
+// index, or a single-segment key's first segment in the roots index. An
+// entry marked already keeps its earlier mark: no raise took it away
+// since. The deletes are done whatever happens here; a mark that Redis
+// did not take leaves the entry listed, where a listing skips it at the
+// cost of a read.
+func (s *Store) markEmptied(ctx context.Context, emptied []emptiedKey) {
+	if len(emptied) == 0 {
+		return
+	}
 	pipe := s.rdb.Pipeline()
 	now := float64(s.cfg.Now().UnixMilli())
-	for _, d := range dels {
-		if !d.emptied() {
-			continue
-		}
-		first, rest, deep := strings.Cut(d.key, "/")
+	for _, e := range emptied {
+		first, rest, deep := strings.Cut(e.key, "/")
 		if deep {
 			second, _, _ := strings.Cut(rest, "/")
-			pipe.ZAddNX(ctx, childMarks(d.ns, first), redis.Z{Score: now, Member: second})
+			pipe.ZAddNX(ctx, childMarks(e.ns, first), redis.Z{Score: now, Member: second})
 		} else {
-			pipe.ZAddNX(ctx, rootMarks(d.ns), redis.Z{Score: now, Member: first})
+			pipe.ZAddNX(ctx, rootMarks(e.ns), redis.Z{Score: now, Member: first})
 		}
-	}
-	if pipe.Len() == 0 {
-		return
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.count.redisErrors.Add(1)

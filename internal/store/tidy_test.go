@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -24,20 +25,35 @@ import (
 // children, roots and namespace entries once swept, while live keys, keys
 // without expiry and their parents stay listed, and a dead subtree written
 // again is listed again.
+//
+// On a single Redis the sweeper's script takes an expired key's subtree out
+// of the indexes itself when it is left empty, as a delete does, so there
+// Tidy finds nothing left to remove, and the indexes end the same.
 func TestTidyRemovesOnlyDeadIndexEntries(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		checkTidy(t, b.Client)
+		t.Run("one-script", func(t *testing.T) { checkTidy(t, b.Client, store.Config{}) })
+		t.Run("per-key", func(t *testing.T) {
+			if err := b.Client.FlushAll(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			checkTidy(t, b.Client, store.Config{PerKeyScripts: true})
+		})
 	})
 	t.Run("cluster", func(t *testing.T) {
-		checkTidy(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)))
+		checkTidy(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), store.Config{})
 	})
 }
 
-// checkTidy is TestTidyRemovesOnlyDeadIndexEntries on c.
-func checkTidy(t *testing.T, c redis.UniversalClient) {
+// checkTidy is TestTidyRemovesOnlyDeadIndexEntries on c, with cfg's write
+// path (a Cluster client takes the per-key path whatever cfg says).
+func checkTidy(t *testing.T, c redis.UniversalClient, cfg store.Config) {
 	ctx := context.Background()
-	past := newStoreOn(t, c, store.Config{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
-	live := newStoreOn(t, c, store.Config{})
+	_, cluster := c.(*redis.ClusterClient)
+	sweeperDrops := !cfg.PerKeyScripts && !cluster
+	pastCfg := cfg
+	pastCfg.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	past := newStoreOn(t, c, pastCfg)
+	live := newStoreOn(t, c, cfg)
 	put := func(s *store.Store, namespace, key string, ttl time.Duration) {
 		t.Helper()
 		if _, err := s.Put(ctx, namespace, key, store.PutRequest{Value: json.RawMessage(`1`), TTL: &ttl}); err != nil {
@@ -62,12 +78,16 @@ func checkTidy(t *testing.T, c redis.UniversalClient) {
 	}
 	tidied := live.Stats().Tidied
 	res, err := live.Tidy(ctx)
-	if got := live.Stats().Tidied - tidied; got != 8 {
-		t.Errorf("Stats().Tidied rose by %d, want 8", got)
-	}
 	// Children old/a, old/b, mixed/dead and gone's x/y; roots old, lone
-	// and gone's x; the namespace gone.
-	if want := (store.TidyResult{Namespaces: 1, Roots: 3, Children: 4}); err != nil || res != want {
+	// and gone's x; the namespace gone: by Tidy, unless the sweep did.
+	want, wantTidied := store.TidyResult{Namespaces: 1, Roots: 3, Children: 4}, uint64(8)
+	if sweeperDrops {
+		want, wantTidied = store.TidyResult{}, 0
+	}
+	if got := live.Stats().Tidied - tidied; got != wantTidied {
+		t.Errorf("Stats().Tidied rose by %d, want %d", got, wantTidied)
+	}
+	if err != nil || res != want {
 		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
 	}
 	members := func(key string) string {
@@ -120,12 +140,14 @@ func checkTidy(t *testing.T, c redis.UniversalClient) {
 func TestTidyNamedNamespace(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		past := newStore(t, b, store.Config{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+		// Per-key (Cluster) writes: a single Redis's sweep would take the
+		// subtree out at once.
+		past := newStore(t, b, store.Config{PerKeyScripts: true, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
 		ttl := time.Minute
 		if _, err := past.Put(ctx, ns, "old/a/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: &ttl}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := newStore(t, b, store.Config{}).Sweep(ctx); err != nil {
+		if _, err := newStore(t, b, store.Config{PerKeyScripts: true}).Sweep(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Client.Del(ctx, keys.Global("namespaces")).Err(); err != nil { // as before this version
@@ -470,5 +492,67 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 	}
 	if res, err := past.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
 		t.Errorf("Tidy after new writes = %+v, %v; want nothing removed", res, err)
+	}
+}
+
+// A key written without expiry scores its listing entries +inf, and a
+// later TTL never lowers them (ZADD GT), so once the key expires the
+// entries above it never come due. The expiry takes them out all the same:
+// on a single Redis the sweeper's script drops what it leaves empty, on
+// the per-key path (Cluster) it marks it and Tidy removes it.
+func TestExpiryUnlistsASubtreeOnceWithoutTTL(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		for _, perKey := range []bool{false, true} {
+			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
+				checkExpiryUnlists(t, b.Client, perKey)
+			})
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		checkExpiryUnlists(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
+	})
+}
+
+// checkExpiryUnlists is TestExpiryUnlistsASubtreeOnceWithoutTTL on c.
+func checkExpiryUnlists(t *testing.T, c redis.UniversalClient, perKey bool) {
+	ctx := context.Background()
+	const space = "expiry"
+	at := func(ago time.Duration) *store.Store {
+		return newStoreOn(t, c, store.Config{PerKeyScripts: perKey, Now: func() time.Time { return time.Now().Add(-ago) }})
+	}
+	// The key is rewritten two hours ago with a TTL of a
+	// minute, and swept (and its subtree marked) an hour ago.
+	live, past, mid := at(0), at(2*time.Hour), at(time.Hour)
+	forever, minute := time.Duration(0), time.Minute
+	for _, w := range []struct {
+		s   *store.Store
+		key string
+		ttl *time.Duration
+	}{{live, "e/a/k", &forever}, {live, "f", &forever}, {past, "e/a/k", &minute}, {past, "f", &minute}} {
+		if _, err := w.s.Put(ctx, space, w.key, store.PutRequest{Value: json.RawMessage(`1`), TTL: w.ttl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if score, err := c.ZScore(ctx, keys.Aux(space, "e", "children"), "a").Result(); err != nil || !math.IsInf(score, 1) {
+		t.Fatalf("children entry e/a scores %v, %v; want +inf", score, err)
+	}
+	if evs, err := mid.Sweep(ctx); err != nil || len(evs) != 2 {
+		t.Fatalf("Sweep = %d events, %v; want the 2 expiries", len(evs), err)
+	}
+	res, err := mid.Tidy(ctx)
+	want := store.TidyResult{Namespaces: 1, Roots: 2, Children: 1}
+	if !perKey {
+		want = store.TidyResult{} // the sweep dropped them
+	}
+	if err != nil || res != want {
+		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+	}
+	for _, k := range []string{keys.Aux(space, "e", "children"), keys.Aux(space, "e", "names"), keys.Namespace(space, "roots")} {
+		if n, err := c.ZCard(ctx, k).Result(); err != nil || n != 0 {
+			t.Errorf("%s has %d members, %v; want none", k, n, err)
+		}
+	}
+	if found, err := c.ZScore(ctx, keys.Global("namespaces"), space).Result(); !errors.Is(err, redis.Nil) {
+		t.Errorf("namespace %s still listed (score %v, %v)", space, found, err)
 	}
 }
