@@ -205,6 +205,28 @@ func BenchmarkTidy(b *testing.B) {
 			}
 		}
 	})
+	// Per-key (Cluster) writes: 10,000 children without expiry, each
+	// marked an hour ago by the delete of its last key.
+	perKey := newStore(b, be, store.Config{PerKeyScripts: true})
+	b.Run("10k-marked", func(b *testing.B) {
+		marked := float64(time.Now().Add(-time.Hour).UnixMilli())
+		for b.Loop() {
+			b.StopTimer()
+			fill(math.Inf(1))
+			marks := make([]redis.Z, n)
+			for i := range marks {
+				marks[i] = redis.Z{Score: marked, Member: "T" + strconv.Itoa(i)}
+			}
+			if err := be.Client.ZAdd(ctx, keys.Aux(ns, "tasks", "unlist"), marks...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			res, err := perKey.Tidy(ctx)
+			if err != nil || res.Children != n {
+				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
+		}
+	})
 }
 
 // On a single Redis the delete that empties a subtree takes it out of the
