@@ -230,14 +230,8 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 		if err != nil || len(stale) == 0 {
 			return removed, err
 		}
-		pipe := s.rdb.Pipeline()
-		counts := make([][]*redis.IntCmd, len(stale))
-		for i, m := range stale {
-			for _, b := range below {
-				counts[i] = append(counts[i], pipe.ZCard(ctx, b(m)))
-			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		emptied, err := s.emptyBelow(ctx, stale, below)
+		if err != nil {
 			return removed, err
 		}
 		if beforeUnlist != nil {
@@ -245,7 +239,7 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 		}
 		args := []any{cutoff}
 		for i, m := range stale {
-			if empty(counts[i]) {
+			if emptied[i] {
 				args = append(args, m)
 			}
 		}
@@ -335,14 +329,8 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff s
 		if err != nil || len(due) == 0 {
 			return removed, err
 		}
-		pipe := s.rdb.Pipeline()
-		counts := make([][]*redis.IntCmd, len(due))
-		for i, m := range due {
-			for _, b := range below {
-				counts[i] = append(counts[i], pipe.ZCard(ctx, b(m)))
-			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		emptied, err := s.emptyBelow(ctx, due, below)
+		if err != nil {
 			return removed, err
 		}
 		if beforeUnlist != nil {
@@ -350,7 +338,7 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff s
 		}
 		var gone, busy []any
 		for i, m := range due {
-			if empty(counts[i]) {
+			if emptied[i] {
 				gone = append(gone, m)
 			} else {
 				busy = append(busy, m)
@@ -371,6 +359,26 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff s
 			return removed, nil
 		}
 	}
+}
+
+// emptyBelow reports, for each member, whether every sorted set that below
+// names for it is empty, in one round trip.
+func (s *Store) emptyBelow(ctx context.Context, members []string, below []func(member string) string) ([]bool, error) {
+	pipe := s.rdb.Pipeline()
+	counts := make([][]*redis.IntCmd, len(members))
+	for i, m := range members {
+		for _, b := range below {
+			counts[i] = append(counts[i], pipe.ZCard(ctx, b(m)))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(members))
+	for i := range members {
+		out[i] = empty(counts[i])
+	}
+	return out, nil
 }
 
 // empty reports whether every count is zero.

@@ -90,15 +90,7 @@ func checkTidy(t *testing.T, c redis.UniversalClient, cfg store.Config) {
 	if err != nil || res != want {
 		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
 	}
-	members := func(key string) string {
-		t.Helper()
-		m, err := c.ZRange(ctx, key, 0, -1).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(m)
-		return fmt.Sprint(m)
-	}
+	members := func(key string) string { return sortedMembers(t, c, key) }
 	for _, tt := range []struct{ key, want string }{
 		{keys.Global("namespaces"), "[test]"},
 		{keys.Namespace(ns, "roots"), "[forever mixed solo]"},
@@ -251,15 +243,7 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		members := func(key string) string {
-			t.Helper()
-			m, err := b.Client.ZRange(ctx, key, 0, -1).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			slices.Sort(m)
-			return fmt.Sprint(m)
-		}
+		members := func(key string) string { return sortedMembers(t, b.Client, key) }
 		namespaces, roots, children, names := keys.Global("namespaces"), keys.Namespace(space, "roots"), keys.Aux(space, "p", "children"), keys.Aux(space, "p", "names")
 		for _, k := range []string{"p/a/k1", "p/a/k2", "p/b/k", "q", "r/x/k"} {
 			put(a, k)
@@ -421,15 +405,7 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 			t.Fatal(err)
 		}
 	}
-	members := func(key string) string {
-		t.Helper()
-		m, err := c.ZRange(ctx, key, 0, -1).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(m)
-		return fmt.Sprint(m)
-	}
+	members := func(key string) string { return sortedMembers(t, c, key) }
 	for _, k := range []string{"p/a/k1", "p/a/k2", "p/b/k", "q", "r/x/k", "keep/a/k"} {
 		put(live, ns, k)
 	}
@@ -577,4 +553,16 @@ func checkExpiryUnlists(t *testing.T, c redis.UniversalClient, perKey bool) {
 	if found, err := c.ZScore(ctx, keys.Global("namespaces"), space).Result(); !errors.Is(err, redis.Nil) {
 		t.Errorf("namespace %s still listed (score %v, %v)", space, found, err)
 	}
+}
+
+// sortedMembers returns the members of the sorted set key, sorted, as
+// fmt.Sprint prints them.
+func sortedMembers(t *testing.T, c redis.UniversalClient, key string) string {
+	t.Helper()
+	m, err := c.ZRange(context.Background(), key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(m)
+	return fmt.Sprint(m)
 }
