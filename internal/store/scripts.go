@@ -438,7 +438,11 @@ local function del(kd, ki, key, ifm, ns)
   redis.call("DEL", kd)
   redis.call("ZREM", ki, key)
   if idem then redis.call("SET", kr, remember(done, idem), "PX", 86400000) end -- DeleteIdempotencyKeep
-  if ownParents and redis.call("EXISTS", ki) == 0 then dropParents(ns, key) end
+  if ownParents and redis.call("EXISTS", ki) == 0 then
+    dropParents(ns, key)
+    -- A create later in this call must raise what was just dropped.
+    raisedParents = {}
+  end
   return 1
 end
 `

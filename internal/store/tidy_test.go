@@ -289,6 +289,20 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 			t.Errorf("List after creates into dropped subtrees = %v, %v; want [m/a/k2 n/a/k2]", got, err)
 		}
 
+		// A batch that creates, deletes and creates again in one subtree
+		// (one script call on a single Redis) leaves it listed.
+		if out, err := a.Batch(ctx, []store.BatchOp{
+			{Kind: store.OpPut, Namespace: space, Key: "o/a/k1", PutRequest: store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}},
+			{Kind: store.OpDelete, Namespace: space, Key: "o/a/k1"},
+			{Kind: store.OpPut, Namespace: space, Key: "o/a/k2", PutRequest: store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}},
+		}, false); err != nil || out[0].Err != nil || out[1].Err != nil || out[2].Err != nil {
+			t.Fatalf("batch = %+v, %v", out, err)
+		}
+		if got, _, err := a.List(ctx, space, "o/", "", 10); err != nil || fmt.Sprint(got) != "[o/a/k2]" {
+			t.Errorf("List(o/) after a batch created, deleted and created again = %v, %v; want [o/a/k2]", got, err)
+		}
+		del(other, "o/a/k2")
+
 		// The deletes of an atomic batch drop what they leave empty too.
 		if _, err := other.Batch(ctx, []store.BatchOp{
 			{Kind: store.OpDelete, Namespace: space, Key: "m/a/k2"},
