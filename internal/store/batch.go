@@ -857,6 +857,17 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 		var wait time.Duration
 		switch {
 		case errors.As(err, &be):
+			if errors.Is(be.Err, ErrPreconditionFailed) {
+				// Refused whole: the puts' listing entries were raised
+				// for keys that may not exist.
+				var puts []keyRef
+				for i := range items {
+					if items[i].op.Kind == OpPut {
+						puts = append(puts, keyRef{items[i].op.Namespace, items[i].op.Key})
+					}
+				}
+				s.unraise(ctx, puts)
+			}
 			return err
 		case rediserr.Moved(err) && moved < len(rediserr.MovedPauses):
 			// On Cluster, WATCH met a slot that has moved (a failover, a
@@ -894,7 +905,8 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 	var events []*Event
 	var owners []*batchItem // owners[i] made events[i]; nil for expire events
 	var replayed []*batchItem
-	var emptied []emptiedKey // on the per-write path (deleteOp.emptied)
+	var emptied []keyRef // on the per-write path (deleteOp.emptied)
+	var refused []keyRef // puts refused on keys that do not exist (refusedAbsent)
 	reads := 0
 	for i := range items {
 		it := &items[i]
@@ -915,6 +927,9 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 				it.w.setReply(it.w.run.Slice())
 			}
 			it.w.res, it.err = s.parsePut(&it.w)
+			if it.w.refusedAbsent() {
+				refused = append(refused, keyRef{op.Namespace, op.Key})
+			}
 			if it.err != nil {
 				continue
 			}
@@ -949,12 +964,13 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 				owners = append(owners, it)
 			}
 			if it.err == nil && it.del.emptied() {
-				emptied = append(emptied, emptiedKey{op.Namespace, op.Key})
+				emptied = append(emptied, keyRef{op.Namespace, op.Key})
 			}
 		}
 	}
 	s.count.reads.Add(uint64(reads))
 	s.markEmptied(ctx, emptied)
+	s.unraise(ctx, refused)
 	if len(replayed) > 0 {
 		s.readReplayed(ctx, replayed)
 	}

@@ -310,8 +310,18 @@ func (s *Store) parsePut(op *writeOp) (PutResult, error) {
 // put writes one validated, compact value (see checkPut) through the
 // group committer; idem is idempotencyArg's, or "".
 func (s *Store) put(ctx context.Context, ns, key string, req PutRequest, ts, exp int64, idem string) (PutResult, error) {
-	return s.commit.submit(ctx, &writeOp{ns: ns, key: key, req: req, value: req.Value,
-		ts: ts, exp: exp, etag: newETag(), idem: idem})
+	op := &writeOp{ns: ns, key: key, req: req, value: req.Value, ts: ts, exp: exp, etag: newETag(), idem: idem}
+	res, err := s.commit.submit(ctx, op)
+	if op.refusedAbsent() {
+		s.unraise(ctx, []keyRef{{ns, key}})
+	}
+	return res, err
+}
+
+// refusedAbsent reports whether the write's condition failed on a key that
+// does not exist: the listing entries raised for it may stand over nothing.
+func (op *writeOp) refusedAbsent() bool {
+	return op.line == "precondition_failed " // no current etag
 }
 
 // idempotencyArg is what the write scripts get for req's IdempotencyKey

@@ -894,3 +894,17 @@ for i = 3, #ARGV do
 end
 return n
 `)
+
+// dropEmptyScript takes a subtree out of the listing indexes when it has
+// no key, on a single Redis: after writes that raised its entries and then
+// created nothing (Store.unraise).
+//
+// KEYS[1] the subtree index
+// ARGV[1] the namespace; ARGV[2] a key of the subtree
+//
+// Returns 1 when the subtree was empty, else 0.
+var dropEmptyScript = redis.NewScript(dropParentsLib + `
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+dropParents(ARGV[1], ARGV[2])
+return 1
+`)

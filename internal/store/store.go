@@ -582,7 +582,7 @@ func (s *Store) Delete(ctx context.Context, ns, key string, req DeleteRequest) (
 		return DeleteResult{Replayed: d.replayed()}, err
 	}
 	if d.emptied() {
-		s.markEmptied(ctx, []emptiedKey{{ns, key}})
+		s.markEmptied(ctx, []keyRef{{ns, key}})
 	}
 	return DeleteResult{}, s.Publish(ctx, &Event{Type: EventDelete, Namespace: ns, Key: key, Timestamp: d.ts})
 }

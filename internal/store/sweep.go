@@ -64,7 +64,7 @@ func (s *Store) Sweep(ctx context.Context) ([]Event, error) {
 				}
 			case "expired":
 				if len(verdict) > 1 && verdict[1] == "emptied" {
-					s.markEmptied(ctx, []emptiedKey{{ns, key}})
+					s.markEmptied(ctx, []keyRef{{ns, key}})
 				}
 				ev := Event{Type: EventExpire, Namespace: ns, Key: key, Timestamp: now}
 				if err = s.Publish(ctx, &ev); err == nil {

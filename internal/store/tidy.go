@@ -264,9 +264,8 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 	}
 }
 
-// emptiedKey is a key whose deletion or expiry left its subtree index
-// empty, on the per-write path.
-type emptiedKey struct{ ns, key string }
+// keyRef names a key of a namespace.
+type keyRef struct{ ns, key string }
 
 // markEmptied marks, for Tidy, the listing entries above the subtrees that
 // the deletion or expiry of keys left empty (deleteOp.emptied, and
@@ -276,7 +275,7 @@ type emptiedKey struct{ ns, key string }
 // since. The deletes are done whatever happens here; a mark that Redis
 // did not take leaves the entry listed, where a listing skips it at the
 // cost of a read.
-func (s *Store) markEmptied(ctx context.Context, emptied []emptiedKey) {
+func (s *Store) markEmptied(ctx context.Context, emptied []keyRef) {
 	if len(emptied) == 0 {
 		return
 	}
@@ -290,6 +289,30 @@ func (s *Store) markEmptied(ctx context.Context, emptied []emptiedKey) {
 		} else {
 			pipe.ZAddNX(ctx, rootMarks(e.ns), redis.Z{Score: now, Member: first})
 		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.count.redisErrors.Add(1)
+	}
+}
+
+// unraise takes out of the listing indexes what was raised for writes that
+// then created nothing (refusedAbsent, or a refused atomic batch) and has
+// nothing below it, as a delete of its last key would: at once on a single
+// Redis (dropEmptyScript), through a mark for Tidy on the per-write path
+// (markEmptied; Tidy looks below the entry). The writes' own outcome
+// stands whatever happens here.
+func (s *Store) unraise(ctx context.Context, refused []keyRef) {
+	if len(refused) == 0 {
+		return
+	}
+	if !s.oneScript() {
+		s.markEmptied(ctx, refused)
+		return
+	}
+	pipe := s.rdb.Pipeline()
+	for _, r := range refused {
+		// EVAL: rare, and a pipeline cannot fall back from EVALSHA.
+		dropEmptyScript.Eval(ctx, pipe, []string{keys.SubtreeIndex(r.ns, r.key)}, r.ns, r.key)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.count.redisErrors.Add(1)
