@@ -634,7 +634,10 @@ func (s *Store) pipeIndexes(ctx context.Context, pipe redis.Pipeliner, writes []
 				raiseTree(namespacesKey, namespaceMarks, w.ns, treeScore)
 			}
 			if roots := keys.Namespace(w.ns, "roots"); !s.memo.covers(roots+"\x00"+first, treeScore, now) {
+				// As for children below: a root enters the names index
+				// after the roots index.
 				raiseTree(roots, rootMarks(w.ns), first, treeScore)
+				add(keys.Namespace(w.ns, "names"), keep, first, 0)
 			}
 		}
 		if deep && !(sameRoot && prev.deep && second == prev.second) {

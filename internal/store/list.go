@@ -76,67 +76,54 @@ type walk struct {
 func (w *walk) done() bool { return len(w.out) >= w.want }
 
 func (w *walk) run() error {
-	first, rest, deep := strings.Cut(w.prefix, "/")
-	afterFirst, afterRest, _ := strings.Cut(w.after, "/")
-	afterSecond, _, _ := strings.Cut(afterRest, "/")
-
-	var firsts []string
+	first, _, deep := strings.Cut(w.prefix, "/")
+	afterFirst, _, _ := strings.Cut(w.after, "/")
 	if deep {
-		firsts = []string{first}
-	} else {
-		all, err := w.s.rdb.ZRangeByScore(w.ctx, keys.Namespace(w.ns, "roots"), w.future).Result()
-		if err != nil {
-			return err
+		if w.after != "" && first < afterFirst {
+			return nil
 		}
-		firsts = matching(all, first)
+		return w.roots([]string{first})
 	}
-	for _, f := range firsts {
-		if w.after != "" && f < afterFirst {
-			continue
-		}
-		// The single-segment key f itself, then f's subtrees.
-		childrenKey, namesKey := keys.Aux(w.ns, f, "children"), keys.Aux(w.ns, f, "names")
-		pipe := w.s.rdb.Pipeline()
-		self := pipe.ZScore(w.ctx, keys.SubtreeIndex(w.ns, f), f)
-		nc, nn := pipe.ZCard(w.ctx, childrenKey), pipe.ZCard(w.ctx, namesKey)
-		if _, err := pipe.Exec(w.ctx); err != nil && err != redis.Nil {
-			return err
-		}
-		if score, err := self.Result(); err == nil {
-			live, err := w.live([]redis.Z{{Score: score, Member: f}})
-			if err != nil {
-				return err
-			}
-			w.add(live)
-		}
-		second, _, deeper := strings.Cut(rest, "/")
-		from := ""
-		if f == afterFirst {
-			from = afterSecond
-		}
-		var err error
-		switch {
-		case deep && deeper: // the prefix names one subtree
-			err = w.child(f, second, from)
-		case nn.Val() >= nc.Val():
-			err = w.childrenByName(f, second, from)
-		default:
-			err = w.childrenByScore(f, second, from)
-		}
-		if err != nil || w.done() {
+	rootsKey, namesKey := keys.Namespace(w.ns, "roots"), keys.Namespace(w.ns, "names")
+	pipe := w.s.rdb.Pipeline()
+	nr, nn := pipe.ZCard(w.ctx, rootsKey), pipe.ZCard(w.ctx, namesKey)
+	if _, err := pipe.Exec(w.ctx); err != nil {
+		return err
+	}
+	if nn.Val() >= nr.Val() {
+		return w.rootsByName(first, afterFirst)
+	}
+	// Roots written before the namespace's names index existed: every
+	// live one, until Tidy has named them all.
+	all, err := w.s.rdb.ZRangeByScore(w.ctx, rootsKey, w.future).Result()
+	if err != nil {
+		return err
+	}
+	firsts := slices.DeleteFunc(matching(all, first), func(f string) bool { return f < afterFirst })
+	for chunk := range slices.Chunk(firsts, listChunk) {
+		if err := w.roots(chunk); err != nil || w.done() {
 			return err
 		}
 	}
 	return nil
 }
 
-// childrenByName walks the live subtrees f/c whose c starts with prefix
-// and is not before from, in order, a chunk at a time through f's names
-// index: a page of a listing reads about as many names as it lists keys,
-// however many children f has. Their liveness comes from the children
-// index (a name may outlive its child there until Tidy removes both).
-func (w *walk) childrenByName(f, prefix, from string) error {
-	childrenKey, namesKey := keys.Aux(w.ns, f, "children"), keys.Aux(w.ns, f, "names")
+// rootsByName walks the live first segments that start with prefix and are
+// not before from, in order, a chunk at a time through the namespace's
+// names index, as childrenByName walks a root's children: a page of a
+// flat namespace (keys of one segment) reads about as many names as it
+// lists keys.
+func (w *walk) rootsByName(prefix, from string) error {
+	rootsKey, namesKey := keys.Namespace(w.ns, "roots"), keys.Namespace(w.ns, "names")
+	return w.byName(namesKey, rootsKey, prefix, from, w.roots)
+}
+
+// byName pages through the names index namesKey (all scored 0, so in name
+// order) from the first name that starts with prefix and is not before
+// from, a chunk at a time, and hands visit the names of each chunk that
+// index scores in the future (its live members), until the names no
+// longer start with prefix or the walk is done.
+func (w *walk) byName(namesKey, index, prefix, from string, visit func(names []string) error) error {
 	start := max(prefix, from)
 	min := "-"
 	if start != "" {
@@ -158,7 +145,7 @@ func (w *walk) childrenByName(f, prefix, from string) error {
 		if end == 0 {
 			return nil
 		}
-		scores, err := w.s.rdb.ZMScore(w.ctx, childrenKey, names[:end]...).Result()
+		scores, err := w.s.rdb.ZMScore(w.ctx, index, names[:end]...).Result()
 		if err != nil {
 			return err
 		}
@@ -169,7 +156,7 @@ func (w *walk) childrenByName(f, prefix, from string) error {
 			}
 		}
 		if len(live) > 0 {
-			if err := w.subtrees(f, live); err != nil {
+			if err := visit(live); err != nil {
 				return err
 			}
 		}
@@ -178,6 +165,69 @@ func (w *walk) childrenByName(f, prefix, from string) error {
 		}
 	}
 	return nil
+}
+
+// roots walks the first segments fs, in order: each one's single-segment
+// key, then its subtrees, reading what every one of them has in one round
+// trip.
+func (w *walk) roots(fs []string) error {
+	_, rest, deep := strings.Cut(w.prefix, "/")
+	second, _, deeper := strings.Cut(rest, "/")
+	afterFirst, afterRest, _ := strings.Cut(w.after, "/")
+	afterSecond, _, _ := strings.Cut(afterRest, "/")
+
+	pipe := w.s.rdb.Pipeline()
+	selves := make([]*redis.FloatCmd, len(fs))
+	nc, nn := make([]*redis.IntCmd, len(fs)), make([]*redis.IntCmd, len(fs))
+	for i, f := range fs {
+		selves[i] = pipe.ZScore(w.ctx, keys.SubtreeIndex(w.ns, f), f)
+		nc[i], nn[i] = pipe.ZCard(w.ctx, keys.Aux(w.ns, f, "children")), pipe.ZCard(w.ctx, keys.Aux(w.ns, f, "names"))
+	}
+	if _, err := pipe.Exec(w.ctx); err != nil && err != redis.Nil {
+		return err
+	}
+	var own []redis.Z // the single-segment keys among fs
+	for i, f := range fs {
+		if score, err := selves[i].Result(); err == nil {
+			own = append(own, redis.Z{Score: score, Member: f})
+		}
+	}
+	liveOwn, err := w.live(own)
+	if err != nil {
+		return err
+	}
+	for i, f := range fs {
+		if slices.Contains(liveOwn, f) {
+			w.add([]string{f})
+		}
+		from := ""
+		if f == afterFirst {
+			from = afterSecond
+		}
+		switch {
+		case deep && deeper: // the prefix names one subtree
+			err = w.child(f, second, from)
+		case nc[i].Val() == 0: // no subtrees
+		case nn[i].Val() >= nc[i].Val():
+			err = w.childrenByName(f, second, from)
+		default:
+			err = w.childrenByScore(f, second, from)
+		}
+		if err != nil || w.done() {
+			return err
+		}
+	}
+	return nil
+}
+
+// childrenByName walks the live subtrees f/c whose c starts with prefix
+// and is not before from, in order, a chunk at a time through f's names
+// index: a page of a listing reads about as many names as it lists keys,
+// however many children f has. Their liveness comes from the children
+// index (a name may outlive its child there until Tidy removes both).
+func (w *walk) childrenByName(f, prefix, from string) error {
+	childrenKey, namesKey := keys.Aux(w.ns, f, "children"), keys.Aux(w.ns, f, "names")
+	return w.byName(namesKey, childrenKey, prefix, from, func(live []string) error { return w.subtrees(f, live) })
 }
 
 // child walks the subtree f/c when it is live and c is not before from.

@@ -57,6 +57,7 @@ local function dropParents(ns, key)
   if redis.call("EXISTS", tag .. "#children", tag .. "#keys") > 0 then return end
   local roots = "ms:{" .. ns .. "}#roots"
   redis.call("ZREM", roots, first)
+  redis.call("ZREM", "ms:{" .. ns .. "}#names", first)
   if redis.call("EXISTS", roots) == 0 then redis.call("ZREM", "ms:{#memsync}#namespaces", ns) end
 end
 `
@@ -255,6 +256,7 @@ local function ensureParents(ns, key, exp)
   raisedParents[done] = true
   redis.call("ZADD", "ms:{#memsync}#namespaces", "GT", score, ns)
   redis.call("ZADD", "ms:{" .. ns .. "}#roots", "GT", score, first)
+  redis.call("ZADD", "ms:{" .. ns .. "}#names", "NX", 0, first)
   if second then
     local tag = "ms:{" .. ns .. "/" .. first .. "}"
     redis.call("ZADD", tag .. "#children", "GT", score, second)

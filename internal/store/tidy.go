@@ -113,7 +113,10 @@ func (s *Store) Tidy(ctx context.Context, extra ...string) (TidyResult, error) {
 
 // tidyNamespace tidies the roots of ns and their children.
 func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyResult) error {
-	rootsKey := keys.Namespace(ns, "roots")
+	rootsKey, rootNames := keys.Namespace(ns, "roots"), keys.Namespace(ns, "names")
+	if err := s.syncNames(ctx, rootsKey, rootNames); err != nil {
+		return err
+	}
 	roots, err := s.rdb.ZRange(ctx, rootsKey, 0, -1).Result()
 	if err != nil {
 		return err
@@ -135,7 +138,7 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 		}
 	}
 	// A root goes when it has no children left and no single-segment key.
-	n, err := s.unlist(ctx, rootsKey, "", rootMarks(ns), cutoff,
+	n, err := s.unlist(ctx, rootsKey, rootNames, rootMarks(ns), cutoff,
 		func(f string) string { return keys.Aux(ns, f, "children") },
 		func(f string) string { return keys.SubtreeIndex(ns, f) })
 	res.Roots += n
@@ -158,13 +161,13 @@ func (s *Store) unlist(ctx context.Context, index, mirror, marks, cutoff string,
 	return n + m, err
 }
 
-// syncNames brings the names index in line with the children index when
-// their sizes differ (a write adds a child to both, the child first; Tidy
-// and a delete remove it from both at once). With fewer names it adds
-// every child's: children written before the names index existed. With
-// more, it removes the names of children that are gone: a name a write
-// added after a delete dropped its child, and whose write then created
-// nothing (a failed condition).
+// syncNames brings a names index in line with the index it names, a
+// root's children or a namespace's roots, when their sizes differ (a
+// write adds a child to both, the child first; Tidy and a delete remove it
+// from both at once). With fewer names it adds every child's: children
+// written before the names index existed. With more, it removes the names
+// of children that are gone: a name a write added after a delete dropped
+// its child, and whose write then created nothing (a failed condition).
 func (s *Store) syncNames(ctx context.Context, children, names string) error {
 	pipe := s.rdb.Pipeline()
 	nc, nn := pipe.ZCard(ctx, children), pipe.ZCard(ctx, names)

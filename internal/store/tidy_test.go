@@ -94,6 +94,7 @@ func checkTidy(t *testing.T, c redis.UniversalClient, cfg store.Config) {
 	for _, tt := range []struct{ key, want string }{
 		{keys.Global("namespaces"), "[test]"},
 		{keys.Namespace(ns, "roots"), "[forever mixed solo]"},
+		{keys.Namespace(ns, "names"), "[forever mixed solo]"},
 		{keys.Aux(ns, "mixed", "children"), "[live]"},
 		{keys.Aux(ns, "mixed", "names"), "[live]"},
 		{keys.Aux(ns, "old", "names"), "[]"},
@@ -261,6 +262,9 @@ func TestDeleteDropsWhatItLeavesEmpty(t *testing.T) {
 			del(other, step.del)
 			if got := members(roots); got != step.roots {
 				t.Errorf("after deleting %s: roots %s, want %s", step.del, got, step.roots)
+			}
+			if got := members(keys.Namespace(space, "names")); got != step.roots {
+				t.Errorf("after deleting %s: root names %s, want %s", step.del, got, step.roots)
 			}
 			if got := members(children); got != step.children {
 				t.Errorf("after deleting %s: children of p %s, want %s", step.del, got, step.children)
@@ -467,6 +471,7 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 	for _, tt := range []struct{ key, want string }{
 		{keys.Global("namespaces"), "[test]"},
 		{keys.Namespace(ns, "roots"), "[keep p]"},
+		{keys.Namespace(ns, "names"), "[keep p]"},
 		{keys.Aux(ns, "p", "children"), "[b]"},
 		{keys.Aux(ns, "p", "names"), "[b]"},
 		{keys.Aux(ns, "p", "unlist"), "[b]"},
@@ -629,6 +634,7 @@ func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 	}
 	for _, tt := range []struct{ key, want string }{
 		{keys.Namespace(space, "roots"), "[f2]"},
+		{keys.Namespace(space, "names"), "[f2]"},
 		{keys.Aux(space, "f2", "children"), "[b]"},
 		{keys.Aux(space, "f1", "children"), "[]"},
 		{keys.Aux(space, "f3", "children"), "[]"},
