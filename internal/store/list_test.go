@@ -104,39 +104,26 @@ func checkListWithoutNames(t *testing.T, b redistest.Backend, keyf, prefix, name
 // subtrees of a key each, on a real redis-server: a page reads about as
 // many names as it lists, rather than every child's.
 func BenchmarkListPage(b *testing.B) {
-	be := redistest.Real(b)
-	s := newStore(b, be, store.Config{})
-	ctx := context.Background()
-	const n = 100_000
-	ops := make([]store.BatchOp, 0, store.MaxBatchOps)
-	for i := range n {
-		ops = append(ops, putOp("tasks/T"+strconv.Itoa(n+i)+"/state", `1`))
-		if len(ops) == cap(ops) {
-			mustBatch(b, s, ops)
-			ops = ops[:0]
-		}
-	}
-	cursor := ""
-	for b.Loop() {
-		page, next, err := s.List(ctx, ns, "tasks/", cursor, 100)
-		if err != nil || len(page) != 100 {
-			b.Fatalf("List = %d keys, %v", len(page), err)
-		}
-		cursor = next // "" at the end: from the start again
-	}
+	benchListPages(b, "tasks/", func(i int) string { return "tasks/T" + strconv.Itoa(i) + "/state" })
 }
 
-// BenchmarkListFlatPage lists a page of 100 keys of a namespace of 100,000
+// BenchmarkListFlatPage lists pages of 100 keys of a namespace of 100,000
 // keys of one segment each (every key its own first segment), on a real
 // redis-server: the listing of a flat keyspace, as Redis users write one.
 func BenchmarkListFlatPage(b *testing.B) {
+	benchListPages(b, "", func(i int) string { return "user:" + strconv.Itoa(i) })
+}
+
+// benchListPages writes 100,000 keys named by key, then lists them under
+// prefix a page of 100 at a time, over and over.
+func benchListPages(b *testing.B, prefix string, key func(i int) string) {
 	be := redistest.Real(b)
 	s := newStore(b, be, store.Config{})
 	ctx := context.Background()
 	const n = 100_000
 	ops := make([]store.BatchOp, 0, store.MaxBatchOps)
 	for i := range n {
-		ops = append(ops, putOp("user:"+strconv.Itoa(n+i), `1`))
+		ops = append(ops, putOp(key(n+i), `1`))
 		if len(ops) == cap(ops) {
 			mustBatch(b, s, ops)
 			ops = ops[:0]
@@ -144,7 +131,7 @@ func BenchmarkListFlatPage(b *testing.B) {
 	}
 	cursor := ""
 	for b.Loop() {
-		page, next, err := s.List(ctx, ns, "", cursor, 100)
+		page, next, err := s.List(ctx, ns, prefix, cursor, 100)
 		if err != nil || len(page) != 100 {
 			b.Fatalf("List = %d keys, %v", len(page), err)
 		}
