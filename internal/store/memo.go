@@ -5,15 +5,15 @@ import (
 	"time"
 )
 
-// Bounds of indexMemo.
-const (
-	// memoTTL is how long a remembered index score is trusted: after that
-	// the next write raises it again, which repairs an index Redis lost
-	// (a restart without persistence) within this long of the next write.
-	memoTTL = 5 * time.Second
-	// memoMax bounds the memo; past it the memo starts afresh.
-	memoMax = 1 << 16
-)
+// memoTTL is how long a remembered index score is trusted: after that the
+// next write raises it again, which repairs an index Redis lost (a restart
+// without persistence) within this long of the next write. Tidy's removal
+// of marked entries relies on it being far below tidyMargin. A variable
+// for tests, which shrink both.
+var memoTTL = 5 * time.Second
+
+// memoMax bounds indexMemo; past it the memo starts afresh.
+const memoMax = 1 << 16
 
 // indexMemo remembers the scores this instance recently raised the roots
 // and children indexes to. Their members' scores only ever rise (ZADD GT)

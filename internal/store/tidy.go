@@ -37,15 +37,18 @@ import (
 const (
 	// DefaultTidyInterval is how often RunTidier tidies.
 	DefaultTidyInterval = time.Minute
-	// tidyMargin is how far in the past, by the Redis clock, an entry's
-	// score must be before it is removed. A score is at least the expiry
-	// of every key below it, so every such key died that long ago; a write
-	// still in flight with a memo of that entry (indexMemo) wrote a key
-	// that is dead on arrival. The margin is for writes delayed in flight.
-	tidyMargin = time.Minute
 	// tidyPage is how many stale entries one read takes from an index.
 	tidyPage = 500
 )
+
+// tidyMargin is how far in the past, by the Redis clock, an entry's score
+// or mark must be before it is removed. A score is at least the expiry of
+// every key below it, so every such key died that long ago; a write still
+// in flight with a memo of that entry (indexMemo) wrote a key that is dead
+// on arrival. A mark is older than any memo that skipped raising it, by
+// far (memoTTL). The margin is for writes delayed in flight. A variable
+// for tests, which shrink it with memoTTL.
+var tidyMargin = time.Minute
 
 // beforeUnlist, when set (by tests), runs between Tidy's reading of stale
 // entries and their removal.
