@@ -31,7 +31,8 @@
 //	ms:{N}#locks            sorted set, the namespace's index: one member per
 //	                        grant, "L#" + 16 hex digits of SHA-256(token),
 //	                        score expires_at; read by List
-//	ms:{N}#lock-released    pub/sub channel; message: L
+//	ms:{N}#lock-released    pub/sub channel; message: L, on a release while
+//	                        waiters stand in L's line, and when a waiter leaves it
 package lock
 
 import (
@@ -466,7 +467,7 @@ func (l *Locker) Release(ctx context.Context, ns, name, token string) error {
 	if token == "" {
 		return fmt.Errorf("%w: token is empty", ErrInvalidArgument)
 	}
-	lockKeys := []string{keys.Aux(ns, name, "lock")}
+	lockKeys := []string{keys.Aux(ns, name, "lock"), lineKey(ns, name)}
 	args := []any{token, releasedChannel(ns), name}
 	// One round trip: the script, and the removal of this grant's index entry.
 	// No other grant shares that member, so removing it is right whatever the

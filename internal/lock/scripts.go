@@ -180,10 +180,16 @@ local h = redis.call('HMGET', KEYS[1], 'owner', 'fence', 'acquired_at')
 return {1, h[1], h[2], h[3], exp}
 `)
 
-// releaseScript deletes a lock the token holds and announces it on the
-// namespace's release channel, so that waiters on every instance wake.
+// releaseScript deletes a lock the token holds and, when waiters stand in
+// its line, announces it on the namespace's release channel, so that they
+// wake on every instance. Every waiter takes its place in line on its
+// first try (acquireScript) and keeps it while it waits, so a lock without
+// a line has nobody to wake: most releases, and each announcement costs
+// Redis a message to every instance and every instance a read. A waiter
+// whose place lapsed (its renewals fell behind by a second or more) still
+// tries again after its RetryInterval.
 //
-// KEYS[1] lock hash
+// KEYS[1] lock hash; KEYS[2] line of waiters (see acquireScript)
 // ARGV[1] token, ARGV[2] release channel, ARGV[3] lock name (the message)
 //
 // Returns {1}, or {0} when the token does not hold the lock; then nothing
@@ -193,7 +199,9 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then
   return {0}
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
 return {1}
 `)
 

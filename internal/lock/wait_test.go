@@ -244,3 +244,61 @@ func TestWaitSafetyNet(t *testing.T) {
 		}
 	})
 }
+
+// A release announces itself on the namespace's release channel only while
+// waiters stand in the lock's line: with nobody waiting, the message would
+// cost Redis a write to every instance and every instance a read, for
+// nothing.
+func TestReleaseAnnouncedOnlyToWaiters(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		sub := b.Client.Subscribe(ctx, keys.Namespace(ns, "lock-released"))
+		t.Cleanup(func() { _ = sub.Close() })
+		if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+			t.Fatal(err)
+		}
+		msgs := sub.Channel()
+		holders, waiters := newLocker(t, b, noPoll), newLocker(t, b, noPoll)
+
+		g := mustAcquire(t, holders, "tasks/T1", lock.AcquireRequest{TTL: 10 * time.Second, Owner: "h"})
+		if err := holders.Release(ctx, ns, "tasks/T1", g.Token); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-msgs:
+			t.Errorf("release without waiters announced %q", m.Payload)
+		case <-time.After(200 * time.Millisecond):
+		}
+
+		g = mustAcquire(t, holders, "tasks/T1", lock.AcquireRequest{TTL: 10 * time.Second, Owner: "h"})
+		ch := acquireAsync(ctx, waiters, "tasks/T1", lock.AcquireRequest{TTL: time.Second, Wait: 5 * time.Second, Owner: "w"})
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			n, err := b.Client.ZCard(ctx, keys.Aux(ns, "tasks/T1", "lock-line")).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the waiter never stood in line")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if err := holders.Release(ctx, ns, "tasks/T1", g.Token); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-msgs:
+			if m.Payload != "tasks/T1" {
+				t.Errorf("release announced %q, want tasks/T1", m.Payload)
+			}
+		case <-time.After(2 * time.Second):
+			t.Error("release with a waiter in line was not announced")
+		}
+		if r := <-ch; r.err != nil || r.g.Owner != "w" {
+			t.Errorf("waiter: %+v, %v", r.g, r.err)
+		}
+	})
+}
