@@ -120,24 +120,19 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 	if err := s.syncNames(ctx, rootsKey, rootNames); err != nil {
 		return err
 	}
-	roots, err := s.rdb.ZRange(ctx, rootsKey, 0, -1).Result()
-	if err != nil {
-		return err
-	}
-	for _, f := range roots {
-		children, names := keys.Aux(ns, f, "children"), keys.Aux(ns, f, "names")
-		if err := s.syncNames(ctx, children, names); err != nil {
-			return err
-		}
-		n, err := s.unlist(ctx, children, names, childMarks(ns, f), cutoff,
-			func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
-		res.Children += n
+	// A page at a time: a flat namespace (keys of one segment) has as many
+	// roots as keys. Nothing here removes a root, so the pages stay put
+	// but for writers' new roots, which a later Tidy sees.
+	for start := int64(0); ; start += tidyPage {
+		roots, err := s.rdb.ZRange(ctx, rootsKey, start, start+tidyPage-1).Result()
 		if err != nil {
 			return err
 		}
-		// On Cluster nothing else marks a root whose last child went.
-		if err := s.markIfEmpty(ctx, rootMarks(ns), f, children, keys.SubtreeIndex(ns, f)); err != nil {
+		if err := s.tidyRoots(ctx, ns, roots, cutoff, res); err != nil {
 			return err
+		}
+		if len(roots) < tidyPage {
+			break
 		}
 	}
 	// A root goes when it has no children left and no single-segment key.
@@ -149,6 +144,61 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 		return err
 	}
 	return s.markIfEmpty(ctx, namespaceMarks, ns, rootsKey)
+}
+
+// tidyRoots tidies the children of the roots f of ns. One round trip asks
+// what each has to do, and only those with something to do take more: in
+// the steady state a page of roots costs one round trip.
+func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff string, res *TidyResult) error {
+	perKey := !s.oneScript()
+	type probe struct {
+		children, names, stale, due, own *redis.IntCmd
+	}
+	probes := make([]probe, len(roots))
+	pipe := s.rdb.Pipeline()
+	for i, f := range roots {
+		p, children := &probes[i], keys.Aux(ns, f, "children")
+		p.children, p.names = pipe.ZCard(ctx, children), pipe.ZCard(ctx, keys.Aux(ns, f, "names"))
+		p.stale = pipe.ZCount(ctx, children, "-inf", cutoff)
+		if perKey {
+			p.due = pipe.ZCount(ctx, childMarks(ns, f), "-inf", cutoff)
+			p.own = pipe.ZCard(ctx, keys.SubtreeIndex(ns, f))
+		}
+	}
+	if len(roots) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+	}
+	// On Cluster nothing else marks a root whose last child went.
+	var bare []redis.Z
+	now := float64(s.cfg.Now().UnixMilli())
+	for i, f := range roots {
+		p := probes[i]
+		if p.children.Val() == p.names.Val() && p.stale.Val() == 0 && (!perKey || p.due.Val() == 0) {
+			if perKey && p.children.Val() == 0 && p.own.Val() == 0 {
+				bare = append(bare, redis.Z{Score: now, Member: f})
+			}
+			continue
+		}
+		children, names := keys.Aux(ns, f, "children"), keys.Aux(ns, f, "names")
+		if err := s.syncNames(ctx, children, names); err != nil {
+			return err
+		}
+		n, err := s.unlist(ctx, children, names, childMarks(ns, f), cutoff,
+			func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
+		res.Children += n
+		if err != nil {
+			return err
+		}
+		if err := s.markIfEmpty(ctx, rootMarks(ns), f, children, keys.SubtreeIndex(ns, f)); err != nil {
+			return err
+		}
+	}
+	if len(bare) == 0 {
+		return nil
+	}
+	return s.rdb.ZAddNX(ctx, rootMarks(ns), bare...).Err()
 }
 
 // unlist removes from index (and mirror) the entries under which nothing

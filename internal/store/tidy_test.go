@@ -198,6 +198,31 @@ func BenchmarkTidy(b *testing.B) {
 			}
 		}
 	})
+	// A flat namespace: 10,000 live first segments (keys of one segment),
+	// nothing to remove.
+	b.Run("10k-live-roots", func(b *testing.B) {
+		score := float64(time.Now().Add(time.Hour).UnixMilli())
+		roots := make([]redis.Z, n)
+		for i := range roots {
+			roots[i] = redis.Z{Score: score, Member: "R" + strconv.Itoa(i)}
+		}
+		pipe := be.Client.Pipeline()
+		pipe.ZAdd(ctx, keys.Global("namespaces"), redis.Z{Score: score, Member: "flat"})
+		pipe.ZAdd(ctx, keys.Namespace("flat", "roots"), roots...)
+		for i := range roots {
+			roots[i].Score = 0
+		}
+		pipe.ZAdd(ctx, keys.Namespace("flat", "names"), roots...)
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { be.Client.Del(ctx, keys.Global("namespaces"), keys.Namespace("flat", "roots"), keys.Namespace("flat", "names")) })
+		for b.Loop() {
+			if res, err := s.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
+		}
+	})
 	// Per-key (Cluster) writes: 10,000 children without expiry, each
 	// marked an hour ago by the delete of its last key.
 	perKey := newStore(b, be, store.Config{PerKeyScripts: true})
