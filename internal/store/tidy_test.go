@@ -216,7 +216,9 @@ func BenchmarkTidy(b *testing.B) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { be.Client.Del(ctx, keys.Global("namespaces"), keys.Namespace("flat", "roots"), keys.Namespace("flat", "names")) })
+		b.Cleanup(func() {
+			be.Client.Del(ctx, keys.Global("namespaces"), keys.Namespace("flat", "roots"), keys.Namespace("flat", "names"))
+		})
 		for b.Loop() {
 			if res, err := s.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
 				b.Fatalf("Tidy = %+v, %v", res, err)
