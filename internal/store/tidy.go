@@ -152,7 +152,7 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff string, res *TidyResult) error {
 	perKey := !s.oneScript()
 	type probe struct {
-		children, names, stale, due, own *redis.IntCmd
+		children, names, stale, due, own, checked *redis.IntCmd
 	}
 	probes := make([]probe, len(roots))
 	pipe := s.rdb.Pipeline()
@@ -170,12 +170,33 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 			return err
 		}
 	}
+	// Whether the roots with children had them checked (checkChildren):
+	// asked apart, as most roots of a flat namespace have none.
+	pipe = s.rdb.Pipeline()
+	for i, f := range roots {
+		if probes[i].children.Val() > 0 {
+			probes[i].checked = pipe.Exists(ctx, checkedKey(ns, f))
+		}
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+	}
 	// On Cluster nothing else marks a root whose last child went.
 	var bare []redis.Z
 	now := float64(s.cfg.Now().UnixMilli())
 	for i, f := range roots {
 		p := probes[i]
-		if p.children.Val() == p.names.Val() && p.stale.Val() == 0 && (!perKey || p.due.Val() == 0) {
+		check := p.checked != nil && p.checked.Val() == 0
+		if check {
+			n, err := s.checkChildren(ctx, ns, f)
+			res.Children += n
+			if err != nil {
+				return err
+			}
+		}
+		if !check && p.children.Val() == p.names.Val() && p.stale.Val() == 0 && (!perKey || p.due.Val() == 0) {
 			if perKey && p.children.Val() == 0 && p.own.Val() == 0 {
 				bare = append(bare, redis.Z{Score: now, Member: f})
 			}
@@ -199,6 +220,44 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 		return nil
 	}
 	return s.rdb.ZAddNX(ctx, rootMarks(ns), bare...).Err()
+}
+
+// checkedKey is set once Tidy has looked below every child of ns's first
+// segment f (checkChildren).
+func checkedKey(ns, f string) string { return keys.Aux(ns, f, "children-checked") }
+
+// checkChildren looks below every child of ns's first segment f scored
+// +inf, once (checkedKey remembers it): a child with nothing below it that
+// a version before the marks left listed above keys without expiry (never
+// due, and unmarked) is taken out, or marked for a later Tidy on the
+// per-write path (unraise). After that, the deletes and expiries that
+// empty a subtree take it out or mark it themselves. It returns how many
+// children it took out.
+func (s *Store) checkChildren(ctx context.Context, ns, f string) (int, error) {
+	children := keys.Aux(ns, f, "children")
+	below := []func(string) string{func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) }}
+	var bare []keyRef
+	for offset := int64(0); ; offset += tidyPage {
+		kids, err := s.rdb.ZRangeByScore(ctx, children, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
+		if err != nil {
+			return 0, err
+		}
+		emptied, err := s.emptyBelow(ctx, kids, below)
+		if err != nil {
+			return 0, err
+		}
+		for i, c := range kids {
+			if emptied[i] {
+				bare = append(bare, keyRef{ns, f + "/" + c})
+			}
+		}
+		if len(kids) < tidyPage {
+			break
+		}
+	}
+	n := s.unraise(ctx, bare)
+	s.count.tidied.Add(uint64(n))
+	return n, s.rdb.Set(ctx, checkedKey(ns, f), "1", 0).Err()
 }
 
 // unlist removes from index (and mirror) the entries under which nothing
@@ -356,23 +415,32 @@ func (s *Store) markEmptied(ctx context.Context, emptied []keyRef) {
 // nothing below it, as a delete of its last key would: at once on a single
 // Redis (dropEmptyScript), through a mark for Tidy on the per-write path
 // (markEmptied; Tidy looks below the entry). The writes' own outcome
-// stands whatever happens here.
-func (s *Store) unraise(ctx context.Context, refused []keyRef) {
+// stands whatever happens here. It returns how many subtrees it took out
+// at once.
+func (s *Store) unraise(ctx context.Context, refused []keyRef) int {
 	if len(refused) == 0 {
-		return
+		return 0
 	}
 	if !s.oneScript() {
 		s.markEmptied(ctx, refused)
-		return
+		return 0
 	}
 	pipe := s.rdb.Pipeline()
-	for _, r := range refused {
+	cmds := make([]*redis.Cmd, len(refused))
+	for i, r := range refused {
 		// EVAL: rare, and a pipeline cannot fall back from EVALSHA.
-		dropEmptyScript.Eval(ctx, pipe, []string{keys.SubtreeIndex(r.ns, r.key)}, r.ns, r.key)
+		cmds[i] = dropEmptyScript.Eval(ctx, pipe, []string{keys.SubtreeIndex(r.ns, r.key)}, r.ns, r.key)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.count.redisErrors.Add(1)
 	}
+	n := 0
+	for _, c := range cmds {
+		if v, _ := c.Int(); v == 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // markIfEmpty marks member in marks, on the per-write path, when every

@@ -674,3 +674,65 @@ func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 		t.Errorf("List = %v, %v; want [f2/b/k]", got, err)
 	}
 }
+
+// A child that a version before the marks left listed above a subtree
+// without keys (scored +inf, never due, and unmarked) is found by the
+// first Tidy that looks below every child of its root, once per root: it
+// is taken out at once on a single Redis, through a mark on the per-key
+// path (Cluster). Later ones are the deletes' and expiries' to mark.
+func TestTidyChecksEveryChildOnce(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		for _, perKey := range []bool{false, true} {
+			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
+				if err := b.Client.FlushAll(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+				checkChildrenChecked(t, b.Client, perKey)
+			})
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		checkChildrenChecked(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
+	})
+}
+
+// checkChildrenChecked is TestTidyChecksEveryChildOnce on c.
+func checkChildrenChecked(t *testing.T, c redis.UniversalClient, perKey bool) {
+	ctx := context.Background()
+	const space = "legacy"
+	// Two hours behind: its marks are due at once.
+	past := newStoreOn(t, c, store.Config{PerKeyScripts: perKey, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	forever := time.Duration(0)
+	if _, err := past.Put(ctx, space, "old/b/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}); err != nil {
+		t.Fatal(err)
+	}
+	leave := func(child string) { // as a version before the marks left it
+		t.Helper()
+		pipe := c.Pipeline()
+		pipe.ZAdd(ctx, keys.Aux(space, "old", "children"), redis.Z{Score: math.Inf(1), Member: child})
+		pipe.ZAdd(ctx, keys.Aux(space, "old", "names"), redis.Z{Member: child})
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leave("a")
+	if _, err := past.Tidy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sortedMembers(t, c, keys.Aux(space, "old", "children")); got != "[b]" {
+		t.Errorf("children of old after the first Tidy = %s, want [b]", got)
+	}
+	if got := sortedMembers(t, c, keys.Aux(space, "old", "names")); got != "[b]" {
+		t.Errorf("names of old after the first Tidy = %s, want [b]", got)
+	}
+	leave("c")
+	if _, err := past.Tidy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sortedMembers(t, c, keys.Aux(space, "old", "children")); got != "[b c]" {
+		t.Errorf("children of old after a later Tidy = %s, want [b c]: every child is looked below once", got)
+	}
+	if got, _, err := past.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[old/b/k]" {
+		t.Errorf("List = %v, %v; want [old/b/k]", got, err)
+	}
+}
