@@ -120,6 +120,9 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 	if err := s.syncNames(ctx, rootsKey, rootNames); err != nil {
 		return err
 	}
+	if err := s.checkRoots(ctx, ns, res); err != nil {
+		return err
+	}
 	// A page at a time: a flat namespace (keys of one segment) has as many
 	// roots as keys. Nothing here removes a root, so the pages stay put
 	// but for writers' new roots, which a later Tidy sees.
@@ -258,6 +261,44 @@ func (s *Store) checkChildren(ctx context.Context, ns, f string) (int, error) {
 	n := s.unraise(ctx, bare)
 	s.count.tidied.Add(uint64(n))
 	return n, s.rdb.Set(ctx, checkedKey(ns, f), "1", 0).Err()
+}
+
+// checkRoots is checkChildren for the roots of ns, once per namespace: a
+// root scored +inf with no children and no key of one segment, that a
+// version before these rules left listed, is taken out (or marked).
+func (s *Store) checkRoots(ctx context.Context, ns string, res *TidyResult) error {
+	flag := keys.Namespace(ns, "roots-checked")
+	if n, err := s.rdb.Exists(ctx, flag).Result(); err != nil || n == 1 {
+		return err
+	}
+	rootsKey := keys.Namespace(ns, "roots")
+	below := []func(string) string{
+		func(f string) string { return keys.Aux(ns, f, "children") },
+		func(f string) string { return keys.SubtreeIndex(ns, f) },
+	}
+	var bare []keyRef
+	for offset := int64(0); ; offset += tidyPage {
+		roots, err := s.rdb.ZRangeByScore(ctx, rootsKey, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
+		if err != nil {
+			return err
+		}
+		emptied, err := s.emptyBelow(ctx, roots, below)
+		if err != nil {
+			return err
+		}
+		for i, f := range roots {
+			if emptied[i] {
+				bare = append(bare, keyRef{ns, f})
+			}
+		}
+		if len(roots) < tidyPage {
+			break
+		}
+	}
+	n := s.unraise(ctx, bare)
+	res.Roots += n
+	s.count.tidied.Add(uint64(n))
+	return s.rdb.Set(ctx, flag, "1", 0).Err()
 }
 
 // unlist removes from index (and mirror) the entries under which nothing

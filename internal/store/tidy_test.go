@@ -679,7 +679,8 @@ func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 // without keys (scored +inf, never due, and unmarked) is found by the
 // first Tidy that looks below every child of its root, once per root: it
 // is taken out at once on a single Redis, through a mark on the per-key
-// path (Cluster). Later ones are the deletes' and expiries' to mark.
+// path (Cluster). Later ones are the deletes' and expiries' to mark. So is
+// a root left with nothing below it, once per namespace.
 func TestTidyChecksEveryChildOnce(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		for _, perKey := range []bool{false, true} {
@@ -716,8 +717,18 @@ func checkChildrenChecked(t *testing.T, c redis.UniversalClient, perKey bool) {
 		}
 	}
 	leave("a")
+	// And a root with nothing below it, its key of one segment gone.
+	pipe := c.Pipeline()
+	pipe.ZAdd(ctx, keys.Namespace(space, "roots"), redis.Z{Score: math.Inf(1), Member: "lone"})
+	pipe.ZAdd(ctx, keys.Namespace(space, "names"), redis.Z{Member: "lone"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := past.Tidy(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if got := sortedMembers(t, c, keys.Namespace(space, "roots")); got != "[old]" {
+		t.Errorf("roots after the first Tidy = %s, want [old]", got)
 	}
 	if got := sortedMembers(t, c, keys.Aux(space, "old", "children")); got != "[b]" {
 		t.Errorf("children of old after the first Tidy = %s, want [b]", got)
