@@ -226,79 +226,63 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 }
 
 // checkedKey is set once Tidy has looked below every child of ns's first
-// segment f (checkChildren).
+// segment f scored +inf (checkChildren).
 func checkedKey(ns, f string) string { return keys.Aux(ns, f, "children-checked") }
 
 // checkChildren looks below every child of ns's first segment f scored
-// +inf, once (checkedKey remembers it): a child with nothing below it that
-// a version before the marks left listed above keys without expiry (never
-// due, and unmarked) is taken out, or marked for a later Tidy on the
-// per-write path (unraise). After that, the deletes and expiries that
-// empty a subtree take it out or mark it themselves. It returns how many
-// children it took out.
+// +inf, once (checkOnce). It returns how many children it took out.
 func (s *Store) checkChildren(ctx context.Context, ns, f string) (int, error) {
-	children := keys.Aux(ns, f, "children")
-	below := []func(string) string{func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) }}
-	var bare []keyRef
-	for offset := int64(0); ; offset += tidyPage {
-		kids, err := s.rdb.ZRangeByScore(ctx, children, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
-		if err != nil {
-			return 0, err
-		}
-		emptied, err := s.emptyBelow(ctx, kids, below)
-		if err != nil {
-			return 0, err
-		}
-		for i, c := range kids {
-			if emptied[i] {
-				bare = append(bare, keyRef{ns, f + "/" + c})
-			}
-		}
-		if len(kids) < tidyPage {
-			break
-		}
-	}
-	n := s.unraise(ctx, bare)
-	s.count.tidied.Add(uint64(n))
-	return n, s.rdb.Set(ctx, checkedKey(ns, f), "1", 0).Err()
+	return s.checkOnce(ctx, keys.Aux(ns, f, "children"), checkedKey(ns, f),
+		func(c string) keyRef { return keyRef{ns, f + "/" + c} },
+		func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
 }
 
-// checkRoots is checkChildren for the roots of ns, once per namespace: a
-// root scored +inf with no children and no key of one segment, that a
-// version before these rules left listed, is taken out (or marked).
+// checkRoots looks below every root of ns scored +inf, once per namespace
+// (checkOnce): a root with no children and no key of one segment.
 func (s *Store) checkRoots(ctx context.Context, ns string, res *TidyResult) error {
 	flag := keys.Namespace(ns, "roots-checked")
 	if n, err := s.rdb.Exists(ctx, flag).Result(); err != nil || n == 1 {
 		return err
 	}
-	rootsKey := keys.Namespace(ns, "roots")
-	below := []func(string) string{
+	n, err := s.checkOnce(ctx, keys.Namespace(ns, "roots"), flag,
+		func(f string) keyRef { return keyRef{ns, f} },
 		func(f string) string { return keys.Aux(ns, f, "children") },
-		func(f string) string { return keys.SubtreeIndex(ns, f) },
-	}
+		func(f string) string { return keys.SubtreeIndex(ns, f) })
+	res.Roots += n
+	return err
+}
+
+// checkOnce looks below every member of the listing index scored +inf,
+// then sets flag, which its callers read so as to do it once: an entry
+// with nothing below it that a version before the marks left listed above
+// keys without expiry (never due, and unmarked) is taken out, or marked
+// for a later Tidy on the per-write path (unraise, of ref(member), a key
+// whose subtree the member stands for). After that, the deletes and
+// expiries that empty a subtree take it out or mark it themselves. It
+// returns how many entries it took out.
+func (s *Store) checkOnce(ctx context.Context, index, flag string, ref func(member string) keyRef, below ...func(member string) string) (int, error) {
 	var bare []keyRef
 	for offset := int64(0); ; offset += tidyPage {
-		roots, err := s.rdb.ZRangeByScore(ctx, rootsKey, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
+		members, err := s.rdb.ZRangeByScore(ctx, index, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
 		if err != nil {
-			return err
+			return 0, err
 		}
-		emptied, err := s.emptyBelow(ctx, roots, below)
+		emptied, err := s.emptyBelow(ctx, members, below)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		for i, f := range roots {
+		for i, m := range members {
 			if emptied[i] {
-				bare = append(bare, keyRef{ns, f})
+				bare = append(bare, ref(m))
 			}
 		}
-		if len(roots) < tidyPage {
+		if len(members) < tidyPage {
 			break
 		}
 	}
 	n := s.unraise(ctx, bare)
-	res.Roots += n
 	s.count.tidied.Add(uint64(n))
-	return s.rdb.Set(ctx, flag, "1", 0).Err()
+	return n, s.rdb.Set(ctx, flag, "1", 0).Err()
 }
 
 // unlist removes from index (and mirror) the entries under which nothing

@@ -545,16 +545,7 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 // on a single Redis the sweeper's script drops what it leaves empty, on
 // the per-key path (Cluster) it marks it and Tidy removes it.
 func TestExpiryUnlistsASubtreeOnceWithoutTTL(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		for _, perKey := range []bool{false, true} {
-			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
-				checkExpiryUnlists(t, b.Client, perKey)
-			})
-		}
-	})
-	t.Run("cluster", func(t *testing.T) {
-		checkExpiryUnlists(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
-	})
+	eachWritePath(t, checkExpiryUnlists)
 }
 
 // checkExpiryUnlists is TestExpiryUnlistsASubtreeOnceWithoutTTL on c.
@@ -619,16 +610,7 @@ func sortedMembers(t *testing.T, c redis.UniversalClient, key string) string {
 // has raised them over nothing. They are taken out again: at once on a
 // single Redis, by Tidy after a mark on the per-key path (Cluster).
 func TestRefusedCreatesLeaveNothingListed(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		for _, perKey := range []bool{false, true} {
-			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
-				checkRefusedCreates(t, b.Client, perKey)
-			})
-		}
-	})
-	t.Run("cluster", func(t *testing.T) {
-		checkRefusedCreates(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
-	})
+	eachWritePath(t, checkRefusedCreates)
 }
 
 // checkRefusedCreates is TestRefusedCreatesLeaveNothingListed on c.
@@ -682,19 +664,7 @@ func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 // path (Cluster). Later ones are the deletes' and expiries' to mark. So is
 // a root left with nothing below it, once per namespace.
 func TestTidyChecksEveryChildOnce(t *testing.T) {
-	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		for _, perKey := range []bool{false, true} {
-			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
-				if err := b.Client.FlushAll(context.Background()).Err(); err != nil {
-					t.Fatal(err)
-				}
-				checkChildrenChecked(t, b.Client, perKey)
-			})
-		}
-	})
-	t.Run("cluster", func(t *testing.T) {
-		checkChildrenChecked(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
-	})
+	eachWritePath(t, checkChildrenChecked)
 }
 
 // checkChildrenChecked is TestTidyChecksEveryChildOnce on c.
@@ -746,4 +716,24 @@ func checkChildrenChecked(t *testing.T, c redis.UniversalClient, perKey bool) {
 	if got, _, err := past.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[old/b/k]" {
 		t.Errorf("List = %v, %v; want [old/b/k]", got, err)
 	}
+}
+
+// eachWritePath runs check on both write paths of a single Redis, each
+// after a FLUSHALL (miniredis and redis-server: one script per group of
+// writes, and one per write as on Cluster), then on a real Cluster of
+// three masters.
+func eachWritePath(t *testing.T, check func(t *testing.T, c redis.UniversalClient, perKey bool)) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		for _, perKey := range []bool{false, true} {
+			t.Run(map[bool]string{false: "one-script", true: "per-key"}[perKey], func(t *testing.T) {
+				if err := b.Client.FlushAll(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+				check(t, b.Client, perKey)
+			})
+		}
+	})
+	t.Run("cluster", func(t *testing.T) {
+		check(t, redistest.ClusterClient(t, redistest.StartCluster(t, 3)), true)
+	})
 }
