@@ -870,31 +870,70 @@ end
 return n
 `)
 
+// nodeNowLib defines nodeNow, the time of the Redis node that runs the
+// script, in Unix ms: marks are scored, and judged due, by the clock of
+// the node that holds them, so that no instance's clock counts (see
+// markEmptied).
+const nodeNowLib = `
+local function nodeNow()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
+// markScript marks members of a listing index for Tidy (see markEmptied),
+// at its node's time. A member marked already keeps its earlier mark: no
+// raise took it away since.
+//
+// KEYS[1] the marks set
+// ARGV[1…] the members (a few hundred at most: Lua's unpack is bounded)
+//
+// Returns how many it marked.
+var markScript = redis.NewScript(nodeNowLib + `
+local at, args = string.format("%d", nodeNow()), {}
+for i = 1, #ARGV do
+  args[2 * i - 1], args[2 * i] = at, ARGV[i]
+end
+return redis.call("ZADD", KEYS[1], "NX", unpack(args))
+`)
+
+// dueMarksScript reads the marks that are more than a margin old by its
+// node's clock.
+//
+// KEYS[1] the marks set
+// ARGV[1] the margin (ms); ARGV[2] how many to read at most
+//
+// Returns the marked members, oldest first.
+var dueMarksScript = redis.NewScript(nodeNowLib + `
+return redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", string.format("%d", nodeNow() - tonumber(ARGV[1])), "LIMIT", 0, ARGV[2])
+`)
+
 // unlistMarkedScript removes members of a listing index whose marks (see
-// markEmptied) are at most a cutoff old, with their marks: a member whose
-// mark a raise has taken away since Tidy read it stays listed.
+// markEmptied) are more than a margin old by its node's clock, with their
+// marks: a member whose mark a raise has taken away since Tidy read it
+// stays listed.
 //
 // KEYS[1] the index; KEYS[2] its marks set (same hash slot); KEYS[3], when
 // given, a set in the same hash slot that lists the index's members too
 // (a children index's names index), from which they are removed with them
-// ARGV[1] the cutoff (Unix ms); ARGV[2] e; ARGV[3…] the members: the first
+// ARGV[1] the margin (ms); ARGV[2] e; ARGV[3…] the members: the first
 // e to remove, under which nothing is left, then members whose marks only
 // go (something is below them again)
 //
-// Returns how many it removed from the index.
-var unlistMarkedScript = redis.NewScript(`
-local cutoff, e, n = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
+// Returns {how many it removed from the index, how many marks went}.
+var unlistMarkedScript = redis.NewScript(nodeNowLib + `
+local cutoff, e, n, m = nodeNow() - tonumber(ARGV[1]), tonumber(ARGV[2]), 0, 0
 for i = 3, #ARGV do
   local s = redis.call("ZSCORE", KEYS[2], ARGV[i])
   if s and tonumber(s) <= cutoff then
-    redis.call("ZREM", KEYS[2], ARGV[i])
+    m = m + redis.call("ZREM", KEYS[2], ARGV[i])
     if i - 2 <= e then
       n = n + redis.call("ZREM", KEYS[1], ARGV[i])
       if KEYS[3] then redis.call("ZREM", KEYS[3], ARGV[i]) end
     end
   end
 end
-return n
+return {n, m}
 `)
 
 // dropEmptyScript takes a subtree out of the listing indexes when it has

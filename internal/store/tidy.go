@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +24,9 @@ import (
 // On Cluster (the per-write path) a delete cannot reach those indexes, in
 // other hash slots, and a subtree whose keys never expire would stay
 // listed after its last delete, at +inf, forever. There the delete marks
-// the entry above the subtree it emptied (markEmptied): member and time
-// in a marks set beside the index, "#unlist". Every raise of an entry
+// the entry above the subtree it emptied (markEmptied): member and time,
+// by the clock of the Redis node that holds it, in a marks set beside the
+// index, "#unlist". Every raise of an entry
 // takes its mark away (pipeIndexes), and Tidy removes an entry whose mark
 // is more than tidyMargin old when nothing is left below it (unlistMarked).
 // That is safe against a write that creates a key below the entry: such a
@@ -59,8 +61,9 @@ var beforeUnlist func(index string)
 var namespacesKey = keys.Global("namespaces")
 
 // Marks sets (see above): member, the entry's member in its index; score,
-// when it was marked (Unix ms, the marking instance's clock). Each is in
-// its index's hash slot.
+// when it was marked (Unix ms, by the clock of the Redis node that holds
+// the set: markScript, which unlistMarkedScript reads too). Each is in its
+// index's hash slot.
 var namespaceMarks = keys.Global("unlist") // for namespacesKey
 
 // rootMarks is the marks set of ns's roots index.
@@ -155,7 +158,7 @@ func (s *Store) tidyNamespace(ctx context.Context, ns, cutoff string, res *TidyR
 func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff string, res *TidyResult) error {
 	perKey := !s.oneScript()
 	type probe struct {
-		children, names, stale, due, own, checked *redis.IntCmd
+		children, names, stale, marked, own, checked *redis.IntCmd
 	}
 	probes := make([]probe, len(roots))
 	pipe := s.rdb.Pipeline()
@@ -164,7 +167,9 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 		p.children, p.names = pipe.ZCard(ctx, children), pipe.ZCard(ctx, keys.Aux(ns, f, "names"))
 		p.stale = pipe.ZCount(ctx, children, "-inf", cutoff)
 		if perKey {
-			p.due = pipe.ZCount(ctx, childMarks(ns, f), "-inf", cutoff)
+			// Any mark: whether one is due is its node's clock's to say
+			// (unlistMarked), not the cutoff's, which another node told.
+			p.marked = pipe.ZCard(ctx, childMarks(ns, f))
 			p.own = pipe.ZCard(ctx, keys.SubtreeIndex(ns, f))
 		}
 	}
@@ -187,8 +192,7 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 		}
 	}
 	// On Cluster nothing else marks a root whose last child went.
-	var bare []redis.Z
-	now := float64(s.cfg.Now().UnixMilli())
+	var bare []string
 	for i, f := range roots {
 		p := probes[i]
 		check := p.checked != nil && p.checked.Val() == 0
@@ -199,9 +203,9 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 				return err
 			}
 		}
-		if !check && p.children.Val() == p.names.Val() && p.stale.Val() == 0 && (!perKey || p.due.Val() == 0) {
+		if !check && p.children.Val() == p.names.Val() && p.stale.Val() == 0 && (!perKey || p.marked.Val() == 0) {
 			if perKey && p.children.Val() == 0 && p.own.Val() == 0 {
-				bare = append(bare, redis.Z{Score: now, Member: f})
+				bare = append(bare, f)
 			}
 			continue
 		}
@@ -219,32 +223,35 @@ func (s *Store) tidyRoots(ctx context.Context, ns string, roots []string, cutoff
 			return err
 		}
 	}
-	if len(bare) == 0 {
-		return nil
-	}
-	return s.rdb.ZAddNX(ctx, rootMarks(ns), bare...).Err()
+	return s.mark(ctx, rootMarks(ns), bare...)
 }
 
-// checkedKey is set once Tidy has looked below every child of ns's first
-// segment f scored +inf (checkChildren).
+// recheckEvery is how often Tidy looks below every listing entry scored
+// +inf (checkUnexpiring), at least: a check holds for between it and a
+// quarter more, so that the checks of entries checked together spread out.
+const recheckEvery = 24 * time.Hour
+
+// checkedKey is set while Tidy's look below every child of ns's first
+// segment f scored +inf holds (checkChildren).
 func checkedKey(ns, f string) string { return keys.Aux(ns, f, "children-checked") }
 
 // checkChildren looks below every child of ns's first segment f scored
-// +inf, once (checkOnce). It returns how many children it took out.
+// +inf (checkUnexpiring). It returns how many children it took out.
 func (s *Store) checkChildren(ctx context.Context, ns, f string) (int, error) {
-	return s.checkOnce(ctx, keys.Aux(ns, f, "children"), checkedKey(ns, f),
+	return s.checkUnexpiring(ctx, keys.Aux(ns, f, "children"), checkedKey(ns, f),
 		func(c string) keyRef { return keyRef{ns, f + "/" + c} },
 		func(c string) string { return keys.SubtreeIndex(ns, f+"/"+c) })
 }
 
-// checkRoots looks below every root of ns scored +inf, once per namespace
-// (checkOnce): a root with no children and no key of one segment.
+// checkRoots looks below every root of ns scored +inf (checkUnexpiring),
+// unless that was done within recheckEvery: a root with no children and
+// no key of one segment goes.
 func (s *Store) checkRoots(ctx context.Context, ns string, res *TidyResult) error {
 	flag := keys.Namespace(ns, "roots-checked")
 	if n, err := s.rdb.Exists(ctx, flag).Result(); err != nil || n == 1 {
 		return err
 	}
-	n, err := s.checkOnce(ctx, keys.Namespace(ns, "roots"), flag,
+	n, err := s.checkUnexpiring(ctx, keys.Namespace(ns, "roots"), flag,
 		func(f string) keyRef { return keyRef{ns, f} },
 		func(f string) string { return keys.Aux(ns, f, "children") },
 		func(f string) string { return keys.SubtreeIndex(ns, f) })
@@ -252,15 +259,18 @@ func (s *Store) checkRoots(ctx context.Context, ns string, res *TidyResult) erro
 	return err
 }
 
-// checkOnce looks below every member of the listing index scored +inf,
-// then sets flag, which its callers read so as to do it once: an entry
-// with nothing below it that a version before the marks left listed above
-// keys without expiry (never due, and unmarked) is taken out, or marked
-// for a later Tidy on the per-write path (unraise, of ref(member), a key
-// whose subtree the member stands for). After that, the deletes and
-// expiries that empty a subtree take it out or mark it themselves. It
-// returns how many entries it took out.
-func (s *Store) checkOnce(ctx context.Context, index, flag string, ref func(member string) keyRef, below ...func(member string) string) (int, error) {
+// checkUnexpiring looks below every member of the listing index scored
+// +inf, then sets flag for recheckEvery or a little more, which its
+// callers read so as to do it that seldom. Such an entry, above keys
+// without expiry, never comes due, so only a delete or an expiry that
+// empties its subtree takes it out or marks it. One with nothing below it
+// here is one that a version before the marks left, or one whose
+// delete's follow-up call (the mark, the unraise) failed with its write
+// done, or one marked already: it is taken out, or marked for a later
+// Tidy on the per-write path (unraise, of ref(member), a key whose
+// subtree the member stands for; a mark already there stays as it is).
+// It returns how many entries it took out.
+func (s *Store) checkUnexpiring(ctx context.Context, index, flag string, ref func(member string) keyRef, below ...func(member string) string) (int, error) {
 	var bare []keyRef
 	for offset := int64(0); ; offset += tidyPage {
 		members, err := s.rdb.ZRangeByScore(ctx, index, &redis.ZRangeBy{Min: "+inf", Max: "+inf", Offset: offset, Count: tidyPage}).Result()
@@ -282,7 +292,7 @@ func (s *Store) checkOnce(ctx context.Context, index, flag string, ref func(memb
 	}
 	n := s.unraise(ctx, bare)
 	s.count.tidied.Add(uint64(n))
-	return n, s.rdb.Set(ctx, flag, "1", 0).Err()
+	return n, s.rdb.Set(ctx, flag, "1", recheckEvery+rand.N(recheckEvery/4)).Err()
 }
 
 // unlist removes from index (and mirror) the entries under which nothing
@@ -294,7 +304,7 @@ func (s *Store) unlist(ctx context.Context, index, mirror, marks, cutoff string,
 	if err != nil || s.oneScript() {
 		return n, err
 	}
-	m, err := s.unlistMarked(ctx, index, mirror, marks, cutoff, below...)
+	m, err := s.unlistMarked(ctx, index, mirror, marks, below...)
 	return n + m, err
 }
 
@@ -419,20 +429,51 @@ func (s *Store) markEmptied(ctx context.Context, emptied []keyRef) {
 	if len(emptied) == 0 {
 		return
 	}
-	pipe := s.rdb.Pipeline()
-	now := float64(s.cfg.Now().UnixMilli())
+	// A batch's deletes mostly share their marks sets: one call per set.
+	var sets []string
+	members := make(map[string][]string)
 	for _, e := range emptied {
-		first, rest, deep := strings.Cut(e.key, "/")
-		if deep {
+		marks, member := rootMarks(e.ns), e.key
+		if first, rest, deep := strings.Cut(e.key, "/"); deep {
 			second, _, _ := strings.Cut(rest, "/")
-			pipe.ZAddNX(ctx, childMarks(e.ns, first), redis.Z{Score: now, Member: second})
-		} else {
-			pipe.ZAddNX(ctx, rootMarks(e.ns), redis.Z{Score: now, Member: first})
+			marks, member = childMarks(e.ns, first), second
 		}
+		if _, ok := members[marks]; !ok {
+			sets = append(sets, marks)
+		}
+		members[marks] = append(members[marks], member)
+	}
+	pipe := s.rdb.Pipeline()
+	for _, marks := range sets {
+		queueMarks(ctx, pipe, marks, members[marks])
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.count.redisErrors.Add(1)
 	}
+}
+
+// queueMarks queues markScript calls on pipe that mark members in marks.
+func queueMarks(ctx context.Context, pipe redis.Pipeliner, marks string, members []string) {
+	for i := 0; i < len(members); i += tidyPage {
+		page := members[i:min(i+tidyPage, len(members))]
+		args := make([]any, len(page))
+		for j, m := range page {
+			args[j] = m
+		}
+		// EVAL: rare, and a pipeline cannot fall back from EVALSHA.
+		markScript.Eval(ctx, pipe, []string{marks}, args...)
+	}
+}
+
+// mark marks members in marks (markScript).
+func (s *Store) mark(ctx context.Context, marks string, members ...string) error {
+	if len(members) == 0 {
+		return nil
+	}
+	pipe := s.rdb.Pipeline()
+	queueMarks(ctx, pipe, marks, members)
+	_, err := pipe.Exec(ctx)
+	return err
 }
 
 // unraise takes out of the listing indexes what was raised for writes that
@@ -483,21 +524,22 @@ func (s *Store) markIfEmpty(ctx context.Context, marks, member string, below ...
 	if _, err := pipe.Exec(ctx); err != nil || !empty(counts) {
 		return err
 	}
-	return s.rdb.ZAddNX(ctx, marks, redis.Z{Score: float64(s.cfg.Now().UnixMilli()), Member: member}).Err()
+	return s.mark(ctx, marks, member)
 }
 
 // unlistMarked removes, from the sorted set index (and from mirror, when
-// not ""), the members marked in marks at or before cutoff under which
+// not ""), the members marked in marks more than tidyMargin ago, by the
+// clock of the node that holds them (dueMarksScript), under which
 // nothing is left: every sorted set below names for the member is empty.
 // Their marks go with them, and so do the marks of such members that are
 // not empty (written again: Tidy is done with them). It returns how many
 // it removed from index.
-func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff string, below ...func(member string) string) (int, error) {
-	removed := 0
+func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks string, below ...func(member string) string) (int, error) {
+	removed, margin := 0, tidyMargin.Milliseconds()
 	for {
 		// Every page's marks are gone after it (or have a later time,
 		// marked again), so each page is read from the start.
-		due, err := s.rdb.ZRangeByScore(ctx, marks, &redis.ZRangeBy{Min: "-inf", Max: cutoff, Count: tidyPage}).Result()
+		due, err := dueMarksScript.Run(ctx, s.rdb, []string{marks}, margin, tidyPage).StringSlice()
 		if err != nil || len(due) == 0 {
 			return removed, err
 		}
@@ -520,14 +562,16 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks, cutoff s
 		if mirror != "" {
 			ks = append(ks, mirror)
 		}
-		args := append(append([]any{cutoff, len(gone)}, gone...), busy...)
-		n, err := unlistMarkedScript.Run(ctx, s.rdb, ks, args...).Int()
+		args := append(append([]any{margin, len(gone)}, gone...), busy...)
+		out, err := unlistMarkedScript.Run(ctx, s.rdb, ks, args...).Int64Slice()
 		if err != nil {
 			return removed, err
 		}
-		removed += n
-		s.count.tidied.Add(uint64(n))
-		if len(due) < tidyPage {
+		removed += int(out[0])
+		s.count.tidied.Add(uint64(out[0]))
+		// None of the page's marks went: the node's clock stepped back
+		// between the two scripts. A later Tidy takes them.
+		if len(due) < tidyPage || out[1] == 0 {
 			return removed, nil
 		}
 	}

@@ -26,25 +26,30 @@ import (
 //   - past-score: the subtree's key expired two hours ago and was swept;
 //     the write raised the entry first, and Tidy removes only entries
 //     whose score is still in the past.
-//   - marked: the subtree's key, without expiry, was deleted two hours ago
-//     and the entry marked (its score is +inf and stays so); the write's
-//     raise took the mark away, and Tidy removes only entries still marked.
+//   - marked: the subtree's key, without expiry, was deleted and the entry
+//     marked (its score is +inf and stays so), the mark aged two hours; the
+//     write's raise took the mark away, and Tidy removes only entries
+//     still marked.
+//   - marked-again: as marked, but the key written meanwhile is deleted
+//     again at once, which marks the entry anew: Tidy removes only entries
+//     whose mark is old, and this one waits for its new mark to age, as
+//     the delete may race another create.
 func TestTidyKeepsWhatAWriteRaisesMeanwhile(t *testing.T) {
 	tests := []struct {
 		name string
 		ttl  time.Duration
-		// kill leaves old/a/k's subtree dead: past's clock is two hours
-		// behind, live's is right.
+		// kill leaves old/a/k's subtree dead (its marks are aged after):
+		// past's clock is two hours behind, live's is right.
 		kill func(ctx context.Context, past, live *Store) error
+		// deleteAgain deletes the key written meanwhile at once.
+		deleteAgain bool
 	}{
 		{"past-score", time.Minute, func(ctx context.Context, _, live *Store) error {
 			_, err := live.Sweep(ctx)
 			return err
-		}},
-		{"marked", 0, func(ctx context.Context, past, _ *Store) error {
-			_, err := past.Delete(ctx, "test", "old/a/k", DeleteRequest{})
-			return err
-		}},
+		}, false},
+		{"marked", 0, deleteOldKey, false},
+		{"marked-again", 0, deleteOldKey, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,12 +67,18 @@ func TestTidyKeepsWhatAWriteRaisesMeanwhile(t *testing.T) {
 				if err := tt.kill(ctx, past, live); err != nil {
 					t.Fatal(err)
 				}
+				AgeMarks(t, b.Client, 2*time.Hour)
 				children := keys.Aux("test", "old", "children")
 				wrote := false
 				beforeUnlist = func(index string) {
 					if index == children && !wrote {
 						wrote = true
 						put(live, "old/a/k2") // live has no memo of the entry: it raises it
+						if tt.deleteAgain {
+							if _, err := live.Delete(ctx, "test", "old/a/k2", DeleteRequest{}); err != nil {
+								t.Fatal(err)
+							}
+						}
 					}
 				}
 				t.Cleanup(func() { beforeUnlist = nil })
@@ -75,12 +86,26 @@ func TestTidyKeepsWhatAWriteRaisesMeanwhile(t *testing.T) {
 				if err != nil || !wrote || res != (TidyResult{}) {
 					t.Errorf("Tidy = %+v, %v (wrote meanwhile: %v); want nothing removed", res, err, wrote)
 				}
-				if got, _, err := live.List(ctx, "test", "", "", 10); err != nil || fmt.Sprint(got) != "[old/a/k2]" {
-					t.Errorf("List = %v, %v; want [old/a/k2]", got, err)
+				if got, err := b.Client.ZRange(ctx, children, 0, -1).Result(); err != nil || fmt.Sprint(got) != "[a]" {
+					t.Errorf("children of old = %v, %v; want [a]", got, err)
+				}
+				want := "[old/a/k2]"
+				if tt.deleteAgain {
+					want = "[]"
+				}
+				if got, _, err := live.List(ctx, "test", "", "", 10); err != nil || fmt.Sprint(got) != want {
+					t.Errorf("List = %v, %v; want %s", got, err, want)
 				}
 			})
 		})
 	}
+}
+
+// deleteOldKey deletes old/a/k through past, which marks its subtree's
+// entry.
+func deleteOldKey(ctx context.Context, past, _ *Store) error {
+	_, err := past.Delete(ctx, "test", "old/a/k", DeleteRequest{})
+	return err
 }
 
 // perKeyStoreAt returns a store on b that writes as on Cluster, its clock

@@ -247,6 +247,34 @@ func BenchmarkTidy(b *testing.B) {
 			}
 		}
 	})
+	// The daily look below 10,000 children without expiry, each with a
+	// key below it: nothing to remove.
+	b.Run("10k-unexpiring-daily", func(b *testing.B) {
+		fill(math.Inf(1))
+		pipe := be.Client.Pipeline()
+		for i := range n {
+			key := "tasks/T" + strconv.Itoa(i) + "/k"
+			pipe.ZAdd(ctx, keys.SubtreeIndex(ns, key), redis.Z{Score: math.Inf(1), Member: key})
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			b.StopTimer()
+			if err := be.Client.Del(ctx, keys.Aux(ns, "tasks", "children-checked")).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if res, err := s.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
+				b.Fatalf("Tidy = %+v, %v", res, err)
+			}
+			b.StopTimer()
+			if n, err := be.Client.Exists(ctx, keys.Aux(ns, "tasks", "children-checked")).Result(); err != nil || n != 1 {
+				b.Fatalf("children-checked exists: %d, %v; want the look done", n, err)
+			}
+			b.StartTimer()
+		}
+	})
 }
 
 // On a single Redis the delete that empties a subtree takes it out of the
@@ -433,9 +461,6 @@ func TestTidyUnlistsWhatPerKeyDeletesLeaveEmpty(t *testing.T) {
 func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 	ctx := context.Background()
 	perKey := store.Config{PerKeyScripts: true}
-	// past's clock is two hours behind: its marks are old at once. Only its
-	// deletes and its Tidy use it.
-	past := newStoreOn(t, c, store.Config{PerKeyScripts: true, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
 	live := newStoreOn(t, c, perKey)
 	forever := time.Duration(0)
 	put := func(s *store.Store, namespace, key string) {
@@ -468,17 +493,17 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 		t.Errorf("children of p right after the delete = %s, want [a b]", got)
 	}
 
-	// Marks two hours old: p/a (once its last key went; deleting p/a/k1
-	// empties nothing), r/x and then r, q, gone's x/y, x and gone itself.
-	// p/b keeps its young mark, and so p stays.
+	// Marks aged two hours before each Tidy: p/a (once its last key went;
+	// deleting p/a/k1 empties nothing), r/x and then r, q, gone's x/y, x
+	// and gone itself. p/b keeps its young mark, and so p stays.
 	// q goes in an atomic batch, r/x/k in a plain one.
 	for _, k := range []string{"p/a/k1", "p/a/k2"} {
-		del(past, ns, k)
+		del(live, ns, k)
 	}
-	del(past, "gone", "x/y/z")
+	del(live, "gone", "x/y/z")
 	for _, atomic := range []bool{true, false} {
 		k := map[bool]string{true: "q", false: "r/x/k"}[atomic]
-		out, err := past.Batch(ctx, []store.BatchOp{{Kind: store.OpDelete, Namespace: ns, Key: k}}, atomic)
+		out, err := live.Batch(ctx, []store.BatchOp{{Kind: store.OpDelete, Namespace: ns, Key: k}}, atomic)
 		if err != nil || out[0].Err != nil {
 			t.Fatalf("batch delete of %s: %v, %+v", k, err, out)
 		}
@@ -488,11 +513,11 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 	if err := c.ZAdd(ctx, keys.Aux(ns, "keep", "unlist"), redis.Z{Score: float64(time.Now().Add(-time.Hour).UnixMilli()), Member: "a"}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := past.Tidy(ctx)
-	if want := (store.TidyResult{Namespaces: 1, Roots: 3, Children: 3}); err != nil || res != want {
-		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+	youngB := keys.Aux(ns, "p", "unlist") + " b"
+	if res, want := store.TidyAged(t, live, c, youngB), (store.TidyResult{Namespaces: 1, Roots: 3, Children: 3}); res != want {
+		t.Errorf("Tidy rounds = %+v; want %+v", res, want)
 	}
-	if got := past.Stats().Tidied; got != 7 {
+	if got := live.Stats().Tidied; got != 7 {
 		t.Errorf("Stats().Tidied = %d, want 7", got)
 	}
 	for _, tt := range []struct{ key, want string }{
@@ -520,7 +545,7 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 
 	// Written again: listed again, with the mark that was left taken
 	// away. (A fresh store: live's memo of these entries is seconds old,
-	// and past's marks claim two hours, a skew no instance has.)
+	// where the aged marks skipped the hours a memo outlives.)
 	again := newStoreOn(t, c, perKey)
 	put(again, ns, "p/a/k3")
 	put(again, ns, "p/b/k")
@@ -534,8 +559,8 @@ func checkTidyMarked(t *testing.T, c redis.UniversalClient) {
 	if got := members(keys.Aux(ns, "p", "unlist")); got != "[]" {
 		t.Errorf("marks of p's children after new writes = %s, want []", got)
 	}
-	if res, err := past.Tidy(ctx); err != nil || res != (store.TidyResult{}) {
-		t.Errorf("Tidy after new writes = %+v, %v; want nothing removed", res, err)
+	if res := store.TidyAged(t, live, c); res != (store.TidyResult{}) {
+		t.Errorf("Tidy after new writes = %+v; want nothing removed", res)
 	}
 }
 
@@ -555,8 +580,8 @@ func checkExpiryUnlists(t *testing.T, c redis.UniversalClient, perKey bool) {
 	at := func(ago time.Duration) *store.Store {
 		return newStoreOn(t, c, store.Config{PerKeyScripts: perKey, Now: func() time.Time { return time.Now().Add(-ago) }})
 	}
-	// The key is rewritten two hours ago with a TTL of a
-	// minute, and swept (and its subtree marked) an hour ago.
+	// The key is rewritten two hours ago with a TTL of a minute, and
+	// swept (and its subtree marked) an hour ago; its marks are aged.
 	live, past, mid := at(0), at(2*time.Hour), at(time.Hour)
 	forever, minute := time.Duration(0), time.Minute
 	for _, w := range []struct {
@@ -574,13 +599,13 @@ func checkExpiryUnlists(t *testing.T, c redis.UniversalClient, perKey bool) {
 	if evs, err := mid.Sweep(ctx); err != nil || len(evs) != 2 {
 		t.Fatalf("Sweep = %d events, %v; want the 2 expiries", len(evs), err)
 	}
-	res, err := mid.Tidy(ctx)
+	res := store.TidyAged(t, mid, c)
 	want := store.TidyResult{Namespaces: 1, Roots: 2, Children: 1}
 	if !perKey {
 		want = store.TidyResult{} // the sweep dropped them
 	}
-	if err != nil || res != want {
-		t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+	if res != want {
+		t.Errorf("Tidy rounds = %+v; want %+v", res, want)
 	}
 	for _, k := range []string{keys.Aux(space, "e", "children"), keys.Aux(space, "e", "names"), keys.Namespace(space, "roots")} {
 		if n, err := c.ZCard(ctx, k).Result(); err != nil || n != 0 {
@@ -617,28 +642,27 @@ func TestRefusedCreatesLeaveNothingListed(t *testing.T) {
 func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 	ctx := context.Background()
 	const space = "refused"
-	// Two hours behind: its marks are old at once.
-	past := newStoreOn(t, c, store.Config{PerKeyScripts: perKey, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	s := newStoreOn(t, c, store.Config{PerKeyScripts: perKey})
 	forever := time.Duration(0)
 	put := func(key, ifMatch string) store.BatchOp {
 		return store.BatchOp{Kind: store.OpPut, Namespace: space, Key: key,
 			PutRequest: store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever, IfMatch: ifMatch}}
 	}
 	single := put("f1/a/k", "*")
-	if _, err := past.Put(ctx, space, single.Key, single.PutRequest); !errors.Is(err, store.ErrPreconditionFailed) {
+	if _, err := s.Put(ctx, space, single.Key, single.PutRequest); !errors.Is(err, store.ErrPreconditionFailed) {
 		t.Fatalf("Put with If-Match * on a new key: %v, want ErrPreconditionFailed", err)
 	}
-	out, err := past.Batch(ctx, []store.BatchOp{put("f2/a/k", "0123"), put("f2/b/k", "")}, false)
+	out, err := s.Batch(ctx, []store.BatchOp{put("f2/a/k", "0123"), put("f2/b/k", "")}, false)
 	if err != nil || !errors.Is(out[0].Err, store.ErrPreconditionFailed) || out[1].Err != nil {
 		t.Fatalf("batch = %+v, %v; want the first put refused, the second written", out, err)
 	}
-	if _, err := past.Batch(ctx, []store.BatchOp{put("f3/a/k", "*")}, true); !errors.Is(err, store.ErrPreconditionFailed) {
+	if _, err := s.Batch(ctx, []store.BatchOp{put("f3/a/k", "*")}, true); !errors.Is(err, store.ErrPreconditionFailed) {
 		t.Fatalf("atomic batch: %v, want ErrPreconditionFailed", err)
 	}
 	if perKey {
 		want := store.TidyResult{Roots: 2, Children: 3} // f1/a, f2/a, f3/a; f1, f3
-		if res, err := past.Tidy(ctx); err != nil || res != want {
-			t.Errorf("Tidy = %+v, %v; want %+v", res, err, want)
+		if res := store.TidyAged(t, s, c); res != want {
+			t.Errorf("Tidy rounds = %+v; want %+v", res, want)
 		}
 	}
 	for _, tt := range []struct{ key, want string }{
@@ -652,68 +676,82 @@ func checkRefusedCreates(t *testing.T, c redis.UniversalClient, perKey bool) {
 			t.Errorf("%s = %s, want %s", tt.key, got, tt.want)
 		}
 	}
-	if got, _, err := past.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[f2/b/k]" {
+	if got, _, err := s.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[f2/b/k]" {
 		t.Errorf("List = %v, %v; want [f2/b/k]", got, err)
 	}
 }
 
-// A child that a version before the marks left listed above a subtree
-// without keys (scored +inf, never due, and unmarked) is found by the
-// first Tidy that looks below every child of its root, once per root: it
-// is taken out at once on a single Redis, through a mark on the per-key
-// path (Cluster). Later ones are the deletes' and expiries' to mark. So is
-// a root left with nothing below it, once per namespace.
-func TestTidyChecksEveryChildOnce(t *testing.T) {
-	eachWritePath(t, checkChildrenChecked)
+// A child left listed above a subtree without keys (scored +inf, never
+// due, and unmarked), by a version before the marks or by a delete whose
+// mark was lost, is found by a Tidy that looks below every child of its
+// root: it is taken out at once on a single Redis, through a mark on the
+// per-key path (Cluster). That look holds for a day per root, and so does
+// the one below every root of a namespace, for a root left with nothing
+// below it.
+func TestTidyChecksEveryUnexpiringEntryDaily(t *testing.T) {
+	eachWritePath(t, checkUnexpiringChecked)
 }
 
-// checkChildrenChecked is TestTidyChecksEveryChildOnce on c.
-func checkChildrenChecked(t *testing.T, c redis.UniversalClient, perKey bool) {
+// checkUnexpiringChecked is TestTidyChecksEveryUnexpiringEntryDaily on c.
+func checkUnexpiringChecked(t *testing.T, c redis.UniversalClient, perKey bool) {
 	ctx := context.Background()
 	const space = "legacy"
-	// Two hours behind: its marks are due at once.
-	past := newStoreOn(t, c, store.Config{PerKeyScripts: perKey, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	s := newStoreOn(t, c, store.Config{PerKeyScripts: perKey})
 	forever := time.Duration(0)
-	if _, err := past.Put(ctx, space, "old/b/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}); err != nil {
+	if _, err := s.Put(ctx, space, "old/b/k", store.PutRequest{Value: json.RawMessage(`1`), TTL: &forever}); err != nil {
 		t.Fatal(err)
 	}
-	leave := func(child string) { // as a version before the marks left it
+	leave := func(index, names, member string) { // listed, nothing below
 		t.Helper()
 		pipe := c.Pipeline()
-		pipe.ZAdd(ctx, keys.Aux(space, "old", "children"), redis.Z{Score: math.Inf(1), Member: child})
-		pipe.ZAdd(ctx, keys.Aux(space, "old", "names"), redis.Z{Member: child})
+		pipe.ZAdd(ctx, index, redis.Z{Score: math.Inf(1), Member: member})
+		pipe.ZAdd(ctx, names, redis.Z{Member: member})
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	leave("a")
-	// And a root with nothing below it, its key of one segment gone.
-	pipe := c.Pipeline()
-	pipe.ZAdd(ctx, keys.Namespace(space, "roots"), redis.Z{Score: math.Inf(1), Member: "lone"})
-	pipe.ZAdd(ctx, keys.Namespace(space, "names"), redis.Z{Member: "lone"})
-	if _, err := pipe.Exec(ctx); err != nil {
+	children, childNames := keys.Aux(space, "old", "children"), keys.Aux(space, "old", "names")
+	roots, rootNames := keys.Namespace(space, "roots"), keys.Namespace(space, "names")
+	checkedChildren, checkedRoots := keys.Aux(space, "old", "children-checked"), keys.Namespace(space, "roots-checked")
+	want := func(when string, wants map[string]string) {
+		t.Helper()
+		for _, k := range []string{roots, rootNames, children, childNames} {
+			if got := sortedMembers(t, c, k); got != wants[k] {
+				t.Errorf("%s %s = %s, want %s", k, when, got, wants[k])
+			}
+		}
+	}
+	leave(children, childNames, "a")
+	leave(roots, rootNames, "lone") // its key of one segment gone
+	store.TidyAged(t, s, c)
+	want("after the first Tidy", map[string]string{roots: "[old]", rootNames: "[old]", children: "[b]", childNames: "[b]"})
+	for _, flag := range []string{checkedChildren, checkedRoots} {
+		if ttl, err := c.PTTL(ctx, flag).Result(); err != nil || ttl < 24*time.Hour || ttl > 30*time.Hour {
+			t.Errorf("%s expires in %v, %v; want between a day and 30 hours", flag, ttl, err)
+		}
+	}
+
+	// Within the day, what is left listed stays; but on the per-key path
+	// every Tidy marks a root with nothing below it.
+	leave(children, childNames, "c")
+	leave(roots, rootNames, "lone2")
+	store.TidyAged(t, s, c)
+	within := "[lone2 old]"
+	if perKey {
+		within = "[old]"
+	}
+	want("within the day", map[string]string{roots: within, rootNames: within, children: "[b c]", childNames: "[b c]"})
+
+	// Once the checks lapse, it goes.
+	if err := c.Del(ctx, checkedRoots).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := past.Tidy(ctx); err != nil {
+	if err := c.Del(ctx, checkedChildren).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedMembers(t, c, keys.Namespace(space, "roots")); got != "[old]" {
-		t.Errorf("roots after the first Tidy = %s, want [old]", got)
-	}
-	if got := sortedMembers(t, c, keys.Aux(space, "old", "children")); got != "[b]" {
-		t.Errorf("children of old after the first Tidy = %s, want [b]", got)
-	}
-	if got := sortedMembers(t, c, keys.Aux(space, "old", "names")); got != "[b]" {
-		t.Errorf("names of old after the first Tidy = %s, want [b]", got)
-	}
-	leave("c")
-	if _, err := past.Tidy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := sortedMembers(t, c, keys.Aux(space, "old", "children")); got != "[b c]" {
-		t.Errorf("children of old after a later Tidy = %s, want [b c]: every child is looked below once", got)
-	}
-	if got, _, err := past.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[old/b/k]" {
+	store.TidyAged(t, s, c)
+	want("after the checks lapsed", map[string]string{roots: "[old]", rootNames: "[old]", children: "[b]", childNames: "[b]"})
+	if got, _, err := s.List(ctx, space, "", "", 10); err != nil || fmt.Sprint(got) != "[old/b/k]" {
 		t.Errorf("List = %v, %v; want [old/b/k]", got, err)
 	}
 }
