@@ -569,8 +569,9 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks string, b
 		}
 		removed += int(out[0])
 		s.count.tidied.Add(uint64(out[0]))
-		// None of the page's marks went: the node's clock stepped back
-		// between the two scripts. A later Tidy takes them.
+		// None of the page's marks went: raises took them all meanwhile,
+		// or the node's clock stepped back between the two scripts. A
+		// later Tidy takes what is left.
 		if len(due) < tidyPage || out[1] == 0 {
 			return removed, nil
 		}
