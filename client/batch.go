@@ -99,10 +99,9 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]Batch
 // BatchIdempotent runs ops as Batch does, not atomic, under idempotencyKey
 // (1-123 characters of [A-Za-z0-9._:@-]), so that the batch is safe to send
 // again when it is not known what it applied (an error, a 503 in a result):
-// each put is named by the key and its index, and a put applied by an
-// earlier call under the same key is not applied again; its result has
-// Replayed set and the key's current entry. Gets run again; a delete sent
-// again gets ErrNotFound if it deleted.
+// each put and delete is named by the key and its index, and one applied
+// by an earlier call under the same key is not applied again; its result
+// has Replayed set, a put's with the key's current entry. Gets run again.
 func (c *Client) BatchIdempotent(ctx context.Context, idempotencyKey string, ops []BatchOp) ([]BatchResult, error) {
 	if idempotencyKey == "" {
 		return nil, errEmpty("idempotency key")
@@ -118,9 +117,10 @@ func (c *Client) BatchIdempotent(ctx context.Context, idempotencyKey string, ops
 // put and delete result has Replayed set, a put's with the key's current
 // entry; gets read the keys now. This holds while any key a put of the
 // batch wrote remembers the key (it forgets when deleted, when it expires,
-// or after 8 newer keyed writes). The key stands for the whole batch: on a
-// batch with any op changed it is ErrInvalid, and so it is on a batch
-// without a put, which has nowhere to remember it.
+// or after 8 newer keyed writes), or any key a delete of it deleted (for a
+// day, and for its 8 latest keyed deletes). The key stands for the whole
+// batch: on a batch with any op changed it is ErrInvalid, and so it is on
+// a batch of gets only, which has nowhere to remember it.
 func (c *Client) BatchAtomicIdempotent(ctx context.Context, idempotencyKey string, ops []BatchOp) ([]BatchResult, error) {
 	if idempotencyKey == "" {
 		return nil, errEmpty("idempotency key")
@@ -164,8 +164,8 @@ func (c *Client) batch(ctx context.Context, ops []BatchOp, atomic bool, idempote
 			Replayed bool         `json:"replayed"`
 		} `json:"results"`
 	}
-	if !atomic || slices.ContainsFunc(ops, func(op BatchOp) bool { return op.Op == OpPut }) {
-		// An atomic batch without a put has nowhere to keep a key.
+	if !atomic || slices.ContainsFunc(ops, func(op BatchOp) bool { return op.Op == OpPut || op.Op == OpDelete }) {
+		// An atomic batch of gets only has nowhere to keep a key.
 		idempotencyKey = c.idempotencyKey(idempotencyKey)
 	}
 	var h http.Header

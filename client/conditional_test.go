@@ -122,7 +122,9 @@ func TestBatchIdempotentAgainstServer(t *testing.T) {
 }
 
 // BatchAtomicIdempotent sent again: answered whole as applied, though its
-// IfMatch no longer holds; on another batch, or without a put, ErrInvalid.
+// IfMatch no longer holds, and so is a batch of deletes only, though a key
+// it deleted was written again; on another batch, or on gets only,
+// ErrInvalid.
 func TestBatchAtomicIdempotentAgainstServer(t *testing.T) {
 	srv := testserver.Start(t)
 	ctx := context.Background()
@@ -149,8 +151,23 @@ func TestBatchAtomicIdempotentAgainstServer(t *testing.T) {
 	if _, err := c.BatchAtomicIdempotent(ctx, "claim-1", ops[:1]); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("the key on another batch: %v, want ErrInvalid", err)
 	}
-	if _, err := c.BatchAtomicIdempotent(ctx, "claim-2", ops[1:]); !errors.Is(err, client.ErrInvalid) {
-		t.Errorf("a batch without a put: %v, want ErrInvalid", err)
+	if _, err := c.BatchAtomicIdempotent(ctx, "claim-2", ops[2:]); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("a batch of gets only: %v, want ErrInvalid", err)
+	}
+	release := []client.BatchOp{{Op: client.OpDelete, Key: "jobs/J1/owner"}}
+	for i := range 2 {
+		res, err := c.BatchAtomicIdempotent(ctx, "release-1", release)
+		if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Replayed != (i == 1) {
+			t.Errorf("deletes only, attempt %d: %+v, %v", i+1, res, err)
+		}
+		if i == 0 {
+			if _, err := c.Put(ctx, "jobs/J1/owner", "w2"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if e, err := c.Get(ctx, "jobs/J1/owner"); err != nil || string(e.Value) != `"w2"` {
+		t.Errorf("jobs/J1/owner after the deletes were sent again = %+v, %v; want the write after them", e, err)
 	}
 	if _, err := c.BatchAtomicIdempotent(ctx, "", ops); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("empty key: %v, want ErrInvalid", err)

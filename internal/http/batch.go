@@ -194,8 +194,8 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
 			return
 		}
-		// A batch's Idempotency-Key names each of its puts, and each of its
-		// deletes unless it is atomic: <key>.<index>.
+		// A batch's Idempotency-Key names each of its puts and deletes:
+		// <key>.<index>.
 		idem := r.Header.Get("Idempotency-Key")
 		if idem != "" && (!clock.ValidID(idem) || len(idem) > maxBatchIdempotencyKey) {
 			writeError(w, r, log, fmt.Errorf("%w: a batch's Idempotency-Key must be 1-%d characters of [A-Za-z0-9._:@-]", errInvalidArgument, maxBatchIdempotencyKey))
@@ -206,8 +206,8 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		if idem != "" && req.Atomic && !slices.ContainsFunc(req.Ops, func(o batchOpBody) bool { return o.Op == string(store.OpPut) }) {
-			writeError(w, r, log, fmt.Errorf("%w: an atomic batch's Idempotency-Key is remembered by the keys its puts write, and this batch has no put", errInvalidArgument))
+		if idem != "" && req.Atomic && !slices.ContainsFunc(req.Ops, func(o batchOpBody) bool { return o.Op == string(store.OpPut) || o.Op == string(store.OpDelete) }) {
+			writeError(w, r, log, fmt.Errorf("%w: an atomic batch's Idempotency-Key is remembered by the keys its puts write and its deletes delete, and this batch has neither", errInvalidArgument))
 			return
 		}
 		switch {
@@ -243,7 +243,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 				results[i] = result{Status: problemOf(err).Status, Error: ptr(problemOf(err))}
 				continue
 			}
-			if idem != "" && (bop.Kind == store.OpPut || bop.Kind == store.OpDelete && !req.Atomic) {
+			if idem != "" && (bop.Kind == store.OpPut || bop.Kind == store.OpDelete) {
 				bop.IdempotencyKey = idem + "." + strconv.Itoa(i)
 			}
 			ops = append(ops, bop)

@@ -136,9 +136,19 @@ func TestBatchIdempotencyKey(t *testing.T) {
 		if p := h.must(412, "POST", "/v1/batch", atomic, "X-Worker-Id", "w1").json(t); p["code"] != "precondition_failed" {
 			t.Errorf("atomic batch again without its key: code %v", p["code"])
 		}
-		noPut := `{"atomic":true,"ops":[{"op":"delete","key":"jobs/a"}]}`
-		if p := h.must(400, "POST", "/v1/batch", noPut, "Idempotency-Key", "batch-9").json(t); p["code"] != "invalid_argument" {
-			t.Errorf("atomic batch with a key and no put: code %v", p["code"])
+		// Deletes only: remembered by the key they deleted, which a write
+		// after them keeps.
+		deletes := `{"atomic":true,"ops":[{"op":"delete","key":"jobs/a"}]}`
+		h.must(200, "POST", "/v1/batch", deletes, "Idempotency-Key", "batch-9")
+		h.must(200, "PUT", "/v1/kv/jobs/a", `{"value":11}`, "X-Worker-Id", "w2")
+		again = results(h.must(200, "POST", "/v1/batch", deletes, "Idempotency-Key", "batch-9"))
+		if r := again[0].(map[string]any); r["status"] != float64(204) || r["replayed"] != true {
+			t.Errorf("atomic deletes sent again: %v; want status 204, replayed", r)
+		}
+		h.must(200, "GET", "/v1/kv/jobs/a", "")
+		getsOnly := `{"atomic":true,"ops":[{"op":"get","key":"jobs/a"}]}`
+		if p := h.must(400, "POST", "/v1/batch", getsOnly, "Idempotency-Key", "batch-10").json(t); p["code"] != "invalid_argument" {
+			t.Errorf("atomic batch of gets only with a key: code %v", p["code"])
 		}
 	})
 }

@@ -69,7 +69,7 @@ type BatchResult struct {
 	// Replayed is true for a put or delete applied earlier under its
 	// IdempotencyKey: not applied again, and a put's Entry is the key as it
 	// is now; and for every put and delete of an atomic batch applied
-	// earlier under its puts' keys.
+	// earlier under its keys.
 	Replayed bool
 }
 
@@ -159,12 +159,14 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 	return s.finishBatch(ctx, items, !atomic && s.oneScript()), nil
 }
 
-// keyAtomic gives the puts of an atomic batch whose puts carry
-// idempotency keys one digest of the whole batch, in place of their own,
-// and its deletes none: the batch applies whole or not at all, so it is
-// sent again whole, its puts remember it, and the same keys on another
+// keyAtomic gives the puts and deletes of an atomic batch that carry
+// idempotency keys one digest of the whole batch, in place of their own:
+// the batch applies whole or not at all, so it is sent again whole, the
+// keys it wrote or deleted remember it, and the same keys on another
 // batch are told apart whichever op differs (runAtomic). A batch where
-// some puts carry keys and others none is refused.
+// some puts carry keys and others none is refused; its deletes' keys are
+// each optional, as a delete of a key that does not exist remembers
+// nothing anyway.
 func keyAtomic(items []batchItem) error {
 	h := sha256.New()
 	keyed, unkeyed := 0, -1
@@ -174,7 +176,9 @@ func keyAtomic(items []batchItem) error {
 		var digest string
 		switch {
 		case op.Kind == OpDelete:
-			it.del.idem = ""
+			if op.IdempotencyKey != "" {
+				keyed++
+			}
 		case op.Kind == OpPut && op.IdempotencyKey == "":
 			unkeyed = i
 		case op.Kind == OpPut:
@@ -194,29 +198,41 @@ func keyAtomic(items []batchItem) error {
 	}
 	digest := hex.EncodeToString(h.Sum(nil)[:12])
 	for i := range items {
-		if it := &items[i]; it.op.Kind == OpPut {
+		switch it := &items[i]; {
+		case it.op.Kind == OpPut:
 			it.w.idem = it.op.IdempotencyKey + " " + digest
+		case it.op.Kind == OpDelete && it.op.IdempotencyKey != "":
+			it.del.idem = it.op.IdempotencyKey + " " + digest
 		}
 	}
 	return nil
 }
 
-// rememberedAtomic reports whether the atomic batch of items, whose puts
+// rememberedAtomic reports whether the atomic batch of items, whose ops
 // carry idempotency keys (keyAtomic), was applied before: whether any of
 // its puts' keys remembers that put's idempotency key, in idem, the
-// fields read by its position in watched (see runAtomic). The same
-// idempotency key remembered for another batch is a *BatchError.
-func rememberedAtomic(items []batchItem, index map[string]int, idem []string) (bool, error) {
+// fields read by its position in watched, or any of its deletes' keys
+// that delete's, in deleted, by the delete's position in items (see
+// runAtomic). The same idempotency key remembered for another batch is a
+// *BatchError.
+func rememberedAtomic(items []batchItem, index map[string]int, idem []string, deleted map[int]string) (bool, error) {
 	replay := false
 	for i := range items {
 		it := &items[i]
-		if it.op.Kind != OpPut {
+		var arg, done string
+		switch it.op.Kind {
+		case OpPut:
+			arg, done = it.w.idem, idem[index[keys.Redis(it.op.Namespace, it.op.Key)]]
+		case OpDelete:
+			arg, done = it.del.idem, deleted[i]
+		}
+		if arg == "" {
 			continue
 		}
-		id, digest, _ := strings.Cut(it.w.idem, " ")
-		for _, e := range strings.Split(idem[index[keys.Redis(it.op.Namespace, it.op.Key)]], ";") {
-			f := strings.Fields(e) // id digest etag
-			if len(f) != 3 || f[0] != id {
+		id, digest, _ := strings.Cut(arg, " ")
+		for _, e := range strings.Split(done, ";") {
+			f := strings.Fields(e) // a put's id digest etag, a delete's id digest
+			if len(f) < 2 || f[0] != id {
 				continue
 			}
 			if f[1] != digest {
@@ -760,20 +776,26 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 		etag   string
 	}
 	cur := make([]state, len(watched))
-	keyed := false // its puts carry idempotency keys (keyAtomic)
+	keyed := false // its ops carry idempotency keys (keyAtomic)
 	for i := range items {
-		keyed = keyed || items[i].op.Kind == OpPut && items[i].w.idem != ""
+		keyed = keyed || items[i].op.Kind == OpPut && items[i].w.idem != "" || items[i].op.Kind == OpDelete && items[i].del.idem != ""
 	}
 	var sent bool // the transaction reached Redis
 	txn := func(tx *redis.Tx) error {
 		sent = false
 		fields := make([]*redis.SliceCmd, len(watched))
+		deletes := make(map[int]*redis.StringCmd) // the keyed deletes' "#deleted" keys
 		_, _ = tx.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, rk := range watched {
 				if keyed {
 					fields[i] = p.HMGet(ctx, rk, "etag", "idem")
 				} else {
 					fields[i] = p.HMGet(ctx, rk, "etag")
+				}
+			}
+			for i := range items {
+				if op := items[i].op; op.Kind == OpDelete && items[i].del.idem != "" {
+					deletes[i] = p.Get(ctx, keys.Aux(op.Namespace, op.Key, "deleted"))
 				}
 			}
 			return nil
@@ -790,8 +812,16 @@ func (s *Store) runAtomic(ctx context.Context, items []batchItem) error {
 				idem[i], _ = v[1].(string)
 			}
 		}
+		deleted := make(map[int]string, len(deletes))
+		for i, c := range deletes {
+			v, err := c.Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			deleted[i] = v
+		}
 		if keyed {
-			replay, err := rememberedAtomic(items, index, idem)
+			replay, err := rememberedAtomic(items, index, idem, deleted)
 			if err != nil {
 				return err
 			}

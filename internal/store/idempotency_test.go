@@ -272,6 +272,35 @@ func TestIdempotentAtomicBatch(t *testing.T) {
 		if err != nil || string(e.Value) != `"a"` || e.ETag != first[0].Entry.ETag {
 			t.Errorf("atomic/T1/a after refused batches = %s %s, %v", e.Value, e.ETag, err)
 		}
+
+		// A batch of deletes only is remembered by the keys it deleted:
+		// sent again after one of them was written anew, it deletes
+		// nothing, and is answered as applied.
+		mustPut(t, s, "atomic/T1/d1", "w2", `1`, nil)
+		mustPut(t, s, "atomic/T1/d2", "w2", `2`, nil)
+		dels := []store.BatchOp{op(store.OpDelete, "atomic/T1/d1", "", "del.0", ""), op(store.OpDelete, "atomic/T1/d2", "", "del.1", "")}
+		if out, err := s.Batch(ctx, dels, true); err != nil || out[0].Err != nil || out[1].Err != nil || out[0].Replayed {
+			t.Fatalf("atomic batch of deletes = %+v, %v", out, err)
+		}
+		anew := mustPut(t, s, "atomic/T1/d1", "w2", `"anew"`, nil)
+		events = eventsLogged(t, b)
+		out, err := s.Batch(ctx, dels, true)
+		if err != nil || !out[0].Replayed || !out[1].Replayed || out[0].Err != nil || out[1].Err != nil {
+			t.Errorf("atomic batch of deletes sent again = %+v, %v; want both answered as applied", out, err)
+		}
+		if e, err := s.Get(ctx, ns, "atomic/T1/d1", store.GetOptions{}); err != nil || e.ETag != anew.Entry.ETag {
+			t.Errorf("atomic/T1/d1 after the deletes were sent again = %s, %v; want the write after them, %s", e.ETag, err, anew.Entry.ETag)
+		}
+		if got := eventsLogged(t, b); got != events {
+			t.Errorf("events logged by the deletes sent again = %d, want 0", got-events)
+		}
+		// Its keys on another batch of deletes: refused, nothing deleted.
+		if _, err := s.Batch(ctx, dels[:1], true); !errors.As(err, &be) || be.Index != 0 || !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("the keys on another batch of deletes: %v, want a BatchError of ErrInvalidArgument at op 0", err)
+		}
+		if _, err := s.Get(ctx, ns, "atomic/T1/d1", store.GetOptions{}); err != nil {
+			t.Errorf("atomic/T1/d1 after a refused batch: %v", err)
+		}
 	})
 }
 
