@@ -7,6 +7,7 @@
 package clock
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,7 +232,10 @@ func (v Vector) AppendJSON(b []byte) ([]byte, error) {
 
 // UnmarshalJSON decodes an object of writer ids to non-negative integers,
 // rejecting invalid ids, fractions, negatives and values above 2^53 (the
-// largest integer every JSON client can hold exactly).
+// largest integer every JSON client can hold exactly). Of several bad
+// entries, the error names the first in the text, so that the same input
+// always gets the same error. Of a writer named twice, the last counter
+// counts, as encoding/json's would.
 func (v *Vector) UnmarshalJSON(data []byte) error {
 	// RawMessage, not json.Number: json.Number also accepts a quoted "1".
 	var raw map[string]json.RawMessage
@@ -241,16 +245,25 @@ func (v *Vector) UnmarshalJSON(data []byte) error {
 	if raw == nil {
 		return fmt.Errorf("%w: not an object", ErrInvalid)
 	}
-	out := make(Vector, len(raw))
-	for id, num := range raw {
+	// The entries in their order: data is a valid object by now, so the
+	// decoder meets no error.
+	dec := json.NewDecoder(bytes.NewReader(data))
+	_, _ = dec.Token() // {
+	for dec.More() {
+		tok, _ := dec.Token()
+		id, _ := tok.(string)
+		var num json.RawMessage
+		_ = dec.Decode(&num)
 		if !ValidID(id) {
 			return fmt.Errorf("%w: bad writer id %q", ErrInvalid, id)
 		}
-		n, err := strconv.ParseUint(string(num), 10, 64)
-		if err != nil || n > MaxCounter {
+		if n, err := strconv.ParseUint(string(num), 10, 64); err != nil || n > MaxCounter {
 			return fmt.Errorf("%w: counter for %q must be an integer in [0, 2^53]", ErrInvalid, id)
 		}
-		if n > 0 {
+	}
+	out := make(Vector, len(raw))
+	for id, num := range raw {
+		if n, _ := strconv.ParseUint(string(num), 10, 64); n > 0 {
 			out[id] = n
 		}
 	}

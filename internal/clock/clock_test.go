@@ -457,6 +457,28 @@ func TestUnmarshalJSONInvalid(t *testing.T) {
 	}
 }
 
+// Of several bad entries the error names the first in the text, every
+// time: a map's order would name any of them (found by FuzzDecodePut,
+// which compares the error texts of two decoders).
+func TestUnmarshalJSONNamesTheFirstBadEntry(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{`{"A!":3,"":2,"b c":1}`, `bad writer id "A!"`},
+		{`{"a":1,"b":-1,"c":"x","":2}`, `counter for "b" must be`},
+		{`{"a":"x","a":1}`, `counter for "a" must be`},
+	} {
+		for range 50 {
+			var v clock.Vector
+			if err := v.UnmarshalJSON([]byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("UnmarshalJSON(%s) = %v, want an error with %s", tt.in, err, tt.want)
+			}
+		}
+	}
+	var v clock.Vector // of a writer named twice, the last counter counts
+	if err := v.UnmarshalJSON([]byte(`{"a":1,"a":4,"b":0}`)); err != nil || v.String() != "a=4" {
+		t.Errorf("UnmarshalJSON of a repeated writer = %q, %v; want a=4", v.String(), err)
+	}
+}
+
 func TestMarshalJSONRoundTrip(t *testing.T) {
 	for _, v := range []clock.Vector{
 		nil,
