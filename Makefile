@@ -29,5 +29,14 @@ bench:
 bench-load:
 	$(GO) run ./cmd/bench $(BENCHFLAGS)
 
+# Every fuzz target, FUZZTIME each (go test fuzzes one target at a time).
+# A failing input lands in the package's testdata/fuzz: commit it, and
+# `make test` runs it from then on.
+FUZZTIME ?= 20s
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzMerge -fuzztime=30s ./internal/clock/
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -list='^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$target"; \
+			$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
