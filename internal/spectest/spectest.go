@@ -332,6 +332,9 @@ func match(tmpl []segment, segs []string, params map[string]string) bool {
 	case t.param == "":
 		return unescape(segs[0]) == t.literal && match(tmpl[1:], segs[1:], params)
 	case !t.multi:
+		if segs[0] == "" { // a parameter has a value: /v1/tasks//state is not a task's
+			return false
+		}
 		params[t.param] = unescape(segs[0])
 		return match(tmpl[1:], segs[1:], params)
 	}

@@ -1,0 +1,168 @@
+package http_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/memsync/memsync/api"
+	"github.com/memsync/memsync/internal/spectest"
+	"github.com/memsync/memsync/internal/store"
+	"github.com/memsync/memsync/internal/testserver"
+)
+
+// fuzzRoutes are the routes FuzzRequests sends to: {k} takes the fuzzed
+// key, {id} a segment of it. Watch streams are left out: they answer
+// without end.
+var fuzzRoutes = []struct{ method, path string }{
+	{"GET", "/v1/kv/{k}"},
+	{"PUT", "/v1/kv/{k}"},
+	{"DELETE", "/v1/kv/{k}"},
+	{"GET", "/v1/keys"},
+	{"POST", "/v1/batch"},
+	{"POST", "/v1/sync"},
+	{"POST", "/v1/locks/{k}"},
+	{"GET", "/v1/locks/{k}"},
+	{"DELETE", "/v1/locks/{k}"},
+	{"GET", "/v1/locks"},
+	{"PUT", "/v1/tasks/{id}/state"},
+	{"GET", "/v1/tasks/{id}/progress"},
+	{"POST", "/v1/tasks/{id}/lock"},
+	{"POST", "/v1/tasks/{id}/lock/refresh"},
+	{"DELETE", "/v1/tasks/{id}/lock"},
+	{"GET", "/v1/tasks/{id}/agents"},
+	{"PUT", "/v1/tasks/{id}/agents/{id}"},
+	{"GET", "/v1/workers"},
+	{"PUT", "/v1/workers/{id}/heartbeat"},
+	{"PUT", "/v1/coordination/queue"},
+	{"POST", "/v1/cache/invalidate"},
+	{"GET", "/v1/stats"},
+}
+
+// FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
+// a query, a body and the headers that steer writes and locks) to a server
+// on miniredis. Whatever they hold, the server answers below 500, every
+// error as application/problem+json with a code, and every exchange on a
+// documented route (a key may make another: tasks//state) as
+// api/openapi.yaml documents it.
+func FuzzRequests(f *testing.F) {
+	srv := testserver.StartWith(f, testserver.Options{
+		Rules:  []store.Rule{{Pattern: "lists/**", Strategy: store.Union}},
+		MaxTTL: time.Hour,
+	})
+	spec := &specErrors{TB: f}
+	validator := spectest.New(spec, api.Spec)
+	client, plain := validator.Client(), &http.Client{}
+	client.Timeout, plain.Timeout = 5*time.Second, 5*time.Second // a lock may be waited for
+	seeds := []struct {
+		route                                   uint8
+		key, query, body, ifMatch, worker, idem string
+	}{
+		{0, "tasks/T1/state", "", "", "", "", ""},
+		{1, "tasks/T1/state", "async=true", `{"value":{"a":1},"ttl":60}`, "", "w1", "i1"},
+		{1, "lists/L/x", "", `{"value":[1],"context":{"w1":1}}`, `*`, "w2", ""},
+		{2, "tasks/T1/state", "", "", `"e"`, "", "d1"},
+		{3, "", "prefix=tasks/&limit=2&cursor=zz", "", "", "", ""},
+		{4, "", "", `{"atomic":true,"ops":[{"op":"put","key":"a/b","value":1,"if_match":"*"},{"op":"delete","key":"a/c"},{"op":"get","key":"a/b"}]}`, "", "w1", "b1"},
+		{6, "jobs/J1", "", `{"ttl_ms":1000,"wait_ms":10}`, "", "w1", "l1"},
+		{8, "jobs/J1", "", "", "", "", ""},
+		{10, "T1", "", `{"value":"x"}`, "", "", ""},
+		{18, "w1", "", `{"ttl":5}`, "", "", ""},
+		{20, "", "", `{"pattern":"tasks/**"}`, "", "", ""},
+	}
+	for _, s := range seeds {
+		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)
+	}
+	f.Fuzz(func(t *testing.T, route uint8, key, query, body, ifMatch, worker, idem string) {
+		spec.take() // a request that failed on the client's side last time
+		r := fuzzRoutes[int(route)%len(fuzzRoutes)]
+		// Each segment escaped, as a client sends it: a '?' in a key is
+		// part of the key.
+		segs := strings.Split(key, "/")
+		for i, seg := range segs {
+			segs[i] = url.PathEscape(seg)
+		}
+		path := strings.NewReplacer("{k}", strings.Join(segs, "/"), "{id}", segs[0]).Replace(r.path)
+		u, err := url.Parse(srv.URL + path)
+		q, qerr := url.ParseQuery(query)
+		if err != nil || qerr != nil {
+			return // no client could send it
+		}
+		u.RawQuery = q.Encode() // as a client sends it: net/http refuses a raw space
+		req, err := http.NewRequest(r.method, u.String(), strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for name, value := range map[string]string{"If-Match": ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem} {
+			if value != "" {
+				req.Header.Set(name, value)
+			}
+		}
+		send := client
+		if _, _, err := validator.FindRoute(req); err != nil {
+			send = plain
+		}
+		resp, err := send.Do(req)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) && (ue.Timeout() || strings.Contains(err.Error(), "invalid header")) {
+				return // a lock waited for; a header no client sends
+			}
+			t.Fatalf("%s %s: %v", r.method, u, err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		what := fmt.Sprintf("%s %s (body %q) → %d %s", r.method, u, body, resp.StatusCode, data)
+		if resp.StatusCode >= 500 {
+			t.Fatalf("%s", what)
+		}
+		if resp.StatusCode >= 400 {
+			mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+			var p struct {
+				Code string `json:"code"`
+			}
+			if mt != "application/problem+json" || json.Unmarshal(data, &p) != nil || p.Code == "" {
+				t.Fatalf("%s: want application/problem+json with a code, got %q", what, resp.Header.Get("Content-Type"))
+			}
+		}
+		if errs := spec.take(); len(errs) > 0 {
+			t.Fatalf("%s: %s", what, strings.Join(errs, "; "))
+		}
+	})
+}
+
+// specErrors is the testing.TB that the spec validator reports to: it
+// keeps the errors for the fuzz function, which alone may fail the test.
+type specErrors struct {
+	testing.TB
+	mu   sync.Mutex
+	errs []string
+}
+
+func (s *specErrors) Helper() {}
+
+func (s *specErrors) Errorf(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.errs = append(s.errs, fmt.Sprintf(format, args...))
+}
+
+// take returns the errors reported since the last call.
+func (s *specErrors) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := s.errs
+	s.errs = nil
+	return errs
+}
