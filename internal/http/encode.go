@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 )
 
 // encode writes v as JSON with the given status and content type.
@@ -87,6 +88,11 @@ func decodeBody(body []byte, maxDepth int, v any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: unexpected data after the JSON document", errInvalidJSON)
+	}
+	if t := reflect.TypeOf(v); t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		if err := exactNames(body, t.Elem()); err != nil {
+			return fmt.Errorf("%w: %v", errInvalidJSON, err)
+		}
 	}
 	return nil
 }

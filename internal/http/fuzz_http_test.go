@@ -8,12 +8,14 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/memsync/memsync/api"
+	"github.com/memsync/memsync/internal/redistest"
 	"github.com/memsync/memsync/internal/spectest"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/testserver"
@@ -49,14 +51,20 @@ var fuzzRoutes = []struct{ method, path string }{
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
 // a query, a body and the headers that steer writes and locks) to a server
-// on miniredis. Whatever they hold, the server answers below 500, every
+// on miniredis, or on a real redis-server with MEMSYNC_FUZZ_REDIS=real
+// (its Lua differs at the edges). Whatever they hold, the server answers below 500, every
 // error as application/problem+json with a code, and every exchange on a
 // documented route (a key may make another: tasks//state) as
 // api/openapi.yaml documents it.
 func FuzzRequests(f *testing.F) {
+	b := redistest.Mini(f)
+	if os.Getenv("MEMSYNC_FUZZ_REDIS") == "real" {
+		b = redistest.Real(f)
+	}
 	srv := testserver.StartWith(f, testserver.Options{
-		Rules:  []store.Rule{{Pattern: "lists/**", Strategy: store.Union}},
-		MaxTTL: time.Hour,
+		Backend: &b,
+		Rules:   []store.Rule{{Pattern: "lists/**", Strategy: store.Union}},
+		MaxTTL:  time.Hour,
 	})
 	spec := &specErrors{TB: f}
 	validator := spectest.New(spec, api.Spec)
@@ -105,7 +113,9 @@ func FuzzRequests(f *testing.F) {
 			req.Header.Set("Content-Type", "application/json")
 		}
 		for name, value := range map[string]string{"If-Match": ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem} {
-			if value != "" {
+			// Without the whitespace around it, which is not part of a
+			// field's value (RFC 9110 5.5): the server never sees it.
+			if value = strings.Trim(value, " \t"); value != "" {
 				req.Header.Set(name, value)
 			}
 		}

@@ -1,0 +1,115 @@
+package http
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"reflect"
+	"strings"
+	"sync"
+)
+
+// exactNames checks that every member name of body, a JSON object that
+// encoding/json has decoded into a value of type t, names a field of t as
+// its tag spells it. encoding/json also takes "TTL_MS" for ttl_ms, where
+// the API's names are exact (api/openapi.yaml refuses other members) and
+// so are the hand scanners'. It looks into the members whose field is a
+// struct, or a slice of structs, and skips every other value unread: a
+// value's own members (a put's "value") are the client's. body being
+// valid JSON, the scan needs no error handling of its own.
+func exactNames(body []byte, t reflect.Type) error {
+	_, err := checkObject(body, skipSpace(body, 0), t)
+	return err
+}
+
+// checkObject checks the object at b[i] against struct type t and returns
+// the index after it.
+func checkObject(b []byte, i int, t reflect.Type) (int, error) {
+	if b[i] != '{' {
+		return valueEnd(b, i), nil // null
+	}
+	fields := fieldsOf(t)
+	i = skipSpace(b, i+1)
+	for b[i] != '}' {
+		end := stringEnd(b, i)
+		ft, ok := fields[string(b[i+1:end-1])] // no copy made to look up
+		if !ok {
+			var name string // escapes undone
+			_ = json.Unmarshal(b[i:end], &name)
+			if ft, ok = fields[name]; !ok {
+				return 0, fmt.Errorf("json: unknown field %q", name)
+			}
+		}
+		i = skipSpace(b, skipSpace(b, end)+1) // past the ':'
+		var err error
+		switch {
+		case ft.Kind() == reflect.Struct:
+			i, err = checkObject(b, i, ft)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct && b[i] == '[':
+			i = skipSpace(b, i+1)
+			for err == nil && b[i] != ']' {
+				if i, err = checkObject(b, i, ft.Elem()); err == nil {
+					if i = skipSpace(b, i); b[i] == ',' {
+						i = skipSpace(b, i+1)
+					}
+				}
+			}
+			i++
+		default:
+			i = valueEnd(b, i)
+		}
+		if err != nil {
+			return 0, err
+		}
+		if i = skipSpace(b, i); b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	return i + 1, nil
+}
+
+// structFields caches fieldsOf.
+var structFields sync.Map // reflect.Type → map[string]reflect.Type
+
+// fieldsOf maps the JSON names of struct type t's fields to their types,
+// pointers taken off; a type that decodes itself (json.Unmarshaler) maps
+// to an interface type, which checkObject does not look into.
+func fieldsOf(t reflect.Type) map[string]reflect.Type {
+	if m, ok := structFields.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := make(map[string]reflect.Type)
+	unmarshaler := reflect.TypeFor[json.Unmarshaler]()
+	opaque := reflect.TypeFor[any]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			maps.Copy(m, fieldsOf(f.Type)) // promoted, as encoding/json does
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = f.Name
+		}
+		ft := f.Type
+		if reflect.PointerTo(ft).Implements(unmarshaler) || ft.Implements(unmarshaler) {
+			m[name] = opaque
+			continue
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if reflect.PointerTo(ft).Implements(unmarshaler) {
+			ft = opaque
+		}
+		m[name] = ft
+	}
+	structFields.Store(t, m)
+	return m
+}
