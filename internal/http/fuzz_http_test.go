@@ -75,6 +75,9 @@ func FuzzRequests(f *testing.F) {
 		key, query, body, ifMatch, worker, idem string
 	}{
 		{0, "tasks/T1/state", "", "", "", "", ""},
+		{0, "lists/L/x", "resolve=union&siblings=true&consistent=true&ns=other", "", "", "", ""},
+		{7, "jobs/J1", "ns=other", "", "", "", ""},
+		{17, "", "limit=1", "", "", "", ""},
 		{1, "tasks/T1/state", "async=true", `{"value":{"a":1},"ttl":60}`, "", "w1", "i1"},
 		{1, "lists/L/x", "", `{"value":[1],"context":{"w1":1}}`, `*`, "w2", ""},
 		{2, "tasks/T1/state", "", "", `"e"`, "", "d1"},
