@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,7 +65,7 @@ func FuzzRequests(f *testing.F) {
 		Rules:   []store.Rule{{Pattern: "lists/**", Strategy: store.Union}},
 		MaxTTL:  time.Hour,
 	})
-	spec := &specErrors{TB: f}
+	spec := &spectest.Recorder{TB: f}
 	validator := spectest.New(spec, api.Spec)
 	client, plain := validator.Client(), &http.Client{}
 	client.Timeout, plain.Timeout = 5*time.Second, 5*time.Second // a lock may be waited for
@@ -93,7 +92,7 @@ func FuzzRequests(f *testing.F) {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)
 	}
 	f.Fuzz(func(t *testing.T, route uint8, key, query, body, ifMatch, worker, idem string) {
-		spec.take() // a request that failed on the client's side last time
+		spec.Take() // a request that failed on the client's side last time
 		r := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		// Each segment escaped, as a client sends it: a '?' in a key is
 		// part of the key.
@@ -149,33 +148,8 @@ func FuzzRequests(f *testing.F) {
 				t.Fatalf("%s: want application/problem+json with a code, got %q", what, resp.Header.Get("Content-Type"))
 			}
 		}
-		if errs := spec.take(); len(errs) > 0 {
+		if errs := spec.Take(); len(errs) > 0 {
 			t.Fatalf("%s: %s", what, strings.Join(errs, "; "))
 		}
 	})
-}
-
-// specErrors is the testing.TB that the spec validator reports to: it
-// keeps the errors for the fuzz function, which alone may fail the test.
-type specErrors struct {
-	testing.TB
-	mu   sync.Mutex
-	errs []string
-}
-
-func (s *specErrors) Helper() {}
-
-func (s *specErrors) Errorf(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.errs = append(s.errs, fmt.Sprintf(format, args...))
-}
-
-// take returns the errors reported since the last call.
-func (s *specErrors) take() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	errs := s.errs
-	s.errs = nil
-	return errs
 }

@@ -428,3 +428,32 @@ func registerDecoders() {
 		}
 	})
 }
+
+// Recorder is a testing.TB that keeps the validator's reports (Errorf)
+// rather than failing its test: for a caller that must fail its test from
+// elsewhere (a fuzz function may call only its own t), or that checks
+// what was reported.
+type Recorder struct {
+	testing.TB
+	mu   sync.Mutex
+	errs []string
+}
+
+// Helper does nothing: the reports are read later, elsewhere.
+func (r *Recorder) Helper() {}
+
+// Errorf keeps a report.
+func (r *Recorder) Errorf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// Take returns the reports kept since the last Take, and forgets them.
+func (r *Recorder) Take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := r.errs
+	r.errs = nil
+	return errs
+}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -16,26 +15,6 @@ import (
 	"github.com/memsync/memsync/api"
 	"github.com/memsync/memsync/internal/spectest"
 )
-
-// recorder is a testing.TB that records Errorf calls instead of failing, so a
-// test can check that the validator reports what it should.
-type recorder struct {
-	testing.TB
-	mu   sync.Mutex
-	errs []string
-}
-
-func (r *recorder) Errorf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.errs = append(r.errs, fmt.Sprintf(format, args...))
-}
-
-func (r *recorder) errors() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.errs...)
-}
 
 func TestSpecIsValid(t *testing.T) {
 	loader := openapi3.NewLoader()
@@ -217,7 +196,7 @@ func TestTransport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := &recorder{TB: t}
+			rec := &spectest.Recorder{TB: t}
 			v := spectest.New(rec, api.Spec)
 			srv := httptest.NewServer(tt.handler)
 			defer srv.Close()
@@ -247,7 +226,7 @@ func TestTransport(t *testing.T) {
 				t.Errorf("response body is empty")
 			}
 
-			errs := rec.errors()
+			errs := rec.Take()
 			switch {
 			case tt.wantErr == "" && len(errs) > 0:
 				t.Errorf("unexpected errors:\n%s", strings.Join(errs, "\n"))
@@ -344,7 +323,7 @@ func TestFindRoute(t *testing.T) {
 // TestEventStream checks that an endless text/event-stream response is
 // handed over as it arrives rather than buffered.
 func TestEventStream(t *testing.T) {
-	rec := &recorder{TB: t}
+	rec := &spectest.Recorder{TB: t}
 	v := spectest.New(rec, []byte(routeSpec))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -366,7 +345,7 @@ func TestEventStream(t *testing.T) {
 	if err != nil || line != "event: put\n" {
 		t.Fatalf("first line = %q, %v", line, err)
 	}
-	if errs := rec.errors(); len(errs) > 0 {
+	if errs := rec.Take(); len(errs) > 0 {
 		t.Errorf("unexpected errors:\n%s", strings.Join(errs, "\n"))
 	}
 	if v.Count() != 1 {
