@@ -21,8 +21,7 @@ import (
 )
 
 // fuzzRoutes are the routes FuzzRequests sends to: {k} takes the fuzzed
-// key, {id} a segment of it. Watch streams are left out: they answer
-// without end.
+// key, {id} a segment of it.
 var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/kv/{k}"},
 	{"PUT", "/v1/kv/{k}"},
@@ -46,6 +45,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"PUT", "/v1/coordination/queue"},
 	{"POST", "/v1/cache/invalidate"},
 	{"GET", "/v1/stats"},
+	{"GET", "/v1/watch"}, // its stream is closed once its head is checked
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -87,6 +87,8 @@ func FuzzRequests(f *testing.F) {
 		{10, "T1", "", `{"value":"x"}`, "", "", ""},
 		{18, "w1", "", `{"ttl":5}`, "", "", ""},
 		{20, "", "", `{"pattern":"tasks/**"}`, "", "", ""},
+		{22, "", "pattern=tasks/*/state&ns=other", "", "", "", "7"},
+		{22, "", "regex=^tasks/T[0-9]+$&last_event_id=3", "", "", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)
@@ -114,7 +116,7 @@ func FuzzRequests(f *testing.F) {
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		for name, value := range map[string]string{"If-Match": ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem} {
+		for name, value := range map[string]string{"If-Match": ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem, "Last-Event-ID": idem} {
 			// Without the whitespace around it, which is not part of a
 			// field's value (RFC 9110 5.5): the server never sees it.
 			if value = strings.Trim(value, " \t"); value != "" {
@@ -133,7 +135,10 @@ func FuzzRequests(f *testing.F) {
 			}
 			t.Fatalf("%s %s: %v", r.method, u, err)
 		}
-		data, _ := io.ReadAll(resp.Body)
+		var data []byte
+		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+			data, _ = io.ReadAll(resp.Body) // a stream has no end
+		}
 		resp.Body.Close()
 		what := fmt.Sprintf("%s %s (body %q) → %d %s", r.method, u, body, resp.StatusCode, data)
 		if resp.StatusCode >= 500 {
