@@ -98,14 +98,10 @@ func fieldsOf(t reflect.Type) map[string]reflect.Type {
 			name = f.Name
 		}
 		ft := f.Type
-		if reflect.PointerTo(ft).Implements(unmarshaler) || ft.Implements(unmarshaler) {
-			m[name] = opaque
-			continue
-		}
 		for ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
 		}
-		if reflect.PointerTo(ft).Implements(unmarshaler) {
+		if reflect.PointerTo(ft).Implements(unmarshaler) { // by value or by pointer
 			ft = opaque
 		}
 		m[name] = ft
