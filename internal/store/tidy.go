@@ -380,20 +380,12 @@ func (s *Store) unlistEmpty(ctx context.Context, index, mirror, cutoff string, b
 		if err != nil || len(stale) == 0 {
 			return removed, err
 		}
-		emptied, err := s.emptyBelow(ctx, stale, below)
+		gone, busy, err := s.splitEmpty(ctx, index, stale, below)
 		if err != nil {
 			return removed, err
 		}
-		if beforeUnlist != nil {
-			beforeUnlist(index)
-		}
-		args := []any{cutoff}
-		for i, m := range stale {
-			if emptied[i] {
-				args = append(args, m)
-			}
-		}
-		kept := len(stale) - (len(args) - 1)
+		args := append([]any{cutoff}, gone...)
+		kept := len(busy)
 		if len(args) > 1 {
 			ks := []string{index}
 			if mirror != "" {
@@ -543,20 +535,9 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks string, b
 		if err != nil || len(due) == 0 {
 			return removed, err
 		}
-		emptied, err := s.emptyBelow(ctx, due, below)
+		gone, busy, err := s.splitEmpty(ctx, index, due, below)
 		if err != nil {
 			return removed, err
-		}
-		if beforeUnlist != nil {
-			beforeUnlist(index)
-		}
-		var gone, busy []any
-		for i, m := range due {
-			if emptied[i] {
-				gone = append(gone, m)
-			} else {
-				busy = append(busy, m)
-			}
 		}
 		ks := []string{index, marks}
 		if mirror != "" {
@@ -576,6 +557,28 @@ func (s *Store) unlistMarked(ctx context.Context, index, mirror, marks string, b
 			return removed, nil
 		}
 	}
+}
+
+// splitEmpty splits members of index into those under which nothing is
+// left (every sorted set below names for it is empty) and the others, in
+// one round trip; then, for tests, it runs beforeUnlist, before the
+// caller's removal of the first.
+func (s *Store) splitEmpty(ctx context.Context, index string, members []string, below []func(member string) string) (gone, busy []any, err error) {
+	emptied, err := s.emptyBelow(ctx, members, below)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, m := range members {
+		if emptied[i] {
+			gone = append(gone, m)
+		} else {
+			busy = append(busy, m)
+		}
+	}
+	if beforeUnlist != nil {
+		beforeUnlist(index)
+	}
+	return gone, busy, nil
 }
 
 // emptyBelow reports, for each member, whether every sorted set that below
