@@ -213,8 +213,9 @@ func IfNoneMatch() PutOption { return putOptionFunc(func(o *putOptions) { o.ifNo
 // is applied once. With Delete, the key remembers its 8 latest deletes
 // that carried one, for 24 hours after the latest, and such a delete sent
 // again succeeds without deleting anything, even if the key was written
-// since (rather than failing with ErrNotFound); with another IfMatch it
-// fails with ErrInvalid.
+// since (rather than failing with ErrNotFound), and one that found no key
+// fails with ErrNotFound again, even if the key was created since (rather
+// than deleting it); with another IfMatch it fails with ErrInvalid.
 func IdempotencyKey(key string) Idempotency { return Idempotency{key: key} }
 
 // Idempotency is an idempotency key, for Put and Delete.

@@ -269,7 +269,7 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 					if p.Status == http.StatusInternalServerError {
 						log.Error("internal error", "method", r.Method, "path", r.URL.Path, "op", i, "err", rr.Err)
 					}
-					results[i] = result{Status: p.Status, Error: &p}
+					results[i] = result{Status: p.Status, Error: &p, Replayed: rr.Replayed}
 				case ops[j].Kind == store.OpDelete:
 					results[i] = result{Status: http.StatusNoContent, Replayed: rr.Replayed}
 				default:

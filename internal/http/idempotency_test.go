@@ -65,6 +65,20 @@ func TestDeleteIdempotencyKey(t *testing.T) {
 		if p := h.must(400, "DELETE", "/v1/kv/jobs/J1/state", "", "Idempotency-Key", "no spaces").json(t); p["code"] != "invalid_argument" {
 			t.Errorf("malformed Idempotency-Key: code %v, want invalid_argument", p["code"])
 		}
+
+		// One that found no key: 404 again, Idempotent-Replayed, though
+		// the key was created since, and the key stays.
+		if r := h.must(404, "DELETE", "/v1/kv/jobs/J2/state", "", "Idempotency-Key", "drop-2"); r.header.Get("Idempotent-Replayed") != "" {
+			t.Errorf("first delete of an absent key marked Idempotent-Replayed")
+		}
+		h.must(200, "PUT", "/v1/kv/jobs/J2/state", `{"value":"created"}`)
+		r := h.must(404, "DELETE", "/v1/kv/jobs/J2/state", "", "Idempotency-Key", "drop-2")
+		if p := r.json(t); r.header.Get("Idempotent-Replayed") != "true" || p["code"] != "not_found" {
+			t.Errorf("the delete of an absent key sent again: %v, headers %v; want not_found, Idempotent-Replayed: true", p, r.header)
+		}
+		if e := h.must(200, "GET", "/v1/kv/jobs/J2/state?consistent=true", "").json(t); e["value"] != "created" {
+			t.Errorf("the key created after the delete: %v", e)
+		}
 	})
 }
 
@@ -146,6 +160,19 @@ func TestBatchIdempotencyKey(t *testing.T) {
 			t.Errorf("atomic deletes sent again: %v; want status 204, replayed", r)
 		}
 		h.must(200, "GET", "/v1/kv/jobs/a", "")
+		// A delete that found no key: 404 again, replayed, in a batch and
+		// in an atomic one, though the key was created since.
+		for _, atomic := range []bool{false, true} {
+			key := "jobs/ghost-" + strconv.FormatBool(atomic)
+			absent := `{"atomic":` + strconv.FormatBool(atomic) + `,"ops":[{"op":"delete","key":"` + key + `"}]}`
+			first := results(h.must(200, "POST", "/v1/batch", absent, "Idempotency-Key", "batch-11"))[0].(map[string]any)
+			h.must(200, "PUT", "/v1/kv/"+key, `{"value":"created"}`)
+			again := results(h.must(200, "POST", "/v1/batch", absent, "Idempotency-Key", "batch-11"))[0].(map[string]any)
+			if first["status"] != float64(404) || first["replayed"] != nil || again["status"] != float64(404) || again["replayed"] != true {
+				t.Errorf("%s: first %v, then %v; want 404, then 404 replayed", absent, first, again)
+			}
+			h.must(200, "GET", "/v1/kv/"+key, "")
+		}
 		getsOnly := `{"atomic":true,"ops":[{"op":"get","key":"jobs/a"}]}`
 		if p := h.must(400, "POST", "/v1/batch", getsOnly, "Idempotency-Key", "batch-10").json(t); p["code"] != "invalid_argument" {
 			t.Errorf("atomic batch of gets only with a key: code %v", p["code"])

@@ -239,12 +239,13 @@ func handleKVDelete(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.
 			return
 		}
 		res, err := st.Delete(r.Context(), ns, key, store.DeleteRequest{IfMatch: ifMatch, IdempotencyKey: idem})
+		if res.Replayed {
+			// A 404 too, when the delete found no key the first time.
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
-		}
-		if res.Replayed {
-			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}

@@ -30,7 +30,7 @@ type deleteOp struct {
 	ts               int64  // the event's timestamp
 
 	run     *redis.Cmd // deleteScript's call, on the per-write path
-	n       int64      // del's reply: 1 deleted (3: and its subtree left empty, on Cluster), 0 absent, -1 If-Match failed, 2 replayed, -2 idempotency mismatch
+	n       int64      // del's reply: 1 deleted (3: and its subtree left empty, on Cluster), 0 absent, -1 If-Match failed, 2 replayed (4: found absent before), -2 idempotency mismatch
 	eventID uint64     // of the delete event, when commitScript published it
 	err     error      // reaching Redis
 }
@@ -166,7 +166,8 @@ func (s *Store) readCommit(cmd *redis.Cmd, writes []scriptWrite) {
 }
 
 // result reads a delete's outcome as an error: nil when it deleted, or
-// when it had been applied before (replayed).
+// when it had been applied before (replayed); ErrNotFound when it found no
+// key, now or (replayed) when it was first sent.
 func (d *deleteOp) result(s *Store) error {
 	if d.run != nil {
 		d.n, d.err = d.run.Int64()
@@ -176,6 +177,9 @@ func (d *deleteOp) result(s *Store) error {
 		return s.wrap("delete", d.key, d.err)
 	case d.n == 0:
 		return fmt.Errorf("%w: %q", ErrNotFound, d.key)
+	case d.n == 4:
+		s.count.replayedDeletes.Add(1)
+		return fmt.Errorf("%w: %q did not exist when this delete was first sent", ErrNotFound, d.key)
 	case d.n == -1:
 		return fmt.Errorf("%w: %q changed", ErrPreconditionFailed, d.key)
 	case d.n == -2:
@@ -189,7 +193,7 @@ func (d *deleteOp) result(s *Store) error {
 
 // replayed reports whether the delete had been applied before under its
 // idempotency key, and was not applied again.
-func (d *deleteOp) replayed() bool { return d.n == 2 }
+func (d *deleteOp) replayed() bool { return d.n == 2 || d.n == 4 }
 
 // emptied reports whether the delete left its subtree index empty, on the
 // per-write path, where no script may take the subtree out of the listing

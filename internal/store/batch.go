@@ -69,7 +69,8 @@ type BatchResult struct {
 	// Replayed is true for a put or delete applied earlier under its
 	// IdempotencyKey: not applied again, and a put's Entry is the key as it
 	// is now; and for every put and delete of an atomic batch applied
-	// earlier under its keys.
+	// earlier under its keys. A replayed delete that found no key when
+	// first sent has ErrNotFound again.
 	Replayed bool
 }
 
@@ -165,8 +166,7 @@ func (s *Store) Batch(ctx context.Context, ops []BatchOp, atomic bool) ([]BatchR
 // keys it wrote or deleted remember it, and the same keys on another
 // batch are told apart whichever op differs (runAtomic). A batch where
 // some puts carry keys and others none is refused; its deletes' keys are
-// each optional, as a delete of a key that does not exist remembers
-// nothing anyway.
+// each optional (the HTTP API keys them all).
 func keyAtomic(items []batchItem) error {
 	h := sha256.New()
 	keyed, unkeyed := 0, -1
@@ -231,7 +231,7 @@ func rememberedAtomic(items []batchItem, index map[string]int, idem []string, de
 		}
 		id, digest, _ := strings.Cut(arg, " ")
 		for _, e := range strings.Split(done, ";") {
-			f := strings.Fields(e) // a put's id digest etag, a delete's id digest
+			f := strings.Fields(e) // a put's id digest etag, a delete's id digest [absent]
 			if len(f) < 2 || f[0] != id {
 				continue
 			}
@@ -240,6 +240,9 @@ func rememberedAtomic(items []batchItem, index map[string]int, idem []string, de
 					ErrInvalidArgument, it.op.IdempotencyKey, it.op.Key)}
 			}
 			replay = true
+			if it.op.Kind == OpDelete && len(f) == 3 && f[2] == "absent" {
+				it.del.n = 4 // answered as when first sent (finishBatch)
+			}
 		}
 	}
 	return replay, nil
@@ -990,6 +993,9 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 			owners = append(owners, it)
 		case OpDelete:
 			if it.replayed {
+				if it.del.n == 4 {
+					it.err = fmt.Errorf("%w: %q did not exist when this batch was first sent", ErrNotFound, op.Key)
+				}
 				continue
 			}
 			if it.err = it.del.result(s); it.err == nil && !published && !it.del.replayed() {
@@ -1028,14 +1034,17 @@ func (s *Store) finishBatch(ctx context.Context, items []batchItem, published bo
 	for i := range items {
 		it := &items[i]
 		out[i].Err = it.err
+		if it.op.Kind == OpDelete {
+			// A replayed delete that found no key when first sent is
+			// answered ErrNotFound again.
+			out[i].Replayed = it.replayed || it.del.replayed()
+		}
 		if it.err != nil {
 			continue
 		}
 		switch it.op.Kind {
 		case OpGet:
 			out[i].Entry = it.entry
-		case OpDelete:
-			out[i].Replayed = it.replayed || it.del.replayed()
 		case OpPut:
 			out[i].Entry, out[i].Replayed = it.w.res.Entry, it.w.res.Replayed
 			if len(it.w.res.Siblings) > s.cfg.SiblingCap {

@@ -392,3 +392,88 @@ func TestIdempotentDeletes(t *testing.T) {
 		}
 	})
 }
+
+// A keyed delete that found no key is remembered as such: sent again, it
+// is ErrNotFound again, Replayed, and deletes nothing, even after the key
+// was created; alone, in a batch, and in an atomic batch, through the
+// group committer's script and through the per-key one (Cluster's).
+func TestIdempotentDeletesOfAbsentKeys(t *testing.T) {
+	for _, perKey := range []bool{false, true} {
+		t.Run(fmt.Sprintf("per-key-scripts=%v", perKey), func(t *testing.T) {
+			redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+				s := newStore(t, b, store.Config{PerKeyScripts: perKey})
+				ctx := context.Background()
+				mustPut(t, s, "ghost/other", "w1", `0`, nil) // numbers the events
+				created := map[string]string{}               // key → etag of its write after the first delete
+				create := func(key string) {
+					created[key] = mustPut(t, s, key, "w2", `"created since"`, nil).Entry.ETag
+				}
+				del := func(key, idem, ifMatch string) (store.DeleteResult, error) {
+					return s.Delete(ctx, ns, key, store.DeleteRequest{IfMatch: ifMatch, IdempotencyKey: idem})
+				}
+				delOp := func(key, idem string) store.BatchOp {
+					return store.BatchOp{Kind: store.OpDelete, Namespace: ns, Key: key, PutRequest: store.PutRequest{IdempotencyKey: idem}}
+				}
+
+				if res, err := del("ghost/k", "g-1", ""); !errors.Is(err, store.ErrNotFound) || res.Replayed {
+					t.Fatalf("first delete of an absent key: %+v, %v; want ErrNotFound", res, err)
+				}
+				create("ghost/k")
+
+				// A non-atomic batch's delete, and an atomic batch whose
+				// only delete finds nothing and whose other deletes.
+				plain := []store.BatchOp{delOp("ghost/b", "gb.0")}
+				atomicOne := []store.BatchOp{delOp("ghost/a1", "ga.0")}
+				mustPut(t, s, "ghost/a3", "w1", `3`, nil)
+				atomicTwo := []store.BatchOp{delOp("ghost/a2", "gt.0"), delOp("ghost/a3", "gt.1")}
+				for _, c := range []struct {
+					ops    []store.BatchOp
+					atomic bool
+					found  []bool
+				}{{plain, false, []bool{false}}, {atomicOne, true, []bool{false}}, {atomicTwo, true, []bool{false, true}}} {
+					out, err := s.Batch(ctx, c.ops, c.atomic)
+					if err != nil {
+						t.Fatalf("batch %v: %v", c.ops, err)
+					}
+					for i, r := range out {
+						if r.Replayed || errors.Is(r.Err, store.ErrNotFound) == c.found[i] || c.found[i] && r.Err != nil {
+							t.Errorf("batch, first: delete of %s = replayed %v, %v; want found %v", c.ops[i].Key, r.Replayed, r.Err, c.found[i])
+						}
+						create(c.ops[i].Key)
+					}
+				}
+				events := eventsLogged(t, b)
+
+				if res, err := del("ghost/k", "g-1", ""); !errors.Is(err, store.ErrNotFound) || !res.Replayed {
+					t.Errorf("the delete again after the key was created: %+v, %v; want ErrNotFound, Replayed", res, err)
+				}
+				if _, err := del("ghost/k", "g-1", "*"); !errors.Is(err, store.ErrInvalidArgument) {
+					t.Errorf("its idempotency key with another If-Match: %v, want ErrInvalidArgument", err)
+				}
+				for _, c := range []struct {
+					ops    []store.BatchOp
+					atomic bool
+					found  []bool
+				}{{plain, false, []bool{false}}, {atomicOne, true, []bool{false}}, {atomicTwo, true, []bool{false, true}}} {
+					out, err := s.Batch(ctx, c.ops, c.atomic)
+					if err != nil {
+						t.Fatalf("batch %v sent again: %v", c.ops, err)
+					}
+					for i, r := range out {
+						if !r.Replayed || errors.Is(r.Err, store.ErrNotFound) == c.found[i] || c.found[i] && r.Err != nil {
+							t.Errorf("batch sent again: delete of %s = replayed %v, %v; want replayed, found %v", c.ops[i].Key, r.Replayed, r.Err, c.found[i])
+						}
+					}
+				}
+				for key, etag := range created {
+					if e, err := s.Get(ctx, ns, key, store.GetOptions{Consistent: true}); err != nil || e.ETag != etag {
+						t.Errorf("%s after the deletes were sent again = %s, %v; want the write since, %s", key, e.ETag, err, etag)
+					}
+				}
+				if got := eventsLogged(t, b); got != events {
+					t.Errorf("events logged by the deletes sent again = %d, want 0", got-events)
+				}
+			})
+		})
+	}
+}

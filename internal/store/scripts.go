@@ -22,7 +22,8 @@ import "github.com/redis/go-redis/v9"
 //	                                    (earlier versions stored the whole envelope,
 //	                                    {"version":{…},"timestamp":…}; both are read)
 //	ms:{ns/a/b}/c#deleted string  after deletes of the key with an idempotency
-//	                          key: "id digest;…" (deleteIdempotencyArg), the
+//	                          key: "id digest;…" (deleteIdempotencyArg; "id
+//	                          digest absent" when it found no key), the
 //	                          IdempotencyKeep latest first, for
 //	                          DeleteIdempotencyKeep after the latest
 //	ms:{ns/a/b}#keys   zset   the subtree's keys (member: key, score: expiry ms or +inf);
@@ -121,10 +122,12 @@ end
 // put's, the idempotency argument after a newline too; a delete with one
 // adds it to kd.."#deleted" (keys.Aux's "deleted"): "id digest;…", the
 // IdempotencyKeep latest such deletes of the key, latest first, kept for
-// DeleteIdempotencyKeep after the latest. It returns
+// DeleteIdempotencyKeep after the latest; "id digest absent" for one
+// that found no key. It returns
 // 1 when deleted, 0 when the key did not exist, -1 when If-Match did not
 // match (nothing changed), 2 when that key remembers the delete's
-// idempotency argument (applied before: nothing changed), -2 when it
+// idempotency argument (applied before: nothing changed), 4 when it
+// remembers it as a delete that found no key (nothing changed), -2 when it
 // remembers its idempotency key for another request (nothing changed).
 //
 // The script that includes writeLib defines ownParents first: true where
@@ -427,13 +430,19 @@ local function del(kd, ki, key, ifm, ns)
     local id, digest = string.match(idem, "^(%S+) (%S+)$")
     local at = done and string.find(";" .. done, ";" .. id .. " ", 1, true)
     if at then
-      if string.match(done, "^%S+ ([^;]+)", at) == digest then return 2 end
-      return -2
+      -- "id digest", or "id digest absent" for a delete that found nothing
+      local d, outcome = string.match(done, "^%S+ ([^;%s]+)([^;]*)", at)
+      if d ~= digest then return -2 end
+      if outcome == " absent" then return 4 end
+      return 2
     end
   end
   local etag = redis.call("HGET", kd, "etag")
   if not etag then
     redis.call("ZREM", ki, key)
+    -- Answered 404, and so it is again when sent again, even after the
+    -- key was created meanwhile.
+    if idem then redis.call("SET", kr, remember(done, idem .. " absent"), "PX", 86400000) end -- DeleteIdempotencyKeep
     return 0
   end
   if ifm ~= "" and ifm ~= "*" and etag ~= ifm then return -1 end

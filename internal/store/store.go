@@ -542,7 +542,9 @@ type DeleteRequest struct {
 	// key remembers the IdempotencyKeep latest deletes of it that carried
 	// one, each with a digest of its IfMatch, for DeleteIdempotencyKeep
 	// after the latest, and such a delete sent again is not applied again
-	// (DeleteResult.Replayed), even if the key was written since. The same
+	// (DeleteResult.Replayed), even if the key was written since; one that
+	// found no key is answered ErrNotFound again, even if the key was
+	// created since. The same
 	// idempotency key with another IfMatch is ErrInvalidArgument. 1-128
 	// characters of [A-Za-z0-9._:@-].
 	IdempotencyKey string
@@ -559,7 +561,8 @@ func checkDelete(req DeleteRequest) error {
 // DeleteResult is what a delete did.
 type DeleteResult struct {
 	// Replayed: the delete had been applied before under its
-	// IdempotencyKey; nothing changed, and no event was sent.
+	// IdempotencyKey; nothing changed, and no event was sent. Delete's
+	// error is then ErrNotFound when the key was absent the first time.
 	Replayed bool
 }
 
