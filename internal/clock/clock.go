@@ -234,8 +234,9 @@ func (v Vector) AppendJSON(b []byte) ([]byte, error) {
 // rejecting invalid ids, fractions, negatives and values above 2^53 (the
 // largest integer every JSON client can hold exactly). Of several bad
 // entries, the error names the first in the text, so that the same input
-// always gets the same error. Of a writer named twice, the last counter
-// counts, as encoding/json's would.
+// always gets the same error. A writer named twice is refused too: which
+// of its counters was meant is not said (encoding/json would keep the
+// last).
 func (v *Vector) UnmarshalJSON(data []byte) error {
 	// RawMessage, not json.Number: json.Number also accepts a quoted "1".
 	var raw map[string]json.RawMessage
@@ -245,21 +246,8 @@ func (v *Vector) UnmarshalJSON(data []byte) error {
 	if raw == nil {
 		return fmt.Errorf("%w: not an object", ErrInvalid)
 	}
-	// The entries in their order: data is a valid object by now, so the
-	// decoder meets no error.
-	dec := json.NewDecoder(bytes.NewReader(data))
-	_, _ = dec.Token() // {
-	for dec.More() {
-		tok, _ := dec.Token()
-		id, _ := tok.(string)
-		var num json.RawMessage
-		_ = dec.Decode(&num)
-		if !ValidID(id) {
-			return fmt.Errorf("%w: bad writer id %q", ErrInvalid, id)
-		}
-		if n, err := strconv.ParseUint(string(num), 10, 64); err != nil || n > MaxCounter {
-			return fmt.Errorf("%w: counter for %q must be an integer in [0, 2^53]", ErrInvalid, id)
-		}
+	if err := checkEntries(data, len(raw)); err != nil {
+		return err
 	}
 	out := make(Vector, len(raw))
 	for id, num := range raw {
@@ -269,6 +257,47 @@ func (v *Vector) UnmarshalJSON(data []byte) error {
 	}
 	*v = out
 	return nil
+}
+
+// checkEntries checks the entries of data, a valid JSON object of
+// distinct names, in their order (the decoder meets no error),
+// and returns the first bad one's error: a bad writer id, a bad counter,
+// or a writer named a second time. Only when data has more entries than
+// distinct is some writer named twice, and are the ids met kept, in a
+// second pass, to find where.
+func checkEntries(data []byte, distinct int) error {
+	var first error
+	var named map[string]bool
+	for pass := 1; ; pass++ {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		_, _ = dec.Token() // {
+		entries := 0
+		for dec.More() && (first == nil || pass == 1) {
+			tok, _ := dec.Token()
+			id, _ := tok.(string)
+			var num json.RawMessage
+			_ = dec.Decode(&num)
+			entries++
+			var err error
+			switch n, perr := strconv.ParseUint(string(num), 10, 64); {
+			case !ValidID(id):
+				err = fmt.Errorf("%w: bad writer id %q", ErrInvalid, id)
+			case perr != nil || n > MaxCounter:
+				err = fmt.Errorf("%w: counter for %q must be an integer in [0, 2^53]", ErrInvalid, id)
+			case named[id]:
+				err = fmt.Errorf("%w: writer %q named twice", ErrInvalid, id)
+			case named != nil:
+				named[id] = true
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		if pass == 2 || entries == distinct {
+			return first
+		}
+		first, named = nil, make(map[string]bool, distinct)
+	}
 }
 
 // MaxCounter is the largest counter a clock may hold: 2^53, beyond which

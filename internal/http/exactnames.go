@@ -1,6 +1,7 @@
 package http
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -11,12 +12,14 @@ import (
 
 // exactNames checks that every member name of body, a JSON object that
 // encoding/json has decoded into a value of type t, names a field of t as
-// its tag spells it. encoding/json also takes "TTL_MS" for ttl_ms, where
-// the API's names are exact (api/openapi.yaml refuses other members) and
-// so are the hand scanners'. It looks into the members whose field is a
-// struct, or a slice of structs, and skips every other value unread: a
-// value's own members (a put's "value") are the client's. body being
-// valid JSON, the scan needs no error handling of its own.
+// its tag spells it, once. encoding/json also takes "TTL_MS" for ttl_ms,
+// where the API's names are exact (api/openapi.yaml refuses other members)
+// and so are the hand scanners'; and of a name given twice it keeps the
+// last, where a client that sent two means one of them, and which is not
+// said. It looks into the members whose field is a struct, or a slice of
+// structs, and skips every other value unread: a value's own members (a
+// put's "value") are the client's. body being valid JSON, the scan needs
+// no error handling of its own.
 func exactNames(body []byte, t reflect.Type) error {
 	_, err := checkObject(body, skipSpace(body, 0), t)
 	return err
@@ -29,17 +32,27 @@ func checkObject(b []byte, i int, t reflect.Type) (int, error) {
 		return valueEnd(b, i), nil // null
 	}
 	fields := fieldsOf(t)
+	var names [8][]byte
+	seen := names[:0] // the names met so far, unescaped: a struct has a few fields
 	i = skipSpace(b, i+1)
 	for b[i] != '}' {
 		end := stringEnd(b, i)
-		ft, ok := fields[string(b[i+1:end-1])] // no copy made to look up
+		name := b[i+1 : end-1]
+		ft, ok := fields[string(name)] // no copy made to look up
 		if !ok {
-			var name string // escapes undone
-			_ = json.Unmarshal(b[i:end], &name)
-			if ft, ok = fields[name]; !ok {
-				return 0, fmt.Errorf("json: unknown field %q", name)
+			var unescaped string
+			_ = json.Unmarshal(b[i:end], &unescaped)
+			if ft, ok = fields[unescaped]; !ok {
+				return 0, fmt.Errorf("json: unknown field %q", unescaped)
+			}
+			name = []byte(unescaped)
+		}
+		for _, n := range seen {
+			if bytes.Equal(n, name) {
+				return 0, fmt.Errorf("json: duplicate field %q", name)
 			}
 		}
+		seen = append(seen, name)
 		i = skipSpace(b, skipSpace(b, end)+1) // past the ':'
 		var err error
 		switch {

@@ -275,6 +275,7 @@ func TestLockBadInput(t *testing.T) {
 		{"wait_ms above the maximum", "POST", "/v1/locks/bad", `{"ttl_ms":1000,"wait_ms":60001}`, nil, "invalid_argument"},
 		{"owner too long", "POST", "/v1/locks/bad", `{"ttl_ms":1000,"owner":"` + strings.Repeat("o", 257) + `"}`, nil, "invalid_argument"},
 		{"unknown field", "POST", "/v1/locks/bad", `{"ttl_ms":1000,"ttl":1}`, nil, "invalid_json"},
+		{"a field twice", "POST", "/v1/locks/bad", `{"ttl_ms":1000,"ttl_ms":60000}`, nil, "invalid_json"},
 		{"no body", "POST", "/v1/locks/bad", ``, nil, "invalid_json"},
 		{"bad character in the name", "POST", "/v1/locks/a%20b", `{"ttl_ms":1000}`, nil, "invalid_key"},
 		{"empty segment in the name", "POST", "/v1/locks/a//b", `{"ttl_ms":1000}`, nil, "invalid_key"},

@@ -92,8 +92,8 @@ func scanPutBody(body []byte, maxDepth int, req *putBody) bool {
 // fieldSet records which fields of an object a scan has met.
 type fieldSet int
 
-// first records bit and reports whether it is the first time: encoding/json
-// keeps the last of duplicate names, which a scan leaves to it.
+// first records bit and reports whether it is the first time: a name
+// given twice, which decode refuses (exactNames), a scan leaves to it.
 func (s *fieldSet) first(bit int) bool {
 	if *s&fieldSet(bit) != 0 {
 		return false
