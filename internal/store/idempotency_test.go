@@ -420,28 +420,38 @@ func TestIdempotentDeletesOfAbsentKeys(t *testing.T) {
 				}
 				create("ghost/k")
 
-				// A non-atomic batch's delete, and an atomic batch whose
-				// only delete finds nothing and whose other deletes.
-				plain := []store.BatchOp{delOp("ghost/b", "gb.0")}
-				atomicOne := []store.BatchOp{delOp("ghost/a1", "ga.0")}
+				// A non-atomic batch's delete, an atomic batch whose only
+				// delete finds nothing, and one whose other delete finds its
+				// key. Each is sent, its keys are created, and it is sent
+				// again (replayed).
 				mustPut(t, s, "ghost/a3", "w1", `3`, nil)
-				atomicTwo := []store.BatchOp{delOp("ghost/a2", "gt.0"), delOp("ghost/a3", "gt.1")}
-				for _, c := range []struct {
+				batches := []struct {
 					ops    []store.BatchOp
 					atomic bool
 					found  []bool
-				}{{plain, false, []bool{false}}, {atomicOne, true, []bool{false}}, {atomicTwo, true, []bool{false, true}}} {
-					out, err := s.Batch(ctx, c.ops, c.atomic)
-					if err != nil {
-						t.Fatalf("batch %v: %v", c.ops, err)
-					}
-					for i, r := range out {
-						if r.Replayed || errors.Is(r.Err, store.ErrNotFound) == c.found[i] || c.found[i] && r.Err != nil {
-							t.Errorf("batch, first: delete of %s = replayed %v, %v; want found %v", c.ops[i].Key, r.Replayed, r.Err, c.found[i])
+				}{
+					{[]store.BatchOp{delOp("ghost/b", "gb.0")}, false, []bool{false}},
+					{[]store.BatchOp{delOp("ghost/a1", "ga.0")}, true, []bool{false}},
+					{[]store.BatchOp{delOp("ghost/a2", "gt.0"), delOp("ghost/a3", "gt.1")}, true, []bool{false, true}},
+				}
+				sendBatches := func(replayed bool) {
+					t.Helper()
+					for _, c := range batches {
+						out, err := s.Batch(ctx, c.ops, c.atomic)
+						if err != nil {
+							t.Fatalf("batch %v (replayed %v): %v", c.ops, replayed, err)
 						}
-						create(c.ops[i].Key)
+						for i, r := range out {
+							if r.Replayed != replayed || errors.Is(r.Err, store.ErrNotFound) == c.found[i] || c.found[i] && r.Err != nil {
+								t.Errorf("batch: delete of %s = replayed %v, %v; want replayed %v, found %v", c.ops[i].Key, r.Replayed, r.Err, replayed, c.found[i])
+							}
+							if !replayed {
+								create(c.ops[i].Key)
+							}
+						}
 					}
 				}
+				sendBatches(false)
 				events := eventsLogged(t, b)
 
 				if res, err := del("ghost/k", "g-1", ""); !errors.Is(err, store.ErrNotFound) || !res.Replayed {
@@ -450,21 +460,7 @@ func TestIdempotentDeletesOfAbsentKeys(t *testing.T) {
 				if _, err := del("ghost/k", "g-1", "*"); !errors.Is(err, store.ErrInvalidArgument) {
 					t.Errorf("its idempotency key with another If-Match: %v, want ErrInvalidArgument", err)
 				}
-				for _, c := range []struct {
-					ops    []store.BatchOp
-					atomic bool
-					found  []bool
-				}{{plain, false, []bool{false}}, {atomicOne, true, []bool{false}}, {atomicTwo, true, []bool{false, true}}} {
-					out, err := s.Batch(ctx, c.ops, c.atomic)
-					if err != nil {
-						t.Fatalf("batch %v sent again: %v", c.ops, err)
-					}
-					for i, r := range out {
-						if !r.Replayed || errors.Is(r.Err, store.ErrNotFound) == c.found[i] || c.found[i] && r.Err != nil {
-							t.Errorf("batch sent again: delete of %s = replayed %v, %v; want replayed, found %v", c.ops[i].Key, r.Replayed, r.Err, c.found[i])
-						}
-					}
-				}
+				sendBatches(true)
 				for key, etag := range created {
 					if e, err := s.Get(ctx, ns, key, store.GetOptions{Consistent: true}); err != nil || e.ETag != etag {
 						t.Errorf("%s after the deletes were sent again = %s, %v; want the write since, %s", key, e.ETag, err, etag)
