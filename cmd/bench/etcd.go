@@ -25,6 +25,10 @@ import (
 // errNoEtcd is returned by startEtcd when there is no etcd to start.
 var errNoEtcd = errors.New("etcd: not installed, skipped")
 
+// etcdMissingNote is the report's note when etcd's arms were dropped for
+// want of etcd (rather than left out by -only).
+var etcdMissingNote = errNoEtcd.Error() + " (Debian: apt-get install etcd-server)"
+
 // startEtcd starts etcd on free loopback ports with a data directory in dir
 // and waits until its gateway answers.
 func startEtcd(dir string) (*proc, string, error) {

@@ -162,7 +162,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if slices.ContainsFunc(selected, func(a *arm) bool { return a.needs == "etcd" }) {
 		if _, err := exec.LookPath("etcd"); err != nil {
 			fmt.Fprintln(stderr, errNoEtcd)
-			notes = append(notes, errNoEtcd.Error()+" (Debian: apt-get install etcd-server)")
+			notes = append(notes, etcdMissingNote)
 			selected = slices.DeleteFunc(selected, func(a *arm) bool { return a.needs == "etcd" })
 		}
 	}

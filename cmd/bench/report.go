@@ -177,8 +177,11 @@ func report(w io.Writer, in reportInput) {
 		}
 		if base == "" {
 			why := strings.Join(c.bases, " or ") + " not measured on the same generator"
-			if armByName(c.bases[0]).needs == "etcd" && !in.etcd {
+			switch {
+			case armByName(c.bases[0]).needs == "etcd" && slices.Contains(in.notes, etcdMissingNote):
 				why = "etcd not installed"
+			case !slices.ContainsFunc(c.bases, func(b string) bool { _, ok := in.samples[b]; return ok }):
+				why = strings.Join(c.bases, " or ") + " not measured (-only)"
 			}
 			fmt.Fprintf(tw, "%s\t—\t\t\t\tskipped\t%s: %s\n", c.arm, c.what, why)
 			continue
