@@ -107,6 +107,7 @@ type WatchOption func(*watchOptions)
 
 type watchOptions struct {
 	regex   string
+	types   []string
 	from    uint64
 	onError func(error)
 	idle    time.Duration
@@ -116,6 +117,14 @@ type watchOptions struct {
 // (unanchored) over the key, instead of a glob: pass "" as Watch's
 // pattern.
 func Regex(expr string) WatchOption { return func(o *watchOptions) { o.regex = expr } }
+
+// Types watches only the kinds of change named: EventPut, EventDelete,
+// EventExpire (a supervisor that waits for workers' heartbeats to expire
+// need not hear every heartbeat). Defaults to every kind. Resets come
+// whatever the types; event ids still count every change, so they skip.
+func Types(kinds ...string) WatchOption {
+	return func(o *watchOptions) { o.types = append([]string(nil), kinds...) }
+}
 
 // FromEventID starts the watch after event id (an Event.ID seen before):
 // every matching event since is replayed first, as long as the server's
@@ -159,7 +168,7 @@ type Watch struct {
 //
 // Watch returns once the server has accepted the subscription, so every
 // change made after it returns is delivered. It fails if that first
-// attempt fails: ErrInvalid for a bad pattern or regex, ErrUnavailable when
+// attempt fails: ErrInvalid for a bad pattern, regex or type, ErrUnavailable when
 // the server cannot serve it, or the transport's error.
 //
 // From then on it keeps the subscription up until ctx ends or Close is
@@ -191,6 +200,9 @@ func (c *Client) Watch(ctx context.Context, pattern string, opts ...WatchOption)
 	}
 	if o.regex != "" {
 		q.Set("regex", o.regex)
+	}
+	if len(o.types) > 0 {
+		q.Set("types", strings.Join(o.types, ","))
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watch{c: c, query: q, opts: o, events: make(chan Event), cancel: cancel,

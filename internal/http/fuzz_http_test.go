@@ -89,6 +89,7 @@ func FuzzRequests(f *testing.F) {
 		{20, "", "", `{"pattern":"tasks/**"}`, "", "", ""},
 		{22, "", "pattern=tasks/*/state&ns=other", "", "", "", "7"},
 		{22, "", "regex=^tasks/T[0-9]+$&last_event_id=3", "", "", "", ""},
+		{22, "", "pattern=workers/*/heartbeat&types=expire,delete", "", "", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)

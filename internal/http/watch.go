@@ -85,7 +85,8 @@ const sseFlushEvery = 20 * time.Millisecond
 var errNotConfigured = fmt.Errorf("%w: not configured on this instance", store.ErrUnavailable)
 
 // handleWatch streams the changes to the keys matching ?pattern= (a glob;
-// every key by default) or ?regex= as Server-Sent Events:
+// every key by default) or ?regex=, of the kinds ?types= names (every kind
+// by default), as Server-Sent Events:
 //
 //	id: 42
 //	event: put
@@ -259,10 +260,17 @@ const sseRoundMax = 16 << 10
 // left to the garbage collector rather than kept for everyone.
 const maxPooledSSEBuffer = 64 << 10
 
-// watchFilter reads ?pattern= or ?regex=.
+// watchFilter reads ?pattern= or ?regex=, and ?types=.
 func watchFilter(r *http.Request, ns string) (watch.Filter, error) {
 	q := r.URL.Query()
 	f := watch.Filter{Namespace: ns}
+	if types := q.Get("types"); types != "" {
+		ts, ok := watch.TypesOf(strings.Split(types, ",")...)
+		if !ok {
+			return f, fmt.Errorf("%w: types must be a comma-separated list of put, delete and expire, not %q", errInvalidArgument, types)
+		}
+		f.Types = ts
+	}
 	pattern, expr := q.Get("pattern"), q.Get("regex")
 	switch {
 	case pattern != "" && expr != "":

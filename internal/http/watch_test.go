@@ -200,6 +200,46 @@ func TestWatchStreamsMatchingChanges(t *testing.T) {
 	})
 }
 
+// ?types= streams those kinds of change alone, live and resumed; the ids
+// skip the others.
+func TestWatchStreamsTheTypesAsked(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{})
+	gone := h.watch("/v1/watch?pattern=workers/*/status&types=delete,expire")
+	puts := h.watch("/v1/watch?pattern=workers/*/status&types=put")
+	h.must(200, "PUT", "/v1/workers/w1/status", `{"value":"idle"}`)
+	h.must(200, "PUT", "/v1/workers/w2/status", `{"value":"busy"}`)
+	h.must(204, "DELETE", "/v1/kv/workers/w1/status", "")
+	h.must(200, "PUT", "/v1/workers/w3/status", `{"value":"idle"}`)
+	h.must(204, "DELETE", "/v1/kv/workers/w3/status", "")
+
+	first := puts.nextChange()
+	for i, want := range []struct {
+		s       *stream
+		typ     string
+		key     string
+		afterBy uint64 // its id after first's
+	}{
+		{puts, "put", "workers/w2/status", 1},
+		{puts, "put", "workers/w3/status", 3},
+		{gone, "delete", "workers/w1/status", 2},
+		{gone, "delete", "workers/w3/status", 4},
+	} {
+		if c := want.s.nextChange(); c.Type != want.typ || c.Key != want.key || c.ID != first.ID+want.afterBy {
+			t.Errorf("event %d: %+v, want %s of %s, id %d", i, c, want.typ, want.key, first.ID+want.afterBy)
+		}
+	}
+	if first.Key != "workers/w1/status" {
+		t.Errorf("first put: %+v", first)
+	}
+	resumed := h.watch("/v1/watch?pattern=workers/**&types=delete", "Last-Event-ID", strconv.FormatUint(first.ID, 10))
+	if c := resumed.nextChange(); c.Type != "delete" || c.ID != first.ID+2 {
+		t.Errorf("resumed: %+v, want the delete of id %d", c, first.ID+2)
+	}
+	if c := resumed.nextChange(); c.Type != "delete" || c.ID != first.ID+4 {
+		t.Errorf("resumed: %+v, want the delete of id %d", c, first.ID+4)
+	}
+}
+
 func TestWatchResumesWithLastEventID(t *testing.T) {
 	h := newServerHarness(t, testserver.Options{})
 	s := h.watch("/v1/watch?pattern=tasks/**")
@@ -258,6 +298,9 @@ func TestWatchRejectsBadInput(t *testing.T) {
 		{"/v1/watch?regex=a&pattern=b", "", "invalid_argument"},
 		{"/v1/watch?regex=" + strings.Repeat("a", 1025), "", "invalid_argument"},
 		{"/v1/watch?last_event_id=x", "", "invalid_argument"},
+		{"/v1/watch?types=put,touch", "", "invalid_argument"},
+		{"/v1/watch?types=put,", "", "invalid_argument"},
+		{"/v1/watch?types=PUT", "", "invalid_argument"},
 		{"/v1/watch", "soon", "invalid_argument"},
 		{"/v1/watch?ns=a/b", "", "invalid_key"},
 	} {

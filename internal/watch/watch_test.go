@@ -733,3 +733,80 @@ func TestLargestBatchesReachAWatcherWithTheDefaultBuffer(t *testing.T) {
 		assertNothingMore(t, w)
 	})
 }
+
+// A filter's Types let through only those kinds of change, live and when
+// resuming from the log; watchers that differ only in Types do not share
+// a group's events.
+func TestTypesFilterLiveAndOnResume(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		r := newRig(t, b, rigOptions{buffer: 1 << 10})
+		ctx := context.Background()
+		gone, _ := watch.TypesOf(store.EventDelete, store.EventExpire)
+		puts, _ := watch.TypesOf(store.EventPut)
+		if _, ok := watch.TypesOf(store.EventPut, store.EventInvalidate); ok {
+			t.Errorf("TypesOf took a control event's type for a kind of change")
+		}
+		pattern := mustGlob(t, "workers/*/heartbeat")
+		filters := map[string]watch.Filter{
+			"every kind":        {Namespace: "ns", Pattern: pattern},
+			"deletes, expiries": {Namespace: "ns", Pattern: pattern, Types: gone},
+			"puts":              {Namespace: "ns", Pattern: pattern, Types: puts},
+			"expiries anywhere": {Types: gone &^ typesOf(t, store.EventDelete)},
+		}
+		live := map[string]*watch.Watcher{}
+		for name, f := range filters {
+			live[name] = mustWatch(t, r.hub, f, 0)
+		}
+		first := r.put("ns", "workers/w0/heartbeat", 0)
+		for i := range 6 {
+			key := fmt.Sprintf("workers/w%d/heartbeat", i%3)
+			switch i % 3 {
+			case 0, 1:
+				r.put("ns", key, i)
+			default:
+				if _, err := r.st.Delete(ctx, "ns", key, store.DeleteRequest{}); err != nil && !errors.Is(err, store.ErrNotFound) {
+					t.Fatal(err)
+				}
+			}
+			// An expiry, as the sweeper announces one.
+			if err := r.st.Publish(ctx, &store.Event{Type: store.EventExpire, Namespace: "ns", Key: key, Timestamp: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		last := r.waitDelivered()
+		evs, _, _, _ := r.rec.snapshot()
+		for name, f := range filters {
+			var want []uint64 // after first: what a watcher resumed after it gets
+			for _, ev := range evs {
+				if ev.ID > first && f.Match(ev) {
+					want = append(want, ev.ID)
+				}
+			}
+			if len(want) == 0 || len(want) == int(last-first) && f.Types != 0 {
+				t.Fatalf("%s: %d of %d events match: the test needs some but not all", name, len(want), last-first)
+			}
+			wantLive := want
+			if i := slices.IndexFunc(evs, func(ev store.Event) bool { return ev.ID == first }); f.Match(evs[i]) {
+				wantLive = append([]uint64{first}, want...)
+			}
+			if got := ids(collect(t, live[name], len(wantLive))); !slices.Equal(got, wantLive) {
+				t.Errorf("%s, live: got ids %v, want %v", name, got, wantLive)
+			}
+			assertNothingMore(t, live[name])
+			resumed := mustWatch(t, r.hub, f, first)
+			if got := ids(collect(t, resumed, len(want))); !slices.Equal(got, want) {
+				t.Errorf("%s, resumed after %d: got ids %v, want %v", name, first, got, want)
+			}
+			assertNothingMore(t, resumed)
+		}
+	})
+}
+
+func typesOf(t *testing.T, kinds ...string) watch.Types {
+	t.Helper()
+	ts, ok := watch.TypesOf(kinds...)
+	if !ok {
+		t.Fatalf("TypesOf(%v) refused", kinds)
+	}
+	return ts
+}

@@ -20,11 +20,48 @@ type Filter struct {
 	Pattern *glob.Pattern
 	// Regexp, when set, must match the key (unanchored, as with ?regex=).
 	Regexp *regexp.Regexp
+	// Types, when not zero, are the kinds of change received: a watcher
+	// of expiries alone need not hear every heartbeat's put.
+	Types Types
+}
+
+// Types is a set of kinds of change (store.EventPut, EventDelete,
+// EventExpire), made by TypesOf.
+type Types uint8
+
+// TypesOf returns the set of the kinds named, and false if one of them is
+// no kind of change.
+func TypesOf(kinds ...string) (Types, bool) {
+	var ts Types
+	for _, k := range kinds {
+		t := typeBit(k)
+		if t == 0 {
+			return 0, false
+		}
+		ts |= t
+	}
+	return ts, true
+}
+
+// typeBit is the kind's member of Types; 0 for what is no change.
+func typeBit(kind string) Types {
+	switch kind {
+	case store.EventPut:
+		return 1
+	case store.EventDelete:
+		return 2
+	case store.EventExpire:
+		return 4
+	}
+	return 0
 }
 
 // Match reports whether ev passes the filter.
 func (f Filter) Match(ev store.Event) bool {
 	if !isChange(ev.Type) || (f.Namespace != "" && ev.Namespace != f.Namespace) {
+		return false
+	}
+	if f.Types != 0 && f.Types&typeBit(ev.Type) == 0 {
 		return false
 	}
 	if f.Pattern != nil && !f.Pattern.Match(ev.Key) {
@@ -39,10 +76,11 @@ type filterKey struct {
 	namespace         string
 	pattern, regexp   string
 	hasPattern, hasRE bool
+	types             Types
 }
 
 func (f Filter) key() filterKey {
-	k := filterKey{namespace: f.Namespace}
+	k := filterKey{namespace: f.Namespace, types: f.Types}
 	if f.Pattern != nil {
 		k.pattern, k.hasPattern = f.Pattern.String(), true
 	}
