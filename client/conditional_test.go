@@ -192,3 +192,39 @@ func TestPutAsyncIdempotentAgainstServer(t *testing.T) {
 		t.Errorf("after the flush: %+v, %v; want w1: 1", e, err)
 	}
 }
+
+// WaitForChange against a server: Get waits for a key to be created,
+// GetIfChanged for it to change, and each gives up after its wait.
+func TestWaitForChangeAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	writeSoon := func(value string) {
+		go func() {
+			// Once the read waits (its watcher is open), or after 5 s.
+			for deadline := time.Now().Add(5 * time.Second); srv.Hub.Stats().Watchers == 0 && time.Now().Before(deadline); {
+				time.Sleep(2 * time.Millisecond)
+			}
+			if _, err := c.Put(ctx, "jobs/J1/result", value); err != nil {
+				t.Errorf("put: %v", err)
+			}
+		}()
+	}
+	writeSoon("first")
+	e, err := c.Get(ctx, "jobs/J1/result", client.WaitForChange(30*time.Second))
+	var v string
+	if err != nil || e.Decode(&v) != nil || v != "first" {
+		t.Fatalf("Get waiting for the key: %+v, %v; want the value written meanwhile", e, err)
+	}
+	writeSoon("second")
+	changed, ok, err := c.GetIfChanged(ctx, "jobs/J1/result", e.ETag, client.WaitForChange(30*time.Second))
+	if err != nil || !ok || changed.Decode(&v) != nil || v != "second" {
+		t.Fatalf("GetIfChanged waiting for a change: %+v, %v, %v; want the value written meanwhile", changed, ok, err)
+	}
+	if _, ok, err := c.GetIfChanged(ctx, "jobs/J1/result", changed.ETag, client.WaitForChange(50*time.Millisecond)); ok || err != nil {
+		t.Errorf("GetIfChanged with nothing changing: %v, %v; want not changed after the wait", ok, err)
+	}
+	if _, err := c.Get(ctx, "jobs/J2/result", client.WaitForChange(50*time.Millisecond)); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("Get of a key nobody writes: %v, want ErrNotFound after the wait", err)
+	}
+}

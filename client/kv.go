@@ -156,6 +156,18 @@ func WithSiblings() GetOption { return func(q url.Values) { q.Set("siblings", "t
 // Consistent bypasses the server's read cache.
 func Consistent() GetOption { return func(q url.Values) { q.Set("consistent", "true") } }
 
+// WaitForChange makes the read a blocking one: the server holds it up to d
+// (at most a minute; whole milliseconds) while nothing changed. With
+// GetIfChanged it waits for the key to leave the state etag names (then it
+// returns the new entry, or ErrNotFound once the key was deleted or
+// expired; after d, changed false); with Get, for a key that does not
+// exist to be created (after d, ErrNotFound). Such a read reads Redis, not
+// the server's cache, and hears of changes made through any server. A
+// worker that waits for a task's result need not hold a Watch.
+func WaitForChange(d time.Duration) GetOption {
+	return func(q url.Values) { q.Set("wait_ms", strconv.FormatInt(d.Milliseconds(), 10)) }
+}
+
 // PutOption changes how a write applies.
 type PutOption interface{ applyPut(*putOptions) }
 

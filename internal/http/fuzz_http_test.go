@@ -75,6 +75,7 @@ func FuzzRequests(f *testing.F) {
 	}{
 		{0, "tasks/T1/state", "", "", "", "", ""},
 		{0, "lists/L/x", "resolve=union&siblings=true&consistent=true&ns=other", "", "", "", ""},
+		{0, "jobs/J1/result", "wait_ms=20", "", "", "", ""},
 		{7, "jobs/J1", "ns=other", "", "", "", ""},
 		{17, "", "limit=1", "", "", "", ""},
 		{1, "tasks/T1/state", "async=true", `{"value":{"a":1},"ttl":60}`, "", "w1", "i1"},

@@ -103,7 +103,7 @@ func templateKey(tmpl string) keyFunc {
 // valueCheck validates a typed key's value before it is written.
 type valueCheck func(json.RawMessage) error
 
-func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
+func handleKVGet(log *slog.Logger, cfg Config, st Store, ws Watches, keyOf keyFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, key, err := target(r, cfg, keyOf)
 		if err != nil {
@@ -122,8 +122,16 @@ func handleKVGet(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 		if err == nil {
 			opt.Consistent, err = boolParam(queryValue(q, "consistent"), "consistent") // bypasses the instance cache
 		}
+		var wait time.Duration
+		if err == nil {
+			wait, err = getWait(queryValue(q, "wait_ms"))
+		}
 		if err != nil {
 			writeError(w, r, log, err)
+			return
+		}
+		if wait > 0 {
+			serveWhenChanged(w, r, log, cfg, st, ws, ns, key, opt, withSiblings, wait)
 			return
 		}
 		if withSiblings {
@@ -391,22 +399,26 @@ func parseIfMatch(h string) (string, error) {
 func quoteETag(etag string) string { return `"` + etag + `"` }
 
 // notModified answers a read 304 Not Modified, with no body, when its
-// If-None-Match names etag (the key's ETag header, quoted) or is "*", and
-// reports whether it did: a worker polling a key learns that it has not
-// changed without being sent it again. As RFC 9110 asks of If-None-Match,
-// the comparison is weak (a W/ prefix is ignored), and a list of tags
-// matches when any of them does.
+// If-None-Match names etag (noneMatch), and reports whether it did: a
+// worker polling a key learns that it has not changed without being sent
+// it again.
 func notModified(w http.ResponseWriter, r *http.Request, etag string) bool {
-	list := r.Header["If-None-Match"]
-	if len(list) == 0 {
+	if !noneMatch(r, etag) {
 		return false
 	}
-	for _, line := range list {
+	w.Header()["Etag"] = []string{etag}
+	w.WriteHeader(http.StatusNotModified)
+	return true
+}
+
+// noneMatch reports whether r's If-None-Match names etag (the key's ETag
+// header, quoted) or is "*". As RFC 9110 asks of If-None-Match, the
+// comparison is weak (a W/ prefix is ignored), and a list of tags matches
+// when any of them does.
+func noneMatch(r *http.Request, etag string) bool {
+	for _, line := range r.Header["If-None-Match"] {
 		for tag := range strings.SplitSeq(line, ",") {
-			tag = strings.TrimSpace(tag)
-			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
-				w.Header()["Etag"] = []string{etag}
-				w.WriteHeader(http.StatusNotModified)
+			if tag = strings.TrimSpace(tag); tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
 				return true
 			}
 		}

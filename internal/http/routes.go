@@ -9,7 +9,7 @@ func (s *Server) routes() {
 	r.Use(s.observe, s.recoverer, s.authenticate, s.limitBody)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errRouteNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, s.log, errMethod) })
-	log, cfg, st, lk := s.log, s.cfg, s.store, s.locker
+	log, cfg, st, lk, ws := s.log, s.cfg, s.store, s.locker, s.prop.watches
 
 	r.Get("/healthz", handleHealth())
 	r.Get("/readyz", handleReady(log, st))
@@ -18,7 +18,7 @@ func (s *Server) routes() {
 	r.Get("/v1/stats", handleStats(log, cfg.Stats))
 
 	// Generic keys.
-	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, wildcardKey))
+	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, ws, wildcardKey))
 	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey))
 	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
 	r.Get("/v1/keys", handleKeys(log, cfg, st))
@@ -35,26 +35,26 @@ func (s *Server) routes() {
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.
-	r.Get("/v1/tasks/{id}/state", handleKVGet(log, cfg, st, templateKey("tasks/{id}/state")))
+	r.Get("/v1/tasks/{id}/state", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/state")))
 	r.Put("/v1/tasks/{id}/state", handleKVPut(log, cfg, st, templateKey("tasks/{id}/state")))
-	r.Get("/v1/tasks/{id}/progress", handleKVGet(log, cfg, st, templateKey("tasks/{id}/progress")))
+	r.Get("/v1/tasks/{id}/progress", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/progress")))
 	r.Put("/v1/tasks/{id}/progress", handleKVPut(log, cfg, st, templateKey("tasks/{id}/progress")))
 	r.Post("/v1/tasks/{id}/lock", handleLockAcquire(log, cfg, lk, taskLock))
 	r.Post("/v1/tasks/{id}/lock/refresh", handleLockRefresh(log, cfg, lk, taskLock))
 	r.Get("/v1/tasks/{id}/lock", handleLockHolder(log, cfg, lk, taskLock))
 	r.Delete("/v1/tasks/{id}/lock", handleLockRelease(log, cfg, lk, taskLock))
 	r.Get("/v1/tasks/{id}/agents", handleTaskAgents(log, cfg, st))
-	r.Get("/v1/tasks/{id}/agents/{agent}", handleKVGet(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
+	r.Get("/v1/tasks/{id}/agents/{agent}", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/agents/{agent}")))
 	r.Put("/v1/tasks/{id}/agents/{agent}", handleKVPut(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
 
 	r.Get("/v1/workers", handleWorkers(log, cfg, st))
 	r.Put("/v1/workers/{id}/heartbeat", handleHeartbeat(log, cfg, st))
 	for _, k := range []string{"status", "capacity"} {
-		r.Get("/v1/workers/{id}/"+k, handleKVGet(log, cfg, st, templateKey("workers/{id}/"+k)))
+		r.Get("/v1/workers/{id}/"+k, handleKVGet(log, cfg, st, ws, templateKey("workers/{id}/"+k)))
 		r.Put("/v1/workers/{id}/"+k, handleKVPut(log, cfg, st, templateKey("workers/{id}/"+k)))
 	}
 	for _, k := range []string{"queue", "assignments", "metrics"} {
-		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, templateKey("coordination/"+k)))
+		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, ws, templateKey("coordination/"+k)))
 		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k)))
 	}
 
