@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// A shutdown does not wait for requests that would otherwise wait on: a
+// watch stream ends, and a blocking read is answered with the key as it is
+// (404 here), both at once rather than at their clients' leisure or after
+// wait_ms; run then returns.
+func TestShutdownEndsWaitingRequests(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--addr", addr}, func(string) string { return "" }, logs) }()
+	base := "http://" + addr
+	waitHealthy(t, base, done, logs)
+
+	type answer struct {
+		what   string
+		status int
+		err    error
+	}
+	answers := make(chan answer, 2)
+	open := make(chan struct{}, 2)
+	for what, path := range map[string]string{
+		"watch stream":  "/v1/watch?pattern=jobs/**",
+		"blocking read": "/v1/kv/jobs/J1/result?wait_ms=60000",
+	} {
+		go func() {
+			res, err := http.Get(base + path)
+			if err != nil {
+				answers <- answer{what, 0, err}
+				return
+			}
+			defer res.Body.Close()
+			if what == "watch stream" {
+				open <- struct{}{}
+				_, err = io.Copy(io.Discard, res.Body) // until the stream ends
+			}
+			answers <- answer{what, res.StatusCode, err}
+		}()
+	}
+	<-open
+	time.Sleep(200 * time.Millisecond) // the blocking read waits by now
+	stopped := time.Now()
+	cancel()
+	for range 2 {
+		select {
+		case a := <-answers:
+			want := map[string]int{"watch stream": 200, "blocking read": 404}[a.what]
+			if a.err != nil || a.status != want {
+				t.Errorf("%s at shutdown: %d, %v; want %d", a.what, a.status, a.err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a waiting request still open 10 s after the shutdown began\n%s", logs)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10 s of the shutdown")
+	}
+	t.Logf("both ended, and run returned, %v after the shutdown began", time.Since(stopped).Round(time.Millisecond))
+}
