@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,12 +23,7 @@ import (
 // shutdown flush.
 func TestShutdownFlushesQueuedWrites(t *testing.T) {
 	b := redistest.Real(t) // outlives the server: the test reads it afterwards
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	env := map[string]string{"REDIS_URL": "redis://" + b.Real.Addr}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -31,15 +31,22 @@ func startServer(t *testing.T, env map[string]string, args ...string) string {
 	return launch(t, http.DefaultClient, "http", env, args...)
 }
 
-// launch is startServer for a server that speaks scheme, probed with client.
-func launch(t *testing.T, client *http.Client, scheme string, env map[string]string, args ...string) string {
+// freeAddr returns a loopback address with a port free a moment ago, for
+// a server to listen on.
+func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// launch is startServer for a server that speaks scheme, probed with client.
+func launch(t *testing.T, client *http.Client, scheme string, env map[string]string, args ...string) string {
+	t.Helper()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncBuffer{}

@@ -13,6 +13,7 @@ import (
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/store"
+	"github.com/memsync/memsync/internal/watch"
 )
 
 // Errors raised at the edge, before anything reaches the store.
@@ -70,6 +71,7 @@ var errorKinds = []errorKind{
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{lock.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
+	{watch.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 }
 
 // retryAfterUnavailable is the Retry-After, in seconds, of a 503.

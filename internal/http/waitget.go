@@ -57,9 +57,6 @@ func serveWhenChanged(w http.ResponseWriter, r *http.Request, log *slog.Logger, 
 	defer cancel()
 	wt, err := ws.Watch(ctx, watch.Filter{Namespace: ns, Pattern: pattern}, 0)
 	if err != nil {
-		if errors.Is(err, watch.ErrClosed) {
-			err = fmt.Errorf("%w: %w", store.ErrUnavailable, err) // shutting down
-		}
 		writeError(w, r, log, err)
 		return
 	}

@@ -119,9 +119,6 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 		}
 		wt, err := p.watches.Watch(r.Context(), f, last)
 		if err != nil {
-			if errors.Is(err, watch.ErrClosed) {
-				err = fmt.Errorf("%w: %w", store.ErrUnavailable, err) // shutting down
-			}
 			writeError(w, r, log, err)
 			return
 		}
