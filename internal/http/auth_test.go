@@ -383,3 +383,55 @@ func tokenFile(t *testing.T) (path string, write func(text string)) {
 		}
 	}
 }
+
+// A blocking read ends with 401 as soon as its token is revoked; another
+// token's goes on waiting, and hears the write.
+func TestBlockingReadEndsWhenItsTokenGoes(t *testing.T) {
+	path, write := tokenFile(t)
+	others := readerToken + " board reader\n" + w2Token + " w2 worker\n"
+	write(others + w1Token + " w1 worker\n")
+	tokens, err := auth.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newServerHarness(t, testserver.Options{Tokens: tokens})
+	const readPath = "/v1/kv/tasks/T1/result?wait_ms=20000"
+	read := func(token string) <-chan response {
+		done := make(chan response, 1)
+		go func() {
+			res, err := h.exchange("GET", readPath, "", bearer(token)...)
+			if err != nil {
+				t.Errorf("GET with %s: %v", token, err)
+			}
+			done <- res
+		}()
+		return done
+	}
+	revoked, staying := read(w1Token), read(readerToken)
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Hub.Stats().Watchers < 2; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two reads are not waiting 5 s later")
+		}
+	}
+	write(others) // w1's token revoked
+	if err := tokens.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-revoked:
+		if r.status != 401 || r.json(t)["code"] != "unauthorized" {
+			t.Errorf("the revoked token's blocking read = %d %s, want 401 unauthorized", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked token's read still waiting 5 s later")
+	}
+	h.must(200, "PUT", "/v1/kv/tasks/T1/result", `{"value":"done"}`, bearer(w2Token)...)
+	select {
+	case r := <-staying:
+		if r.status != 200 || !strings.Contains(string(r.body), `"done"`) {
+			t.Errorf("the valid token's blocking read = %d %s, want 200 with the write", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the valid token's read not answered 5 s after the write")
+	}
+}
