@@ -20,7 +20,8 @@
 // union, merge, max) or hands them all to the client (Resolve("siblings")).
 // Update does the read, modify, compare-and-set write cycle with retries.
 // GetIfChanged polls cheaply: the server sends nothing while the key is as
-// an earlier read left it.
+// an earlier read left it; with WaitForChange it blocks until the key
+// changes (or, with Get, until it is created), for up to a minute.
 //
 // # Authentication
 //
@@ -66,5 +67,6 @@
 // Watch subscribes to the changes of the keys matching a glob or a regular
 // expression (the design document's subscribe) and delivers them on a
 // channel, reconnecting by itself without losing events; an EventReset says
-// events were lost anyway and the state must be read again.
+// events were lost anyway and the state must be read again. Types narrows
+// it to some kinds of change (expiries alone, say).
 package client
