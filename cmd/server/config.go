@@ -97,7 +97,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	fs.StringVar(&c.RulesFile, "rules", env("MEMSYNC_RULES", ""), "strategy rules file, YAML or JSON (MEMSYNC_RULES)")
 	fs.StringVar(&c.TokensFile, "tokens", env("MEMSYNC_TOKENS", ""), "bearer token file, a line per token: \"token worker-id role [expires=<RFC 3339 time>]\" (admin, worker or reader), or per client certificate name as \"cert:<name> worker-id role\" (with --tls-client-ca), read again on SIGHUP; empty: no authentication (MEMSYNC_TOKENS)")
 	fs.IntVar(&c.RateLimit, "rate-limit", int(envInt(getenv, "MEMSYNC_RATE_LIMIT", defaultRateLimit)), "requests per second each token may make, in bursts of twice that; 0: no limit (MEMSYNC_RATE_LIMIT)")
-	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
+	fs.IntVar(&c.MaxWatchersPerToken, "max-watchers-per-token", int(envInt(getenv, "MEMSYNC_MAX_WATCHERS_PER_TOKEN", defaultMaxWatchersPerToken)), "watch streams and blocking reads (?wait_ms=) each token may hold open; 0: no limit (MEMSYNC_MAX_WATCHERS_PER_TOKEN)")
 	fs.StringVar(&readTimeout, "read-timeout", env("MEMSYNC_READ_TIMEOUT", "30s"), "longest time a client may take to send a request, headers and body: seconds or a duration (MEMSYNC_READ_TIMEOUT)")
 	fs.StringVar(&c.TLSCert, "tls-cert", env("MEMSYNC_TLS_CERT", ""), "PEM certificate (chain) to serve HTTPS with, read again on SIGHUP; needs --tls-key (MEMSYNC_TLS_CERT)")
 	fs.StringVar(&c.TLSKey, "tls-key", env("MEMSYNC_TLS_KEY", ""), "PEM private key of --tls-cert (MEMSYNC_TLS_KEY)")

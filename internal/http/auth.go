@@ -62,10 +62,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(auth.NewContext(r.Context(), p))
-		if r.URL.Path == "/v1/watch" {
+		if r.URL.Path == "/v1/watch" || blocking(r) {
 			release, ok := g.watch(p.Token)
 			if !ok {
-				writeError(w, r, s.log, fmt.Errorf("%w: this token already holds %d watch streams", errRateLimited, s.cfg.MaxWatchersPerToken))
+				writeError(w, r, s.log, fmt.Errorf("%w: this token already holds %d watch streams and blocking reads", errRateLimited, s.cfg.MaxWatchersPerToken))
 				return
 			}
 			defer release()
@@ -227,8 +227,9 @@ func (g *gate) allow(token [sha256.Size]byte) bool {
 	return b.Allow()
 }
 
-// watch counts a watch stream of token, and returns its release; false when
-// the token holds its maximum already, here and on the other instances.
+// watch counts a watch stream (or a blocking read) of token, and returns
+// its release; false when the token holds its maximum already, here and on
+// the other instances.
 func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
 	if g.maxWatchers <= 0 {
 		return func() {}, true
@@ -246,6 +247,17 @@ func (g *gate) watch(token [sha256.Size]byte) (release func(), ok bool) {
 			delete(g.watchers, token)
 		}
 	}, true
+}
+
+// blocking reports whether r is a read that may wait (?wait_ms=, see
+// serveWhenChanged): it holds a watcher as a watch stream does, and counts
+// as one against the token's maximum.
+func blocking(r *http.Request) bool {
+	if r.Method != http.MethodGet || !strings.Contains(r.URL.RawQuery, "wait_ms=") {
+		return false
+	}
+	wait, err := getWait(queryValue(r.URL.RawQuery, "wait_ms"))
+	return err == nil && wait > 0
 }
 
 // UsageSharer records this instance's use of each token and returns the

@@ -231,6 +231,47 @@ func TestWatchersPerToken(t *testing.T) {
 	}
 }
 
+// A blocking read holds a watcher as a stream does, and counts as one
+// against MaxWatchersPerToken; a read that does not wait does not.
+func TestBlockingReadsCountAsWatchers(t *testing.T) {
+	h := newServerHarness(t, testserver.Options{Tokens: testTokens(t), MaxWatchersPerToken: 1})
+	waiting := make(chan response, 1)
+	go func() {
+		r, err := h.exchange("GET", "/v1/kv/tasks/T1/result?wait_ms=20000", "", bearer(readerToken)...)
+		if err != nil {
+			t.Errorf("blocking read: %v", err)
+		}
+		waiting <- r
+	}()
+	for deadline := time.Now().Add(5 * time.Second); h.srv.Hub.Stats().Watchers < 1; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking read is not waiting 5 s later")
+		}
+	}
+	if got := h.watchStatus(readerToken); got != 429 {
+		t.Errorf("a stream beside the token's blocking read = %d, want 429", got)
+	}
+	if p := h.must(429, "GET", "/v1/kv/tasks/T2/result?wait_ms=20000", "", bearer(readerToken)...).json(t); p["code"] != "rate_limited" {
+		t.Errorf("a second blocking read: code %v, want rate_limited", p["code"])
+	}
+	h.must(404, "GET", "/v1/kv/tasks/T2/result?wait_ms=0", "", bearer(readerToken)...) // does not wait
+	h.must(200, "PUT", "/v1/kv/tasks/T1/result", `{"value":"done"}`, bearer(adminToken)...)
+	select {
+	case r := <-waiting:
+		if r.status != 200 {
+			t.Errorf("the blocking read = %d %s, want 200", r.status, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocking read not answered 5 s after the write")
+	}
+	// Its count is released as its handler returns, just after its answer.
+	for deadline := time.Now().Add(5 * time.Second); h.watchStatus(readerToken) != 200; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking read was answered 5 s ago, and the token still may not open a stream")
+		}
+	}
+}
+
 // A watch stream ends as soon as its token is revoked (a reload without
 // it) or expires, not at its next ping; the others go on.
 func TestWatchEndsWhenItsTokenGoes(t *testing.T) {

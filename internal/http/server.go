@@ -58,7 +58,8 @@ type Config struct {
 	// to what the token's role may use (auth.go); nil serves everyone as
 	// an admin. RateLimit is each token's requests per second (0: no
 	// limit) with bursts of RateBurst (0: twice the rate), and
-	// MaxWatchersPerToken its open watch streams (0: no limit).
+	// MaxWatchersPerToken its open watch streams and blocking reads (0: no
+	// limit).
 	Tokens              *auth.Tokens
 	RateLimit           float64
 	RateBurst           int
