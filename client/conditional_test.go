@@ -228,3 +228,24 @@ func TestWaitForChangeAgainstServer(t *testing.T) {
 		t.Errorf("Get of a key nobody writes: %v, want ErrNotFound after the wait", err)
 	}
 }
+
+// DeletePrefix against a server: the subtree goes, its neighbours stay.
+func TestDeletePrefixAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	for _, key := range []string{"tasks/T1/state", "tasks/T1/agents/a1", "tasks/T10/state"} {
+		if _, err := c.Put(ctx, key, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := c.DeletePrefix(ctx, "tasks/T1/"); err != nil || n != 2 {
+		t.Errorf("DeletePrefix = %d, %v; want 2", n, err)
+	}
+	if keys, err := c.Keys(ctx, "tasks/"); err != nil || len(keys) != 1 || keys[0] != "tasks/T10/state" {
+		t.Errorf("keys left = %v, %v; want tasks/T10/state", keys, err)
+	}
+	if _, err := c.DeletePrefix(ctx, ""); !errors.Is(err, client.ErrInvalid) {
+		t.Errorf("DeletePrefix(\"\") = %v, want ErrInvalid", err)
+	}
+}

@@ -316,6 +316,24 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...DeleteOption) e
 	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/kv", key), header: h}, nil)
 }
 
+// DeletePrefix deletes every live key starting with prefix (end it with
+// "/" for a subtree: "tasks/T1/") and returns how many it deleted: a
+// finished task's cleanup. It is not atomic: a key written under the
+// prefix meanwhile may stay, and after ErrUnavailable some keys may be
+// deleted already (call it again). A worker token may delete under
+// tasks/, coordination/ and workers/<its id>/ only (ErrForbidden, and
+// nothing deleted); an empty prefix is ErrInvalid.
+func (c *Client) DeletePrefix(ctx context.Context, prefix string) (int, error) {
+	if prefix == "" {
+		return 0, errEmpty("prefix")
+	}
+	var out struct {
+		Deleted int `json:"deleted"`
+	}
+	err := c.do(ctx, request{method: http.MethodDelete, path: "/v1/keys", query: url.Values{"prefix": {prefix}}}, &out)
+	return out.Deleted, err
+}
+
 // keysPageSize is the page size Keys asks for: the server's maximum.
 const keysPageSize = 1000
 

@@ -94,6 +94,24 @@ func (p Principal) CanWrite(key string) bool {
 	return false
 }
 
+// CanWriteUnder reports whether p may write every key that starts with
+// prefix: an admin any; a worker only under a prefix that settles what
+// CanWrite looks at ("tasks/…", "coordination/…", "workers/<its id>/…"),
+// not "task" or "workers/", whose keys may include others'.
+func (p Principal) CanWriteUnder(prefix string) bool {
+	switch p.Role {
+	case Admin:
+		return true
+	case Worker:
+		for _, area := range []string{"tasks/", "coordination/", "workers/" + p.WorkerID + "/"} {
+			if strings.HasPrefix(prefix, area) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Tokens is a set of tokens, safe for concurrent use; Reload replaces the
 // whole set at once.
 type Tokens struct {

@@ -174,6 +174,41 @@ func TestCanWrite(t *testing.T) {
 	}
 }
 
+// CanWriteUnder holds only for a prefix every key of which CanWrite
+// allows: "workers/w1" is refused, as workers/w10/… start with it.
+func TestCanWriteUnder(t *testing.T) {
+	admin := auth.Principal{WorkerID: "ops", Role: auth.Admin}
+	worker := auth.Principal{WorkerID: "w1", Role: auth.Worker}
+	reader := auth.Principal{WorkerID: "board", Role: auth.Reader}
+	for _, tt := range []struct {
+		p      auth.Principal
+		prefix string
+		want   bool
+	}{
+		{admin, "a", true},
+		{worker, "tasks/", true},
+		{worker, "tasks/T1/", true},
+		{worker, "coordination/q", true},
+		{worker, "workers/w1/", true},
+		{worker, "workers/w1", false},
+		{worker, "workers/", false},
+		{worker, "tasks", false},
+		{worker, "t", false},
+		{reader, "tasks/", false},
+	} {
+		if got := tt.p.CanWriteUnder(tt.prefix); got != tt.want {
+			t.Errorf("%s %s CanWriteUnder(%q) = %v, want %v", tt.p.Role, tt.p.WorkerID, tt.prefix, got, tt.want)
+		}
+		if tt.want {
+			for _, rest := range []string{"", "x", "x/y", "/x"} {
+				if key := tt.prefix + rest; !tt.p.CanWrite(key) {
+					t.Errorf("%s may write under %q but not %q", tt.p.WorkerID, tt.prefix, key)
+				}
+			}
+		}
+	}
+}
+
 // Reload swaps the whole set, or nothing when the new file is bad.
 func TestReload(t *testing.T) {
 	path := t.TempDir() + "/tokens"

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,7 @@ type Backend interface {
 	Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error)
 	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
+	DeletePrefix(ctx context.Context, ns, prefix string) (int, error)
 	Ping(ctx context.Context) error
 	Batch(ctx context.Context, ops []store.BatchOp, atomic bool) ([]store.BatchResult, error)
 	CheckOp(op store.BatchOp) error
@@ -280,6 +282,14 @@ func (c *Cache) List(ctx context.Context, ns, prefix, cursor string, limit int) 
 	return c.b.List(ctx, ns, prefix, cursor, limit)
 }
 
+// DeletePrefix deletes the keys under prefix on the backend, then drops
+// them from this instance's cache, whatever the outcome: some may be gone.
+func (c *Cache) DeletePrefix(ctx context.Context, ns, prefix string) (int, error) {
+	n, err := c.b.DeletePrefix(ctx, ns, prefix)
+	c.drop(ns, func(key string) bool { return strings.HasPrefix(key, prefix) })
+	return n, err
+}
+
 // Ping pings the backend.
 func (c *Cache) Ping(ctx context.Context) error { return c.b.Ping(ctx) }
 
@@ -324,7 +334,11 @@ type invalidation struct {
 
 // dropMatching drops every entry of ns whose key matches p, and every fill
 // in flight (they may be of a matching key).
-func (c *Cache) dropMatching(ns string, p *glob.Pattern) int {
+func (c *Cache) dropMatching(ns string, p *glob.Pattern) int { return c.drop(ns, p.Match) }
+
+// drop drops every entry of ns whose key match accepts, and every fill in
+// flight.
+func (c *Cache) drop(ns string, match func(key string) bool) int {
 	if c.lru == nil {
 		return 0
 	}
@@ -333,7 +347,7 @@ func (c *Cache) dropMatching(ns string, p *glob.Pattern) int {
 	c.epoch++
 	n := 0
 	for _, k := range c.lru.Keys() {
-		if k.ns == ns && p.Match(k.key) && c.lru.Remove(k) {
+		if k.ns == ns && match(k.key) && c.lru.Remove(k) {
 			n++
 		}
 	}

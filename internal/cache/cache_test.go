@@ -3,7 +3,9 @@ package cache_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,6 +76,19 @@ func (b *backend) GetMany(context.Context, string, []string, store.GetOptions) (
 
 func (b *backend) List(context.Context, string, string, string, int) ([]string, string, error) {
 	return nil, "", nil
+}
+
+func (b *backend) DeletePrefix(_ context.Context, ns, prefix string) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for k, e := range b.entries {
+		if e.Namespace == ns && strings.HasPrefix(e.Key, prefix) {
+			delete(b.entries, k)
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (b *backend) Ping(context.Context) error { return nil }
@@ -355,6 +370,29 @@ func TestInvalidatePatternDropsHereAndBroadcasts(t *testing.T) {
 	there.Event(store.Event{Type: store.EventInvalidate, Namespace: "ns", Value: json.RawMessage(`{"pattern":"a//b"}`)})
 	if st := there.Stats(); st.Entries != 0 {
 		t.Errorf("after a malformed invalidation: %d entries", st.Entries)
+	}
+}
+
+// A prefix delete through the cache drops the cached keys under the
+// prefix, and only those, at once (the events would, a little later).
+func TestDeletePrefixDropsTheKeysUnderIt(t *testing.T) {
+	b := newBackend()
+	c := newCache(t, b, cache.Options{})
+	keys := [][2]string{{"ns", "tasks/T1/state"}, {"ns", "tasks/T1/agents/a1"}, {"ns", "tasks/T10/state"}, {"other", "tasks/T1/state"}}
+	for _, k := range keys {
+		b.set(k[0], k[1], 1)
+		value(t, c, k[0], k[1])
+	}
+	if n, err := c.DeletePrefix(context.Background(), "ns", "tasks/T1/"); err != nil || n != 2 {
+		t.Fatalf("DeletePrefix = %d, %v; want 2", n, err)
+	}
+	for _, k := range keys[:2] {
+		if _, err := c.Get(context.Background(), k[0], k[1], store.GetOptions{}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s after the prefix delete: %v, want ErrNotFound (not the cached entry)", k[1], err)
+		}
+	}
+	if st := c.Stats(); st.Entries != 2 {
+		t.Errorf("entries after the prefix delete: %d, want the 2 others", st.Entries)
 	}
 }
 

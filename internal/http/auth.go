@@ -139,6 +139,19 @@ func authorizeWrite(r *http.Request, key string) error {
 	return fmt.Errorf("%w: worker %q may write tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, p.WorkerID, key)
 }
 
+// authorizeWriteUnder says whether the request's token may write every
+// key that starts with prefix (a prefix delete); nil without tokens.
+func authorizeWriteUnder(r *http.Request, prefix string) error {
+	p, ok := auth.FromContext(r.Context())
+	if !ok || p.CanWriteUnder(prefix) {
+		return nil
+	}
+	if p.Role == auth.Reader {
+		return fmt.Errorf("%w: a reader token only reads", errForbidden)
+	}
+	return fmt.Errorf("%w: worker %q may delete under tasks/, coordination/ and workers/%s/, not under %q", errForbidden, p.WorkerID, p.WorkerID, prefix)
+}
+
 // bearerToken returns the token of an Authorization header of the Bearer
 // scheme (its name is case-insensitive, RFC 9110).
 func bearerToken(header string) (string, bool) {

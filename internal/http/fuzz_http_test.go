@@ -46,6 +46,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/cache/invalidate"},
 	{"GET", "/v1/stats"},
 	{"GET", "/v1/watch"}, // its stream is closed once its head is checked
+	{"DELETE", "/v1/keys"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -91,6 +92,7 @@ func FuzzRequests(f *testing.F) {
 		{22, "", "pattern=tasks/*/state&ns=other", "", "", "", "7"},
 		{22, "", "regex=^tasks/T[0-9]+$&last_event_id=3", "", "", "", ""},
 		{22, "", "pattern=workers/*/heartbeat&types=expire,delete", "", "", "", ""},
+		{23, "", "prefix=tasks/T1/", "", "", "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)

@@ -292,6 +292,32 @@ func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 	}
 }
 
+// handleKeysDelete deletes every live key under ?prefix= (required): a
+// finished task's keys in one call. A token must be allowed to write every
+// key the prefix can cover (authorizeWriteUnder), or nothing is deleted.
+func handleKeysDelete(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
+	type response struct {
+		Deleted int `json:"deleted"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		prefix := r.URL.Query().Get("prefix")
+		if err == nil {
+			err = authorizeWriteUnder(r, prefix)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		n, err := st.DeletePrefix(r.Context(), ns, prefix)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, response{Deleted: n})
+	}
+}
+
 // target returns the namespace and the validated key of a request.
 func target(r *http.Request, cfg Config, keyOf keyFunc) (ns, key string, err error) {
 	if ns, err = namespace(r, cfg); err != nil {

@@ -22,6 +22,7 @@ func (s *Server) routes() {
 	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey))
 	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
 	r.Get("/v1/keys", handleKeys(log, cfg, st))
+	r.Delete("/v1/keys", handleKeysDelete(log, cfg, st))
 
 	// Batches and queued writes (PUT ?async=true on every key route).
 	r.Post("/v1/batch", handleBatch(log, cfg, st))

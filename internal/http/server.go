@@ -25,6 +25,7 @@ type Store interface {
 	Delete(ctx context.Context, ns, key string, req store.DeleteRequest) (store.DeleteResult, error)
 	GetMany(ctx context.Context, ns string, keys []string, opt store.GetOptions) ([]store.Entry, error)
 	List(ctx context.Context, ns, prefix, cursor string, limit int) ([]string, string, error)
+	DeletePrefix(ctx context.Context, ns, prefix string) (int, error)
 	Batch(ctx context.Context, ops []store.BatchOp, atomic bool) ([]store.BatchResult, error)
 	Ping(ctx context.Context) error
 }
