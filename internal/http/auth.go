@@ -129,27 +129,26 @@ func permitted(p auth.Principal, r *http.Request) error {
 // authorizeWrite says whether the request's token may write key; nil
 // without tokens.
 func authorizeWrite(r *http.Request, key string) error {
-	p, ok := auth.FromContext(r.Context())
-	if !ok || p.CanWrite(key) {
-		return nil
-	}
-	if p.Role == auth.Reader {
-		return fmt.Errorf("%w: a reader token only reads", errForbidden)
-	}
-	return fmt.Errorf("%w: worker %q may write tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, p.WorkerID, key)
+	return authorize(r, auth.Principal.CanWrite, "write", key)
 }
 
 // authorizeWriteUnder says whether the request's token may write every
 // key that starts with prefix (a prefix delete); nil without tokens.
 func authorizeWriteUnder(r *http.Request, prefix string) error {
+	return authorize(r, auth.Principal.CanWriteUnder, "delete under", prefix)
+}
+
+// authorize says whether the request's token may do what (a verb) to
+// target, as may decides; nil without tokens.
+func authorize(r *http.Request, may func(auth.Principal, string) bool, what, target string) error {
 	p, ok := auth.FromContext(r.Context())
-	if !ok || p.CanWriteUnder(prefix) {
+	if !ok || may(p, target) {
 		return nil
 	}
 	if p.Role == auth.Reader {
 		return fmt.Errorf("%w: a reader token only reads", errForbidden)
 	}
-	return fmt.Errorf("%w: worker %q may delete under tasks/, coordination/ and workers/%s/, not under %q", errForbidden, p.WorkerID, p.WorkerID, prefix)
+	return fmt.Errorf("%w: worker %q may %s tasks/*, coordination/* and workers/%s/*, not %q", errForbidden, p.WorkerID, what, p.WorkerID, target)
 }
 
 // bearerToken returns the token of an Authorization header of the Bearer
