@@ -86,6 +86,17 @@ func (s queuedStore) List(ctx context.Context, ns, prefix, cursor string, limit 
 	return s.Store.List(ctx, ns, prefix, cursor, limit)
 }
 
+// DeletePrefix flushes whenever anything waits, as List does: a queued
+// write under the prefix would otherwise land after the delete.
+func (s queuedStore) DeletePrefix(ctx context.Context, ns, prefix string) (int, error) {
+	if s.q.Pending() > 0 {
+		if _, err := s.q.Flush(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return s.Store.DeletePrefix(ctx, ns, prefix)
+}
+
 func (s queuedStore) Put(ctx context.Context, ns, key string, req store.PutRequest) (store.PutResult, error) {
 	if err := s.settle(ctx, ns, key); err != nil {
 		return store.PutResult{}, err

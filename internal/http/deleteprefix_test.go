@@ -58,3 +58,19 @@ func TestDeletePrefixIsAuthorizedWhole(t *testing.T) {
 	h.must(404, "GET", "/v1/kv/workers/w1/status", "", bearer(adminToken)...)
 	h.must(200, "GET", "/v1/kv/workers/w10/status", "", bearer(adminToken)...)
 }
+
+// A write queued (async) under the prefix is flushed first, and deleted
+// with the rest, rather than landing after the delete.
+func TestDeletePrefixTakesQueuedWrites(t *testing.T) {
+	b := redistest.Mini(t)
+	h := newQueueHarness(t, b) // the queue flushes only when asked
+	h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`)
+	h.must(202, "PUT", "/v1/kv/tasks/T1/agents/a1?async=true", `{"value":1}`)
+	if got := h.must(200, "DELETE", "/v1/keys?prefix=tasks/T1/", "").json(t)["deleted"]; got != float64(2) {
+		t.Errorf("deleted = %v, want 2 (the queued write too)", got)
+	}
+	h.must(200, "POST", "/v1/sync", "")
+	if inRedis(t, b, "tasks/T1/agents/a1") {
+		t.Error("the queued write landed after the prefix delete")
+	}
+}
