@@ -50,7 +50,7 @@ var fuzzRoutes = []struct{ method, path string }{
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
-// a query, a body and the headers that steer writes and locks) to a server
+// a query, a body and the headers that steer writes, reads and locks) to a server
 // on miniredis, or on a real redis-server with MEMSYNC_FUZZ_REDIS=real
 // (its Lua differs at the edges). Whatever they hold, the server answers below 500, every
 // error as application/problem+json with a code, and every exchange on a
@@ -77,6 +77,7 @@ func FuzzRequests(f *testing.F) {
 		{0, "tasks/T1/state", "", "", "", "", ""},
 		{0, "lists/L/x", "resolve=union&siblings=true&consistent=true&ns=other", "", "", "", ""},
 		{0, "jobs/J1/result", "wait_ms=20", "", "", "", ""},
+		{0, "tasks/T1/state", "wait_ms=20&consistent=true", "", "*", "", ""},
 		{7, "jobs/J1", "ns=other", "", "", "", ""},
 		{17, "", "limit=1", "", "", "", ""},
 		{1, "tasks/T1/state", "async=true", `{"value":{"a":1},"ttl":60}`, "", "w1", "i1"},
@@ -120,7 +121,11 @@ func FuzzRequests(f *testing.F) {
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		for name, value := range map[string]string{"If-Match": ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem, "Last-Event-ID": idem} {
+		condition := "If-Match"
+		if r.method == "GET" {
+			condition = "If-None-Match" // a read's: 304, and what a blocking read waits on
+		}
+		for name, value := range map[string]string{condition: ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem, "Last-Event-ID": idem} {
 			// Without the whitespace around it, which is not part of a
 			// field's value (RFC 9110 5.5): the server never sees it.
 			if value = strings.Trim(value, " \t"); value != "" {
