@@ -48,6 +48,7 @@ func TestDeletePrefixIsAuthorizedWhole(t *testing.T) {
 		token, prefix string
 		status        int
 	}{
+		{w1Token, "", 400},
 		{w1Token, "workers/", 403},
 		{w1Token, "workers/w1", 403}, // would cover workers/w10/…
 		{readerToken, "workers/w1/", 403},

@@ -302,7 +302,11 @@ func handleKeysDelete(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
 		prefix := r.URL.Query().Get("prefix")
-		if err == nil {
+		switch {
+		case err != nil:
+		case prefix == "": // 400 for every token, before authorization says 403
+			err = fmt.Errorf("%w: prefix is required: a namespace is not emptied by accident", errInvalidArgument)
+		default:
 			err = authorizeWriteUnder(r, prefix)
 		}
 		if err != nil {
