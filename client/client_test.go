@@ -580,6 +580,22 @@ func TestKeysFollowsCursors(t *testing.T) {
 	}
 }
 
+// Entries asks for entries and passes on only the options that shape
+// them: a listing has no cache to bypass and does not wait.
+func TestEntriesSendsOnlyTheOptionsOfAListing(t *testing.T) {
+	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"keys":["a"],"entries":[{"key":"a","value":1}]}`)
+	})
+	got, err := mustNew(t, f.URL).Entries(context.Background(), "a",
+		client.Consistent(), client.WaitForChange(time.Second), client.Resolve(client.StrategyMax), client.WithSiblings())
+	if err != nil || len(got) != 1 || got[0].Key != "a" {
+		t.Fatalf("Entries = %v, %v", got, err)
+	}
+	if q := f.requests()[0].Query; q != "entries=true&limit=1000&prefix=a&resolve=max&siblings=true" {
+		t.Errorf("query = %s", q)
+	}
+}
+
 // casServer is one key that another writer changes under the client: each
 // of the first conflicts PUTs finds it changed and gets 412.
 type casServer struct {

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -247,5 +248,48 @@ func TestDeletePrefixAgainstServer(t *testing.T) {
 	}
 	if _, err := c.DeletePrefix(ctx, ""); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("DeletePrefix(\"\") = %v, want ErrInvalid", err)
+	}
+}
+
+// Entries against a server: every key under the prefix with its entry,
+// across the server's pages, with Resolve and WithSiblings passed on and
+// the options that do not apply to a listing taking no effect.
+func TestEntriesAgainstServer(t *testing.T) {
+	srv := testserver.Start(t)
+	ctx := context.Background()
+	c := mustNew(t, srv.URL, client.WithWorkerID("w1"))
+	for start := 0; start < 1003; start += 1000 { // two batches, two pages
+		var ops []client.BatchOp
+		for i := start; i < min(start+1000, 1003); i++ {
+			ops = append(ops, client.BatchOp{Op: client.OpPut, Key: fmt.Sprintf("tasks/T1/agents/a%04d", i), Value: i})
+		}
+		if _, err := c.Batch(ctx, ops, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := mustNew(t, srv.URL, client.WithWorkerID("w2")).Put(ctx, "tasks/T1/agents/a0000", "w2's"); err != nil {
+		t.Fatal(err) // a sibling of w1's 0
+	}
+	all, err := c.Entries(ctx, "tasks/T1/", client.Consistent(), client.WaitForChange(time.Second))
+	if err != nil || len(all) != 1003 {
+		t.Fatalf("Entries = %d entries, %v; want 1003", len(all), err)
+	}
+	for i, e := range all {
+		var v any
+		if err := e.Decode(&v); i > 0 && (err != nil || v != float64(i)) || e.Key != fmt.Sprintf("tasks/T1/agents/a%04d", i) {
+			t.Fatalf("entry %d = %s %s", i, e.Key, e.Value)
+		}
+	}
+	if all[0].Siblings != 2 || all[0].SiblingList != nil {
+		t.Errorf("entry 0: %d siblings, list %v; want 2, no list", all[0].Siblings, all[0].SiblingList)
+	}
+	for _, opts := range [][]client.GetOption{{client.WithSiblings()}, {client.Resolve(client.StrategySiblings)}} {
+		got, err := c.Entries(ctx, "tasks/T1/agents/a0000", opts...)
+		if err != nil || len(got) != 1 || len(got[0].SiblingList) != 2 {
+			t.Errorf("Entries with %d options = %v, %v; want one entry listing 2 siblings", len(opts), got, err)
+		}
+	}
+	if got, err := c.Entries(ctx, "nothing/"); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("Entries of nothing = %v, %v; want empty", got, err)
 	}
 }

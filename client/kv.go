@@ -334,29 +334,63 @@ func (c *Client) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 	return out.Deleted, err
 }
 
-// keysPageSize is the page size Keys asks for: the server's maximum.
+// keysPageSize is the page size Keys and Entries ask for: the server's
+// maximum.
 const keysPageSize = 1000
+
+// keysPage is one page of GET /v1/keys.
+type keysPage struct {
+	Keys    []string `json:"keys"`
+	Entries []*Entry `json:"entries"`
+	Cursor  string   `json:"cursor"`
+}
 
 // Keys lists every live key starting with prefix ("tasks/T1/"; "" for all),
 // sorted, following the server's cursors until the last page.
 func (c *Client) Keys(ctx context.Context, prefix string) ([]string, error) {
 	all := []string{}
+	err := c.listPages(ctx, url.Values{"prefix": {prefix}}, func(p keysPage) { all = append(all, p.Keys...) })
+	return all, err
+}
+
+// Entries reads every live key starting with prefix ("tasks/T1/"; "" for
+// all) with its entry, sorted by key, a page at a time: a task's whole
+// state in one call per page. Resolve and WithSiblings apply to every
+// entry; the other GetOptions do not apply and are left out. The entries
+// are read from Redis, not the server's cache; a key deleted while the
+// listing runs is left out.
+func (c *Client) Entries(ctx context.Context, prefix string, opts ...GetOption) ([]*Entry, error) {
+	asked := url.Values{}
+	for _, o := range opts {
+		o(asked)
+	}
+	q := url.Values{"prefix": {prefix}, "entries": {"true"}}
+	for _, name := range []string{"resolve", "siblings"} {
+		if v := asked.Get(name); v != "" {
+			q.Set(name, v)
+		}
+	}
+	all := []*Entry{}
+	err := c.listPages(ctx, q, func(p keysPage) { all = append(all, p.Entries...) })
+	return all, err
+}
+
+// listPages sends GET /v1/keys with q, following the cursors until the
+// last page, and hands each page to each.
+func (c *Client) listPages(ctx context.Context, q url.Values, each func(keysPage)) error {
+	q.Set("limit", strconv.Itoa(keysPageSize))
 	cursor := ""
 	for {
-		q := url.Values{"prefix": {prefix}, "limit": {strconv.Itoa(keysPageSize)}}
 		if cursor != "" {
 			q.Set("cursor", cursor)
 		}
-		var page struct {
-			Keys   []string `json:"keys"`
-			Cursor string   `json:"cursor"`
-		}
+		var page keysPage
 		if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/keys", query: q}, &page); err != nil {
-			return nil, err
+			return err
 		}
-		all = append(all, page.Keys...)
+		each(page)
 		if page.Cursor == "" || page.Cursor == cursor {
-			return all, nil
+			return nil
 		}
 		cursor = page.Cursor
 	}

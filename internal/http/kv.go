@@ -260,10 +260,6 @@ func handleKVDelete(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.
 }
 
 func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
-	type response struct {
-		Keys   []string `json:"keys"`
-		Cursor string   `json:"cursor,omitempty"`
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		ns, err := namespace(r, cfg)
@@ -280,6 +276,11 @@ func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			}
 			limit = n
 		}
+		want, err := entriesParams(q)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		ks, cursor, err := st.List(r.Context(), ns, q.Get("prefix"), q.Get("cursor"), limit)
 		if err != nil {
 			writeError(w, r, log, err)
@@ -288,7 +289,14 @@ func handleKeys(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 		if ks == nil {
 			ks = []string{}
 		}
-		writeJSON(w, http.StatusOK, response{Keys: ks, Cursor: cursor})
+		out := keyPage{Keys: ks, Cursor: cursor}
+		if want.entries {
+			if out, err = readEntries(r.Context(), st, ns, out, want); err != nil {
+				writeError(w, r, log, err)
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }
 

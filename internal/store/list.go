@@ -394,3 +394,8 @@ func decodeCursor(c string) (string, error) {
 	}
 	return string(b), nil
 }
+
+// CursorAfter returns the cursor of a listing that goes on after key: a
+// caller that stops a page early (GET /v1/keys?entries=true at its size
+// bound) hands it on in place of List's.
+func CursorAfter(key string) string { return encodeCursor(key) }
