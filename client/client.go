@@ -225,7 +225,7 @@ func (c *Client) sendOnce(ctx context.Context, req request) (*http.Response, err
 	for k, vs := range req.header {
 		hr.Header[k] = vs
 	}
-	if req.body != nil {
+	if req.body != nil && hr.Header.Get("Content-Type") == "" { // a JSON Patch names its own
 		hr.Header.Set("Content-Type", "application/json")
 	}
 	if hr.Header.Get("Accept") == "" {

@@ -72,6 +72,10 @@ func TestTokensAndRoles(t *testing.T) {
 			t.Errorf("a w1 token's write has writer %v", e["writer"])
 		}
 		h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w1")...)
+		if e := h.must(200, "PATCH", "/v1/kv/tasks/T1/patched", `{"a":1}`, with(w1Token)...).json(t); e["writer"] != "w1" {
+			t.Errorf("a w1 token's patch has writer %v", e["writer"])
+		}
+		checkProblem(t, h.must(403, "PATCH", "/v1/kv/tasks/T1/state", `{"a":1}`, with(w1Token, "X-Worker-Id", "w2")...), "forbidden")
 		h.must(200, "GET", "/v1/kv/tasks/T1/state", "", "Authorization", "bearer "+w1Token) // the scheme's case does not matter
 		checkProblem(t, h.must(403, "PUT", "/v1/kv/tasks/T1/state", `{"value":1}`, with(w1Token, "X-Worker-Id", "w2")...), "forbidden")
 		h.must(200, "PUT", "/v1/coordination/queue", `{"value":{"pending":[]}}`, with(w1Token)...)
@@ -84,6 +88,7 @@ func TestTokensAndRoles(t *testing.T) {
 			{"PUT", "/v1/kv/agents/a1/state", `{"value":1}`},
 			{"PUT", "/v1/kv/agents/a1/state?async=true", `{"value":1}`},
 			{"DELETE", "/v1/kv/workers/w2/status", ""},
+			{"PATCH", "/v1/kv/workers/w2/status", `{"a":1}`},
 			{"POST", "/v1/cache/invalidate", `{"pattern":"**"}`},
 		} {
 			checkProblem(t, h.must(403, forbidden.method, forbidden.path, forbidden.body, with(w1Token)...), "forbidden")
@@ -103,6 +108,7 @@ func TestTokensAndRoles(t *testing.T) {
 		h.must(200, "POST", "/v1/batch", `{"ops":[{"op":"get","key":"tasks/T1/state"}]}`, with(readerToken)...)
 		checkProblem(t, h.must(403, "POST", "/v1/batch", `{"ops":[{"op":"delete","key":"tasks/T1/state"}]}`, with(readerToken)...), "forbidden")
 		checkProblem(t, h.must(403, "PUT", "/v1/kv/tasks/T1/state", `{"value":2}`, with(readerToken)...), "forbidden")
+		checkProblem(t, h.must(403, "PATCH", "/v1/kv/tasks/T1/state", `{"a":2}`, with(readerToken)...), "forbidden")
 		checkProblem(t, h.must(403, "POST", "/v1/locks/jobs/a", `{"ttl_ms":5000}`, with(readerToken)...), "forbidden")
 		h.watch("/v1/watch?pattern=tasks/**", with(readerToken)...)
 

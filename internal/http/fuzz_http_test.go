@@ -47,6 +47,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/stats"},
 	{"GET", "/v1/watch"}, // its stream is closed once its head is checked
 	{"DELETE", "/v1/keys"},
+	{"PATCH", "/v1/kv/{k}"}, // a body that starts with [ as a JSON Patch
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -94,6 +95,9 @@ func FuzzRequests(f *testing.F) {
 		{22, "", "regex=^tasks/T[0-9]+$&last_event_id=3", "", "", "", ""},
 		{22, "", "pattern=workers/*/heartbeat&types=expire,delete", "", "", "", ""},
 		{23, "", "prefix=tasks/T1/", "", "", "", ""},
+		{3, "", "prefix=tasks/&entries=true&resolve=merge&siblings=true", "", "", "", ""},
+		{24, "tasks/T1/state", "ttl=60", `{"status":"done","step":null}`, "", "w1", ""},
+		{24, "coordination/queue", "", `[{"op":"test","path":"/owner","value":"w1"},{"op":"add","path":"/pending/-","value":"T3"}]`, "*", "w2", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)
@@ -118,7 +122,10 @@ func FuzzRequests(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if body != "" {
+		switch {
+		case r.method == "PATCH" && strings.HasPrefix(body, "["):
+			req.Header.Set("Content-Type", "application/json-patch+json")
+		case body != "":
 			req.Header.Set("Content-Type", "application/json")
 		}
 		condition := "If-Match"

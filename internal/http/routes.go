@@ -20,6 +20,7 @@ func (s *Server) routes() {
 	// Generic keys.
 	r.Get("/v1/kv/*", handleKVGet(log, cfg, st, ws, wildcardKey))
 	r.Put("/v1/kv/*", handleKVPut(log, cfg, st, wildcardKey))
+	r.Patch("/v1/kv/*", handleKVPatch(log, cfg, st, wildcardKey))
 	r.Delete("/v1/kv/*", handleKVDelete(log, cfg, st, wildcardKey))
 	r.Get("/v1/keys", handleKeys(log, cfg, st))
 	r.Delete("/v1/keys", handleKeysDelete(log, cfg, st))

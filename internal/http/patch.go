@@ -1,0 +1,238 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+
+	"github.com/memsync/memsync/internal/store"
+)
+
+// Media types of PATCH bodies. A body of any other type is taken as a merge
+// patch, as a PUT's body is taken as JSON whatever curl -d says it is.
+const (
+	mergePatchType = "application/merge-patch+json" // RFC 7386
+	jsonPatchType  = "application/json-patch+json"  // RFC 6902
+)
+
+// patchAttempts is how many read-patch-write cycles a PATCH without
+// If-Match tries before it gives up on a key that keeps changing under it
+// (412), as the client's Update does.
+const patchAttempts = 10
+
+// handleKVPatch changes part of a key's value: the body is a JSON merge
+// patch (RFC 7386) or, with Content-Type application/json-patch+json, a
+// JSON Patch (RFC 6902), applied to the value the key resolves to. The
+// write is a compare-and-set on what was read, with its version as
+// context, so it supersedes every sibling it saw and nothing it did not;
+// when the key changed in between, the patch is applied again to the new
+// value. A worker sets one field of a task's state without a read and a
+// CAS of its own, and without clobbering the fields others set.
+func handleKVPatch(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, key, err := target(r, cfg, keyOf)
+		if err == nil {
+			err = authorizeWrite(r, key)
+		}
+		var put store.PutRequest
+		if err == nil {
+			put, err = writePreconditions(r)
+		}
+		var ttl *time.Duration
+		if err == nil {
+			err = refusePatchOptions(r, put)
+		}
+		if err == nil {
+			ttl, err = patchTTL(queryValue(r.URL.RawQuery, "ttl"))
+		}
+		var apply func(doc []byte) ([]byte, error)
+		if err == nil {
+			apply, err = readPatch(r, cfg.MaxDepth)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		p := patcher{cfg: cfg, st: st, ns: ns, key: key, put: put, ttl: ttl, apply: apply}
+		res, err := p.run(r.Context())
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeEntry(w, res.Entry, false)
+	}
+}
+
+// refusePatchOptions refuses what a PUT takes and a PATCH cannot honour.
+func refusePatchOptions(r *http.Request, put store.PutRequest) error {
+	switch {
+	case put.IfNoneMatch:
+		return fmt.Errorf("%w: If-None-Match does not apply to PATCH: a patch of a missing key creates it; PUT with If-None-Match: * creates only", errInvalidArgument)
+	case put.IdempotencyKey != "":
+		return fmt.Errorf("%w: PATCH takes no Idempotency-Key: its write depends on what it reads, so a retry is a new patch", errInvalidArgument)
+	case queryValue(r.URL.RawQuery, "async") != "":
+		return fmt.Errorf("%w: PATCH cannot be queued (async): it reads the key first", errInvalidArgument)
+	}
+	return nil
+}
+
+// patchTTL parses ?ttl= (whole seconds, 0 for no expiry); nil when absent,
+// which keeps the key's expiry.
+func patchTTL(v string) (*time.Duration, error) {
+	if v == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > maxTTLSeconds {
+		return nil, fmt.Errorf("%w: ttl must be a whole number of seconds >= 0", errInvalidArgument)
+	}
+	d := time.Duration(n) * time.Second
+	return &d, nil
+}
+
+// readPatch reads the body and returns the function that applies it to a
+// value; the body must be JSON within the depth limit, and a JSON Patch a
+// list of operations.
+func readPatch(r *http.Request, maxDepth int) (func(doc []byte) ([]byte, error), error) {
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(bytes.TrimSpace(body)) == 0:
+		return nil, fmt.Errorf("%w: the body is empty: send a merge patch, or a JSON Patch", errInvalidJSON)
+	case !json.Valid(body):
+		return nil, fmt.Errorf("%w: the body is not valid JSON", errInvalidJSON)
+	case depth(body) > maxDepth:
+		return nil, fmt.Errorf("%w: nesting deeper than %d", errInvalidJSON, maxDepth)
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != jsonPatchType {
+		return func(doc []byte) ([]byte, error) {
+			if !bytes.HasPrefix(doc, []byte("{")) {
+				doc = []byte("{}") // RFC 7386: a patch of a non-object patches {}
+			}
+			return jsonpatch.MergePatch(doc, body)
+		}, nil
+	}
+	if !bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
+		return nil, fmt.Errorf("%w: a JSON Patch is a list of operations", errInvalidJSON)
+	}
+	ops, err := jsonpatch.DecodePatch(body) // checks each op and its members
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInvalidArgument, err)
+	}
+	return ops.Apply, nil
+}
+
+// patcher is one PATCH in progress.
+type patcher struct {
+	cfg     Config
+	st      Store
+	ns, key string
+	put     store.PutRequest // writer and If-Match of the request
+	ttl     *time.Duration   // nil: keep the key's expiry
+	apply   func(doc []byte) ([]byte, error)
+}
+
+// run reads, patches and writes until the write lands or fails for a
+// reason other than the key changing since it was read, the request's
+// If-Match fails, or patchAttempts writes found the key changed.
+func (p patcher) run(ctx context.Context) (store.PutResult, error) {
+	// An If-Match naming an etag fails for good once the key moved on;
+	// "*" asks only that the key exist.
+	retry := p.put.IfMatch == "" || p.put.IfMatch == "*"
+	for attempt := 1; ; attempt++ {
+		res, err := p.once(ctx)
+		if !retry || !errors.Is(err, errChanged) {
+			return res, err
+		}
+		if attempt == patchAttempts {
+			return res, fmt.Errorf("%w: the key changed under each of %d attempts to patch it", store.ErrPreconditionFailed, patchAttempts)
+		}
+		// Someone else wrote in between: let them finish before reading again.
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(attempt) * int64(time.Millisecond))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// errChanged marks the 412 of a write whose key changed (or was created or
+// deleted) after the patch read it: the patch may be applied again.
+var errChanged = errors.New("the key changed since it was read")
+
+// once reads the key, applies the patch and writes the result as a
+// compare-and-set on what it read.
+func (p patcher) once(ctx context.Context) (store.PutResult, error) {
+	cur, err := p.st.Get(ctx, p.ns, p.key, store.GetOptions{Consistent: true})
+	absent := errors.Is(err, store.ErrNotFound)
+	switch {
+	case absent && p.put.IfMatch != "":
+		return store.PutResult{}, fmt.Errorf("%w: If-Match: the key does not exist", store.ErrPreconditionFailed)
+	case err != nil && !absent:
+		return store.PutResult{}, err
+	case !absent && p.put.IfMatch != "" && p.put.IfMatch != "*" && p.put.IfMatch != cur.ETag:
+		return store.PutResult{}, fmt.Errorf("%w: If-Match: the key's etag is not %q", store.ErrPreconditionFailed, p.put.IfMatch)
+	case !absent && !cur.Resolved:
+		return store.PutResult{}, fmt.Errorf("%w: the key holds %d siblings its strategy leaves to the client: PUT their resolution first", errInvalidArgument, len(cur.Siblings))
+	}
+	doc := []byte("{}") // a patch of a missing key creates it
+	if !absent {
+		doc = cur.Value
+	}
+	value, err := p.apply(doc)
+	switch {
+	case errors.Is(err, jsonpatch.ErrTestFailed):
+		return store.PutResult{}, fmt.Errorf("%w: %v", store.ErrPreconditionFailed, err)
+	case err != nil:
+		return store.PutResult{}, fmt.Errorf("%w: the patch does not apply to the value: %v", errInvalidArgument, err)
+	case int64(len(value)) > p.cfg.MaxBodyBytes:
+		return store.PutResult{}, fmt.Errorf("%w: the patched value would be %d bytes; the limit is %d", errBodyTooLarge, len(value), p.cfg.MaxBodyBytes)
+	case depth(value) > p.cfg.MaxDepth:
+		return store.PutResult{}, fmt.Errorf("%w: the patched value would nest deeper than %d", errInvalidArgument, p.cfg.MaxDepth)
+	}
+	if valid := checkForKey(p.key); valid != nil {
+		if err := valid(value); err != nil {
+			return store.PutResult{}, err
+		}
+	}
+	w := store.PutRequest{Value: value, Writer: p.put.Writer, TTL: p.ttl}
+	if absent {
+		w.IfNoneMatch = true
+	} else {
+		w.IfMatch, w.Context = cur.ETag, cur.Version
+		if w.TTL == nil {
+			w.TTL = keptTTL(cur.ExpiresAt)
+		}
+	}
+	res, err := p.st.Put(ctx, p.ns, p.key, w)
+	if errors.Is(err, store.ErrPreconditionFailed) {
+		err = fmt.Errorf("%w: %w", errChanged, err)
+	}
+	return res, err
+}
+
+// keptTTL is the TTL that keeps an expiry (Unix ms, 0 for none) where it
+// is: at least a millisecond, since 0 would mean none. A key that expires
+// before the write lands fails its If-Match, and the next attempt creates it.
+func keptTTL(expiresAt int64) *time.Duration {
+	var d time.Duration
+	if expiresAt > 0 {
+		d = max(time.Until(time.UnixMilli(expiresAt)).Round(time.Millisecond), time.Millisecond)
+	}
+	return &d
+}
