@@ -48,6 +48,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/watch"}, // its stream is closed once its head is checked
 	{"DELETE", "/v1/keys"},
 	{"PATCH", "/v1/kv/{k}"}, // a body that starts with [ as a JSON Patch
+	{"PATCH", "/v1/tasks/{id}/progress"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -97,6 +98,7 @@ func FuzzRequests(f *testing.F) {
 		{23, "", "prefix=tasks/T1/", "", "", "", ""},
 		{3, "", "prefix=tasks/&entries=true&resolve=merge&siblings=true", "", "", "", ""},
 		{24, "tasks/T1/state", "ttl=60", `{"status":"done","step":null}`, "", "w1", ""},
+		{25, "T1", "", `{"progress":40}`, "", "w1", ""},
 		{24, "coordination/queue", "", `[{"op":"test","path":"/owner","value":"w1"},{"op":"add","path":"/pending/-","value":"T3"}]`, "*", "w2", ""},
 	}
 	for _, s := range seeds {

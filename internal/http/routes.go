@@ -39,8 +39,10 @@ func (s *Server) routes() {
 	// their key.
 	r.Get("/v1/tasks/{id}/state", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/state")))
 	r.Put("/v1/tasks/{id}/state", handleKVPut(log, cfg, st, templateKey("tasks/{id}/state")))
+	r.Patch("/v1/tasks/{id}/state", handleKVPatch(log, cfg, st, templateKey("tasks/{id}/state")))
 	r.Get("/v1/tasks/{id}/progress", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/progress")))
 	r.Put("/v1/tasks/{id}/progress", handleKVPut(log, cfg, st, templateKey("tasks/{id}/progress")))
+	r.Patch("/v1/tasks/{id}/progress", handleKVPatch(log, cfg, st, templateKey("tasks/{id}/progress")))
 	r.Post("/v1/tasks/{id}/lock", handleLockAcquire(log, cfg, lk, taskLock))
 	r.Post("/v1/tasks/{id}/lock/refresh", handleLockRefresh(log, cfg, lk, taskLock))
 	r.Get("/v1/tasks/{id}/lock", handleLockHolder(log, cfg, lk, taskLock))
@@ -48,16 +50,19 @@ func (s *Server) routes() {
 	r.Get("/v1/tasks/{id}/agents", handleTaskAgents(log, cfg, st))
 	r.Get("/v1/tasks/{id}/agents/{agent}", handleKVGet(log, cfg, st, ws, templateKey("tasks/{id}/agents/{agent}")))
 	r.Put("/v1/tasks/{id}/agents/{agent}", handleKVPut(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
+	r.Patch("/v1/tasks/{id}/agents/{agent}", handleKVPatch(log, cfg, st, templateKey("tasks/{id}/agents/{agent}")))
 
 	r.Get("/v1/workers", handleWorkers(log, cfg, st))
 	r.Put("/v1/workers/{id}/heartbeat", handleHeartbeat(log, cfg, st))
 	for _, k := range []string{"status", "capacity"} {
 		r.Get("/v1/workers/{id}/"+k, handleKVGet(log, cfg, st, ws, templateKey("workers/{id}/"+k)))
 		r.Put("/v1/workers/{id}/"+k, handleKVPut(log, cfg, st, templateKey("workers/{id}/"+k)))
+		r.Patch("/v1/workers/{id}/"+k, handleKVPatch(log, cfg, st, templateKey("workers/{id}/"+k)))
 	}
 	for _, k := range []string{"queue", "assignments", "metrics"} {
 		r.Get("/v1/coordination/"+k, handleKVGet(log, cfg, st, ws, templateKey("coordination/"+k)))
 		r.Put("/v1/coordination/"+k, handleKVPut(log, cfg, st, templateKey("coordination/"+k)))
+		r.Patch("/v1/coordination/"+k, handleKVPatch(log, cfg, st, templateKey("coordination/"+k)))
 	}
 
 	// Propagation: change streams and the instance caches (watch.go).

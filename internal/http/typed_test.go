@@ -181,3 +181,27 @@ func TestRefreshIsNotALockName(t *testing.T) {
 		}
 	}
 }
+
+// Every typed key takes a PATCH on its typed route as on /v1/kv: the
+// entry's key is the typed one, and progress keeps its shape.
+func TestTypedRoutesTakePatches(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t))
+	for _, tt := range []struct{ route, key string }{
+		{"/v1/tasks/T1/state", "tasks/T1/state"},
+		{"/v1/tasks/T1/progress", "tasks/T1/progress"},
+		{"/v1/tasks/T1/agents/a1", "tasks/T1/agents/a1"},
+		{"/v1/workers/w1/status", "workers/w1/status"},
+		{"/v1/workers/w1/capacity", "workers/w1/capacity"},
+		{"/v1/coordination/queue", "coordination/queue"},
+		{"/v1/coordination/assignments", "coordination/assignments"},
+		{"/v1/coordination/metrics", "coordination/metrics"},
+	} {
+		h.must(200, "PUT", tt.route, `{"value":{"progress":10,"status":"a"}}`)
+		e := h.must(200, "PATCH", tt.route, `[{"op":"replace","path":"/progress","value":20}]`, "Content-Type", jsonPatch).json(t)
+		if e["key"] != tt.key || jsonString(e["value"]) != `{"progress":20,"status":"a"}` {
+			t.Errorf("PATCH %s = %v", tt.route, e)
+		}
+	}
+	h.must(400, "PATCH", "/v1/tasks/T1/progress", `{"progress":101}`)
+	h.must(400, "PATCH", "/v1/tasks/a%20b/state", `{"x":1}`)
+}
