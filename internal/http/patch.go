@@ -18,12 +18,11 @@ import (
 	"github.com/memsync/memsync/internal/store"
 )
 
-// Media types of PATCH bodies. A body of any other type is taken as a merge
-// patch, as a PUT's body is taken as JSON whatever curl -d says it is.
-const (
-	mergePatchType = "application/merge-patch+json" // RFC 7386
-	jsonPatchType  = "application/json-patch+json"  // RFC 6902
-)
+// jsonPatchType is the media type of a JSON Patch (RFC 6902). A PATCH body
+// of any other type, application/merge-patch+json (RFC 7386) above all, is
+// taken as a merge patch, as a PUT's body is taken as JSON whatever curl -d
+// says it is.
+const jsonPatchType = "application/json-patch+json"
 
 // patchAttempts is how many read-patch-write cycles a PATCH without
 // If-Match tries before it gives up on a key that keeps changing under it
