@@ -22,6 +22,10 @@ func TestPatch(t *testing.T) {
 		h := newHarness(t, b)
 		put := h.must(200, "PUT", "/v1/kv/tasks/T1/state", `{"value":{"status":"running","step":1,"owner":"w1"},"ttl":600}`, "X-Worker-Id", "w1").json(t)
 
+		h.must(200, "PATCH", "/v1/kv/tasks/T0/state", `null`, "Content-Type", mergePatch) // RFC 7386: the value becomes null
+		if v := h.must(200, "GET", "/v1/kv/tasks/T0/state", "").json(t); v["value"] != nil {
+			t.Errorf("after a null merge patch: %v", v)
+		}
 		e := h.must(200, "PATCH", "/v1/kv/tasks/T1/state", `{"status":"done","step":null}`, "Content-Type", mergePatch, "X-Worker-Id", "w2").json(t)
 		if jsonString(e["value"]) != `{"owner":"w1","status":"done"}` || jsonString(e["version"]) != `{"w1":1,"w2":1}` || e["siblings"] != float64(1) {
 			t.Errorf("merge-patched entry = %v", e)
@@ -41,15 +45,15 @@ func TestPatch(t *testing.T) {
 
 		// JSON Patch: append to an array, guarded by a test.
 		h.must(200, "PUT", "/v1/kv/coordination/queue", `{"value":{"pending":["T1"],"owner":"w1"}}`)
-		ops := `[{"op":"test","path":"/owner","value":"w1"},{"op":"add","path":"/pending/-","value":"T2"}]`
-		if e = h.must(200, "PATCH", "/v1/kv/coordination/queue", ops, "Content-Type", jsonPatch).json(t); jsonString(e["value"]) != `{"owner":"w1","pending":["T1","T2"]}` {
+		ops := `[{"op":"test","path":"/owner","value":"w1"},{"op":"add","path":"/pending/-","value":"T2"},{"op":"add","path":"/last","value":null}]`
+		if e = h.must(200, "PATCH", "/v1/kv/coordination/queue", ops, "Content-Type", jsonPatch).json(t); jsonString(e["value"]) != `{"last":null,"owner":"w1","pending":["T1","T2"]}` {
 			t.Errorf("JSON-patched value = %s", jsonString(e["value"]))
 		}
 		failing := `[{"op":"test","path":"/owner","value":"w2"},{"op":"add","path":"/pending/-","value":"T3"}]`
 		if p := h.must(412, "PATCH", "/v1/kv/coordination/queue", failing, "Content-Type", jsonPatch).json(t); p["code"] != "precondition_failed" {
 			t.Errorf("failed test op: %v", p)
 		}
-		if v := h.must(200, "GET", "/v1/kv/coordination/queue?consistent=true", "").json(t)["value"]; jsonString(v) != `{"owner":"w1","pending":["T1","T2"]}` {
+		if v := h.must(200, "GET", "/v1/kv/coordination/queue?consistent=true", "").json(t)["value"]; jsonString(v) != `{"last":null,"owner":"w1","pending":["T1","T2"]}` {
 			t.Errorf("value after a failed test = %s", jsonString(v))
 		}
 
