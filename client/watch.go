@@ -24,6 +24,9 @@ const (
 	EventDelete = "delete" // a delete
 	EventExpire = "expire" // a key whose TTL ran out (a worker's heartbeat, say)
 	EventReset  = "reset"  // events were lost: read what you watch again
+	// EventSynced ends the initial state (Initial): the events that
+	// follow are changes.
+	EventSynced = "synced"
 )
 
 // Defaults of Watch.
@@ -56,10 +59,19 @@ type Event struct {
 	// ID orders events. Ids are consecutive across all keys and namespaces
 	// (a watch sees a subset of them), and a reconnect resumes after the
 	// last one seen. A reset has the id after which events resume, or 0
-	// when the client made it itself (see Watch).
+	// when the client made it itself (see Watch). The puts of the initial
+	// state have none (0); EventSynced has the id the changes come after.
 	ID uint64
-	// Type is EventPut, EventDelete, EventExpire or EventReset.
+	// Type is EventPut, EventDelete, EventExpire, EventReset or
+	// EventSynced.
 	Type string
+	// Initial is true for the puts of the initial state (see Initial):
+	// each is a key as it was when the watch began, its Version the merge
+	// of its siblings and its Value the resolved one (nil when larger than
+	// 16 KiB, or left to the client by the siblings strategy).
+	Initial bool
+	// Keys counts, for EventSynced, the puts of the initial state.
+	Keys int
 	// Namespace and Key name the key that changed; empty for a reset.
 	Namespace, Key string
 	// Version is the put's vector clock; nil for other types.
@@ -100,12 +112,15 @@ type eventJSON struct {
 	Writer    string            `json:"writer"`
 	Value     json.RawMessage   `json:"value"`
 	Reason    string            `json:"reason"`
+	Initial   bool              `json:"initial"`
+	Keys      int               `json:"keys"`
 }
 
 // WatchOption configures Watch.
 type WatchOption func(*watchOptions)
 
 type watchOptions struct {
+	initial bool
 	regex   string
 	types   []string
 	from    uint64
@@ -125,6 +140,17 @@ func Regex(expr string) WatchOption { return func(o *watchOptions) { o.regex = e
 func Types(kinds ...string) WatchOption {
 	return func(o *watchOptions) { o.types = append([]string(nil), kinds...) }
 }
+
+// Initial makes the watch start with the current state of every key it
+// covers: a put event (Event.Initial) per key that exists, in key order,
+// then an EventSynced, then the changes since the watch began. State read
+// and changes watched leave no gap between them: a key that changes
+// meanwhile comes again with its change, so apply the events in order and
+// the last one of a key is its state. When the stream drops before
+// EventSynced, the reconnect delivers a reset and the whole state again.
+// The types watched must include EventPut; FromEventID, which resumes,
+// sends no initial state.
+func Initial() WatchOption { return func(o *watchOptions) { o.initial = true } }
 
 // FromEventID starts the watch after event id (an Event.ID seen before):
 // every matching event since is replayed first, as long as the server's
@@ -203,6 +229,9 @@ func (c *Client) Watch(ctx context.Context, pattern string, opts ...WatchOption)
 	}
 	if len(o.types) > 0 {
 		q.Set("types", strings.Join(o.types, ","))
+	}
+	if o.initial {
+		q.Set("initial", "true")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	w := &Watch{c: c, query: q, opts: o, events: make(chan Event), cancel: cancel,
@@ -448,7 +477,8 @@ func (m sseMessage) event() (Event, error) {
 		return Event{}, fmt.Errorf("%w: event %q after id %s: %v", errStream, m.typ, m.lastID, err)
 	}
 	ev := Event{ID: j.ID, Type: m.typ, Namespace: j.Namespace, Key: j.Key, Version: j.Version,
-		Timestamp: fromMillis(j.Timestamp), Writer: j.Writer, Value: j.Value, Reason: j.Reason}
+		Timestamp: fromMillis(j.Timestamp), Writer: j.Writer, Value: j.Value, Reason: j.Reason,
+		Initial: j.Initial, Keys: j.Keys}
 	if id, ok := m.lastEventID(); ok && m.ownID {
 		ev.ID = id // the id a reconnect resumes after
 	}

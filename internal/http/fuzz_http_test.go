@@ -95,6 +95,7 @@ func FuzzRequests(f *testing.F) {
 		{22, "", "pattern=tasks/*/state&ns=other", "", "", "", "7"},
 		{22, "", "regex=^tasks/T[0-9]+$&last_event_id=3", "", "", "", ""},
 		{22, "", "pattern=workers/*/heartbeat&types=expire,delete", "", "", "", ""},
+		{22, "", "pattern=tasks/*/state&initial=true&types=put", "", "", "", ""},
 		{23, "", "prefix=tasks/T1/", "", "", "", ""},
 		{3, "", "prefix=tasks/&entries=true&resolve=merge&siblings=true", "", "", "", ""},
 		{24, "tasks/T1/state", "ttl=60", `{"status":"done","step":null}`, "", "w1", ""},

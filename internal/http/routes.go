@@ -66,6 +66,6 @@ func (s *Server) routes() {
 	}
 
 	// Propagation: change streams and the instance caches (watch.go).
-	r.Get("/v1/watch", handleWatch(log, cfg, s.prop))
+	r.Get("/v1/watch", handleWatch(log, cfg, st, s.prop))
 	r.Post("/v1/cache/invalidate", handleCacheInvalidate(log, cfg, s.prop))
 }

@@ -96,7 +96,7 @@ var errNotConfigured = fmt.Errorf("%w: not configured on this instance", store.E
 // and must read the state it watches again. Last-Event-ID (or
 // ?last_event_id=) resumes after that event while the log retains it.
 // The stream is not chunked: it ends with its connection.
-func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
+func handleWatch(log *slog.Logger, cfg Config, st Store, p propagation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, err := namespace(r, cfg)
 		if err != nil {
@@ -109,6 +109,11 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 			return
 		}
 		last, err := lastEventID(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		initial, err := initialParam(r, f)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
@@ -161,6 +166,19 @@ func handleWatch(log *slog.Logger, cfg Config, p propagation) http.HandlerFunc {
 				send([]byte(": token no longer valid\n\n"))
 			}
 		}()
+		// A resume (Last-Event-ID, which an EventSource sends with the
+		// same URL when it reconnects) has the state already.
+		if initial && last == 0 {
+			ok, err := sendInitial(ctx, st, f, wt.From(), send)
+			if err != nil && ctx.Err() == nil {
+				// The headers are out: the client reconnects, and as it
+				// has no id yet, gets the whole state again.
+				log.Warn("watch stream ended: its initial state could not be read", "err", err)
+			}
+			if !ok || err != nil {
+				return
+			}
+		}
 		ping := time.NewTicker(p.ping)
 		defer ping.Stop()
 		// busy: the last round wrote a batch. Then the next round does not
@@ -292,6 +310,19 @@ func watchFilter(r *http.Request, ns string) (watch.Filter, error) {
 		f.Pattern = p
 	}
 	return f, nil
+}
+
+// initialParam reads ?initial=, which asks for the current state of the
+// keys watched before their changes: as puts, so f must let puts through.
+func initialParam(r *http.Request, f watch.Filter) (bool, error) {
+	initial, err := boolParam(r.URL.Query().Get("initial"), "initial")
+	if err != nil || !initial {
+		return false, err
+	}
+	if put, _ := watch.TypesOf(store.EventPut); f.Types != 0 && f.Types&put == 0 {
+		return false, fmt.Errorf("%w: initial=true sends the keys' state as puts: types must include put", errInvalidArgument)
+	}
+	return true, nil
 }
 
 // lastEventID reads the Last-Event-ID header (what an EventSource sends when

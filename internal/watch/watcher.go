@@ -253,6 +253,7 @@ type Watcher struct {
 	ready chan struct{} // a token when there may be something to Poll
 	done  chan struct{} // closed by Close
 	stop  func() bool   // unregisters the context's AfterFunc
+	from  uint64        // the id its events come after (From)
 
 	// Consumer state, while the watcher replays the log.
 	cursor       uint64 // the newest id read from the log
@@ -300,6 +301,10 @@ func (h *Hub) Watch(ctx context.Context, f Filter, lastEventID uint64) (*Watcher
 		return nil, ErrClosed
 	}
 	w.g = h.groupLocked(f)
+	if !replay {
+		from = h.last
+	}
+	w.from = from
 	if !replay || (h.started && from == h.last) {
 		h.live[w] = struct{}{}
 		w.g.mu.Lock()
@@ -315,6 +320,12 @@ func (h *Hub) Watch(ctx context.Context, f Filter, lastEventID uint64) (*Watcher
 	w.stop = context.AfterFunc(ctx, w.close)
 	return w, nil
 }
+
+// From returns the id of the event the watcher's events come after: the
+// lastEventID it was opened with, or the newest event the hub had
+// delivered when it was opened. A reader of the state the watcher covers,
+// made after Watch returned, is at least this recent.
+func (w *Watcher) From() uint64 { return w.from }
 
 // Ready returns a channel that receives when Poll may have something new.
 func (w *Watcher) Ready() <-chan struct{} { return w.ready }
