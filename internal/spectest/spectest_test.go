@@ -125,7 +125,7 @@ func TestTransport(t *testing.T) {
 			wantErr: "undocumented route",
 		},
 		{
-			name: "undocumented method", method: "PATCH", path: "/v1/kv/a",
+			name: "undocumented method", method: "POST", path: "/v1/kv/a",
 			handler: reply(405, "", ""),
 			wantErr: "undocumented route",
 		},
