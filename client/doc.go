@@ -22,6 +22,9 @@
 // GetIfChanged polls cheaply: the server sends nothing while the key is as
 // an earlier read left it; with WaitForChange it blocks until the key
 // changes (or, with Get, until it is created), for up to a minute.
+// Patch and PatchOps change part of a value (a JSON merge patch, a JSON
+// Patch) in one call, which the server applies again when the key changed
+// under it. Entries reads every key under a prefix with its entry.
 //
 // # Authentication
 //
@@ -68,5 +71,7 @@
 // expression (the design document's subscribe) and delivers them on a
 // channel, reconnecting by itself without losing events; an EventReset says
 // events were lost anyway and the state must be read again. Types narrows
-// it to some kinds of change (expiries alone, say).
+// it to some kinds of change (expiries alone, say); Initial starts it with
+// the current state of the keys. Mirror builds on that a local copy of the
+// keys, kept current, which starts over from a new state after a reset.
 package client

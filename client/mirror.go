@@ -1,0 +1,215 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"sync"
+	"time"
+)
+
+// MirrorEntry is a mirrored key's state.
+type MirrorEntry struct {
+	Key string
+	// Value is the key's value: the resolved one, as a read answers it,
+	// until a write comes, then the written one (a newer write supersedes
+	// the siblings it knew of; see Mirror). Nil when the siblings strategy
+	// leaves several values to the client.
+	Value json.RawMessage
+	// Version is the key's version (see Entry.Version), Writer and
+	// Timestamp its latest write's.
+	Version   map[string]uint64
+	Writer    string
+	Timestamp time.Time
+}
+
+// Decode unmarshals the value into v.
+func (e MirrorEntry) Decode(v any) error {
+	if e.Value == nil {
+		return errors.New("memsync: mirrored key " + e.Key + " has no single value")
+	}
+	return json.Unmarshal(e.Value, v)
+}
+
+// Mirror is a local copy of the keys a pattern covers, kept current by a
+// watch (the informer of a Kubernetes controller, the cache of an etcd
+// watcher): a worker reads its copy of workers/*/status or of a task's
+// keys without a request per read. Client.Mirror makes one.
+type Mirror struct {
+	c       *Client
+	pattern string
+	opts    []WatchOption
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu      sync.RWMutex
+	entries map[string]MirrorEntry
+	synced  chan struct{} // closed once the first state is complete
+	once    sync.Once
+	err     error
+}
+
+// mirrorRetry is the pause before a mirror watches again after a reset.
+const mirrorRetry = 100 * time.Millisecond
+
+// Mirror starts a local copy of the keys that match pattern (a glob, as
+// for Watch; Regex among opts for a regular expression): it watches them
+// with Initial, fills the copy from the initial state, and applies every
+// change after it. Synced is closed once the copy holds the whole state;
+// until then it may hold part of it.
+//
+// A put event carries its value up to 16 KiB: for a larger one the
+// mirror reads the key. When events are lost (a reset: the mirror read
+// too slowly, the server's log no longer held what it missed) it watches
+// again from a new initial state, and replaces its copy once that is
+// complete. The copy follows the server's events: a put event's value is
+// the write's, so while writers write a key concurrently the copy holds
+// the latest write where a read would resolve the siblings; the next
+// initial state (after a reset) resolves them as a read does.
+//
+// Mirror returns once the watch is accepted; it fails as Watch does. The
+// mirror runs until ctx ends or Close; Err then says why it stopped.
+// Types among opts must include EventPut, and FromEventID has no effect.
+func (c *Client) Mirror(ctx context.Context, pattern string, opts ...WatchOption) (*Mirror, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	m := &Mirror{c: c, pattern: pattern, opts: append(append([]WatchOption(nil), opts...), Initial(), FromEventID(0)),
+		cancel: cancel, done: make(chan struct{}), entries: map[string]MirrorEntry{}, synced: make(chan struct{})}
+	w, err := c.Watch(ctx, pattern, m.opts...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go m.run(ctx, w)
+	return m, nil
+}
+
+// Synced is closed once the copy holds the whole state of the keys.
+func (m *Mirror) Synced() <-chan struct{} { return m.synced }
+
+// Get returns the copy of key, and whether the key exists.
+func (m *Mirror) Get(key string) (MirrorEntry, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, ok := m.entries[key]
+	return e, ok
+}
+
+// Snapshot returns a copy of every mirrored key.
+func (m *Mirror) Snapshot() map[string]MirrorEntry {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return maps.Clone(m.entries)
+}
+
+// Err says why the mirror stopped: nil while it runs and after Close.
+func (m *Mirror) Err() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.err
+}
+
+// Close stops the mirror; its copy stays readable, as it was.
+func (m *Mirror) Close() {
+	m.cancel()
+	<-m.done
+	m.mu.Lock()
+	if errors.Is(m.err, context.Canceled) {
+		m.err = nil
+	}
+	m.mu.Unlock()
+}
+
+// run applies the events of w, and watches again after a reset.
+func (m *Mirror) run(ctx context.Context, w *Watch) {
+	defer close(m.done)
+	for {
+		reset := m.follow(ctx, w)
+		w.Close()
+		if !reset {
+			m.stop(ctx, w.Err())
+			return
+		}
+		if !sleep(ctx, mirrorRetry) {
+			m.stop(ctx, ctx.Err())
+			return
+		}
+		var err error
+		if w, err = m.c.Watch(ctx, m.pattern, m.opts...); err != nil {
+			m.stop(ctx, err)
+			return
+		}
+	}
+}
+
+// stop records why the mirror stopped: err, or ctx's end.
+func (m *Mirror) stop(ctx context.Context, err error) {
+	if err == nil {
+		err = ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.err = err
+}
+
+// follow reads one watch: its initial state into a fresh copy, which
+// replaces the mirror's at synced, then its changes. It returns true on a
+// reset, false when the watch ended.
+func (m *Mirror) follow(ctx context.Context, w *Watch) (reset bool) {
+	var fresh map[string]MirrorEntry // the initial state, until synced
+	for ev := range w.Events() {
+		switch ev.Type {
+		case EventReset:
+			return true
+		case EventSynced:
+			m.mu.Lock()
+			if fresh == nil {
+				fresh = map[string]MirrorEntry{}
+			}
+			m.entries, fresh = fresh, nil
+			m.mu.Unlock()
+			m.once.Do(func() { close(m.synced) })
+		case EventPut:
+			e, ok := m.entryOf(ctx, ev)
+			switch {
+			case ev.Initial && !ok:
+			case ev.Initial:
+				if fresh == nil {
+					fresh = map[string]MirrorEntry{}
+				}
+				fresh[ev.Key] = e
+			default:
+				m.set(ev.Key, e, ok)
+			}
+		case EventDelete, EventExpire:
+			m.set(ev.Key, MirrorEntry{}, false)
+		}
+	}
+	return false
+}
+
+func (m *Mirror) set(key string, e MirrorEntry, exists bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if exists {
+		m.entries[key] = e
+	} else {
+		delete(m.entries, key)
+	}
+}
+
+// entryOf is the state a put event gives its key; for a value too large
+// to ride in the event, it reads the key (false: gone since).
+func (m *Mirror) entryOf(ctx context.Context, ev Event) (MirrorEntry, bool) {
+	e := MirrorEntry{Key: ev.Key, Value: ev.Value, Version: ev.Version, Writer: ev.Writer, Timestamp: ev.Timestamp}
+	if ev.Value != nil {
+		return e, true
+	}
+	got, err := m.c.Get(ctx, ev.Key, Consistent())
+	if err != nil {
+		// Gone since (a delete event follows), or unreadable: the copy
+		// keeps what the event says.
+		return e, !errors.Is(err, ErrNotFound)
+	}
+	return MirrorEntry{Key: got.Key, Value: got.Value, Version: got.Version, Writer: got.Writer, Timestamp: got.Timestamp}, true
+}
