@@ -12,10 +12,8 @@ import (
 // MirrorEntry is a mirrored key's state.
 type MirrorEntry struct {
 	Key string
-	// Value is the key's value: the resolved one, as a read answers it,
-	// until a write comes, then the written one (a newer write supersedes
-	// the siblings it knew of; see Mirror). Nil when the siblings strategy
-	// leaves several values to the client.
+	// Value is the key's value as a read resolves it. Nil when the
+	// siblings strategy leaves several values to the client.
 	Value json.RawMessage
 	// Version is the key's version (see Entry.Version), Writer and
 	// Timestamp its latest write's.
@@ -59,14 +57,13 @@ const mirrorRetry = 100 * time.Millisecond
 // change after it. Synced is closed once the copy holds the whole state;
 // until then it may hold part of it.
 //
-// A put event carries its value up to 16 KiB: for a larger one the
-// mirror reads the key. When events are lost (a reset: the mirror read
-// too slowly, the server's log no longer held what it missed) it watches
-// again from a new initial state, and replaces its copy once that is
-// complete. The copy follows the server's events: a put event's value is
-// the write's, so while writers write a key concurrently the copy holds
-// the latest write where a read would resolve the siblings; the next
-// initial state (after a reset) resolves them as a read does.
+// A put event carries the write's value: the mirror takes it when the
+// write superseded what the copy held, and otherwise (concurrent writers
+// left siblings for the key's strategy to resolve) reads the key, as it
+// does for a value too large to ride in its event (16 KiB). When events
+// are lost (a reset: the mirror read too slowly, the server's log no
+// longer held what it missed) it watches again from a new initial state,
+// and replaces its copy once that is complete.
 //
 // Mirror returns once the watch is accepted; it fails as Watch does. The
 // mirror runs until ctx ends or Close; Err then says why it stopped.
@@ -198,11 +195,17 @@ func (m *Mirror) set(key string, e MirrorEntry, exists bool) {
 	}
 }
 
-// entryOf is the state a put event gives its key; for a value too large
-// to ride in the event, it reads the key (false: gone since).
+// entryOf is the state a put event gives its key. That is the write's
+// value when the write superseded every sibling the copy knew of (its
+// version descends from the copy's: the write saw them all, as every
+// write since the initial state came as an event). Else the key now holds
+// siblings, and it reads the key to have them resolved as a read would;
+// so it does for a value too large to ride in the event. False: the key
+// is gone since.
 func (m *Mirror) entryOf(ctx context.Context, ev Event) (MirrorEntry, bool) {
 	e := MirrorEntry{Key: ev.Key, Value: ev.Value, Version: ev.Version, Writer: ev.Writer, Timestamp: ev.Timestamp}
-	if ev.Value != nil {
+	prev, had := m.Get(ev.Key)
+	if ev.Value != nil && (ev.Initial || !had || descends(ev.Version, prev.Version)) {
 		return e, true
 	}
 	got, err := m.c.Get(ctx, ev.Key, Consistent())
@@ -212,4 +215,14 @@ func (m *Mirror) entryOf(ctx context.Context, ev Event) (MirrorEntry, bool) {
 		return e, !errors.Is(err, ErrNotFound)
 	}
 	return MirrorEntry{Key: got.Key, Value: got.Value, Version: got.Version, Writer: got.Writer, Timestamp: got.Timestamp}, true
+}
+
+// descends reports whether clock a has seen everything clock b has.
+func descends(a, b map[string]uint64) bool {
+	for w, n := range b {
+		if a[w] < n {
+			return false
+		}
+	}
+	return true
 }

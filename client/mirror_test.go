@@ -63,6 +63,21 @@ func TestMirrorAgainstServer(t *testing.T) {
 	if e, _ := m.Get("tasks/T2/state"); e.Decode(&v) != nil || v != "two again" || e.Writer != "w1" || e.Version["w1"] != 2 {
 		t.Errorf("T2's copy = %+v", e)
 	}
+	// Concurrent writers of a merged key: the copy holds what a read
+	// resolves, not the latest write alone.
+	q, err := c.Mirror(ctx, "coordination/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	<-q.Synced()
+	for w, v := range map[string]map[string]any{"w1": {"pending": []string{"T1"}}, "w2": {"owner": "w2"}} {
+		if _, err := mustNew(t, srv.URL, client.WithWorkerID(w)).Put(ctx, "coordination/queue", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, mirrored(q, "coordination/queue", `{"owner":"w2","pending":["T1"]}`))
+
 	m.Close()
 	if err := m.Err(); err != nil {
 		t.Errorf("Err after Close = %v", err)
