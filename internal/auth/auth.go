@@ -35,7 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/memsync/memsync/internal/clock"
+	"github.com/memsync/memsync/internal/keys"
 )
 
 // Role is what a token may do.
@@ -173,8 +173,8 @@ func Parse(r io.Reader) (*Tokens, error) {
 			return nil, fmt.Errorf("%w: line %d: %q names no certificate: write cert:<common name or URI>", ErrBadTokenFile, n, token)
 		case !isCert && len(token) < MinTokenLength:
 			return nil, fmt.Errorf("%w: line %d: a token must be at least %d characters", ErrBadTokenFile, n, MinTokenLength)
-		case !clock.ValidID(id):
-			return nil, fmt.Errorf("%w: line %d: worker id %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrBadTokenFile, n, id)
+		case !keys.ValidSegment(id): // workers/{id}/… are its keys
+			return nil, fmt.Errorf("%w: line %d: worker id %q must be 1-128 characters of [A-Za-z0-9._:@-], and not . or ..", ErrBadTokenFile, n, id)
 		case role != Admin && role != Worker && role != Reader:
 			return nil, fmt.Errorf("%w: line %d: role %q is not admin, worker or reader", ErrBadTokenFile, n, role)
 		}

@@ -69,6 +69,7 @@ func TestParse(t *testing.T) {
 		{"expiry not RFC 3339", "0123456789abcdef w1 worker expires=2027-01-01\n", `"expires=2027-01-01" is not expires=`},
 		{"short token", "short w1 worker\n", "at least 16"},
 		{"bad worker id", "0123456789abcdef w/1 worker\n", "worker id"},
+		{"dot-dot worker id", "0123456789abcdef .. worker\n", "worker id"},
 		{"bad role", "0123456789abcdef w1 root\n", `role "root"`},
 		{"duplicate", "0123456789abcdef w1 worker\n0123456789abcdef w2 reader\n", "line 2: the token is listed twice"},
 		{"certificate without a name", "cert: w1 worker\n", `"cert:" names no certificate`},

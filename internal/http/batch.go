@@ -200,9 +200,9 @@ func handleBatch(log *slog.Logger, cfg Config, st Store) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		writer := r.Header.Get("X-Worker-Id")
-		if writer != "" && !clock.ValidID(writer) {
-			writeError(w, r, log, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
+		writer, err := workerHeader(r)
+		if err != nil {
+			writeError(w, r, log, err)
 			return
 		}
 		// A batch's Idempotency-Key names each of its puts and deletes:

@@ -393,11 +393,10 @@ const maxScannedQuery = 1024
 // Idempotency-Key.
 func writePreconditions(r *http.Request) (store.PutRequest, error) {
 	var put store.PutRequest
-	put.Writer = r.Header.Get("X-Worker-Id")
-	if put.Writer != "" && !clock.ValidID(put.Writer) {
-		return put, fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument)
-	}
 	var err error
+	if put.Writer, err = workerHeader(r); err != nil {
+		return put, err
+	}
 	if put.IfMatch, err = parseIfMatch(r.Header.Get("If-Match")); err != nil {
 		return put, err
 	}
@@ -416,6 +415,17 @@ func writePreconditions(r *http.Request) (store.PutRequest, error) {
 		return put, fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument)
 	}
 	return put, nil
+}
+
+// workerHeader returns the X-Worker-Id of r ("" when absent). A worker id
+// follows the rules of a key segment (workers/{id}/… are its keys), so
+// "." and ".." are none, though a vector clock could hold them.
+func workerHeader(r *http.Request) (string, error) {
+	id := r.Header.Get("X-Worker-Id")
+	if id != "" && !keys.ValidSegment(id) {
+		return "", fmt.Errorf("%w: X-Worker-Id must be 1-128 characters of [A-Za-z0-9._:@-], and not . or ..", errInvalidArgument)
+	}
+	return id, nil
 }
 
 // parseIfMatch returns the etag of an If-Match header ("" when absent, "*"

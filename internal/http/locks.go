@@ -130,9 +130,14 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, fmt.Errorf("%w: ttl_ms is required and must be positive; wait_ms must not be negative", errInvalidArgument))
 			return
 		}
+		worker, err := workerHeader(r)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		owner := req.Owner
 		if owner == "" {
-			owner = r.Header.Get("X-Worker-Id")
+			owner = worker
 		} else if err := authorizeActingAs(r, owner); err != nil {
 			writeError(w, r, log, err)
 			return
