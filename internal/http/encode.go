@@ -81,6 +81,15 @@ func decodeBody(body []byte, maxDepth int, v any) error {
 	if d := depth(body); d > maxDepth {
 		return fmt.Errorf("%w: nesting deeper than %d levels", errInvalidJSON, maxDepth)
 	}
+	// encoding/json takes null for any struct, and leaves it as it was:
+	// a body of null would pass for one that sets nothing.
+	isStruct := false
+	if t := reflect.TypeOf(v); t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
+		isStruct = true
+		if bytes.TrimLeft(body, " \t\r\n")[0] != '{' {
+			return fmt.Errorf("%w: the body must be a JSON object", errInvalidJSON)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -89,8 +98,8 @@ func decodeBody(body []byte, maxDepth int, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: unexpected data after the JSON document", errInvalidJSON)
 	}
-	if t := reflect.TypeOf(v); t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct {
-		if err := exactNames(body, t.Elem()); err != nil {
+	if isStruct {
+		if err := exactNames(body, reflect.TypeOf(v).Elem()); err != nil {
 			return fmt.Errorf("%w: %v", errInvalidJSON, err)
 		}
 	}
