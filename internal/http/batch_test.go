@@ -186,6 +186,7 @@ func TestBatchRefusals(t *testing.T) {
 		{"not JSON", `{"ops":[`, 400, "invalid_json", nil},
 		{"atomic with a bad key", `{"atomic":true,"ops":[{"op":"put","key":"a/b","value":1},{"op":"get","key":"a//b"}]}`, 400, "invalid_key", 1.0},
 		{"atomic with a bad ttl", `{"atomic":true,"ops":[{"op":"put","key":"a/b","value":1,"ttl":999999999}]}`, 400, "invalid_argument", 0.0},
+		{"atomic with an op of nothing", `{"atomic":true,"ops":[{"op":"put","key":"a/b","value":1},{}]}`, 400, "invalid_argument", 1.0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,6 +201,11 @@ func TestBatchRefusals(t *testing.T) {
 	h.must(400, "POST", "/v1/batch", `{"ops":[]}`, "X-Worker-Id", "no spaces")
 	if res := h.must(200, "POST", "/v1/batch", `{"ops":[]}`).results(t); len(res) != 0 {
 		t.Errorf("empty batch: %v", res)
+	}
+	// Not atomic, an op without op or key fails alone.
+	res := h.must(200, "POST", "/v1/batch", `{"ops":[{},{"op":"put","value":1},{"op":"put","key":"c/d","value":1}]}`).results(t)
+	if len(res) != 3 || res[0].Status != 400 || res[1].Status != 400 || res[2].Status != 200 {
+		t.Errorf("ops missing op or key: %+v", res)
 	}
 }
 
