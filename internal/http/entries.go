@@ -59,31 +59,43 @@ const (
 )
 
 // readEntries reads the entries of page's keys, from Redis rather than the
-// instance cache, a chunk of keys per round trip. A key deleted or expired
-// since it was listed is left out of both lists, so that they stay aligned.
+// instance cache (forEntries). A key deleted or expired since it was
+// listed is left out of both lists, so that they stay aligned.
 func readEntries(ctx context.Context, st Store, ns string, page keyPage, want entriesWanted) (keyPage, error) {
 	out := keyPage{Keys: []string{}, Entries: []entryResponse{}, Cursor: page.Cursor}
 	size := 0
-	for start := 0; start < len(page.Keys); start += entriesChunk {
-		chunk := page.Keys[start:min(start+entriesChunk, len(page.Keys))]
-		entries, err := st.GetMany(ctx, ns, chunk, want.opt)
-		if err != nil {
-			return keyPage{}, err
+	err := forEntries(ctx, st, ns, page.Keys, want.opt, func(e store.Entry) bool {
+		if size >= maxEntriesBytes {
+			out.Cursor = store.CursorAfter(out.Keys[len(out.Keys)-1])
+			return false
 		}
-		for i, e := range entries {
-			if e.Key == "" {
-				continue // gone since it was listed
-			}
-			if size >= maxEntriesBytes {
-				out.Cursor = store.CursorAfter(out.Keys[len(out.Keys)-1])
-				return out, nil
-			}
-			out.Keys = append(out.Keys, chunk[i])
-			out.Entries = append(out.Entries, newEntryResponse(e, want.siblings))
-			size += entrySize(out.Entries[len(out.Entries)-1])
-		}
+		out.Keys = append(out.Keys, e.Key)
+		out.Entries = append(out.Entries, newEntryResponse(e, want.siblings))
+		size += entrySize(out.Entries[len(out.Entries)-1])
+		return true
+	})
+	if err != nil {
+		return keyPage{}, err
 	}
 	return out, nil
+}
+
+// forEntries reads the entries of ks, entriesChunk keys per round trip, and
+// hands each key that still exists to fn, in order, until fn returns
+// false.
+func forEntries(ctx context.Context, st Store, ns string, ks []string, opt store.GetOptions, fn func(store.Entry) bool) error {
+	for start := 0; start < len(ks); start += entriesChunk {
+		entries, err := st.GetMany(ctx, ns, ks[start:min(start+entriesChunk, len(ks))], opt)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Key != "" && !fn(e) { // "": gone since it was listed
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 // entrySize is about how many bytes e's values take in an answer: its

@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/memsync/memsync/internal/clock"
@@ -45,7 +46,7 @@ func sendInitial(ctx context.Context, st Store, f watch.Filter, from uint64, sen
 		prefix = f.Pattern.Literal() // every key it matches starts so
 	}
 	buf := make([]byte, 0, 32<<10)
-	sent := 0
+	n := 0 // keys sent
 	for cursor := ""; ; {
 		page, next, err := st.List(ctx, f.Namespace, prefix, cursor, store.MaxListLimit)
 		if err != nil {
@@ -57,33 +58,29 @@ func sendInitial(ctx context.Context, st Store, f watch.Filter, from uint64, sen
 				ks = append(ks, k)
 			}
 		}
-		for start := 0; start < len(ks); start += entriesChunk {
-			entries, err := st.GetMany(ctx, f.Namespace, ks[start:min(start+entriesChunk, len(ks))], store.GetOptions{})
+		var failed error
+		sent := true
+		err = forEntries(ctx, st, f.Namespace, ks, store.GetOptions{}, func(e store.Entry) bool {
+			ev := initialEvent{Type: store.EventPut, Namespace: e.Namespace, Key: e.Key, Version: e.Version,
+				Timestamp: e.Timestamp, Writer: e.Writer, Initial: true}
+			if e.Resolved && len(e.Value) <= maxInitialValue {
+				ev.Value = e.Value
+			}
+			data, err := json.Marshal(ev)
 			if err != nil {
-				return true, err
+				failed = err
+				return false
 			}
-			for _, e := range entries {
-				if e.Key == "" {
-					continue // gone since it was listed
-				}
-				ev := initialEvent{Type: store.EventPut, Namespace: e.Namespace, Key: e.Key, Version: e.Version,
-					Timestamp: e.Timestamp, Writer: e.Writer, Initial: true}
-				if e.Resolved && len(e.Value) <= maxInitialValue {
-					ev.Value = e.Value
-				}
-				data, err := json.Marshal(ev)
-				if err != nil {
-					return true, err
-				}
-				buf = append(append(append(buf, "event: put\ndata: "...), data...), "\n\n"...)
-				sent++
-			}
+			buf = append(append(append(buf, "event: put\ndata: "...), data...), "\n\n"...)
+			n++
 			if len(buf) >= 16<<10 {
-				if !send(buf) {
-					return false, nil
-				}
+				sent = send(buf)
 				buf = buf[:0]
 			}
+			return sent
+		})
+		if err = errors.Join(err, failed); err != nil || !sent {
+			return sent, err
 		}
 		if next == "" {
 			break
@@ -91,6 +88,6 @@ func sendInitial(ctx context.Context, st Store, f watch.Filter, from uint64, sen
 		cursor = next
 	}
 	id := strconv.FormatUint(from, 10)
-	buf = append(buf, "id: "+id+"\nevent: synced\ndata: {\"id\":"+id+",\"type\":\"synced\",\"keys\":"+strconv.Itoa(sent)+"}\n\n"...)
+	buf = append(buf, "id: "+id+"\nevent: synced\ndata: {\"id\":"+id+",\"type\":\"synced\",\"keys\":"+strconv.Itoa(n)+"}\n\n"...)
 	return send(buf), nil
 }
