@@ -74,13 +74,16 @@ func handleKVPatch(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.H
 
 // refusePatchOptions refuses what a PUT takes and a PATCH cannot honour.
 func refusePatchOptions(r *http.Request, put store.PutRequest) error {
+	async, err := boolParam(queryValue(r.URL.RawQuery, "async"), "async")
 	switch {
+	case err != nil:
+		return err
+	case async:
+		return fmt.Errorf("%w: PATCH cannot be queued (async): it reads the key first", errInvalidArgument)
 	case put.IfNoneMatch:
 		return fmt.Errorf("%w: If-None-Match does not apply to PATCH: a patch of a missing key creates it; PUT with If-None-Match: * creates only", errInvalidArgument)
 	case put.IdempotencyKey != "":
 		return fmt.Errorf("%w: PATCH takes no Idempotency-Key: its write depends on what it reads, so a retry is a new patch", errInvalidArgument)
-	case queryValue(r.URL.RawQuery, "async") != "":
-		return fmt.Errorf("%w: PATCH cannot be queued (async): it reads the key first", errInvalidArgument)
 	}
 	return nil
 }

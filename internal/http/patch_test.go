@@ -101,6 +101,7 @@ func TestPatchRefusals(t *testing.T) {
 		{"idempotency key", "/v1/kv/k", `{"a":1}`, []string{"Idempotency-Key", "p1"}, 400, "invalid_argument"},
 		{"if-none-match", "/v1/kv/k", `{"a":1}`, []string{"If-None-Match", "*"}, 400, "invalid_argument"},
 		{"async", "/v1/kv/k?async=true", `{"a":1}`, nil, 400, "invalid_argument"},
+		{"async of a bad kind", "/v1/kv/k?async=soon", `{"a":1}`, nil, 400, "invalid_argument"},
 		{"bad ttl", "/v1/kv/k?ttl=-1", `{"a":1}`, nil, 400, "invalid_argument"},
 		{"bad key", "/v1/kv/a%20b", `{"a":1}`, nil, 400, "invalid_key"},
 	} {
@@ -111,6 +112,7 @@ func TestPatchRefusals(t *testing.T) {
 		})
 	}
 	h.must(404, "GET", "/v1/kv/k", "")
+	h.must(200, "PATCH", "/v1/kv/k2?async=false", `{"a":1}`) // async=false is no queueing
 	if v := h.must(200, "GET", "/v1/kv/tasks/T1/progress", "").json(t)["value"]; jsonString(v) != `{"progress":10,"status":"started"}` {
 		t.Errorf("progress after refused patches = %s", jsonString(v))
 	}
