@@ -127,14 +127,26 @@ func (m *Mirror) run(ctx context.Context, w *Watch) {
 			m.stop(ctx, w.Err())
 			return
 		}
-		if !sleep(ctx, mirrorRetry) {
-			m.stop(ctx, ctx.Err())
-			return
-		}
 		var err error
-		if w, err = m.c.Watch(ctx, m.pattern, m.opts...); err != nil {
+		if w, err = m.rewatch(ctx); err != nil {
 			m.stop(ctx, err)
 			return
+		}
+	}
+}
+
+// rewatch opens a new watch after a reset. A failure a retry may cure
+// (the server unreachable or unavailable for a while) is tried again after
+// a pause that doubles up to DefaultWatchRetryMax; one it cannot (a 4xx,
+// a stream that is not one) ends the mirror, as it ends a Watch.
+func (m *Mirror) rewatch(ctx context.Context) (*Watch, error) {
+	for pause := mirrorRetry; ; pause = min(2*pause, DefaultWatchRetryMax) {
+		if !sleep(ctx, jitter(pause)) {
+			return nil, ctx.Err()
+		}
+		w, err := m.c.Watch(ctx, m.pattern, m.opts...)
+		if err == nil || ctx.Err() != nil || incurable(err) {
+			return w, err
 		}
 	}
 }

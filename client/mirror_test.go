@@ -87,8 +87,9 @@ func TestMirrorAgainstServer(t *testing.T) {
 	}
 }
 
-// After a reset the mirror watches again from a new initial state, and
-// its copy becomes that state: keys gone meanwhile leave it.
+// After a reset the mirror watches again from a new initial state, past a
+// server that is unavailable for a while, and its copy becomes that state:
+// keys gone meanwhile leave it.
 func TestMirrorStartsOverAfterAReset(t *testing.T) {
 	f, n := sseFake(t,
 		func(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +99,7 @@ func TestMirrorStartsOverAfterAReset(t *testing.T) {
 				"id: 7\nevent: reset\ndata: {\"reason\":\"fell behind\"}\n\n")
 			<-r.Context().Done()
 		},
+		func(w http.ResponseWriter, r *http.Request) { problem(w, 503, "backend_unavailable", nil) },
 		func(w http.ResponseWriter, r *http.Request) {
 			send(w, ": watching\n\n"+
 				"event: put\ndata: {\"type\":\"put\",\"key\":\"k/b\",\"value\":2,\"initial\":true}\n\n"+
@@ -109,7 +111,7 @@ func TestMirrorStartsOverAfterAReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	waitFor(t, func() bool { return n.Load() == 2 })
+	waitFor(t, func() bool { return n.Load() == 3 }) // the second answered 503: tried again
 	waitFor(t, mirrored(m, "k/a", ""))
 	waitFor(t, mirrored(m, "k/b", "2"))
 	for i, req := range f.requests() {

@@ -354,14 +354,10 @@ func (w *Watch) run(ctx context.Context, conn *sseConn) {
 // stopped reports whether the watch must end after err, and if so records
 // why.
 func (w *Watch) stopped(ctx context.Context, err error) bool {
-	var ae *APIError
 	switch {
 	case ctx.Err() != nil:
 		err = ctx.Err()
-	case errors.Is(err, errStream):
-	case errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 &&
-		ae.Status != http.StatusRequestTimeout && ae.Status != http.StatusTooManyRequests:
-	default:
+	case !incurable(err):
 		return false
 	}
 	w.mu.Lock()
@@ -429,6 +425,14 @@ func (w *Watch) stream(ctx context.Context, conn *sseConn) (delivered bool, err 
 			w.last = id
 		}
 	}
+}
+
+// incurable reports whether err is one that reconnecting cannot cure: a
+// 4xx answer other than 408 and 429, or a stream that is not one.
+func incurable(err error) bool {
+	var ae *APIError
+	return errors.Is(err, errStream) || errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 &&
+		ae.Status != http.StatusRequestTimeout && ae.Status != http.StatusTooManyRequests
 }
 
 // sleep waits d; false when ctx ended first.
