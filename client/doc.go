@@ -73,5 +73,6 @@
 // events were lost anyway and the state must be read again. Types narrows
 // it to some kinds of change (expiries alone, say); Initial starts it with
 // the current state of the keys. Mirror builds on that a local copy of the
-// keys, kept current, which starts over from a new state after a reset.
+// keys, kept current (Changed says when), which starts over from a new
+// state after a reset.
 package client

@@ -44,6 +44,7 @@ type Mirror struct {
 	mu      sync.RWMutex
 	entries map[string]MirrorEntry
 	synced  chan struct{} // closed once the first state is complete
+	changed chan struct{} // a token when the copy changed since the last receive
 	once    sync.Once
 	err     error
 }
@@ -71,7 +72,8 @@ const mirrorRetry = 100 * time.Millisecond
 func (c *Client) Mirror(ctx context.Context, pattern string, opts ...WatchOption) (*Mirror, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	m := &Mirror{c: c, pattern: pattern, opts: append(append([]WatchOption(nil), opts...), Initial(), FromEventID(0)),
-		cancel: cancel, done: make(chan struct{}), entries: map[string]MirrorEntry{}, synced: make(chan struct{})}
+		cancel: cancel, done: make(chan struct{}), entries: map[string]MirrorEntry{}, synced: make(chan struct{}),
+		changed: make(chan struct{}, 1)}
 	w, err := c.Watch(ctx, pattern, m.opts...)
 	if err != nil {
 		cancel()
@@ -83,6 +85,20 @@ func (c *Client) Mirror(ctx context.Context, pattern string, opts ...WatchOption
 
 // Synced is closed once the copy holds the whole state of the keys.
 func (m *Mirror) Synced() <-chan struct{} { return m.synced }
+
+// Changed receives when the copy has changed since the last receive (a
+// key set or removed, or the copy replaced by a new state): any number of
+// changes leave one token, so a worker that waits on it and then reads
+// Get or Snapshot misses none.
+func (m *Mirror) Changed() <-chan struct{} { return m.changed }
+
+// changedLocked leaves the token Changed delivers.
+func (m *Mirror) changedLocked() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
 
 // Get returns the copy of key, and whether the key exists.
 func (m *Mirror) Get(key string) (MirrorEntry, bool) {
@@ -176,6 +192,7 @@ func (m *Mirror) follow(ctx context.Context, w *Watch) (reset bool) {
 				fresh = map[string]MirrorEntry{}
 			}
 			m.entries, fresh = fresh, nil
+			m.changedLocked()
 			m.mu.Unlock()
 			m.once.Do(func() { close(m.synced) })
 		case EventPut:
@@ -205,6 +222,7 @@ func (m *Mirror) set(key string, e MirrorEntry, exists bool) {
 	} else {
 		delete(m.entries, key)
 	}
+	m.changedLocked()
 }
 
 // entryOf is the state a put event gives its key. That is the write's

@@ -46,6 +46,18 @@ func TestMirrorAgainstServer(t *testing.T) {
 	if got := m.Snapshot(); len(got) != 2 || string(got["tasks/T1/state"].Value) != `"one"` || string(got["tasks/T2/state"].Value) != `"two"` {
 		t.Fatalf("synced copy = %v", got)
 	}
+	<-m.Changed() // the state replaced the empty copy
+	if _, err := c.Put(ctx, "tasks/T4/state", "four"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.Changed():
+		if !mirrored(m, "tasks/T4/state", `"four"`)() {
+			t.Error("Changed came before the change was in the copy")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Changed in 5 s after a put")
+	}
 	big := strings.Repeat("x", 20<<10)
 	if _, err := c.Put(ctx, "tasks/T3/state", big); err != nil {
 		t.Fatal(err)
