@@ -84,6 +84,10 @@ func serveWhenChanged(w http.ResponseWriter, r *http.Request, log *slog.Logger, 
 			e, err = st.Get(ctx, ns, key, opt) // as it is now
 		}
 		switch {
+		case err != nil && errors.Is(context.Cause(ctx), errTokenWithdrawn):
+			// The token went while a read was in flight: that read
+			// failed for it, and says 401 as the wait does, not 503.
+			writeError(w, r, log, context.Cause(ctx))
 		case err != nil:
 			writeError(w, r, log, err)
 		case !notModified(w, r, quoteETag(e.ETag)):
