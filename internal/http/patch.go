@@ -229,12 +229,23 @@ func (p patcher) once(ctx context.Context) (store.PutResult, error) {
 }
 
 // keptTTL is the TTL that keeps an expiry (Unix ms, 0 for none) where it
-// is: at least a millisecond, since 0 would mean none. A key that expires
-// before the write lands fails its If-Match, and the next attempt creates it.
+// is: at least a millisecond, since 0 would mean none. The store rounds the
+// expiry of a TTL of a minute or more up to a whole second, as such keys'
+// expiries are; aiming half a second early lands it on the same second
+// though the write reaches the store some milliseconds after this. A key
+// that expires before the write lands fails its If-Match, and the next
+// attempt creates it.
 func keptTTL(expiresAt int64) *time.Duration {
 	var d time.Duration
 	if expiresAt > 0 {
-		d = max(time.Until(time.UnixMilli(expiresAt)).Round(time.Millisecond), time.Millisecond)
+		d = time.Until(time.UnixMilli(expiresAt)).Round(time.Millisecond)
+		if d >= time.Minute+roundingMargin { // still a minute or more: rounded
+			d -= roundingMargin
+		}
+		d = max(d, time.Millisecond)
 	}
 	return &d
 }
+
+// roundingMargin is how early keptTTL aims a whole-second expiry.
+const roundingMargin = 500 * time.Millisecond
