@@ -50,6 +50,10 @@ func TestWatchInitialAgainstServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Once the server's hub has delivered the puts, the watch begins after
+	// them: a put still on its way when a watch begins comes again after
+	// synced (README: a key changed meanwhile comes again).
+	waitFor(t, func() bool { return srv.Hub.Stats().LastID >= 3 })
 	w := mustWatch(t, c, "tasks/*/state", client.Initial())
 	for _, key := range []string{"tasks/T1/state", "tasks/T2/state"} {
 		var v string
