@@ -145,8 +145,9 @@ func Types(kinds ...string) WatchOption {
 // covers: a put event (Event.Initial) per key that exists, in key order,
 // then an EventSynced, then the changes since the watch began. State read
 // and changes watched leave no gap between them: a key that changes
-// meanwhile comes again with its change, so apply the events in order and
-// the last one of a key is its state. When the stream drops before
+// meanwhile, or just before (its event had not reached the server's
+// instance yet), comes again with its change, so apply the events in
+// order and the last one of a key is its state. When the stream drops before
 // EventSynced, the reconnect delivers a reset and the whole state again.
 // The types watched must include EventPut; FromEventID, which resumes,
 // sends no initial state.
