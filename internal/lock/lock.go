@@ -52,7 +52,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/pipeline"
 	"github.com/memsync/memsync/internal/rediserr"
@@ -287,17 +286,8 @@ func (l *Locker) Acquire(ctx context.Context, ns, name string, req AcquireReques
 	if err := validName(ns, name); err != nil {
 		return Grant{}, err
 	}
-	if err := l.validTTL(req.TTL); err != nil {
+	if err := l.validRequest(req); err != nil {
 		return Grant{}, err
-	}
-	if req.Wait < 0 || req.Wait > l.opts.MaxWait {
-		return Grant{}, fmt.Errorf("%w: wait %v must be between 0 and %v", ErrInvalidArgument, req.Wait, l.opts.MaxWait)
-	}
-	if len(req.Owner) > MaxOwnerLen {
-		return Grant{}, fmt.Errorf("%w: owner is %d bytes, more than %d", ErrInvalidArgument, len(req.Owner), MaxOwnerLen)
-	}
-	if req.IdempotencyKey != "" && !clock.ValidID(req.IdempotencyKey) {
-		return Grant{}, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
 	}
 	token, err := newToken()
 	if err != nil {

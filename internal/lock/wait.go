@@ -66,6 +66,7 @@ func releasedChannel(ns string) string { return keys.Namespace(ns, "lock-release
 // waiter is one Acquire waiting in a queue.
 type waiter struct {
 	ns, name, token, owner string
+	line, leases           string        // the Redis keys of its line and its leases
 	wake                   chan struct{} // capacity 1: a pending wake-up is never lost nor doubled
 }
 
@@ -85,13 +86,14 @@ func (l *Locker) wait(ctx context.Context, ns, name, token string, req AcquireRe
 	}
 	deadline := time.Now().Add(req.Wait)
 	qk := keys.Aux(ns, name, "lock")
-	w := &waiter{ns: ns, name: name, token: token, owner: req.Owner, wake: make(chan struct{}, 1)}
+	w := &waiter{ns: ns, name: name, token: token, owner: req.Owner,
+		line: lineKey(ns, name), leases: leasesKey(ns, name), wake: make(chan struct{}, 1)}
 	l.enqueue(qk, w)
 	granted := false
 	defer func() {
 		l.dequeue(qk, w)
 		if !granted {
-			l.leaveLine(ns, name, token)
+			l.leaveLineOf(ns, name, w)
 		}
 	}()
 
@@ -140,15 +142,16 @@ func (l *Locker) wait(ctx context.Context, ns, name, token string, req AcquireRe
 	}
 }
 
-// leaveLine takes a waiter that did not get the lock out of the line, and
-// announces it like a release: it may have been first in line, keeping a free
-// lock from the others. Best effort: a place left behind ends with its lease.
-func (l *Locker) leaveLine(ns, name, token string) {
+// leaveLineOf takes a waiter that did not get the lock (or permit) out of
+// its line, and announces it like a release: it may have been first in
+// line, keeping a free lock from the others. Best effort: a place left
+// behind ends with its lease.
+func (l *Locker) leaveLineOf(ns, name string, w *waiter) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.waiterLease())
 	defer cancel()
 	_, _ = l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRem(ctx, lineKey(ns, name), token)
-		p.HDel(ctx, leasesKey(ns, name), token)
+		p.ZRem(ctx, w.line, w.token)
+		p.HDel(ctx, w.leases, w.token)
 		p.Publish(ctx, releasedChannel(ns), name)
 		return nil
 	})
@@ -174,7 +177,7 @@ func (l *Locker) renewLeases() {
 				args = append(args, w.token, w.owner)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), lease)
-			_ = renewScript.Run(ctx, l.rdb, []string{lineKey(w.ns, w.name), leasesKey(w.ns, w.name)}, args...).Err() // the next tick tries again
+			_ = renewScript.Run(ctx, l.rdb, []string{w.line, w.leases}, args...).Err() // the next tick tries again
 			cancel()
 		}
 	}
@@ -252,11 +255,25 @@ func (l *Locker) wakeHead(qk string) {
 	}
 }
 
+// wakeEvery wakes every waiter of queue qk: a semaphore's, whose waiters
+// all try (Redis's line picks who gets a free permit).
+func (l *Locker) wakeEvery(qk string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, w := range l.queues[qk] {
+		w.signal()
+	}
+}
+
+// wakeAll wakes every waiter; a lock's waiters that are not at the head of
+// their queue go back to sleep.
 func (l *Locker) wakeAll() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, q := range l.queues {
-		q[0].signal()
+		for _, w := range q {
+			w.signal()
+		}
 	}
 }
 
@@ -275,7 +292,9 @@ func (l *Locker) dispatch(ch <-chan any) {
 			if !ok1 || !ok2 || keys.Validate(m.Payload) != nil {
 				continue
 			}
+			// A lock and a semaphore of one name share the message.
 			l.wakeHead(keys.Aux(ns, m.Payload, "lock"))
+			l.wakeEvery(keys.Aux(ns, m.Payload, "sem"))
 		}
 	}
 }
