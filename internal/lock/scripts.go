@@ -18,6 +18,28 @@ import "github.com/redis/go-redis/v9"
 // clock. Redis 7 replicates scripts by their effects, so the non-deterministic
 // TIME is allowed before writes; miniredis supports it as well.
 
+// standLua defines stand(), which takes an acquire's place in a line of
+// waiters, or keeps it, and renews its lease; a no-op for an acquire that
+// does not wait. Both acquire scripts use it, with KEYS[3] the line, KEYS[4]
+// the leases, ARGV[1] the token, ARGV[3] the owner, and the locals lease (ms),
+// now (ms) and now_us.
+const standLua = `
+local function stand()
+  if lease == 0 then return end
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    -- After everyone in line already, even within one tick of the clock:
+    -- the line keeps the order Redis ran the arrivals in.
+    local score = now_us
+    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+    if last and tonumber(last) >= score then score = tonumber(last) + 1 end
+    redis.call('ZADD', KEYS[3], string.format('%.0f', score), ARGV[1])
+  end
+  redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f', now + lease) .. '|' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], lease)
+  redis.call('PEXPIRE', KEYS[4], lease)
+end
+`
+
 // fenceKeepMs is fenceKeep in milliseconds, as acquireScript takes it.
 const fenceKeepMs = "604800000"
 
@@ -72,21 +94,7 @@ local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
 local lease = tonumber(ARGV[4])
--- stand takes this acquire's place in line, or keeps it, and renews its lease.
-local function stand()
-  if lease == 0 then return end
-  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
-    -- After everyone in line already, even within one tick of the clock:
-    -- the line keeps the order Redis ran the arrivals in.
-    local score = now_us
-    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
-    if last and tonumber(last) >= score then score = tonumber(last) + 1 end
-    redis.call('ZADD', KEYS[3], string.format('%.0f', score), ARGV[1])
-  end
-  redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f', now + lease) .. '|' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], lease)
-  redis.call('PEXPIRE', KEYS[4], lease)
-end
+` + standLua + `
 -- Every lock hash has an owner field ("" for none): one read says whether
 -- the lock is held, and by whom until when.
 local idem = ARGV[5]

@@ -7,24 +7,6 @@ import "github.com/redis/go-redis/v9"
 // with Redis TIME. A permit is live while its expiry (score) is at or after
 // the Redis clock's now, as a key with PEXPIREAT is.
 
-// semStandLua is stand() of acquireScript for the semaphore's line, with the
-// same KEYS and ARGV positions: KEYS[3] line, KEYS[4] leases, ARGV[1] token,
-// ARGV[3] owner, and the locals lease, now and now_us.
-const semStandLua = `
-local function stand()
-  if lease == 0 then return end
-  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
-    local score = now_us
-    local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
-    if last and tonumber(last) >= score then score = tonumber(last) + 1 end
-    redis.call('ZADD', KEYS[3], string.format('%.0f', score), ARGV[1])
-  end
-  redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f', now + lease) .. '|' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[3], lease)
-  redis.call('PEXPIRE', KEYS[4], lease)
-end
-`
-
 // semDropExpiredLua removes the permits whose lease ended (score < now) and
 // their idempotency entries: a permit's field in KEYS[2] is
 // "<acquired_at>|<idem>|<owner>", <idem> being "<idempotency key>/<digest>"
@@ -89,7 +71,7 @@ local now = math.floor(now_us / 1000)
 local lease = tonumber(ARGV[4])
 local limit = tonumber(ARGV[6])
 local idem = ARGV[5]
-` + semStandLua + semDropExpiredLua + semKeepLua + `
+` + standLua + semDropExpiredLua + semKeepLua + `
 if idem ~= '' then
   local prev = redis.call('HGET', KEYS[2], 'i:' .. string.match(idem, '^[^/]+'))
   if prev and redis.call('ZSCORE', KEYS[1], prev) then
