@@ -40,6 +40,10 @@ type problem struct {
 	// only. Pointers, so that an anonymous holder ("") is still reported.
 	Holder    *string `json:"holder,omitempty"`
 	ExpiresAt *int64  `json:"expires_at,omitempty"`
+	// Holders is how many permits of a semaphore are live, for
+	// semaphore_full only (with ExpiresAt, the first permit's expiry, when
+	// one is live).
+	Holders *int `json:"holders,omitempty"`
 }
 
 // errorKind is what one class of error becomes on the wire.
@@ -68,10 +72,13 @@ var errorKinds = []errorKind{
 	{lock.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{lock.ErrLockHeld, http.StatusConflict, "lock_held", "Lock held"},
 	{lock.ErrNotHeld, http.StatusConflict, "lock_not_held", "Lock not held"},
+	{lock.ErrSemaphoreFull, http.StatusConflict, "semaphore_full", "Semaphore full"},
+	{lock.ErrLimitMismatch, http.StatusConflict, "limit_mismatch", "Semaphore limit mismatch"},
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{lock.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{watch.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
+	{lock.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},  // shutting down
 }
 
 // retryAfterUnavailable is the Retry-After, in seconds, of a 503.
@@ -109,6 +116,17 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		// Retry-After in whole seconds, rounded up: retrying before the
 		// lease ends is pointless unless the holder releases early.
 		secs := max(1, int64(math.Ceil(time.Until(held.ExpiresAt).Seconds())))
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	var full *lock.FullError
+	if errors.As(err, &full) {
+		p.Holders = &full.Holders
+		secs := int64(1) // the free permits are kept for waiters in line
+		if !full.ExpiresAt.IsZero() {
+			exp := full.ExpiresAt.UnixMilli()
+			p.ExpiresAt = &exp
+			secs = max(1, int64(math.Ceil(time.Until(full.ExpiresAt).Seconds())))
+		}
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	switch p.Status {

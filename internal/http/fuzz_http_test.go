@@ -49,6 +49,9 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"DELETE", "/v1/keys"},
 	{"PATCH", "/v1/kv/{k}"}, // a body that starts with [ as a JSON Patch
 	{"PATCH", "/v1/tasks/{id}/progress"},
+	{"POST", "/v1/semaphores/{k}"}, // a key ending in /refresh refreshes
+	{"GET", "/v1/semaphores/{k}"},
+	{"DELETE", "/v1/semaphores/{k}"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -101,6 +104,10 @@ func FuzzRequests(f *testing.F) {
 		{24, "tasks/T1/state", "ttl=60", `{"status":"done","step":null}`, "", "w1", ""},
 		{25, "T1", "", `{"progress":40}`, "", "w1", ""},
 		{24, "coordination/queue", "", `[{"op":"test","path":"/owner","value":"w1"},{"op":"add","path":"/pending/-","value":"T3"}]`, "*", "w2", ""},
+		{26, "jobs/J1", "", `{"limit":2,"ttl_ms":1000,"wait_ms":10}`, "", "w1", "s1"},
+		{26, "jobs/J1/refresh", "", `{"token":"s1","ttl_ms":1000}`, "", "", ""},
+		{27, "jobs/J1", "ns=other", "", "", "", ""},
+		{28, "jobs/J1", "force=true", "", "", "", "s1"},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)

@@ -26,6 +26,7 @@ type Locker interface {
 	Refresh(ctx context.Context, ns, name, token string, ttl time.Duration) (lock.Grant, error)
 	Holder(ctx context.Context, ns, name string) (lock.Info, error)
 	List(ctx context.Context, ns, prefix string) ([]lock.Info, error)
+	Semaphores
 }
 
 // grantResponse is a held lock, token included: only its acquirer sees it.
@@ -130,21 +131,9 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, fmt.Errorf("%w: ttl_ms is required and must be positive; wait_ms must not be negative", errInvalidArgument))
 			return
 		}
-		worker, err := workerHeader(r)
+		owner, idem, err := acquirer(r, req.Owner)
 		if err != nil {
 			writeError(w, r, log, err)
-			return
-		}
-		owner := req.Owner
-		if owner == "" {
-			owner = worker
-		} else if err := authorizeActingAs(r, owner); err != nil {
-			writeError(w, r, log, err)
-			return
-		}
-		idem := r.Header.Get("Idempotency-Key")
-		if idem != "" && !clock.ValidID(idem) {
-			writeError(w, r, log, fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument))
 			return
 		}
 		ctx := r.Context()
@@ -175,8 +164,40 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 	}
 }
 
+// acquirer returns the owner of a lock or permit acquire (the body's owner,
+// which the caller must be allowed to act as, or else its X-Worker-Id) and
+// its Idempotency-Key.
+func acquirer(r *http.Request, owner string) (string, string, error) {
+	worker, err := workerHeader(r)
+	if err != nil {
+		return "", "", err
+	}
+	if owner == "" {
+		owner = worker
+	} else if err := authorizeActingAs(r, owner); err != nil {
+		return "", "", err
+	}
+	idem := r.Header.Get("Idempotency-Key")
+	if idem != "" && !clock.ValidID(idem) {
+		return "", "", fmt.Errorf("%w: Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:@-]", errInvalidArgument)
+	}
+	return owner, idem, nil
+}
+
 // handleLockRefresh extends the lease of the token's holder.
 func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	// Closures, not method values: the routes are built before a test's
+	// nil Locker would be called.
+	refresh := func(ctx context.Context, ns, name, token string, ttl time.Duration) (lock.Grant, error) {
+		return lk.Refresh(ctx, ns, name, token, ttl)
+	}
+	return handleRefresh(log, cfg, nameOf, refresh, newGrantResponse)
+}
+
+// handleRefresh extends the lease that a token holds (a lock's or a
+// permit's) through refresh, and answers what respond makes of it.
+func handleRefresh[T, R any](log *slog.Logger, cfg Config, nameOf lockName,
+	refresh func(ctx context.Context, ns, name, token string, ttl time.Duration) (T, error), respond func(T) R) http.HandlerFunc {
 	type request struct {
 		Token string `json:"token"`
 		TTLMs *int64 `json:"ttl_ms"`
@@ -196,12 +217,12 @@ func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, fmt.Errorf("%w: token and a positive ttl_ms are required", errInvalidArgument))
 			return
 		}
-		g, err := lk.Refresh(r.Context(), ns, name, req.Token, time.Duration(min(*req.TTLMs, maxMillis))*time.Millisecond)
+		held, err := refresh(r.Context(), ns, name, req.Token, time.Duration(min(*req.TTLMs, maxMillis))*time.Millisecond)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, newGrantResponse(g))
+		writeJSON(w, http.StatusOK, respond(held))
 	}
 }
 
@@ -209,27 +230,37 @@ func handleLockRefresh(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 // holder's with ?force=true (an admin's escape hatch: with tokens, an
 // admin token's only).
 func handleLockRelease(log *slog.Logger, cfg Config, lk Locker, nameOf lockName) http.HandlerFunc {
+	release := func(ctx context.Context, ns, name, token string) error { return lk.Release(ctx, ns, name, token) }
+	force := func(ctx context.Context, ns, name string) error { return lk.ForceRelease(ctx, ns, name) }
+	return handleRelease(log, cfg, nameOf, "force a lock's release", release, force)
+}
+
+// handleRelease gives back what the X-Lock-Token holds through release,
+// or with ?force=true (an admin's) what anyone holds through force; what
+// names forcing in a 403.
+func handleRelease(log *slog.Logger, cfg Config, nameOf lockName, what string,
+	release func(ctx context.Context, ns, name, token string) error, force func(ctx context.Context, ns, name string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := lockTarget(r, cfg, nameOf)
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
-		force, err := boolParam(r.URL.Query().Get("force"), "force")
+		forced, err := boolParam(r.URL.Query().Get("force"), "force")
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		token := r.Header.Get("X-Lock-Token")
 		switch {
-		case force:
-			if err = requireAdmin(r, "force a lock's release"); err == nil {
-				err = lk.ForceRelease(r.Context(), ns, name)
+		case forced:
+			if err = requireAdmin(r, what); err == nil {
+				err = force(r.Context(), ns, name)
 			}
 		case token == "":
 			err = fmt.Errorf("%w: the X-Lock-Token header is required (or ?force=true)", errInvalidArgument)
 		default:
-			err = lk.Release(r.Context(), ns, name, token)
+			err = release(r.Context(), ns, name, token)
 		}
 		if err != nil {
 			writeError(w, r, log, err)
@@ -282,8 +313,12 @@ func handleLocks(log *slog.Logger, cfg Config, lk Locker) http.HandlerFunc {
 // "/refresh" refreshes the lock named by the rest. ("refresh" is therefore
 // reserved as the last segment of a lock name.)
 func handleLockPost(log *slog.Logger, cfg Config, lk Locker) http.HandlerFunc {
-	acquire := handleLockAcquire(log, cfg, lk, wildcardLock(false))
-	refresh := handleLockRefresh(log, cfg, lk, wildcardLock(true))
+	return orRefresh(handleLockAcquire(log, cfg, lk, wildcardLock(false)), handleLockRefresh(log, cfg, lk, wildcardLock(true)))
+}
+
+// orRefresh serves a POST to a wildcard route whose path ends in "/refresh"
+// with refresh, any other with acquire.
+func orRefresh(acquire, refresh http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(chi.URLParam(r, "*"), "/refresh") {
 			refresh(w, r)

@@ -34,6 +34,9 @@ func (s *Server) routes() {
 	r.Get("/v1/locks/*", handleLockHolder(log, cfg, lk, wildcardLock(false)))
 	r.Delete("/v1/locks/*", handleLockRelease(log, cfg, lk, wildcardLock(false)))
 	r.Get("/v1/locks", handleLocks(log, cfg, lk))
+	r.Post("/v1/semaphores/*", handleSemaphorePost(log, cfg, lk))
+	r.Get("/v1/semaphores/*", handleSemaphore(log, cfg, lk))
+	r.Delete("/v1/semaphores/*", handleSemaphoreRelease(log, cfg, lk))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

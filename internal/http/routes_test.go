@@ -60,8 +60,9 @@ func TestRoutesMatchTheSpec(t *testing.T) {
 			}
 		}
 	}
-	// POST /v1/locks/* serves two documented operations: acquire and refresh.
-	if documented != served+1 {
-		t.Errorf("%d documented operations, %d served routes (+1 for POST /v1/locks/{name}/refresh)", documented, served)
+	// POST /v1/locks/* and /v1/semaphores/* serve two documented operations
+	// each: acquire and refresh.
+	if documented != served+2 {
+		t.Errorf("%d documented operations, %d served routes (+2 for the refreshes of locks and semaphores)", documented, served)
 	}
 }
