@@ -25,8 +25,15 @@ var (
 	// *APIError says who (Holder) and until when (LockExpiresAt).
 	ErrLockHeld = errors.New("memsync: lock held")
 	// ErrLockNotHeld: 409 lock_not_held — the token no longer holds the lock
-	// (it expired, was released, or was taken over).
+	// or permit (it expired, was released, or was taken over).
 	ErrLockNotHeld = errors.New("memsync: lock not held")
+	// ErrSemaphoreFull: 409 semaphore_full — every permit of the semaphore
+	// is taken (or kept for waiters ahead in line); the *APIError says how
+	// many are live (Holders) and when the first ends (LockExpiresAt).
+	ErrSemaphoreFull = errors.New("memsync: semaphore full")
+	// ErrLimitMismatch: 409 limit_mismatch — the semaphore's live permits
+	// were granted with another limit.
+	ErrLimitMismatch = errors.New("memsync: semaphore limit mismatch")
 	// ErrInvalid: the request was refused as malformed: any 400
 	// (invalid_key, invalid_json, invalid_argument) and 413 body_too_large.
 	// The client also returns it, wrapped, for arguments it can refuse
@@ -68,8 +75,11 @@ type APIError struct {
 	// Holder is the owner of the lock, for lock_held ("" when it gave none).
 	Holder string
 	// LockExpiresAt is when the holder's lease ends unless refreshed, for
-	// lock_held, by the server's clock; zero otherwise.
+	// lock_held, or the first live permit's, for semaphore_full, by the
+	// server's clock; zero otherwise.
 	LockExpiresAt time.Time
+	// Holders is how many permits are live, for semaphore_full.
+	Holders int
 	// Op is, for Batch, the index (from 0) of the op the problem is about:
 	// the op that stopped an atomic batch, or the op of a BatchResult.Err.
 	// It is -1 in every other error the client returns.
@@ -106,6 +116,8 @@ var codeErrors = map[string]error{
 	"precondition_failed": ErrPreconditionFailed,
 	"lock_held":           ErrLockHeld,
 	"lock_not_held":       ErrLockNotHeld,
+	"semaphore_full":      ErrSemaphoreFull,
+	"limit_mismatch":      ErrLimitMismatch,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,
@@ -150,12 +162,13 @@ type problemJSON struct {
 	Code      string `json:"code"`
 	Holder    string `json:"holder"`
 	ExpiresAt int64  `json:"expires_at"`
+	Holders   int    `json:"holders"`
 	Op        *int   `json:"op"`
 }
 
 // fill copies the problem into e, keeping e's title when it has none.
 func (p problemJSON) fill(e *APIError) {
-	e.Code, e.Detail, e.Holder = p.Code, p.Detail, p.Holder
+	e.Code, e.Detail, e.Holder, e.Holders = p.Code, p.Detail, p.Holder, p.Holders
 	if p.Title != "" {
 		e.Title = p.Title
 	}

@@ -59,8 +59,11 @@ type Lock struct {
 	// Token proves the holder to Refresh and Release; keep it secret.
 	Token string
 	// Fence strictly increases with every grant of this name: a fencing
-	// token for downstream storage.
+	// token for downstream storage. A semaphore's permit has none (0).
 	Fence uint64
+	// Limit is, for a semaphore's permit (AcquirePermit), how many permits
+	// the semaphore has; 0 for a lock.
+	Limit int
 	// AcquiredAt is when the lock was granted, by the server's clock.
 	AcquiredAt time.Time
 	// Replayed is true when the grant was made to an earlier request under
@@ -68,8 +71,9 @@ type Lock struct {
 	// returning, so its lease counts from a request this process timed.
 	Replayed bool
 
-	c    *Client
-	path string // the lock's resource: /v1/locks/{name} or /v1/tasks/{id}/lock
+	c           *Client
+	path        string // the lock's resource: /v1/locks/{name}, /v1/tasks/{id}/lock or /v1/semaphores/{name}
+	refreshPath string
 
 	mu        sync.Mutex
 	ttl       time.Duration
@@ -84,6 +88,7 @@ type grantJSON struct {
 	Owner      string `json:"owner"`
 	Token      string `json:"token"`
 	Fence      uint64 `json:"fence"`
+	Limit      int    `json:"limit"` // a permit's
 	AcquiredAt int64  `json:"acquired_at"`
 	ExpiresAt  int64  `json:"expires_at"`
 	Waiters    int    `json:"waiters"` // lock info only
@@ -127,7 +132,7 @@ func (c *Client) Lock(ctx context.Context, name string, opts LockOptions) (*Lock
 	if name == "refresh" || strings.HasSuffix(name, "/refresh") {
 		return nil, fmt.Errorf("memsync: lock name %q: the last segment \"refresh\" is reserved: %w", name, ErrInvalid)
 	}
-	return c.acquire(ctx, pathOf("v1/locks", name), name, opts)
+	return c.acquire(ctx, pathOf("v1/locks", name), name, 0, opts)
 }
 
 // AcquireTaskLock acquires the lock of task taskID (the lock named
@@ -138,13 +143,14 @@ func (c *Client) AcquireTaskLock(ctx context.Context, taskID string, ttl time.Du
 	if err := checkName("task id", taskID); err != nil {
 		return nil, err
 	}
-	return c.acquire(ctx, pathOf("v1/tasks", taskID, "lock"), TaskLockName(taskID), LockOptions{TTL: ttl})
+	return c.acquire(ctx, pathOf("v1/tasks", taskID, "lock"), TaskLockName(taskID), 0, LockOptions{TTL: ttl})
 }
 
 // TaskLockName is the name of the lock of task taskID.
 func TaskLockName(taskID string) string { return "tasks/" + taskID }
 
-func (c *Client) acquire(ctx context.Context, path, name string, opts LockOptions) (*Lock, error) {
+// acquire takes a lock, or with limit > 0 a permit of a semaphore, at path.
+func (c *Client) acquire(ctx context.Context, path, name string, limit int, opts LockOptions) (*Lock, error) {
 	if opts.TTL < 0 || opts.Wait < 0 {
 		return nil, fmt.Errorf("memsync: lock %q: negative ttl or wait: %w", name, ErrInvalid)
 	}
@@ -157,10 +163,11 @@ func (c *Client) acquire(ctx context.Context, path, name string, opts LockOption
 		owner = c.workerID
 	}
 	body := struct {
+		Limit  int    `json:"limit,omitempty"`
 		TTLMs  int64  `json:"ttl_ms"`
 		WaitMs int64  `json:"wait_ms,omitempty"`
 		Owner  string `json:"owner,omitempty"`
-	}{TTLMs: ceilMillis(ttl), WaitMs: ceilMillis(opts.Wait), Owner: owner}
+	}{Limit: limit, TTLMs: ceilMillis(ttl), WaitMs: ceilMillis(opts.Wait), Owner: owner}
 	var h http.Header
 	if key := c.idempotencyKey(opts.IdempotencyKey); key != "" {
 		h = http.Header{"Idempotency-Key": {key}}
@@ -178,9 +185,13 @@ func (c *Client) acquire(ctx context.Context, path, name string, opts LockOption
 	if g.Name == "" {
 		g.Name = name
 	}
-	l := &Lock{Name: g.Name, Owner: g.Owner, Token: g.Token, Fence: g.Fence,
+	l := &Lock{Name: g.Name, Owner: g.Owner, Token: g.Token, Fence: g.Fence, Limit: g.Limit,
 		AcquiredAt: fromMillis(g.AcquiredAt), c: c, path: path,
-		Replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
+		refreshPath: pathOf("v1/locks", g.Name, "refresh"),
+		Replayed:    resp.Header.Get("Idempotent-Replayed") == "true"}
+	if limit > 0 {
+		l.refreshPath = pathOf("v1/semaphores", g.Name, "refresh")
+	}
 	l.renewed(start, ttl, fromMillis(g.ExpiresAt))
 	if l.Replayed {
 		// The lease began before start, at an earlier request whose time
@@ -229,7 +240,7 @@ func (l *Lock) Refresh(ctx context.Context, ttl time.Duration) error {
 	}{Token: l.Token, TTLMs: ceilMillis(ttl)}
 	start := time.Now()
 	var g grantJSON
-	if err := l.c.do(ctx, request{method: http.MethodPost, path: pathOf("v1/locks", l.Name, "refresh"), body: body}, &g); err != nil {
+	if err := l.c.do(ctx, request{method: http.MethodPost, path: l.refreshPath, body: body}, &g); err != nil {
 		return err
 	}
 	l.renewed(start, ttl, fromMillis(g.ExpiresAt))
