@@ -219,7 +219,8 @@ type Locker struct {
 	// into pipelines, as the store does its reads.
 	pipes pipeline.Group
 
-	grants, contended, replayed atomic.Uint64
+	grants, contended, replayed    atomic.Uint64
+	permits, full, permitsReplayed atomic.Uint64 // the semaphores'
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -313,11 +314,16 @@ type Stats struct {
 	Grants    uint64 // locks granted
 	Contended uint64 // acquires that found the lock held (granted after waiting, or not at all)
 	Replayed  uint64 // acquires answered with a grant made earlier under their idempotency key
+
+	Permits         uint64 // semaphore permits granted
+	Full            uint64 // permit acquires that found the semaphore full (granted after waiting, or not at all)
+	PermitsReplayed uint64 // permit acquires answered with a permit granted earlier under their idempotency key
 }
 
 // Stats returns the counters.
 func (l *Locker) Stats() Stats {
-	return Stats{Grants: l.grants.Load(), Contended: l.contended.Load(), Replayed: l.replayed.Load()}
+	return Stats{Grants: l.grants.Load(), Contended: l.contended.Load(), Replayed: l.replayed.Load(),
+		Permits: l.permits.Load(), Full: l.full.Load(), PermitsReplayed: l.permitsReplayed.Load()}
 }
 
 // count records the outcome of an Acquire that took waited.

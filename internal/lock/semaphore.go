@@ -139,8 +139,27 @@ func (l *Locker) AcquirePermit(ctx context.Context, ns, name string, req Semapho
 	if err != nil {
 		return Permit{}, fmt.Errorf("lock: acquire permit %q: %w", name, err)
 	}
+	contended := false
+	p, err := l.waitPermit(ctx, ns, name, token, req, &contended)
+	switch {
+	case p.Replayed:
+		l.permitsReplayed.Add(1)
+	case err == nil:
+		l.permits.Add(1)
+	}
+	if contended {
+		l.full.Add(1)
+	}
+	return p, err
+}
+
+// waitPermit is AcquirePermit after its checks; it sets *contended when a
+// try found the semaphore full.
+func (l *Locker) waitPermit(ctx context.Context, ns, name, token string, req SemaphoreRequest, contended *bool) (Permit, error) {
 	if req.Wait == 0 {
-		return l.tryPermit(ctx, ns, name, token, req, 0)
+		p, err := l.tryPermit(ctx, ns, name, token, req, 0)
+		*contended = errors.Is(err, ErrSemaphoreFull)
+		return p, err
 	}
 	select {
 	case <-l.done:
@@ -174,6 +193,7 @@ func (l *Locker) AcquirePermit(ctx context.Context, ns, name string, req Semapho
 		if !errors.As(err, &fe) || left <= 0 {
 			return p, err
 		}
+		*contended = true
 		sleep := min(left, l.opts.RetryInterval)
 		if fe.left >= 0 {
 			sleep = min(sleep, fe.left+time.Millisecond)

@@ -131,6 +131,9 @@ func TestSemaphoreGrantsUpToItsLimit(t *testing.T) {
 			t.Fatalf("keys left after the last release: %d (%v)", n, err)
 		}
 		mustPermit(t, l, "jobs/crawl", lock.SemaphoreRequest{Limit: 5, TTL: time.Second})
+		if s := l.Stats(); s.Permits != 5 || s.Full != 2 {
+			t.Errorf("Stats = %+v: want 5 permits granted and 2 acquires that found it full", s)
+		}
 	})
 }
 
@@ -186,6 +189,9 @@ func TestSemaphoreIdempotency(t *testing.T) {
 		fresh := mustPermit(t, l, "jobs/x", req)
 		if fresh.Replayed || fresh.Token == first.Token {
 			t.Fatalf("after release, the key granted %+v: want a new permit", fresh)
+		}
+		if s := l.Stats(); s.Permits != 2 || s.PermitsReplayed != 1 || s.Full != 0 || s.Grants != 0 {
+			t.Errorf("Stats = %+v: want 2 permits, 1 replayed, none full, no lock grants", s)
 		}
 	})
 }

@@ -26,7 +26,10 @@ type StoreStats struct {
 }
 
 // LockStats are the locker's counters.
-type LockStats struct{ Grants, Contended, Replayed uint64 }
+type LockStats struct {
+	Grants, Contended, Replayed    uint64
+	Permits, Full, PermitsReplayed uint64 // the semaphores'
+}
 
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
@@ -175,9 +178,11 @@ var (
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
 	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
-	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, and lock acquires.", "kind")
+	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, lock and permit acquires.", "kind")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
+	descPermits       = desc("memsync_semaphore_permits_total", "Semaphore permits granted.")
+	descPermitsFull   = desc("memsync_semaphore_contention_total", "Permit requests that found the semaphore full.")
 	descCacheHits     = desc("memsync_cache_hits_total", "Reads served from the instance cache.")
 	descCacheMisses   = desc("memsync_cache_misses_total", "Cacheable reads that went to Redis.")
 	descCacheEntries  = desc("memsync_cache_entries", "Entries in the instance cache.")
@@ -196,7 +201,7 @@ type snapshotCollector struct{ m *Metrics }
 
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
-		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descCacheHits, descCacheMisses, descCacheEntries,
+		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descPermits, descPermitsFull, descCacheHits, descCacheMisses, descCacheEntries,
 		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers} {
 		ch <- d
 	}
@@ -229,6 +234,9 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLockGrants, l.Grants)
 		counter(descLockContended, l.Contended)
 		counter(descReplayed, l.Replayed, "lock")
+		counter(descPermits, l.Permits)
+		counter(descPermitsFull, l.Full)
+		counter(descReplayed, l.PermitsReplayed, "permit")
 	}
 	if src.Cache != nil {
 		s := src.Cache()

@@ -20,7 +20,9 @@ func sources() metrics.Sources {
 			return metrics.StoreStats{Reads: 10, Writes: 8, Commits: 3, EventsPublished: 8, RedisErrors: 1, Tidied: 6, Replayed: 4, ReplayedDeletes: 2,
 				Conflicts: map[string]uint64{"lww": 1, "merge": 1}}
 		},
-		Locks: func() metrics.LockStats { return metrics.LockStats{Grants: 5, Contended: 2, Replayed: 1} },
+		Locks: func() metrics.LockStats {
+			return metrics.LockStats{Grants: 5, Contended: 2, Replayed: 1, Permits: 7, Full: 3, PermitsReplayed: 8}
+		},
 		Cache: func() metrics.CacheStats {
 			return metrics.CacheStats{Hits: 30, Misses: 10, Evictions: 1, Invalidations: 4, Entries: 7, MaxEntries: 1000}
 		},
@@ -62,6 +64,9 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_idempotent_replays_total{kind="lock"} 1`,
 		`memsync_pending_async_writes 3`,
 		`memsync_lock_grants_total 5`,
+		`memsync_semaphore_permits_total 7`,
+		`memsync_semaphore_contention_total 3`,
+		`memsync_idempotent_replays_total{kind="permit"} 8`,
 		`memsync_active_workers 2`,
 		`memsync_event_subscription_up 1`,
 		`memsync_batch_size_count 1`,

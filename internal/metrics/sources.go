@@ -30,7 +30,8 @@ func StoreSource(st *store.Store, ns string) (stats func() StoreStats, vc func()
 func LockSource(lk *lock.Locker) func() LockStats {
 	return func() LockStats {
 		s := lk.Stats()
-		return LockStats{Grants: s.Grants, Contended: s.Contended, Replayed: s.Replayed}
+		return LockStats{Grants: s.Grants, Contended: s.Contended, Replayed: s.Replayed,
+			Permits: s.Permits, Full: s.Full, PermitsReplayed: s.PermitsReplayed}
 	}
 }
 
