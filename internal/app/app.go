@@ -20,6 +20,7 @@ import (
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
+	"github.com/memsync/memsync/internal/ephemeral"
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/metrics"
@@ -73,13 +74,15 @@ const DefaultLimitShareInterval = time.Second
 
 // App is one assembled instance.
 type App struct {
-	Store   *store.Store
-	Locker  *lock.Locker
-	Cache   *cache.Cache
-	Hub     *watch.Hub
-	Queue   *async.Queue
-	Metrics *metrics.Metrics
-	Handler http.Handler
+	Store  *store.Store
+	Locker *lock.Locker
+	Cache  *cache.Cache
+	Hub    *watch.Hub
+	Queue  *async.Queue
+	// Ephemeral binds keys to heartbeats and reaps them.
+	Ephemeral *ephemeral.Binder
+	Metrics   *metrics.Metrics
+	Handler   http.Handler
 
 	api        *memhttp.Server
 	shareEvery time.Duration
@@ -129,6 +132,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 				a.Metrics.ObserveCommit(n)
 			}
 		}})
+	// Bound keys are read and deleted through the cache, so that this
+	// instance's copies go at once.
+	a.Ephemeral = ephemeral.New(rdb, a.Cache)
 	a.Metrics = metrics.New(a.sources(a.namespace))
 	a.shareEvery = cfg.LimitShareInterval
 	if a.shareEvery <= 0 {
@@ -142,7 +148,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.api, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
-		Queue: a.Queue, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
+		Queue: a.Queue, Ephemeral: a.Ephemeral, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 		Usage: usage,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
@@ -184,7 +190,8 @@ func (a *App) sources(ns string) metrics.Sources {
 }
 
 // Start runs the background loops: the event hub, the expiry sweeper, the
-// async queue's timer and, with tokens, the sharing of their use.
+// reaper of bound keys, the async queue's timer and, with tokens, the
+// sharing of their use.
 func (a *App) Start() {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	a.stopHub, a.hubDone = stopHub, make(chan struct{})
@@ -213,6 +220,15 @@ func (a *App) Start() {
 			a.log.Warn("tidying the listing indexes failed; retrying", "err", err)
 		}, a.namespace)
 	}()
+	reapDone := make(chan struct{})
+	go func() {
+		defer close(reapDone)
+		// Every instance reaps too: the deletes are conditional, so what
+		// one does, another finds done.
+		a.Ephemeral.Run(loopCtx, ephemeral.DefaultInterval, func(err error) {
+			a.log.Warn("reaping the keys of workers whose heartbeat ended failed; retrying", "err", err)
+		})
+	}()
 	shareDone := make(chan struct{})
 	go func() {
 		defer close(shareDone)
@@ -223,6 +239,7 @@ func (a *App) Start() {
 		a.Queue.Run(loopCtx)
 		<-sweepDone
 		<-tidyDone
+		<-reapDone
 		<-shareDone
 	}()
 }

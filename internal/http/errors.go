@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/memsync/memsync/internal/ephemeral"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/store"
@@ -74,6 +75,7 @@ var errorKinds = []errorKind{
 	{lock.ErrNotHeld, http.StatusConflict, "lock_not_held", "Lock not held"},
 	{lock.ErrSemaphoreFull, http.StatusConflict, "semaphore_full", "Semaphore full"},
 	{lock.ErrLimitMismatch, http.StatusConflict, "limit_mismatch", "Semaphore limit mismatch"},
+	{ephemeral.ErrNoHeartbeat, http.StatusConflict, "no_heartbeat", "No heartbeat"},
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{lock.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},

@@ -108,6 +108,8 @@ func FuzzRequests(f *testing.F) {
 		{26, "jobs/J1/refresh", "", `{"token":"s1","ttl_ms":1000}`, "", "", ""},
 		{27, "jobs/J1", "ns=other", "", "", "", ""},
 		{28, "jobs/J1", "force=true", "", "", "", "s1"},
+		{1, "tasks/T1/claim", "ephemeral=true", `{"value":"w1"}`, "", "w1", "i2"},
+		{24, "tasks/T1/state", "ephemeral=true&ttl=60", `{"owner":"w1"}`, "", "w1", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, s.query, s.body, s.ifMatch, s.worker, s.idem)

@@ -206,11 +206,23 @@ func handleKVPut(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.Han
 			writeError(w, r, log, err)
 			return
 		}
+		bound, err := ephemeralWrite(r, cfg, ns, put)
+		if err == nil && bound && async {
+			err = fmt.Errorf("%w: an ephemeral write cannot be queued (async): it is bound once written", errInvalidArgument)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
 		if async {
 			enqueuePut(w, r, log, cfg.Queue, st, ns, key, put)
 			return
 		}
 		res, err := st.Put(r.Context(), ns, key, put)
+		if err == nil && bound {
+			// A replay binds too: its first try may have failed to.
+			err = cfg.Ephemeral.Bind(r.Context(), ns, put.Writer, key, res.ETag)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -58,12 +58,19 @@ func handleKVPatch(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.H
 		if err == nil {
 			apply, err = readPatch(r, cfg.MaxDepth)
 		}
+		var bound bool
+		if err == nil {
+			bound, err = ephemeralWrite(r, cfg, ns, put)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
 		}
 		p := patcher{cfg: cfg, st: st, ns: ns, key: key, put: put, ttl: ttl, apply: apply}
 		res, err := p.run(r.Context())
+		if err == nil && bound {
+			err = cfg.Ephemeral.Bind(r.Context(), ns, put.Writer, key, res.ETag)
+		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return

@@ -49,6 +49,9 @@ type Config struct {
 	// Queue holds the writes of PUT ?async=true (batch.go); nil applies
 	// them at once (still answered 202).
 	Queue Queue
+	// Ephemeral binds the keys of writes with ?ephemeral=true to their
+	// writer's heartbeat; nil refuses such writes (400).
+	Ephemeral Binder
 	// Metrics serves /metrics, Stats answers /v1/stats, and ObserveRequest
 	// hears every finished request (route pattern, method, status, time).
 	// Any may be nil: /metrics and /v1/stats then answer 404.
