@@ -225,8 +225,8 @@ func (c *Client) PutAsync(ctx context.Context, key string, value any, opts ...Pu
 	if err != nil {
 		return err
 	}
-	if o.ifMatch != "" || o.ifNoneMatch {
-		return fmt.Errorf("memsync: PUT %s: a queued write cannot be conditional (IfMatch, IfNoneMatch): %w", path, ErrInvalid)
+	if o.ifMatch != "" || o.ifNoneMatch || o.ephemeral {
+		return fmt.Errorf("memsync: PUT %s: a queued write cannot be conditional (IfMatch, IfNoneMatch) nor ephemeral: %w", path, ErrInvalid)
 	}
 	body, err := putBody(path, value, o)
 	if err != nil {

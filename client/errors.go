@@ -31,6 +31,9 @@ var (
 	// is taken (or kept for waiters ahead in line); the *APIError says how
 	// many are live (Holders) and when the first ends (LockExpiresAt).
 	ErrSemaphoreFull = errors.New("memsync: semaphore full")
+	// ErrNoHeartbeat: 409 no_heartbeat — an Ephemeral write's worker has
+	// no live heartbeat to bind the key to; nothing was written.
+	ErrNoHeartbeat = errors.New("memsync: no heartbeat")
 	// ErrLimitMismatch: 409 limit_mismatch — the semaphore's live permits
 	// were granted with another limit.
 	ErrLimitMismatch = errors.New("memsync: semaphore limit mismatch")
@@ -118,6 +121,7 @@ var codeErrors = map[string]error{
 	"lock_not_held":       ErrLockNotHeld,
 	"semaphore_full":      ErrSemaphoreFull,
 	"limit_mismatch":      ErrLimitMismatch,
+	"no_heartbeat":        ErrNoHeartbeat,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,

@@ -180,6 +180,7 @@ type putOptions struct {
 	ifMatch        string
 	ifNoneMatch    bool
 	idempotencyKey string
+	ephemeral      bool
 	err            error
 }
 
@@ -210,6 +211,14 @@ func TTL(d time.Duration) PutOption {
 		o.ttl = &secs
 	})
 }
+
+// Ephemeral binds the written key to this client's worker's heartbeat
+// (WithWorkerID, StartHeartbeat), as etcd binds a key to a lease: once the
+// heartbeat is gone, expired or deleted, the server deletes the key, unless
+// a later write changed it. A worker's claims and announcements go with it.
+// The write fails with ErrNoHeartbeat, writing nothing, when the worker has
+// no live heartbeat. For Put and Patch; PutAsync refuses it.
+func Ephemeral() PutOption { return putOptionFunc(func(o *putOptions) { o.ephemeral = true }) }
 
 // IfNoneMatch makes the write create-only: it fails with
 // ErrPreconditionFailed when the key exists.
@@ -493,7 +502,11 @@ func (c *Client) putEntry(ctx context.Context, path string, value any, opts []Pu
 	if key := c.idempotencyKey(o.idempotencyKey); key != "" {
 		h.Set("Idempotency-Key", key)
 	}
-	resp, err := c.send(ctx, request{method: http.MethodPut, path: path, header: h, body: body})
+	var q url.Values
+	if o.ephemeral {
+		q = url.Values{"ephemeral": {"true"}}
+	}
+	resp, err := c.send(ctx, request{method: http.MethodPut, path: path, query: q, header: h, body: body})
 	if err != nil {
 		return nil, err
 	}

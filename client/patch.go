@@ -78,9 +78,12 @@ func (c *Client) patch(ctx context.Context, key string, body any, contentType st
 	if o.ifMatch != "" {
 		h.Set("If-Match", o.ifMatch)
 	}
-	var q url.Values
+	q := url.Values{}
 	if o.ttl != nil {
-		q = url.Values{"ttl": {strconv.FormatInt(*o.ttl, 10)}}
+		q.Set("ttl", strconv.FormatInt(*o.ttl, 10))
+	}
+	if o.ephemeral {
+		q.Set("ephemeral", "true")
 	}
 	var e Entry
 	if err := c.do(ctx, request{method: http.MethodPatch, path: pathOf("v1/kv", key), query: q, header: h, body: body}, &e); err != nil {
