@@ -173,6 +173,7 @@ func (a *App) sources(ns string) metrics.Sources {
 	var src metrics.Sources
 	src.Store, src.VectorClock, src.ActiveWorkers = metrics.StoreSource(a.Store, ns)
 	src.Locks = metrics.LockSource(a.Locker)
+	src.Reaped = a.Ephemeral.Reaped
 	src.Cache = func() metrics.CacheStats {
 		s := a.Cache.Stats()
 		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions,

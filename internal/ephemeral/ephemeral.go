@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,9 +52,14 @@ type Store interface {
 // Binder binds keys to heartbeats and reaps them. It is safe for concurrent
 // use.
 type Binder struct {
-	rdb redis.UniversalClient
-	st  Store
+	rdb    redis.UniversalClient
+	st     Store
+	reaped atomic.Uint64
 }
+
+// Reaped is how many bound keys this Binder deleted because their worker's
+// heartbeat was gone, for metrics.
+func (b *Binder) Reaped() uint64 { return b.reaped.Load() }
 
 // New returns a Binder on rdb and st (the same Redis). Start its reaping
 // with Run.
@@ -217,6 +223,7 @@ func (b *Binder) end(ctx context.Context, ns, worker string, bound map[string]st
 		switch {
 		case err == nil:
 			n++
+			b.reaped.Add(1)
 		case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrPreconditionFailed), errors.Is(err, keys.ErrInvalidKey):
 			// Gone already, or taken over by a later write.
 		default:

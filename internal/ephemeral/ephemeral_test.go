@@ -98,6 +98,9 @@ func TestBoundKeysGoWithTheirHeartbeat(t *testing.T) {
 		if n, err := bd.Reap(ctx); err != nil || n != 0 {
 			t.Fatalf("a second Reap = %d, %v; want nothing left", n, err)
 		}
+		if got := bd.Reaped(); got != 3 {
+			t.Errorf("Reaped() = %d, want the 3 keys deleted", got)
+		}
 		if n, err := b.Client.Exists(ctx, keys.Namespace(ns, "ephemeral"), keys.Namespace("#memsync", "ephemeral")).Result(); err != nil || n != 0 {
 			t.Errorf("lists left after every binding ended: %d (%v)", n, err)
 		}

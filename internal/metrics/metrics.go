@@ -58,6 +58,7 @@ type Sources struct {
 	Cache         func() CacheStats
 	Watch         func() WatchStats
 	Async         func() AsyncStats
+	Reaped        func() uint64 // keys deleted because their worker's heartbeat was gone
 	VectorClock   func() map[string]uint64
 	ActiveWorkers func(context.Context) (int, error)
 }
@@ -194,6 +195,7 @@ var (
 	descSubUp         = desc("memsync_event_subscription_up", "1 while this instance's Redis event subscription is up.")
 	descPending       = desc("memsync_pending_async_writes", "Async writes queued and not yet in Redis.")
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
+	descReaped        = desc("memsync_ephemeral_keys_reaped_total", "Keys bound to a heartbeat (ephemeral) that this instance deleted once the heartbeat was gone.")
 )
 
 // snapshotCollector turns the Sources into series at scrape time.
@@ -202,7 +204,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
 		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descPermits, descPermitsFull, descCacheHits, descCacheMisses, descCacheEntries,
-		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers} {
+		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped} {
 		ch <- d
 	}
 }
@@ -261,6 +263,9 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		a := src.Async()
 		gauge(descPending, float64(a.Pending))
 		counter(descFlushes, a.Flushes, "async")
+	}
+	if src.Reaped != nil {
+		counter(descReaped, src.Reaped())
 	}
 	if src.ActiveWorkers != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
