@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +39,9 @@ import (
 //	                        expires with #sem
 //	ms:{N/sub}…#sem-line    sorted set, the line of waiters (as a lock's)
 //	ms:{N/sub}…#sem-leases  hash, the waiters' leases (as a lock's)
+//	ms:{N}#semaphores       sorted set, the namespace's index: member S,
+//	                        score the latest expiry an acquire or refresh
+//	                        asked for; read by Semaphores
 
 // MaxLimit is the largest semaphore limit.
 const MaxLimit = 1000
@@ -220,9 +225,26 @@ func (l *Locker) tryPermit(ctx context.Context, ns, name, token string, req Sema
 	var cmd *redis.Cmd
 	sk := semKeys(ns, name)
 	args := []any{token, req.TTL.Milliseconds(), req.Owner, lease.Milliseconds(), idem, req.Limit}
+	// The index is in another hash slot; its entry goes in the same round
+	// trip, whatever the script answers. That is safe because Semaphores
+	// reads every semaphore it finds there: a refused acquire's entry names
+	// one with live permits (full, or of another limit), or, after a
+	// forced release, none (skipped), and an entry's score only rises
+	// (GT), so it outlives the semaphore's last permit by at most a lease.
+	idx := semIndexKey(ns)
+	score := float64(time.Now().Add(req.TTL).UnixMilli())
+	trimDue := l.trimDue("sem " + ns)
+	var trim *redis.Cmd
 	err := l.pipes.Do(ctx, l.rdb, func(ctx context.Context, p redis.Pipeliner) {
 		cmd = semAcquireScript.EvalSha(ctx, p, sk, args...)
+		p.ZAddGT(ctx, idx, redis.Z{Score: score, Member: name})
+		if trimDue {
+			trim = trimIndexScript.EvalSha(ctx, p, []string{idx})
+		}
 	})
+	if trim != nil && isNoScript(trim.Err()) {
+		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time
+	}
 	if err == nil && isNoScript(cmd.Err()) {
 		cmd = semAcquireScript.Run(ctx, l.rdb, sk, args...)
 	}
@@ -337,9 +359,14 @@ func (l *Locker) RefreshPermit(ctx context.Context, ns, name, token string, ttl 
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return Permit{}, fmt.Errorf("lock: refresh permit %q: %w", name, err)
 	}
+	// Best effort, as in tryPermit.
+	_ = l.rdb.ZAddGT(context.WithoutCancel(ctx), semIndexKey(ns), redis.Z{Score: float64(exp), Member: name}).Err()
 	return Permit{Name: name, Owner: owner, Token: token, Limit: int(limit),
 		AcquiredAt: time.UnixMilli(acq), ExpiresAt: time.UnixMilli(exp)}, nil
 }
+
+// semIndexKey is namespace ns's index of semaphores.
+func semIndexKey(ns string) string { return keys.Namespace(ns, "semaphores") }
 
 // Semaphore describes a semaphore's live permits. ErrNotFound when none is
 // live; also ErrInvalidArgument, or a Redis failure.
@@ -347,37 +374,87 @@ func (l *Locker) Semaphore(ctx context.Context, ns, name string) (SemaphoreInfo,
 	if err := validName(ns, name); err != nil {
 		return SemaphoreInfo{}, err
 	}
-	sk := semKeys(ns, name)
-	var info *redis.Cmd
-	var leases *redis.StringSliceCmd
-	if _, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		info = semInfoScript.EvalSha(ctx, p, sk[:2])
-		leases = p.HVals(ctx, sk[3])
-		return nil
-	}); err != nil && !isNoScript(err) {
-		return SemaphoreInfo{}, redisError("semaphore", name, err)
-	}
-	if isNoScript(info.Err()) {
-		info = semInfoScript.Run(ctx, l.rdb, sk[:2])
-	}
-	res, err := info.Slice()
+	infos, err := l.semaphores(ctx, ns, []string{name})
 	if err != nil {
-		return SemaphoreInfo{}, redisError("semaphore", name, err)
+		return SemaphoreInfo{}, err
 	}
-	if len(res) < 2 || (len(res)-2)%3 != 0 {
+	if len(infos) == 0 {
 		return SemaphoreInfo{}, ErrNotFound
 	}
-	limit, _ := toInt(res[0])
-	out := SemaphoreInfo{Name: name, Limit: int(limit), Holders: make([]PermitInfo, 0, (len(res)-2)/3),
-		Waiters: liveWaiters(leases.Val(), time.Now())}
-	for i := 2; i < len(res); i += 3 {
-		owner, _ := res[i].(string)
-		acq, err1 := toInt(res[i+1])
-		exp, err2 := toInt(res[i+2])
-		if err := errors.Join(err1, err2); err != nil {
-			return SemaphoreInfo{}, fmt.Errorf("lock: semaphore %q: %w", name, err)
+	return infos[0], nil
+}
+
+// Semaphores returns the semaphores of namespace ns with live permits whose
+// names start with prefix (all of them for ""), sorted by name. It reads the
+// namespace's index, never the keyspace, and each semaphore it names.
+// Errors: ErrInvalidArgument, or a Redis failure.
+func (l *Locker) Semaphores(ctx context.Context, ns, prefix string) ([]SemaphoreInfo, error) {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	members, err := listScript.Run(ctx, l.rdb, []string{semIndexKey(ns)}).StringSlice()
+	if err != nil {
+		return nil, redisError("semaphores", "", err)
+	}
+	var names []string
+	for _, name := range members {
+		if strings.HasPrefix(name, prefix) && keys.Validate(name) == nil {
+			names = append(names, name)
 		}
-		out.Holders = append(out.Holders, PermitInfo{Owner: owner, AcquiredAt: time.UnixMilli(acq), ExpiresAt: time.UnixMilli(exp)})
+	}
+	slices.Sort(names)
+	return l.semaphores(ctx, ns, names)
+}
+
+// semaphores reads the named semaphores in one round trip, leaving out
+// those without live permits.
+func (l *Locker) semaphores(ctx context.Context, ns string, names []string) ([]SemaphoreInfo, error) {
+	out := []SemaphoreInfo{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	infos := make([]*redis.Cmd, len(names))
+	leases := make([]*redis.StringSliceCmd, len(names))
+	read := func() error {
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, name := range names {
+				sk := semKeys(ns, name)
+				infos[i] = semInfoScript.EvalSha(ctx, p, sk[:2])
+				leases[i] = p.HVals(ctx, sk[3])
+			}
+			return nil
+		})
+		return err
+	}
+	err := read()
+	if isNoScript(err) {
+		// A script cache emptied by a restart: load it, then read again.
+		if err = semInfoScript.Load(ctx, l.rdb).Err(); err == nil {
+			err = read()
+		}
+	}
+	if err != nil {
+		return nil, redisError("semaphores", "", err)
+	}
+	now := time.Now()
+	for i, name := range names {
+		res, _ := infos[i].Slice()
+		if len(res) < 2 || (len(res)-2)%3 != 0 {
+			continue // no live permit
+		}
+		limit, _ := toInt(res[0])
+		info := SemaphoreInfo{Name: name, Limit: int(limit), Holders: make([]PermitInfo, 0, (len(res)-2)/3),
+			Waiters: liveWaiters(leases[i].Val(), now)}
+		for j := 2; j < len(res); j += 3 {
+			owner, _ := res[j].(string)
+			acq, err1 := toInt(res[j+1])
+			exp, err2 := toInt(res[j+2])
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, fmt.Errorf("lock: semaphore %q: %w", name, err)
+			}
+			info.Holders = append(info.Holders, PermitInfo{Owner: owner, AcquiredAt: time.UnixMilli(acq), ExpiresAt: time.UnixMilli(exp)})
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }

@@ -350,3 +350,46 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 	}
 }
+
+func TestSemaphoresAreListed(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		l := newLocker(t, b, lock.Options{})
+		ctx := context.Background()
+		mustPermit(t, l, "jobs/a", lock.SemaphoreRequest{Limit: 2, TTL: 10 * time.Second, Owner: "w1"})
+		mustPermit(t, l, "jobs/a", lock.SemaphoreRequest{Limit: 2, TTL: 10 * time.Second, Owner: "w2"})
+		pb := mustPermit(t, l, "jobs/b", lock.SemaphoreRequest{Limit: 1, TTL: 10 * time.Second})
+		mustPermit(t, l, "other/c", lock.SemaphoreRequest{Limit: 3, TTL: 10 * time.Second})
+		// Refused: it must not list a semaphore twice.
+		if _, err := l.AcquirePermit(ctx, ns, "jobs/b", lock.SemaphoreRequest{Limit: 1, TTL: time.Minute}); !errors.Is(err, lock.ErrSemaphoreFull) {
+			t.Fatalf("acquire of a full semaphore: %v", err)
+		}
+		names := func(prefix string) []string {
+			t.Helper()
+			infos, err := l.Semaphores(ctx, ns, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, i := range infos {
+				out = append(out, fmt.Sprintf("%s:%d/%d", i.Name, len(i.Holders), i.Limit))
+			}
+			return out
+		}
+		if got := fmt.Sprint(names("jobs/")); got != "[jobs/a:2/2 jobs/b:1/1]" {
+			t.Fatalf("Semaphores(jobs/) = %s", got)
+		}
+		if err := l.ReleasePermit(ctx, ns, "jobs/b", pb.Token); err != nil {
+			t.Fatal(err)
+		}
+		// A script cache emptied (a restart) is reloaded.
+		if err := b.Client.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(names("")); got != "[jobs/a:2/2 other/c:1/3]" {
+			t.Fatalf("Semaphores() after jobs/b's release = %s", got)
+		}
+		if _, err := l.Semaphores(ctx, "a/b", ""); !errors.Is(err, lock.ErrInvalidArgument) {
+			t.Fatalf("Semaphores in a bad namespace: %v", err)
+		}
+	})
+}
