@@ -52,6 +52,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/semaphores/{k}"}, // a key ending in /refresh refreshes
 	{"GET", "/v1/semaphores/{k}"},
 	{"DELETE", "/v1/semaphores/{k}"},
+	{"GET", "/v1/semaphores"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -108,6 +109,7 @@ func FuzzRequests(f *testing.F) {
 		{26, "jobs/J1/refresh", "", `{"token":"s1","ttl_ms":1000}`, "", "", ""},
 		{27, "jobs/J1", "ns=other", "", "", "", ""},
 		{28, "jobs/J1", "force=true", "", "", "", "s1"},
+		{29, "", "prefix=jobs/&ns=other", "", "", "", ""},
 		{1, "tasks/T1/claim", "ephemeral=true", `{"value":"w1"}`, "", "w1", "i2"},
 		{24, "tasks/T1/state", "ephemeral=true&ttl=60", `{"owner":"w1"}`, "", "w1", ""},
 	}

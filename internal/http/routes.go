@@ -37,6 +37,7 @@ func (s *Server) routes() {
 	r.Post("/v1/semaphores/*", handleSemaphorePost(log, cfg, lk))
 	r.Get("/v1/semaphores/*", handleSemaphore(log, cfg, lk))
 	r.Delete("/v1/semaphores/*", handleSemaphoreRelease(log, cfg, lk))
+	r.Get("/v1/semaphores", handleSemaphores(log, cfg, lk))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

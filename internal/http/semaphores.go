@@ -20,6 +20,30 @@ type Semaphores interface {
 	ForceReleasePermits(ctx context.Context, ns, name string) error
 	RefreshPermit(ctx context.Context, ns, name, token string, ttl time.Duration) (lock.Permit, error)
 	Semaphore(ctx context.Context, ns, name string) (lock.SemaphoreInfo, error)
+	Semaphores(ctx context.Context, ns, prefix string) ([]lock.SemaphoreInfo, error)
+}
+
+// semaphoreInfo is a semaphore's live permits as anyone may see them: no
+// tokens.
+type semaphoreInfo struct {
+	Name    string       `json:"name"`
+	Limit   int          `json:"limit"`
+	Holders []permitInfo `json:"holders"`
+	Waiters int          `json:"waiters"`
+}
+
+type permitInfo struct {
+	Owner      string `json:"owner"`
+	AcquiredAt int64  `json:"acquired_at"`
+	ExpiresAt  int64  `json:"expires_at"`
+}
+
+func newSemaphoreInfo(info lock.SemaphoreInfo) semaphoreInfo {
+	out := semaphoreInfo{Name: info.Name, Limit: info.Limit, Holders: make([]permitInfo, len(info.Holders)), Waiters: info.Waiters}
+	for i, h := range info.Holders {
+		out.Holders[i] = permitInfo{Owner: h.Owner, AcquiredAt: h.AcquiredAt.UnixMilli(), ExpiresAt: h.ExpiresAt.UnixMilli()}
+	}
+	return out
 }
 
 // permitResponse is a held permit, token included: only its acquirer sees it.
@@ -119,17 +143,6 @@ func handleSemaphoreRelease(log *slog.Logger, cfg Config, sem Semaphores) http.H
 
 // handleSemaphore describes a semaphore's live permits, never their tokens.
 func handleSemaphore(log *slog.Logger, cfg Config, sem Semaphores) http.HandlerFunc {
-	type holder struct {
-		Owner      string `json:"owner"`
-		AcquiredAt int64  `json:"acquired_at"`
-		ExpiresAt  int64  `json:"expires_at"`
-	}
-	type response struct {
-		Name    string   `json:"name"`
-		Limit   int      `json:"limit"`
-		Holders []holder `json:"holders"`
-		Waiters int      `json:"waiters"`
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := lockTarget(r, cfg, wildcardLock(false))
 		if err != nil {
@@ -141,9 +154,29 @@ func handleSemaphore(log *slog.Logger, cfg Config, sem Semaphores) http.HandlerF
 			writeError(w, r, log, err)
 			return
 		}
-		out := response{Name: info.Name, Limit: info.Limit, Holders: make([]holder, len(info.Holders)), Waiters: info.Waiters}
-		for i, h := range info.Holders {
-			out.Holders[i] = holder{Owner: h.Owner, AcquiredAt: h.AcquiredAt.UnixMilli(), ExpiresAt: h.ExpiresAt.UnixMilli()}
+		writeJSON(w, http.StatusOK, newSemaphoreInfo(info))
+	}
+}
+
+// handleSemaphores lists the semaphores with live permits under ?prefix=.
+func handleSemaphores(log *slog.Logger, cfg Config, sem Semaphores) http.HandlerFunc {
+	type response struct {
+		Semaphores []semaphoreInfo `json:"semaphores"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		infos, err := sem.Semaphores(r.Context(), ns, r.URL.Query().Get("prefix"))
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Semaphores: make([]semaphoreInfo, len(infos))}
+		for i, info := range infos {
+			out.Semaphores[i] = newSemaphoreInfo(info)
 		}
 		writeJSON(w, http.StatusOK, out)
 	}

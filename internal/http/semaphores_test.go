@@ -3,6 +3,7 @@ package http_test
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +80,23 @@ func TestSemaphoreOverHTTP(t *testing.T) {
 			t.Fatalf("refreshed %+v from %+v", refreshed, p1)
 		}
 
+		h.mustPermit("/v1/semaphores/jobs/other", `{"limit":1,"ttl_ms":10000}`)
+		list := h.must(200, "GET", "/v1/semaphores?prefix=jobs/c", "")
+		var listed struct {
+			Semaphores []struct {
+				Name    string           `json:"name"`
+				Holders []map[string]any `json:"holders"`
+			} `json:"semaphores"`
+		}
+		if err := json.Unmarshal(list.body, &listed); err != nil {
+			t.Fatal(err)
+		}
+		if len(listed.Semaphores) != 1 || listed.Semaphores[0].Name != "jobs/crawl" || len(listed.Semaphores[0].Holders) != 2 {
+			t.Fatalf("GET /v1/semaphores?prefix=jobs/c = %s", list.body)
+		}
+		if all := h.must(200, "GET", "/v1/semaphores", ""); !strings.Contains(string(all.body), `"jobs/other"`) || strings.Contains(string(all.body), `"token"`) {
+			t.Fatalf("GET /v1/semaphores = %s: want jobs/other too, and no token", all.body)
+		}
 		h.must(204, "DELETE", path, "", "X-Lock-Token", p1.Token)
 		checkProblem(t, h.must(409, "DELETE", path, "", "X-Lock-Token", p1.Token), "lock_not_held")
 		checkProblem(t, h.must(409, "POST", path+"/refresh", `{"token":"`+p1.Token+`","ttl_ms":1000}`), "lock_not_held")
