@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -80,4 +81,29 @@ func (c *Client) Semaphore(ctx context.Context, name string) (*SemaphoreInfo, er
 		return nil, err
 	}
 	return &s, nil
+}
+
+// Semaphores lists the semaphores with live permits whose names start with
+// prefix ("" for all), sorted by name.
+func (c *Client) Semaphores(ctx context.Context, prefix string) ([]SemaphoreInfo, error) {
+	var out struct {
+		Semaphores []SemaphoreInfo `json:"semaphores"`
+	}
+	q := url.Values{"prefix": {prefix}}
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/semaphores", query: q}, &out); err != nil {
+		return nil, err
+	}
+	return out.Semaphores, nil
+}
+
+// ForceReleaseSemaphore ends every permit of semaphore name: an
+// administrator's escape hatch. The holders are not told; their next
+// Refresh or Release fails with ErrLockNotHeld. It returns an error
+// matching ErrLockNotHeld when no permit was live.
+func (c *Client) ForceReleaseSemaphore(ctx context.Context, name string) error {
+	if name == "" {
+		return errEmpty("semaphore name")
+	}
+	q := url.Values{"force": {"true"}}
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/semaphores", name), query: q}, nil)
 }

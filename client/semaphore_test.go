@@ -53,6 +53,9 @@ func TestSemaphoreAgainstServer(t *testing.T) {
 		t.Fatalf("Semaphore = %+v: want w2 then w1 (refreshed to %v)", info, a.ExpiresAt())
 	}
 
+	if list, err := w1.Semaphores(ctx, "jobs/"); err != nil || len(list) != 1 || list[0].Name != "jobs/crawl" || len(list[0].Holders) != 2 {
+		t.Fatalf("Semaphores(jobs/) = %+v, %v", list, err)
+	}
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +67,18 @@ func TestSemaphoreAgainstServer(t *testing.T) {
 	}
 	if _, err := w1.Semaphore(ctx, "jobs/crawl"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Semaphore after both releases: %v, want ErrNotFound", err)
+	}
+	if list, err := w1.Semaphores(ctx, ""); err != nil || len(list) != 0 {
+		t.Fatalf("Semaphores after both releases = %+v, %v; want none", list, err)
+	}
+	if _, err := w1.AcquirePermit(ctx, "jobs/crawl", 1, client.LockOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.ForceReleaseSemaphore(ctx, "jobs/crawl"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.ForceReleaseSemaphore(ctx, "jobs/crawl"); !errors.Is(err, client.ErrLockNotHeld) {
+		t.Fatalf("second force: %v, want ErrLockNotHeld", err)
 	}
 	for _, bad := range []struct {
 		name  string
