@@ -1,0 +1,18 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/memsync/memsync/internal/testserver"
+)
+
+func TestRun(t *testing.T) {
+	testserver.RunExample(t, run,
+		"worker-3: 409 semaphore_full: 2 holders",
+		"worker-3: permit after waiting",
+		"15 calls by 3 workers, at most 2 at once",
+		"worker-1 claimed T1",
+		"tasks/T1/claim deleted",
+		"worker-2 claimed T1",
+	)
+}
