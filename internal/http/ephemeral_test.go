@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/memsync/memsync/internal/redistest"
+	"github.com/memsync/memsync/internal/testserver"
 )
 
 // TestEphemeralKeysGoWithTheirWritersHeartbeat: keys written with
@@ -52,4 +53,30 @@ func TestEphemeralBadInput(t *testing.T) {
 		checkProblem(t, h.must(map[string]int{"invalid_argument": 400, "no_heartbeat": 409}[tt.code], tt.method, tt.path, tt.body, tt.headers...), tt.code)
 	}
 	h.must(404, "GET", "/v1/kv/tasks/T1/claim?consistent=true", "")
+}
+
+// TestEphemeralKeyLeavesEveryInstancesCache: a key bound on instance A and
+// cached by instance B is gone from B's cached reads too once its writer's
+// heartbeat expires (the reaper's delete is an event like any other).
+func TestEphemeralKeyLeavesEveryInstancesCache(t *testing.T) {
+	b := redistest.Real(t)
+	a := newServerHarness(t, testserver.Options{Backend: &b})
+	bb := newServerHarness(t, testserver.Options{Backend: &b})
+	a.must(200, "PUT", "/v1/workers/w1/heartbeat", `{"ttl":1}`)
+	a.must(200, "PUT", "/v1/kv/tasks/T1/claim?ephemeral=true", `{"value":"w1"}`, "X-Worker-Id", "w1")
+	bb.settle()
+	bb.must(200, "GET", "/v1/kv/tasks/T1/claim", "")
+	hits := bb.srv.Cache.Stats().Hits
+	bb.must(200, "GET", "/v1/kv/tasks/T1/claim", "")
+	if bb.srv.Cache.Stats().Hits != hits+1 {
+		t.Fatal("B did not serve the key from its cache")
+	}
+	for deadline := time.Now().Add(8 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if bb.do("GET", "/v1/kv/tasks/T1/claim", "").status == 404 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("B still serves the key 8 s after a heartbeat of 1 s")
+		}
+	}
 }
