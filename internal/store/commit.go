@@ -333,9 +333,13 @@ func idempotencyArg(req PutRequest, ttl time.Duration) string {
 	if req.IdempotencyKey == "" {
 		return ""
 	}
+	parts := []string{req.Writer, req.Context.String(), strconv.FormatInt(int64(ttl), 10),
+		req.IfMatch, boolArg(req.IfNoneMatch), string(req.Value)}
+	if req.IdempotencySubject != "" {
+		parts = []string{req.Writer, "subject", req.IdempotencySubject}
+	}
 	h := sha256.New()
-	for _, part := range []string{req.Writer, req.Context.String(), strconv.FormatInt(int64(ttl), 10),
-		req.IfMatch, boolArg(req.IfNoneMatch), string(req.Value)} {
+	for _, part := range parts {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

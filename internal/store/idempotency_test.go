@@ -473,3 +473,36 @@ func TestIdempotentDeletesOfAbsentKeys(t *testing.T) {
 		})
 	}
 }
+
+// A write derived from another request (a PATCH) names that request by its
+// subject: a retry whose value, context and TTL differ is still the same
+// request, and another subject under the key is refused.
+func TestIdempotencySubject(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		s := newStore(t, b, store.Config{})
+		ctx := context.Background()
+		ttl := time.Minute
+		req := func(value, subject string) store.PutRequest {
+			return store.PutRequest{Value: json.RawMessage(value), Writer: "w1", IdempotencyKey: "patch-1", IdempotencySubject: subject, TTL: &ttl}
+		}
+		first, err := s.Put(ctx, ns, "idem/subject", req(`{"a":1}`, "s1"))
+		if err != nil || first.Replayed {
+			t.Fatalf("first put: replayed %v, %v", first.Replayed, err)
+		}
+		retry := req(`{"a":1,"b":2}`, "s1")
+		retry.IfMatch, retry.Context = "not-an-etag", first.Version
+		ttl = 30 * time.Second
+		again, err := s.Put(ctx, ns, "idem/subject", retry)
+		if err != nil || !again.Replayed || again.ETag != first.ETag || string(again.Value) != `{"a":1}` {
+			t.Fatalf("retry of the same subject = %+v, %v; want the first write replayed", again, err)
+		}
+		if _, err := s.Put(ctx, ns, "idem/subject", req(`{"a":1}`, "s2")); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Fatalf("another subject under the key: %v, want ErrInvalidArgument", err)
+		}
+		other := req(`{"a":1}`, "s1")
+		other.Writer = "w2"
+		if _, err := s.Put(ctx, ns, "idem/subject", other); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Fatalf("the subject from another writer: %v, want ErrInvalidArgument", err)
+		}
+	})
+}

@@ -193,6 +193,12 @@ type PutRequest struct {
 	// writer or conditions) is ErrInvalidArgument. 1-128 characters of
 	// [A-Za-z0-9._:@-]. Put, and the puts of a Batch that is not atomic.
 	IdempotencyKey string
+	// IdempotencySubject, when set, is what tells this request from another
+	// under the same IdempotencyKey, in place of its value, context, TTL
+	// and conditions: for a write derived from another request (a PATCH,
+	// whose value, context and kept TTL change from one try to the next),
+	// a digest of that request. The writer still counts.
+	IdempotencySubject string
 }
 
 // IdempotencyKeep is how many idempotency keys a key remembers: those of
