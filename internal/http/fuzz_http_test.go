@@ -110,6 +110,7 @@ func FuzzRequests(f *testing.F) {
 		{27, "jobs/J1", "ns=other", "", "", "", ""},
 		{28, "jobs/J1", "force=true", "", "", "", "s1"},
 		{29, "", "prefix=jobs/&ns=other", "", "", "", ""},
+		{24, "jobs/J1", "", `[{"op":"add","path":"/n","value":1}]`, "*", "w1", "p1"},
 		{1, "tasks/T1/claim", "ephemeral=true", `{"value":"w1"}`, "", "w1", "i2"},
 		{24, "tasks/T1/state", "ephemeral=true&ttl=60", `{"owner":"w1"}`, "", "w1", ""},
 	}

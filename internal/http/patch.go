@@ -3,6 +3,8 @@ package http
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,8 +57,12 @@ func handleKVPatch(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.H
 			ttl, err = patchTTL(queryValue(r.URL.RawQuery, "ttl"))
 		}
 		var apply func(doc []byte) ([]byte, error)
+		var body []byte
 		if err == nil {
-			apply, err = readPatch(r, cfg.MaxDepth)
+			apply, body, err = readPatch(r, cfg.MaxDepth)
+		}
+		if err == nil && put.IdempotencyKey != "" {
+			put.IdempotencySubject = patchSubject(r, body)
 		}
 		var bound bool
 		if err == nil {
@@ -75,6 +81,9 @@ func handleKVPatch(log *slog.Logger, cfg Config, st Store, keyOf keyFunc) http.H
 			writeError(w, r, log, err)
 			return
 		}
+		if res.Replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		writeEntry(w, res.Entry, false)
 	}
 }
@@ -89,8 +98,6 @@ func refusePatchOptions(r *http.Request, put store.PutRequest) error {
 		return fmt.Errorf("%w: PATCH cannot be queued (async): it reads the key first", errInvalidArgument)
 	case put.IfNoneMatch:
 		return fmt.Errorf("%w: If-None-Match does not apply to PATCH: a patch of a missing key creates it; PUT with If-None-Match: * creates only", errInvalidArgument)
-	case put.IdempotencyKey != "":
-		return fmt.Errorf("%w: PATCH takes no Idempotency-Key: its write depends on what it reads, so a retry is a new patch", errInvalidArgument)
 	}
 	return nil
 }
@@ -112,36 +119,54 @@ func patchTTL(v string) (*time.Duration, error) {
 // readPatch reads the body and returns the function that applies it to a
 // value; the body must be JSON within the depth limit, and a JSON Patch a
 // list of operations.
-func readPatch(r *http.Request, maxDepth int) (func(doc []byte) ([]byte, error), error) {
+func readPatch(r *http.Request, maxDepth int) (func(doc []byte) ([]byte, error), []byte, error) {
 	body, err := readBody(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch {
 	case len(bytes.TrimSpace(body)) == 0:
-		return nil, fmt.Errorf("%w: the body is empty: send a merge patch, or a JSON Patch", errInvalidJSON)
+		return nil, nil, fmt.Errorf("%w: the body is empty: send a merge patch, or a JSON Patch", errInvalidJSON)
 	case !json.Valid(body):
-		return nil, fmt.Errorf("%w: the body is not valid JSON", errInvalidJSON)
+		return nil, nil, fmt.Errorf("%w: the body is not valid JSON", errInvalidJSON)
 	case depth(body) > maxDepth:
-		return nil, fmt.Errorf("%w: nesting deeper than %d", errInvalidJSON, maxDepth)
+		return nil, nil, fmt.Errorf("%w: nesting deeper than %d", errInvalidJSON, maxDepth)
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != jsonPatchType {
+	if !isJSONPatch(r) {
 		return func(doc []byte) ([]byte, error) {
 			if !bytes.HasPrefix(doc, []byte("{")) {
 				doc = []byte("{}") // RFC 7386: a patch of a non-object patches {}
 			}
 			return jsonpatch.MergePatch(doc, body)
-		}, nil
+		}, body, nil
 	}
 	if !bytes.HasPrefix(bytes.TrimSpace(body), []byte("[")) {
-		return nil, fmt.Errorf("%w: a JSON Patch is a list of operations", errInvalidJSON)
+		return nil, nil, fmt.Errorf("%w: a JSON Patch is a list of operations", errInvalidJSON)
 	}
 	ops, err := jsonpatch.DecodePatch(body) // checks each op and its members
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errInvalidArgument, err)
+		return nil, nil, fmt.Errorf("%w: %v", errInvalidArgument, err)
 	}
-	return ops.Apply, nil
+	return ops.Apply, body, nil
+}
+
+func isJSONPatch(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == jsonPatchType
+}
+
+// patchSubject names a PATCH for its Idempotency-Key
+// (store.PutRequest.IdempotencySubject): what it asks, which its retries
+// ask again, where the value and version it writes depend on what each
+// try reads. The writer is the store's to add.
+func patchSubject(r *http.Request, body []byte) string {
+	h := sha256.New()
+	for _, part := range []string{strconv.FormatBool(isJSONPatch(r)), string(body),
+		queryValue(r.URL.RawQuery, "ttl"), r.Header.Get("If-Match")} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // patcher is one PATCH in progress.
@@ -158,6 +183,13 @@ type patcher struct {
 // reason other than the key changing since it was read, the request's
 // If-Match fails, or patchAttempts writes found the key changed.
 func (p patcher) run(ctx context.Context) (store.PutResult, error) {
+	if p.put.IdempotencyKey != "" {
+		// A PATCH sent again whose first try was applied: its own write may
+		// have made its If-Match or a "test" false, so ask the store first.
+		if res, err := p.replay(ctx); err == nil || !errors.Is(err, store.ErrPreconditionFailed) {
+			return res, err
+		}
+	}
 	// An If-Match naming an etag fails for good once the key moved on;
 	// "*" asks only that the key exist.
 	retry := p.put.IfMatch == "" || p.put.IfMatch == "*"
@@ -183,6 +215,18 @@ func (p patcher) run(ctx context.Context) (store.PutResult, error) {
 // errChanged marks the 412 of a write whose key changed (or was created or
 // deleted) after the patch read it: the patch may be applied again.
 var errChanged = errors.New("the key changed since it was read")
+
+// replay answers a PATCH under an Idempotency-Key that the key remembers
+// (Replayed), through a write conditional on an etag no key has: the store
+// checks what it remembers first, and otherwise refuses the write with
+// ErrPreconditionFailed, writing nothing.
+func (p patcher) replay(ctx context.Context) (store.PutResult, error) {
+	return p.st.Put(ctx, p.ns, p.key, store.PutRequest{Value: json.RawMessage("null"), ValueValid: true,
+		Writer: p.put.Writer, IfMatch: noETag, IdempotencyKey: p.put.IdempotencyKey, IdempotencySubject: p.put.IdempotencySubject})
+}
+
+// noETag is an etag that no key has (the store's are hex digits).
+const noETag = "-"
 
 // once reads the key, applies the patch and writes the result as a
 // compare-and-set on what it read.
@@ -219,7 +263,8 @@ func (p patcher) once(ctx context.Context) (store.PutResult, error) {
 			return store.PutResult{}, err
 		}
 	}
-	w := store.PutRequest{Value: value, Writer: p.put.Writer, TTL: p.ttl}
+	w := store.PutRequest{Value: value, Writer: p.put.Writer, TTL: p.ttl,
+		IdempotencyKey: p.put.IdempotencyKey, IdempotencySubject: p.put.IdempotencySubject}
 	if absent {
 		w.IfNoneMatch = true
 	} else {

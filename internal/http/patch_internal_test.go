@@ -44,7 +44,7 @@ func TestPatchIsAppliedAgainWhenTheKeyChanged(t *testing.T) {
 		if _, err := base.Put(ctx, "ns", "k", store.PutRequest{Value: []byte(`{"a":1}`), Writer: "w1"}); err != nil {
 			t.Fatal(err)
 		}
-		apply, err := readPatch(patchRequest(t, `{"patched":true}`), 64)
+		apply, _, err := readPatch(patchRequest(t, `{"patched":true}`), 64)
 		if err != nil {
 			t.Fatal(err)
 		}

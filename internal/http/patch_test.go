@@ -98,7 +98,6 @@ func TestPatchRefusals(t *testing.T) {
 		{"progress out of range", "/v1/kv/tasks/T1/progress", `{"progress":150}`, nil, 400, "invalid_argument"},
 		{"unresolved siblings", "/v1/kv/manual/m1", `{"a":1}`, nil, 400, "invalid_argument"},
 		{"result too large", "/v1/kv/blobs/b1", `{"b":"` + big + `"}`, nil, 413, "body_too_large"},
-		{"idempotency key", "/v1/kv/k", `{"a":1}`, []string{"Idempotency-Key", "p1"}, 400, "invalid_argument"},
 		{"if-none-match", "/v1/kv/k", `{"a":1}`, []string{"If-None-Match", "*"}, 400, "invalid_argument"},
 		{"async", "/v1/kv/k?async=true", `{"a":1}`, nil, 400, "invalid_argument"},
 		{"async of a bad kind", "/v1/kv/k?async=soon", `{"a":1}`, nil, 400, "invalid_argument"},
@@ -164,5 +163,50 @@ func TestConcurrentPatchesLoseNothing(t *testing.T) {
 			t.Fatal("no patch was acknowledged")
 		}
 		t.Logf("%d acknowledged, %d refused after %d attempts each", len(acked), refused, 10)
+	})
+}
+
+// A PATCH sent again under its Idempotency-Key is answered with what its
+// first try did, not applied again: not an append twice, not a 412 for the
+// If-Match or the "test" that its own first write made false; racing
+// copies apply once.
+func TestPatchIdempotency(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		h := newHarness(t, b)
+		h.must(200, "PUT", "/v1/kv/jobs/J1", `{"value":{"n":[],"state":"open"}}`, "X-Worker-Id", "w1")
+		appendOne := []string{"Content-Type", jsonPatch, "X-Worker-Id", "w1", "Idempotency-Key", "append-1"}
+		first := h.must(200, "PATCH", "/v1/kv/jobs/J1", `[{"op":"add","path":"/n/-","value":1}]`, appendOne...)
+		again := h.must(200, "PATCH", "/v1/kv/jobs/J1", `[{"op":"add","path":"/n/-","value":1}]`, appendOne...)
+		if again.header.Get("Idempotent-Replayed") != "true" || first.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("Idempotent-Replayed: first %q, again %q", first.header.Get("Idempotent-Replayed"), again.header.Get("Idempotent-Replayed"))
+		}
+		if v := jsonString(h.must(200, "GET", "/v1/kv/jobs/J1?consistent=true", "").json(t)["value"]); v != `{"n":[1],"state":"open"}` {
+			t.Fatalf("value after a PATCH sent twice = %s, want one append", v)
+		}
+		checkProblem(t, h.must(400, "PATCH", "/v1/kv/jobs/J1", `[{"op":"add","path":"/n/-","value":2}]`, appendOne...), "invalid_argument")
+
+		etag := h.must(200, "GET", "/v1/kv/jobs/J1?consistent=true", "").header.Get("ETag")
+		closeIt := []string{"Content-Type", jsonPatch, "If-Match", etag, "Idempotency-Key", "close-1"}
+		body := `[{"op":"test","path":"/state","value":"open"},{"op":"replace","path":"/state","value":"closed"}]`
+		h.must(200, "PATCH", "/v1/kv/jobs/J1", body, closeIt...)
+		if r := h.must(200, "PATCH", "/v1/kv/jobs/J1", body, closeIt...); r.header.Get("Idempotent-Replayed") != "true" {
+			t.Fatal("the close sent again was not replayed")
+		}
+		// Without the key, the same request is a new one: its If-Match fails.
+		checkProblem(t, h.must(412, "PATCH", "/v1/kv/jobs/J1", body, "Content-Type", jsonPatch, "If-Match", etag), "precondition_failed")
+
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() {
+				if r, err := h.exchange("PATCH", "/v1/kv/jobs/J1", `[{"op":"add","path":"/n/-","value":9}]`,
+					"Content-Type", jsonPatch, "X-Worker-Id", "w2", "Idempotency-Key", "append-9"); err != nil || r.status != 200 {
+					t.Errorf("racing copy: %v %d %s", err, r.status, r.body)
+				}
+			})
+		}
+		wg.Wait()
+		if v := jsonString(h.must(200, "GET", "/v1/kv/jobs/J1?consistent=true", "").json(t)["value"]); v != `{"n":[1,9],"state":"closed"}` {
+			t.Fatalf("value after 6 racing copies of one PATCH = %s, want one append of 9", v)
+		}
 	})
 }
