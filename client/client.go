@@ -74,7 +74,7 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc
 // an idempotency key, when the request failed on the way (a broken
 // connection, a lost answer) or was answered 503. Such a client gives every
 // Put, PutAsync, typed write, Delete, Lock and Batch (an atomic one when it
-// has a put or a delete) an idempotency key of its own when the call names none, so
+// has a put or a delete) and Patch an idempotency key of its own when the call names none, so
 // that a write is applied once however often it is sent. It waits as
 // Retry-After says (at most maxRetryWait), else 50 ms, doubling. Releases,
 // refreshes, heartbeats and atomic batches of gets only are never sent

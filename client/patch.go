@@ -18,11 +18,13 @@ import (
 // applies the patch again, and after 10 tries returns
 // ErrPreconditionFailed. A missing key is patched as {} and created.
 //
-// IfMatch (an etag, or "*" for a key that exists) and TTL apply; without
-// TTL the key keeps its expiry. WithContext, IfNoneMatch and
-// IdempotencyKey do not apply to a patch: ErrInvalid. A patch is not sent
-// again by WithRetries but after 429, since what it writes depends on what
-// it reads.
+// IfMatch (an etag, or "*" for a key that exists), TTL, Ephemeral and
+// IdempotencyKey apply; without TTL the key keeps its expiry. A patch sent
+// again under its idempotency key is answered with the key's current entry
+// (Entry.Replayed) rather than applied twice, even when its first write
+// made its IfMatch or a "test" operation false; WithRetries gives it a key
+// of its own, as it does a Put. WithContext and IfNoneMatch do not apply to
+// a patch: ErrInvalid.
 func (c *Client) Patch(ctx context.Context, key string, patch any, opts ...PutOption) (*Entry, error) {
 	return c.patch(ctx, key, patch, "", opts)
 }
@@ -68,8 +70,8 @@ func (c *Client) patch(ctx context.Context, key string, body any, contentType st
 	switch {
 	case err != nil:
 		return nil, err
-	case o.context != nil || o.ifNoneMatch || o.idempotencyKey != "":
-		return nil, fmt.Errorf("%w: WithContext, IfNoneMatch and IdempotencyKey do not apply to a patch", ErrInvalid)
+	case o.context != nil || o.ifNoneMatch:
+		return nil, fmt.Errorf("%w: WithContext and IfNoneMatch do not apply to a patch", ErrInvalid)
 	}
 	h := http.Header{}
 	if contentType != "" {
@@ -78,6 +80,9 @@ func (c *Client) patch(ctx context.Context, key string, body any, contentType st
 	if o.ifMatch != "" {
 		h.Set("If-Match", o.ifMatch)
 	}
+	if key := c.idempotencyKey(o.idempotencyKey); key != "" {
+		h.Set("Idempotency-Key", key)
+	}
 	q := url.Values{}
 	if o.ttl != nil {
 		q.Set("ttl", strconv.FormatInt(*o.ttl, 10))
@@ -85,9 +90,16 @@ func (c *Client) patch(ctx context.Context, key string, body any, contentType st
 	if o.ephemeral {
 		q.Set("ephemeral", "true")
 	}
-	var e Entry
-	if err := c.do(ctx, request{method: http.MethodPatch, path: pathOf("v1/kv", key), query: q, header: h, body: body}, &e); err != nil {
+	path := pathOf("v1/kv", key)
+	resp, err := c.send(ctx, request{method: http.MethodPatch, path: path, query: q, header: h, body: body})
+	if err != nil {
 		return nil, err
 	}
+	defer resp.Body.Close()
+	var e Entry
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		return nil, fmt.Errorf("memsync: PATCH %s: decode %d response: %w", path, resp.StatusCode, err)
+	}
+	e.Replayed = resp.Header.Get("Idempotent-Replayed") == "true"
 	return &e, nil
 }

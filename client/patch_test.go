@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +55,17 @@ func TestPatchAgainstServer(t *testing.T) {
 		t.Errorf("PatchOps with a failing test = %v, want ErrPreconditionFailed", err)
 	}
 
-	for _, opt := range []client.PutOption{client.IfNoneMatch(), client.IdempotencyKey("k1"), client.WithContext(map[string]uint64{"w1": 1})} {
+	// Sent twice under one idempotency key: applied once, answered twice.
+	add := []client.PatchOp{{Op: "add", Path: "/pending/-", Value: "T9"}}
+	if _, err := c.PatchOps(ctx, "coordination/queue", add, client.IdempotencyKey("add-T9")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.PatchOps(ctx, "coordination/queue", add, client.IdempotencyKey("add-T9"))
+	if err != nil || !again.Replayed || strings.Count(string(again.Value), "T9") != 1 {
+		t.Fatalf("PatchOps sent again = %+v, %v; want it replayed, T9 added once", again, err)
+	}
+
+	for _, opt := range []client.PutOption{client.IfNoneMatch(), client.WithContext(map[string]uint64{"w1": 1})} {
 		if _, err := c.Patch(ctx, "tasks/T1/state", map[string]any{"x": 1}, opt); !errors.Is(err, client.ErrInvalid) {
 			t.Errorf("Patch with %T = %v, want ErrInvalid", opt, err)
 		}
