@@ -62,7 +62,7 @@ func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
 // A client WithRetries whose answers to a Put, a Lock, a Batch, an atomic
-// Batch and a Delete are lost once each: each call succeeds, each write
+// Batch, a PATCH and a Delete are lost once each: each call succeeds, each write
 // applied once (Replayed), the lock's token the one granted. Without retries the same
 // Put fails.
 func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
@@ -100,6 +100,16 @@ func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 	}, true)
 	if err != nil || len(res) != 2 || !res[0].Replayed || res[0].Entry.Version["w1"] != 2 || !res[1].Replayed {
 		t.Errorf("atomic Batch with its first answer lost: %+v, %v; want both puts applied once, Replayed", res, err)
+	}
+
+	// A JSON Patch append whose answer is lost is not appended twice.
+	if _, err := c.Put(ctx, "jobs/J3/queue", map[string]any{"pending": []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	pt := mustNew(t, lossyProxy(t, srv.URL, http.MethodPatch), client.WithWorkerID("w1"), client.WithRetries(2))
+	e, err = pt.PatchOps(ctx, "jobs/J3/queue", []client.PatchOp{{Op: "add", Path: "/pending/-", Value: "T1"}})
+	if err != nil || !e.Replayed || string(e.Value) != `{"pending":["T1"]}` {
+		t.Errorf("PatchOps with its first answer lost: %+v, %v; want T1 appended once, Replayed", e, err)
 	}
 
 	d := mustNew(t, lossyProxy(t, srv.URL, http.MethodDelete), client.WithWorkerID("w1"), client.WithRetries(2))
