@@ -24,6 +24,7 @@ import (
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
 	"github.com/memsync/memsync/internal/metrics"
+	"github.com/memsync/memsync/internal/queue"
 	"github.com/memsync/memsync/internal/quota"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
@@ -81,8 +82,10 @@ type App struct {
 	Queue  *async.Queue
 	// Ephemeral binds keys to heartbeats and reaps them.
 	Ephemeral *ephemeral.Binder
-	Metrics   *metrics.Metrics
-	Handler   http.Handler
+	// Queues serves the work queues.
+	Queues  *queue.Queues
+	Metrics *metrics.Metrics
+	Handler http.Handler
 
 	api        *memhttp.Server
 	shareEvery time.Duration
@@ -135,6 +138,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	// Bound keys are read and deleted through the cache, so that this
 	// instance's copies go at once.
 	a.Ephemeral = ephemeral.New(rdb, a.Cache)
+	a.Queues = queue.New(rdb, queue.Options{MaxWait: cfg.MaxLockWait})
 	a.Metrics = metrics.New(a.sources(a.namespace))
 	a.shareEvery = cfg.LimitShareInterval
 	if a.shareEvery <= 0 {
@@ -148,10 +152,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.api, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
-		Queue: a.Queue, Ephemeral: a.Ephemeral, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
+		Queue: a.Queue, Ephemeral: a.Ephemeral, Queues: a.Queues, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 		Usage: usage,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
+		a.Queues.Close()
 		a.Locker.Close()
 		a.Store.Close()
 		return nil, err
@@ -280,6 +285,7 @@ func (a *App) Close(ctx context.Context) (int, error) {
 	if err != nil {
 		err = fmt.Errorf("app: %d queued writes were not flushed: %w", a.Queue.Pending(), err)
 	}
+	a.Queues.Close()
 	a.Locker.Close()
 	a.Store.Close()
 	return n, err

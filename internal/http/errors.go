@@ -13,6 +13,7 @@ import (
 	"github.com/memsync/memsync/internal/ephemeral"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
+	"github.com/memsync/memsync/internal/queue"
 	"github.com/memsync/memsync/internal/store"
 	"github.com/memsync/memsync/internal/watch"
 )
@@ -76,6 +77,10 @@ var errorKinds = []errorKind{
 	{lock.ErrSemaphoreFull, http.StatusConflict, "semaphore_full", "Semaphore full"},
 	{lock.ErrLimitMismatch, http.StatusConflict, "limit_mismatch", "Semaphore limit mismatch"},
 	{ephemeral.ErrNoHeartbeat, http.StatusConflict, "no_heartbeat", "No heartbeat"},
+	{queue.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{queue.ErrNotClaimed, http.StatusConflict, "not_claimed", "Message not claimed"},
+	{queue.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
+	{queue.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{lock.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},

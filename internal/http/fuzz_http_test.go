@@ -53,6 +53,10 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/semaphores/{k}"},
 	{"DELETE", "/v1/semaphores/{k}"},
 	{"GET", "/v1/semaphores"},
+	{"POST", "/v1/queues/{id}/messages"},
+	{"POST", "/v1/queues/{id}/claim"},
+	{"DELETE", "/v1/queues/{id}/messages/0000000000000001"}, // X-Receipt takes the idempotency key
+	{"GET", "/v1/queues/{id}"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
@@ -111,6 +115,10 @@ func FuzzRequests(f *testing.F) {
 		{28, "jobs/J1", "force=true", "", "", "", "s1"},
 		{29, "", "prefix=jobs/&ns=other", "", "", "", ""},
 		{24, "jobs/J1", "", `[{"op":"add","path":"/n","value":1}]`, "*", "w1", "p1"},
+		{30, "jobs", "", `{"value":{"task":"T1"},"delay_ms":0}`, "", "", ""},
+		{31, "jobs", "ns=other", `{"visibility_ms":1000,"wait_ms":10,"max":2}`, "", "w1", ""},
+		{32, "jobs", "", "", "", "", "0123456789abcdef0123456789abcdef"},
+		{33, "jobs", "", "", "", "", ""},
 		{1, "tasks/T1/claim", "ephemeral=true", `{"value":"w1"}`, "", "w1", "i2"},
 		{24, "tasks/T1/state", "ephemeral=true&ttl=60", `{"owner":"w1"}`, "", "w1", ""},
 	}
@@ -147,7 +155,7 @@ func FuzzRequests(f *testing.F) {
 		if r.method == "GET" {
 			condition = "If-None-Match" // a read's: 304, and what a blocking read waits on
 		}
-		for name, value := range map[string]string{condition: ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem, "Last-Event-ID": idem} {
+		for name, value := range map[string]string{condition: ifMatch, "X-Worker-Id": worker, "Idempotency-Key": idem, "X-Lock-Token": idem, "X-Receipt": idem, "Last-Event-ID": idem} {
 			// Without the whitespace around it, which is not part of a
 			// field's value (RFC 9110 5.5): the server never sees it.
 			if value = strings.Trim(value, " \t"); value != "" {

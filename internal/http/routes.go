@@ -38,6 +38,13 @@ func (s *Server) routes() {
 	r.Get("/v1/semaphores/*", handleSemaphore(log, cfg, lk))
 	r.Delete("/v1/semaphores/*", handleSemaphoreRelease(log, cfg, lk))
 	r.Get("/v1/semaphores", handleSemaphores(log, cfg, lk))
+	r.Post("/v1/queues/{queue}/messages", handleEnqueue(log, cfg))
+	r.Post("/v1/queues/{queue}/claim", handleClaim(log, cfg))
+	r.Delete("/v1/queues/{queue}/messages/{id}", handleAck(log, cfg))
+	r.Post("/v1/queues/{queue}/messages/{id}/release", handleQueueRelease(log, cfg))
+	r.Post("/v1/queues/{queue}/messages/{id}/extend", handleExtend(log, cfg))
+	r.Get("/v1/queues/{queue}", handleQueueStats(log, cfg))
+	r.Delete("/v1/queues/{queue}", handlePurge(log, cfg))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

@@ -52,6 +52,8 @@ type Config struct {
 	// Ephemeral binds the keys of writes with ?ephemeral=true to their
 	// writer's heartbeat; nil refuses such writes (400).
 	Ephemeral Binder
+	// Queues serves /v1/queues; nil answers 503.
+	Queues Queues
 	// Metrics serves /metrics, Stats answers /v1/stats, and ObserveRequest
 	// hears every finished request (route pattern, method, status, time).
 	// Any may be nil: /metrics and /v1/stats then answer 404.

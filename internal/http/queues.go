@@ -1,0 +1,250 @@
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/memsync/memsync/internal/queue"
+)
+
+// Queues is what the queue handlers need from the queue service.
+type Queues interface {
+	Enqueue(ctx context.Context, ns, name string, value json.RawMessage, delay time.Duration) (queue.Message, error)
+	Claim(ctx context.Context, ns, name string, req queue.ClaimRequest) ([]queue.Message, error)
+	Ack(ctx context.Context, ns, name, id, receipt string) error
+	Release(ctx context.Context, ns, name, id, receipt string, delay time.Duration) error
+	Extend(ctx context.Context, ns, name, id, receipt string, visibility time.Duration) (time.Time, error)
+	Stats(ctx context.Context, ns, name string) (queue.Stats, error)
+	Purge(ctx context.Context, ns, name string) (int, error)
+}
+
+// messageJSON is a message on the wire (times in Unix ms).
+type messageJSON struct {
+	ID         string          `json:"id"`
+	Value      json.RawMessage `json:"value,omitempty"`
+	Attempts   int             `json:"attempts"`
+	EnqueuedAt int64           `json:"enqueued_at"`
+	VisibleAt  int64           `json:"visible_at"`
+	Receipt    string          `json:"receipt,omitempty"`
+}
+
+func newMessageJSON(m queue.Message) messageJSON {
+	return messageJSON{ID: m.ID, Value: m.Value, Attempts: m.Attempts,
+		EnqueuedAt: m.EnqueuedAt.UnixMilli(), VisibleAt: m.VisibleAt.UnixMilli(), Receipt: m.Receipt}
+}
+
+// queueTarget returns the namespace and the queue's name; the queue
+// service checks the name.
+func queueTarget(r *http.Request, cfg Config) (string, string, error) {
+	if cfg.Queues == nil {
+		return "", "", errNotConfigured
+	}
+	ns, err := namespace(r, cfg)
+	return ns, chi.URLParam(r, "queue"), err
+}
+
+// millis converts a request's millisecond count; the queue service applies
+// its bounds, so a count too large for a Duration is kept too large.
+func millis(ms int64) time.Duration { return time.Duration(min(ms, maxMillis)) * time.Millisecond }
+
+func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type request struct {
+		Value   json.RawMessage `json:"value"`
+		DelayMs int64           `json:"delay_ms"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		var req request
+		if err == nil {
+			err = decode(r, cfg.MaxDepth, &req)
+		}
+		if err == nil && (req.Value == nil || req.DelayMs < 0) {
+			err = fmt.Errorf("%w: the body needs a \"value\" (null is a value); delay_ms must not be negative", errInvalidArgument)
+		}
+		var m queue.Message
+		if err == nil {
+			m, err = cfg.Queues.Enqueue(r.Context(), ns, name, req.Value, millis(req.DelayMs))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		m.Value = nil // the sender has it
+		writeJSON(w, http.StatusCreated, newMessageJSON(m))
+	}
+}
+
+func handleClaim(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type request struct {
+		VisibilityMs *int64 `json:"visibility_ms"`
+		WaitMs       int64  `json:"wait_ms"`
+		Max          int    `json:"max"`
+	}
+	type response struct {
+		Messages []messageJSON `json:"messages"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		var req request
+		if err == nil {
+			err = decode(r, cfg.MaxDepth, &req)
+		}
+		if err == nil && (req.VisibilityMs == nil || *req.VisibilityMs <= 0 || req.WaitMs < 0 || req.Max < 0) {
+			err = fmt.Errorf("%w: a positive visibility_ms is required; wait_ms and max must not be negative", errInvalidArgument)
+		}
+		var owner string
+		if err == nil {
+			owner, err = workerHeader(r)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		ctx := r.Context()
+		if req.WaitMs > 0 {
+			// As for a lock: a withdrawn token ends the wait.
+			var stop func()
+			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
+			defer stop()
+		}
+		msgs, err := cfg.Queues.Claim(ctx, ns, name, queue.ClaimRequest{
+			Visibility: millis(*req.VisibilityMs), Wait: millis(req.WaitMs), Max: req.Max, Owner: owner})
+		if err != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
+				err = cause
+			}
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Messages: make([]messageJSON, len(msgs))}
+		for i, m := range msgs {
+			out.Messages[i] = newMessageJSON(m)
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// handleAck deletes a message its X-Receipt holds.
+func handleAck(log *slog.Logger, cfg Config) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		receipt := r.Header.Get("X-Receipt")
+		if err == nil && receipt == "" {
+			err = fmt.Errorf("%w: the X-Receipt header (the claim's receipt) is required", errInvalidArgument)
+		}
+		if err == nil {
+			err = cfg.Queues.Ack(r.Context(), ns, name, chi.URLParam(r, "id"), receipt)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func handleQueueRelease(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type request struct {
+		Receipt string `json:"receipt"`
+		DelayMs int64  `json:"delay_ms"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		var req request
+		if err == nil {
+			err = decode(r, cfg.MaxDepth, &req)
+		}
+		if err == nil && (req.Receipt == "" || req.DelayMs < 0) {
+			err = fmt.Errorf("%w: receipt is required; delay_ms must not be negative", errInvalidArgument)
+		}
+		if err == nil {
+			err = cfg.Queues.Release(r.Context(), ns, name, chi.URLParam(r, "id"), req.Receipt, millis(req.DelayMs))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func handleExtend(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type request struct {
+		Receipt      string `json:"receipt"`
+		VisibilityMs *int64 `json:"visibility_ms"`
+	}
+	type response struct {
+		ID        string `json:"id"`
+		VisibleAt int64  `json:"visible_at"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		var req request
+		if err == nil {
+			err = decode(r, cfg.MaxDepth, &req)
+		}
+		if err == nil && (req.Receipt == "" || req.VisibilityMs == nil || *req.VisibilityMs <= 0) {
+			err = fmt.Errorf("%w: receipt and a positive visibility_ms are required", errInvalidArgument)
+		}
+		var until time.Time
+		id := chi.URLParam(r, "id")
+		if err == nil {
+			until, err = cfg.Queues.Extend(r.Context(), ns, name, id, req.Receipt, millis(*req.VisibilityMs))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, response{ID: id, VisibleAt: until.UnixMilli()})
+	}
+}
+
+func handleQueueStats(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Queue    string `json:"queue"`
+		Visible  int    `json:"visible"`
+		Delayed  int    `json:"delayed"`
+		InFlight int    `json:"in_flight"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		var s queue.Stats
+		if err == nil {
+			s, err = cfg.Queues.Stats(r.Context(), ns, name)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, response{Queue: name, Visible: s.Visible, Delayed: s.Delayed, InFlight: s.InFlight})
+	}
+}
+
+// handlePurge deletes a queue with its messages: an admin's.
+func handlePurge(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Purged int `json:"purged"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		if err == nil {
+			err = requireAdmin(r, "purge a queue")
+		}
+		var n int
+		if err == nil {
+			n, err = cfg.Queues.Purge(r.Context(), ns, name)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, response{Purged: n})
+	}
+}
