@@ -31,6 +31,9 @@ var (
 	// is taken (or kept for waiters ahead in line); the *APIError says how
 	// many are live (Holders) and when the first ends (LockExpiresAt).
 	ErrSemaphoreFull = errors.New("memsync: semaphore full")
+	// ErrNotClaimed: 409 not_claimed — the claim's receipt no longer holds
+	// the queue message (claimed again since, released, or acked).
+	ErrNotClaimed = errors.New("memsync: message not claimed")
 	// ErrNoHeartbeat: 409 no_heartbeat — an Ephemeral write's worker has
 	// no live heartbeat to bind the key to; nothing was written.
 	ErrNoHeartbeat = errors.New("memsync: no heartbeat")
@@ -122,6 +125,7 @@ var codeErrors = map[string]error{
 	"semaphore_full":      ErrSemaphoreFull,
 	"limit_mismatch":      ErrLimitMismatch,
 	"no_heartbeat":        ErrNoHeartbeat,
+	"not_claimed":         ErrNotClaimed,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,
