@@ -179,6 +179,10 @@ func (a *App) sources(ns string) metrics.Sources {
 	src.Store, src.VectorClock, src.ActiveWorkers = metrics.StoreSource(a.Store, ns)
 	src.Locks = metrics.LockSource(a.Locker)
 	src.Reaped = a.Ephemeral.Reaped
+	src.Queues = func() metrics.QueueStats {
+		c := a.Queues.Counters()
+		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked}
+	}
 	src.Cache = func() metrics.CacheStats {
 		s := a.Cache.Stats()
 		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions,

@@ -31,6 +31,9 @@ type LockStats struct {
 	Permits, Full, PermitsReplayed uint64 // the semaphores'
 }
 
+// QueueStats are the work queues' counters.
+type QueueStats struct{ Enqueued, Claimed, Redelivered, Acked uint64 }
+
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
 	Hits, Misses, Evictions, Invalidations uint64
@@ -59,6 +62,7 @@ type Sources struct {
 	Watch         func() WatchStats
 	Async         func() AsyncStats
 	Reaped        func() uint64 // keys deleted because their worker's heartbeat was gone
+	Queues        func() QueueStats
 	VectorClock   func() map[string]uint64
 	ActiveWorkers func(context.Context) (int, error)
 }
@@ -195,6 +199,7 @@ var (
 	descSubUp         = desc("memsync_event_subscription_up", "1 while this instance's Redis event subscription is up.")
 	descPending       = desc("memsync_pending_async_writes", "Async writes queued and not yet in Redis.")
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
+	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked.", "event")
 	descReaped        = desc("memsync_ephemeral_keys_reaped_total", "Keys bound to a heartbeat (ephemeral) that this instance deleted once the heartbeat was gone.")
 )
 
@@ -204,7 +209,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
 		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descPermits, descPermitsFull, descCacheHits, descCacheMisses, descCacheEntries,
-		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped} {
+		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped, descQueue} {
 		ch <- d
 	}
 }
@@ -266,6 +271,13 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if src.Reaped != nil {
 		counter(descReaped, src.Reaped())
+	}
+	if src.Queues != nil {
+		q := src.Queues()
+		counter(descQueue, q.Enqueued, "enqueued")
+		counter(descQueue, q.Claimed, "claimed")
+		counter(descQueue, q.Redelivered, "redelivered")
+		counter(descQueue, q.Acked, "acked")
 	}
 	if src.ActiveWorkers != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -115,6 +116,19 @@ type ClaimRequest struct {
 	Owner string
 }
 
+// Counters are Queues' counts since it started, for metrics.
+type Counters struct {
+	Enqueued    uint64 // messages added
+	Claimed     uint64 // messages claimed
+	Redelivered uint64 // of those, claimed before (Attempts > 1)
+	Acked       uint64 // messages acked
+}
+
+// Counters returns the counts.
+func (q *Queues) Counters() Counters {
+	return Counters{Enqueued: q.enqueued.Load(), Claimed: q.claimed.Load(), Redelivered: q.redelivered.Load(), Acked: q.acked.Load()}
+}
+
 // Stats count a queue's messages.
 type Stats struct {
 	Visible  int // claimable now (their timeout passed, for some)
@@ -131,6 +145,8 @@ type Queues struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{} // by ready key
+
+	enqueued, claimed, redelivered, acked atomic.Uint64
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -215,6 +231,7 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, value json.RawMes
 	if len(res) != 3 {
 		return Message{}, fmt.Errorf("queue: enqueue %q: unexpected script reply %v", name, res)
 	}
+	q.enqueued.Add(1)
 	id, _ := res[0].(string)
 	enq, _ := res[1].(int64)
 	at, _ := res[2].(int64)
@@ -316,6 +333,10 @@ func (q *Queues) tryClaim(ctx context.Context, ns, name string, req ClaimRequest
 		until, _ := res[i+4].(int64)
 		msgs[j] = Message{ID: id, Value: json.RawMessage(value), Attempts: int(attempts),
 			EnqueuedAt: time.UnixMilli(enq), VisibleAt: time.UnixMilli(until), Receipt: args[2+j].(string)}
+		q.claimed.Add(1)
+		if attempts > 1 {
+			q.redelivered.Add(1)
+		}
 	}
 	return msgs, 0, nil
 }
@@ -334,6 +355,7 @@ func (q *Queues) Ack(ctx context.Context, ns, name, id, receipt string) error {
 	if n == 0 {
 		return ErrNotClaimed
 	}
+	q.acked.Add(1)
 	return nil
 }
 

@@ -95,6 +95,9 @@ func TestQueueDeliversInOrderAndAcks(t *testing.T) {
 		if values(again) != "[1]" || again[0].Attempts != 2 || again[0].ID != got[1].ID {
 			t.Fatalf("claim after release = %+v", again)
 		}
+		if c := q.Counters(); c != (queue.Counters{Enqueued: 6, Claimed: 6, Redelivered: 1, Acked: 1}) {
+			t.Errorf("Counters = %+v", c)
+		}
 		if n, err := q.Purge(ctx, ns, "jobs"); err != nil || n != 5 {
 			t.Fatalf("Purge = %d, %v; want the 5 left", n, err)
 		}
