@@ -1,10 +1,12 @@
-// Command worker-pool shows two things a fleet of workers reaches for once
-// it shares more than state: a semaphore, so that at most two of three
-// workers call a rate-limited API at once (the third is told the semaphore
-// is full, then waits in line for a permit); and claims bound to a
-// worker's heartbeat (ephemeral keys), so that a task claimed by a worker
-// that crashes is free again, for another worker that watches for it,
-// without anyone cleaning up.
+// Command worker-pool shows what a fleet of workers reaches for once it
+// shares more than state: a work queue, from which workers claim tasks for
+// a visibility timeout, so that a task whose worker crashed is delivered
+// again; a semaphore, so that at most two of three workers call a
+// rate-limited API at once (the third is told the semaphore is full, then
+// waits in line for a permit); and claims bound to a worker's heartbeat
+// (ephemeral keys), so that a task claimed by a worker that crashes is free
+// again, for another worker that watches for it, without anyone cleaning
+// up.
 //
 //	make run                         # a server on 127.0.0.1:8080
 //	go run ./examples/worker-pool    # MEMSYNC_URL picks another server
@@ -61,10 +63,78 @@ func run(ctx context.Context, baseURL string, out io.Writer) error {
 		stops[i] = c.StartHeartbeat(ctx, heartbeatTTL/3, client.HeartbeatTTL(heartbeatTTL))
 		defer stops[i]()
 	}
+	if err := workTheQueue(ctx, workers, out); err != nil {
+		return err
+	}
 	if err := shareTheAPI(ctx, workers, out); err != nil {
 		return err
 	}
 	return takeOverAClaim(ctx, workers, stops[0], out)
+}
+
+// workTheQueue has workers take 6 tasks from a queue. worker-1 claims one
+// and crashes before acking it; once its claim's visibility timeout passes,
+// another worker's claim gets the task again, attempt 2.
+func workTheQueue(ctx context.Context, workers []*client.Client, out io.Writer) error {
+	const queue = "tasks"
+	for i := 1; i <= 6; i++ {
+		if _, err := workers[0].Enqueue(ctx, queue, map[string]any{"task": fmt.Sprintf("T%d", i)}, 0); err != nil {
+			return err
+		}
+	}
+	lost, err := workers[0].Claim(ctx, queue, client.ClaimOptions{Visibility: 300 * time.Millisecond})
+	if err != nil || len(lost) != 1 {
+		return fmt.Errorf("worker-1's claim: %v, %v", lost, err)
+	}
+	fmt.Fprintf(out, "worker-1 claimed message %s, then crashed\n", lost[0].ID)
+
+	var mu sync.Mutex
+	done := map[string]int{} // task → attempts of the claim that did it
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, w := range workers[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				finished := len(done) == 6
+				mu.Unlock()
+				if finished {
+					return
+				}
+				msgs, err := w.Claim(ctx, queue, client.ClaimOptions{Visibility: 10 * time.Second, Wait: time.Second})
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, m := range msgs {
+					var job struct{ Task string }
+					if err := m.Decode(&job); err != nil {
+						errs <- err
+						return
+					}
+					mu.Lock()
+					done[job.Task] = m.Attempts
+					mu.Unlock()
+					if err := m.Ack(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	if err := lost[0].Ack(ctx); !errors.Is(err, client.ErrNotClaimed) {
+		return fmt.Errorf("worker-1's late ack: %v, want ErrNotClaimed", err)
+	}
+	fmt.Fprintf(out, "6 tasks done by worker-2 and worker-3; T1 on attempt %d; worker-1's late ack: not_claimed\n", done["T1"])
+	return nil
 }
 
 // shareTheAPI has three workers call an API that allows two callers at once.
