@@ -265,14 +265,19 @@ func (a *App) WaitConnected(timeout time.Duration) error {
 	return nil
 }
 
-// StopStreams stops the hub, which ends the watch streams: call it as HTTP
-// shutdown begins, or Shutdown waits for streams that never end (their
-// clients reconnect elsewhere with Last-Event-ID).
+// StopStreams ends every request that would wait on: it stops the hub,
+// which ends the watch streams and blocking reads (their clients reconnect
+// elsewhere with Last-Event-ID), and closes the locker and the queues,
+// whose waiting lock, permit and claim requests are answered 503 (their
+// clients try another instance). Call it as HTTP shutdown begins, or
+// Shutdown waits for them. Requests that do not wait still work.
 func (a *App) StopStreams() {
 	if a.stopHub != nil {
 		a.stopHub()
 		<-a.hubDone
 	}
+	a.Locker.Close()
+	a.Queues.Close()
 }
 
 // Close stops the loops, then flushes every queued async write (bounded by
