@@ -104,9 +104,7 @@ var (
 // ErrUnavailable unless Redis itself answered with an error (a bug or
 // misuse), or the caller gave up.
 func redisError(op, name string, err error) error {
-	var reply redis.Error
-	if (errors.As(err, &reply) && !rediserr.Transient(reply.Error())) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if !rediserr.Unavailable(err) {
 		return fmt.Errorf("lock: %s %q: %w", op, name, err)
 	}
 	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)

@@ -66,10 +66,10 @@ var (
 	ErrUnavailable = errors.New("queue: backend unavailable")
 )
 
+// redisError names the operation of a failed Redis call and marks it
+// ErrUnavailable when Redis could not serve (rediserr.Unavailable).
 func redisError(op, name string, err error) error {
-	var reply redis.Error
-	if (errors.As(err, &reply) && !rediserr.Transient(reply.Error())) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if !rediserr.Unavailable(err) {
 		return fmt.Errorf("queue: %s %q: %w", op, name, err)
 	}
 	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)

@@ -4,8 +4,12 @@
 package rediserr
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // transientPrefixes start the error replies of a Redis that cannot serve
@@ -31,6 +35,18 @@ func Transient(msg string) bool {
 		}
 	}
 	return false
+}
+
+// Unavailable reports whether err, from a go-redis call, means that Redis
+// could not serve: it could not be reached, or answered with a transient
+// error reply. Another error reply is a bug or misuse, and a cancelled or
+// timed-out context the caller giving up: neither is.
+func Unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var reply redis.Error
+	return !errors.As(err, &reply) || Transient(reply.Error())
 }
 
 // Moved reports whether err, as go-redis returns it, is a Cluster node's

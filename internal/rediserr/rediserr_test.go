@@ -1,7 +1,9 @@
 package rediserr_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/memsync/memsync/internal/rediserr"
@@ -68,3 +70,28 @@ func TestRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestUnavailable(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", errors.New("dial tcp 127.0.0.1:6379: connect: connection refused"), true},
+		{"transient reply", reply("LOADING Redis is loading the dataset in memory"), true},
+		{"script gone", fmt.Errorf("wrapped: %w", reply("NOSCRIPT No matching script")), true},
+		{"a bug's reply", reply("ERR wrong number of arguments for 'hset' command"), false},
+		{"cancelled", context.Canceled, false},
+		{"timed out", fmt.Errorf("read: %w", context.DeadlineExceeded), false},
+	} {
+		if got := rediserr.Unavailable(tt.err); got != tt.want {
+			t.Errorf("%s: Unavailable(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// reply is an error reply as go-redis returns one (a redis.Error).
+type reply string
+
+func (r reply) Error() string { return string(r) }
+func (reply) RedisError()     {}

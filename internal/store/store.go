@@ -624,11 +624,7 @@ func (s *Store) wrap(op, key string, err error) error {
 // from the server is a bug or misuse (internal), anything else means Redis
 // could not be reached.
 func wrap(op, key string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("store: %s %q: %w", op, key, err)
-	}
-	var reply redis.Error
-	if errors.As(err, &reply) && !rediserr.Transient(reply.Error()) {
+	if !rediserr.Unavailable(err) {
 		return fmt.Errorf("store: %s %q: %w", op, key, err)
 	}
 	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, key, err)
