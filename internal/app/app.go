@@ -181,7 +181,8 @@ func (a *App) sources(ns string) metrics.Sources {
 	src.Reaped = a.Ephemeral.Reaped
 	src.Queues = func() metrics.QueueStats {
 		c := a.Queues.Counters()
-		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked}
+		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked,
+			Dead: c.Dead, Redriven: c.Redriven, Replayed: c.Replayed}
 	}
 	src.Cache = func() metrics.CacheStats {
 		s := a.Cache.Stats()

@@ -79,6 +79,7 @@ var errorKinds = []errorKind{
 	{ephemeral.ErrNoHeartbeat, http.StatusConflict, "no_heartbeat", "No heartbeat"},
 	{queue.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{queue.ErrNotClaimed, http.StatusConflict, "not_claimed", "Message not claimed"},
+	{queue.ErrNotDead, http.StatusNotFound, "not_found", "Not found"},
 	{queue.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{queue.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},

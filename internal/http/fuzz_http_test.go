@@ -57,6 +57,10 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/queues/{id}/claim"},
 	{"DELETE", "/v1/queues/{id}/messages/0000000000000001"}, // X-Receipt takes the idempotency key
 	{"GET", "/v1/queues/{id}"},
+	{"GET", "/v1/queues"},
+	{"GET", "/v1/queues/{id}/dead"},
+	{"POST", "/v1/queues/{id}/redrive"},
+	{"DELETE", "/v1/queues/{id}/dead/0000000000000001"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,13 +17,17 @@ import (
 
 // Queues is what the queue handlers need from the queue service.
 type Queues interface {
-	Enqueue(ctx context.Context, ns, name string, value json.RawMessage, delay time.Duration) (queue.Message, error)
+	Enqueue(ctx context.Context, ns, name string, req queue.EnqueueRequest) (queue.Message, bool, error)
 	Claim(ctx context.Context, ns, name string, req queue.ClaimRequest) ([]queue.Message, error)
 	Ack(ctx context.Context, ns, name, id, receipt string) error
 	Release(ctx context.Context, ns, name, id, receipt string, delay time.Duration) error
 	Extend(ctx context.Context, ns, name, id, receipt string, visibility time.Duration) (time.Time, error)
 	Stats(ctx context.Context, ns, name string) (queue.Stats, error)
 	Purge(ctx context.Context, ns, name string) (int, error)
+	Queues(ctx context.Context, ns, prefix string) ([]queue.QueueInfo, error)
+	Dead(ctx context.Context, ns, name, after string, limit int) ([]queue.Message, int, error)
+	Redrive(ctx context.Context, ns, name string, ids []string, limit int) (int, int, error)
+	DropDead(ctx context.Context, ns, name, id string) error
 }
 
 // messageJSON is a message on the wire (times in Unix ms).
@@ -33,11 +38,33 @@ type messageJSON struct {
 	EnqueuedAt int64           `json:"enqueued_at"`
 	VisibleAt  int64           `json:"visible_at"`
 	Receipt    string          `json:"receipt,omitempty"`
+	// MaxAttempts is left out when unbounded.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// DeadAt and Owner are a dead letter's.
+	DeadAt int64  `json:"dead_at,omitempty"`
+	Owner  string `json:"owner,omitempty"`
 }
 
 func newMessageJSON(m queue.Message) messageJSON {
-	return messageJSON{ID: m.ID, Value: m.Value, Attempts: m.Attempts,
-		EnqueuedAt: m.EnqueuedAt.UnixMilli(), VisibleAt: m.VisibleAt.UnixMilli(), Receipt: m.Receipt}
+	out := messageJSON{ID: m.ID, Value: m.Value, Attempts: m.Attempts, EnqueuedAt: m.EnqueuedAt.UnixMilli(),
+		VisibleAt: m.VisibleAt.UnixMilli(), Receipt: m.Receipt, MaxAttempts: m.MaxAttempts}
+	if !m.DeadAt.IsZero() {
+		out.DeadAt, out.Owner = m.DeadAt.UnixMilli(), m.Owner
+	}
+	return out
+}
+
+// queueStats is a queue's counts on the wire.
+type queueStats struct {
+	Queue    string `json:"queue"`
+	Visible  int    `json:"visible"`
+	Delayed  int    `json:"delayed"`
+	InFlight int    `json:"in_flight"`
+	Dead     int    `json:"dead"`
+}
+
+func newQueueStats(name string, s queue.Stats) queueStats {
+	return queueStats{Queue: name, Visible: s.Visible, Delayed: s.Delayed, InFlight: s.InFlight, Dead: s.Dead}
 }
 
 // queueTarget returns the namespace and the queue's name; the queue
@@ -56,8 +83,9 @@ func millis(ms int64) time.Duration { return time.Duration(min(ms, maxMillis)) *
 
 func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 	type request struct {
-		Value   json.RawMessage `json:"value"`
-		DelayMs int64           `json:"delay_ms"`
+		Value       json.RawMessage `json:"value"`
+		DelayMs     int64           `json:"delay_ms"`
+		MaxAttempts int             `json:"max_attempts"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := queueTarget(r, cfg)
@@ -69,12 +97,17 @@ func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 			err = fmt.Errorf("%w: the body needs a \"value\" (null is a value); delay_ms must not be negative", errInvalidArgument)
 		}
 		var m queue.Message
+		var replayed bool
 		if err == nil {
-			m, err = cfg.Queues.Enqueue(r.Context(), ns, name, req.Value, millis(req.DelayMs))
+			m, replayed, err = cfg.Queues.Enqueue(r.Context(), ns, name, queue.EnqueueRequest{Value: req.Value,
+				Delay: millis(req.DelayMs), MaxAttempts: req.MaxAttempts, IdempotencyKey: r.Header.Get("Idempotency-Key")})
 		}
 		if err != nil {
 			writeError(w, r, log, err)
 			return
+		}
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		m.Value = nil // the sender has it
 		writeJSON(w, http.StatusCreated, newMessageJSON(m))
@@ -207,12 +240,6 @@ func handleExtend(log *slog.Logger, cfg Config) http.HandlerFunc {
 }
 
 func handleQueueStats(log *slog.Logger, cfg Config) http.HandlerFunc {
-	type response struct {
-		Queue    string `json:"queue"`
-		Visible  int    `json:"visible"`
-		Delayed  int    `json:"delayed"`
-		InFlight int    `json:"in_flight"`
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := queueTarget(r, cfg)
 		var s queue.Stats
@@ -223,7 +250,7 @@ func handleQueueStats(log *slog.Logger, cfg Config) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, response{Queue: name, Visible: s.Visible, Delayed: s.Delayed, InFlight: s.InFlight})
+		writeJSON(w, http.StatusOK, newQueueStats(name, s))
 	}
 }
 
@@ -246,5 +273,113 @@ func handlePurge(log *slog.Logger, cfg Config) http.HandlerFunc {
 			return
 		}
 		writeJSON(w, http.StatusOK, response{Purged: n})
+	}
+}
+
+// handleQueues lists a namespace's queues with their counts.
+func handleQueues(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Queues []queueStats `json:"queues"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		if err == nil && cfg.Queues == nil {
+			err = errNotConfigured
+		}
+		var infos []queue.QueueInfo
+		if err == nil {
+			infos, err = cfg.Queues.Queues(r.Context(), ns, r.URL.Query().Get("prefix"))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Queues: make([]queueStats, len(infos))}
+		for i, info := range infos {
+			out.Queues[i] = newQueueStats(info.Name, info.Stats)
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// defaultDeadPage is how many dead letters a read without ?limit= gets.
+const defaultDeadPage = 100
+
+// handleDeadLetters reads a page of a queue's dead letters.
+func handleDeadLetters(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Dead     int           `json:"dead"`
+		Messages []messageJSON `json:"messages"`
+		Cursor   string        `json:"cursor,omitempty"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		q := r.URL.Query()
+		limit := defaultDeadPage
+		if v := q.Get("limit"); v != "" && err == nil {
+			if limit, err = strconv.Atoi(v); err != nil {
+				err = fmt.Errorf("%w: limit must be an integer from 1 to %d", errInvalidArgument, queue.MaxDeadPage)
+			}
+		}
+		var msgs []queue.Message
+		var total int
+		if err == nil {
+			msgs, total, err = cfg.Queues.Dead(r.Context(), ns, name, q.Get("cursor"), limit)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Dead: total, Messages: make([]messageJSON, len(msgs))}
+		for i, m := range msgs {
+			out.Messages[i] = newMessageJSON(m)
+		}
+		if len(msgs) == limit {
+			out.Cursor = msgs[len(msgs)-1].ID
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// handleRedrive gives dead letters back to their queue.
+func handleRedrive(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type request struct {
+		IDs   []string `json:"ids"`
+		Limit int      `json:"limit"`
+	}
+	type response struct {
+		Redriven int `json:"redriven"`
+		Dead     int `json:"dead"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		req := request{Limit: queue.MaxDeadPage}
+		if err == nil && r.ContentLength != 0 {
+			err = decode(r, cfg.MaxDepth, &req)
+		}
+		var out response
+		if err == nil {
+			out.Redriven, out.Dead, err = cfg.Queues.Redrive(r.Context(), ns, name, req.IDs, req.Limit)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// handleDropDead deletes a dead letter.
+func handleDropDead(log *slog.Logger, cfg Config) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := queueTarget(r, cfg)
+		if err == nil {
+			err = cfg.Queues.DropDead(r.Context(), ns, name, chi.URLParam(r, "id"))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
 }

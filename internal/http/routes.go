@@ -45,6 +45,10 @@ func (s *Server) routes() {
 	r.Post("/v1/queues/{queue}/messages/{id}/extend", handleExtend(log, cfg))
 	r.Get("/v1/queues/{queue}", handleQueueStats(log, cfg))
 	r.Delete("/v1/queues/{queue}", handlePurge(log, cfg))
+	r.Get("/v1/queues", handleQueues(log, cfg))
+	r.Get("/v1/queues/{queue}/dead", handleDeadLetters(log, cfg))
+	r.Post("/v1/queues/{queue}/redrive", handleRedrive(log, cfg))
+	r.Delete("/v1/queues/{queue}/dead/{id}", handleDropDead(log, cfg))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

@@ -32,7 +32,10 @@ type LockStats struct {
 }
 
 // QueueStats are the work queues' counters.
-type QueueStats struct{ Enqueued, Claimed, Redelivered, Acked uint64 }
+type QueueStats struct {
+	Enqueued, Claimed, Redelivered, Acked, Dead, Redriven uint64
+	Replayed                                              uint64 // enqueues answered by their Idempotency-Key
+}
 
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
@@ -183,7 +186,7 @@ var (
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
 	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
-	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, lock and permit acquires.", "kind")
+	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, lock and permit acquires, enqueues.", "kind")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
 	descPermits       = desc("memsync_semaphore_permits_total", "Semaphore permits granted.")
@@ -199,7 +202,7 @@ var (
 	descSubUp         = desc("memsync_event_subscription_up", "1 while this instance's Redis event subscription is up.")
 	descPending       = desc("memsync_pending_async_writes", "Async writes queued and not yet in Redis.")
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
-	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked.", "event")
+	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked, dead (moved to the dead letters, having had its most attempts), redriven (given back from the dead letters).", "event")
 	descReaped        = desc("memsync_ephemeral_keys_reaped_total", "Keys bound to a heartbeat (ephemeral) that this instance deleted once the heartbeat was gone.")
 )
 
@@ -278,6 +281,9 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQueue, q.Claimed, "claimed")
 		counter(descQueue, q.Redelivered, "redelivered")
 		counter(descQueue, q.Acked, "acked")
+		counter(descQueue, q.Dead, "dead")
+		counter(descQueue, q.Redriven, "redriven")
+		counter(descReplayed, q.Replayed, "enqueue")
 	}
 	if src.ActiveWorkers != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

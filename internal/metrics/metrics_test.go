@@ -32,7 +32,7 @@ func sources() metrics.Sources {
 		Async:  func() metrics.AsyncStats { return metrics.AsyncStats{Pending: 3, Flushes: 2} },
 		Reaped: func() uint64 { return 9 },
 		Queues: func() metrics.QueueStats {
-			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10}
+			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10, Dead: 1, Redriven: 1, Replayed: 5}
 		},
 		VectorClock:   func() map[string]uint64 { return map[string]uint64{"w1": 4} },
 		ActiveWorkers: func(context.Context) (int, error) { return 2, nil },
@@ -72,6 +72,8 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_ephemeral_keys_reaped_total 9`,
 		`memsync_queue_messages_total{event="redelivered"} 2`,
 		`memsync_queue_messages_total{event="acked"} 10`,
+		`memsync_queue_messages_total{event="dead"} 1`,
+		`memsync_idempotent_replays_total{kind="enqueue"} 5`,
 		`memsync_semaphore_contention_total 3`,
 		`memsync_idempotent_replays_total{kind="permit"} 8`,
 		`memsync_active_workers 2`,

@@ -26,7 +26,7 @@ func newQueues(t testing.TB, b redistest.Backend) *queue.Queues {
 
 func enqueue(t testing.TB, q *queue.Queues, name, value string, delay time.Duration) queue.Message {
 	t.Helper()
-	m, err := q.Enqueue(context.Background(), ns, name, json.RawMessage(value), delay)
+	m, _, err := q.Enqueue(context.Background(), ns, name, queue.EnqueueRequest{Value: json.RawMessage(value), Delay: delay})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,15 +189,28 @@ func TestQueueValidation(t *testing.T) {
 	q := newQueues(t, redistest.Mini(t))
 	ctx := context.Background()
 	ok := queue.ClaimRequest{Visibility: time.Second}
+	enq := func(name string, req queue.EnqueueRequest) error {
+		_, _, err := q.Enqueue(ctx, ns, name, req)
+		return err
+	}
 	for _, tt := range []struct {
 		name string
 		err  error
 	}{
-		{"bad name", func() error { _, err := q.Enqueue(ctx, ns, "a/b", json.RawMessage(`1`), 0); return err }()},
+		{"bad name", enq("a/b", queue.EnqueueRequest{Value: json.RawMessage(`1`)})},
 		{"dot name", func() error { _, err := q.Claim(ctx, ns, "..", ok); return err }()},
 		{"bad namespace", func() error { _, err := q.Stats(ctx, "a/b", "jobs"); return err }()},
-		{"not JSON", func() error { _, err := q.Enqueue(ctx, ns, "jobs", json.RawMessage(`{`), 0); return err }()},
-		{"negative delay", func() error { _, err := q.Enqueue(ctx, ns, "jobs", json.RawMessage(`1`), -time.Second); return err }()},
+		{"not JSON", enq("jobs", queue.EnqueueRequest{Value: json.RawMessage(`{`)})},
+		{"negative delay", enq("jobs", queue.EnqueueRequest{Value: json.RawMessage(`1`), Delay: -time.Second})},
+		{"negative max attempts", enq("jobs", queue.EnqueueRequest{Value: json.RawMessage(`1`), MaxAttempts: -1})},
+		{"max attempts too large", enq("jobs", queue.EnqueueRequest{Value: json.RawMessage(`1`), MaxAttempts: queue.MaxAttempts + 1})},
+		{"bad idempotency key", enq("jobs", queue.EnqueueRequest{Value: json.RawMessage(`1`), IdempotencyKey: "a b"})},
+		{"dead page too large", func() error { _, _, err := q.Dead(ctx, ns, "jobs", "", queue.MaxDeadPage+1); return err }()},
+		{"bad cursor", func() error { _, _, err := q.Dead(ctx, ns, "jobs", "7", 10); return err }()},
+		{"no redrive limit", func() error { _, _, err := q.Redrive(ctx, ns, "jobs", nil, 0); return err }()},
+		{"bad redrive id", func() error { _, _, err := q.Redrive(ctx, ns, "jobs", []string{"x"}, 1); return err }()},
+		{"bad dead id", q.DropDead(ctx, ns, "jobs", "1")},
+		{"bad list namespace", func() error { _, err := q.Queues(ctx, "a/b", ""); return err }()},
 		{"no visibility", func() error { _, err := q.Claim(ctx, ns, "jobs", queue.ClaimRequest{}); return err }()},
 		{"max too large", func() error {
 			_, err := q.Claim(ctx, ns, "jobs", queue.ClaimRequest{Visibility: time.Second, Max: queue.MaxClaim + 1})
@@ -234,7 +247,7 @@ func TestQueueDeliversEachMessageOnce(t *testing.T) {
 	for p := range producers {
 		produced.Go(func() {
 			for i := range perProducer {
-				if _, err := qs[p%2].Enqueue(ctx, ns, "jobs", json.RawMessage(strconv.Itoa(p*1000+i)), 0); err != nil {
+				if _, _, err := qs[p%2].Enqueue(ctx, ns, "jobs", queue.EnqueueRequest{Value: json.RawMessage(strconv.Itoa(p*1000 + i))}); err != nil {
 					t.Error(err)
 					return
 				}
