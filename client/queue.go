@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -21,8 +23,19 @@ type QueueMessage struct {
 	// VisibleAt is when the message is visible to claims again, by the
 	// server's clock: the end of the claim's visibility timeout.
 	VisibleAt time.Time
-	// Receipt proves the claim; empty for a message just enqueued.
+	// Receipt proves the claim; empty for a message just enqueued, and for
+	// a dead letter.
 	Receipt string
+	// MaxAttempts bounds Attempts (0: no bound): a message claimed that
+	// many times goes to the dead letters when it would be claimed again.
+	MaxAttempts int
+	// Replayed reports an Enqueue answered from its idempotency key: the
+	// message was added by an earlier call, and this one added nothing.
+	Replayed bool
+	// DeadAt and Owner (the latest claimant) are a dead letter's
+	// (DeadLetters).
+	DeadAt time.Time
+	Owner  string
 
 	c     *Client
 	queue string
@@ -36,11 +49,19 @@ type messageJSON struct {
 	EnqueuedAt int64           `json:"enqueued_at"`
 	VisibleAt  int64           `json:"visible_at"`
 	Receipt    string          `json:"receipt"`
+	// MaxAttempts is 0 (absent) when unbounded.
+	MaxAttempts int    `json:"max_attempts"`
+	DeadAt      int64  `json:"dead_at"`
+	Owner       string `json:"owner"`
 }
 
 func (c *Client) newMessage(queue string, m messageJSON) *QueueMessage {
-	return &QueueMessage{ID: m.ID, Value: m.Value, Attempts: m.Attempts, EnqueuedAt: fromMillis(m.EnqueuedAt),
-		VisibleAt: fromMillis(m.VisibleAt), Receipt: m.Receipt, c: c, queue: queue}
+	out := &QueueMessage{ID: m.ID, Value: m.Value, Attempts: m.Attempts, EnqueuedAt: fromMillis(m.EnqueuedAt),
+		VisibleAt: fromMillis(m.VisibleAt), Receipt: m.Receipt, MaxAttempts: m.MaxAttempts, Owner: m.Owner, c: c, queue: queue}
+	if m.DeadAt != 0 {
+		out.DeadAt = fromMillis(m.DeadAt)
+	}
+	return out
 }
 
 // Decode unmarshals the message's value into v.
@@ -51,30 +72,59 @@ func (m *QueueMessage) Decode(v any) error {
 	return json.Unmarshal(m.Value, v)
 }
 
+// EnqueueOptions say how to add a message. The zero value adds one
+// visible at once, claimed as often as it takes.
+type EnqueueOptions struct {
+	// Delay: the message is visible to claims after it.
+	Delay time.Duration
+	// MaxAttempts bounds the message's claims (0: no bound; at most 1000).
+	// Once claimed that many times, it goes to the queue's dead letters
+	// when it would be claimed again.
+	MaxAttempts int
+	// IdempotencyKey makes the enqueue safe to send again: for an hour the
+	// queue answers the same message under the same key with the first
+	// one's, adding nothing (QueueMessage.Replayed). A client made
+	// WithRetries gives an enqueue without one a key of its own.
+	IdempotencyKey string
+}
+
 // Enqueue adds value (encoded with encoding/json) to queue (one segment:
-// "jobs"), visible to claims after delay (0: at once). A message sent
-// twice, after a lost answer, is delivered twice: the queue delivers at
-// least once, so its consumers must be safe to run twice anyway.
-func (c *Client) Enqueue(ctx context.Context, queue string, value any, delay time.Duration) (*QueueMessage, error) {
+// "jobs"). Without an idempotency key (see EnqueueOptions), a message
+// sent twice, after a lost answer, is delivered twice: the queue delivers
+// at least once, so its consumers must be safe to run twice anyway.
+func (c *Client) Enqueue(ctx context.Context, queue string, value any, opts EnqueueOptions) (*QueueMessage, error) {
 	if err := checkName("queue name", queue); err != nil {
 		return nil, err
 	}
-	if delay < 0 {
-		return nil, fmt.Errorf("memsync: negative delay %v: %w", delay, ErrInvalid)
+	if opts.Delay < 0 || opts.MaxAttempts < 0 {
+		return nil, fmt.Errorf("memsync: enqueue to %q: negative delay or max attempts: %w", queue, ErrInvalid)
 	}
 	raw, err := json.Marshal(value)
 	if err != nil {
 		return nil, fmt.Errorf("memsync: enqueue to %q: %w", queue, err)
 	}
 	body := struct {
-		Value   json.RawMessage `json:"value"`
-		DelayMs int64           `json:"delay_ms,omitempty"`
-	}{Value: raw, DelayMs: ceilMillis(delay)}
-	var m messageJSON
-	if err := c.do(ctx, request{method: http.MethodPost, path: pathOf("v1/queues", queue, "messages"), body: body}, &m); err != nil {
+		Value       json.RawMessage `json:"value"`
+		DelayMs     int64           `json:"delay_ms,omitempty"`
+		MaxAttempts int             `json:"max_attempts,omitempty"`
+	}{Value: raw, DelayMs: ceilMillis(opts.Delay), MaxAttempts: opts.MaxAttempts}
+	h := http.Header{}
+	if key := c.idempotencyKey(opts.IdempotencyKey); key != "" {
+		h.Set("Idempotency-Key", key)
+	}
+	path := pathOf("v1/queues", queue, "messages")
+	resp, err := c.send(ctx, request{method: http.MethodPost, path: path, header: h, body: body})
+	if err != nil {
 		return nil, err
 	}
-	return c.newMessage(queue, m), nil
+	defer resp.Body.Close()
+	var m messageJSON
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("memsync: POST %s: decode %d response: %w", path, resp.StatusCode, err)
+	}
+	out := c.newMessage(queue, m)
+	out.Replayed = resp.Header.Get("Idempotent-Replayed") == "true"
+	return out, nil
 }
 
 // ClaimOptions says how to claim.
@@ -122,7 +172,8 @@ func (c *Client) Claim(ctx context.Context, queue string, opts ClaimOptions) ([]
 
 // Ack deletes the claimed message: its work is done. It returns an error
 // matching ErrNotClaimed when the claim no longer holds it (its visibility
-// timeout passed and another claim took it; or it was released or acked).
+// timeout passed and another claim took it; it was released or acked; or
+// it went to the dead letters).
 func (m *QueueMessage) Ack(ctx context.Context) error {
 	h := http.Header{"X-Receipt": {m.Receipt}}
 	return m.c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/queues", m.queue, "messages", m.ID), header: h}, nil)
@@ -164,9 +215,11 @@ func (m *QueueMessage) Extend(ctx context.Context, visibility time.Duration) err
 
 // QueueStats count a queue's messages.
 type QueueStats struct {
-	Visible  int `json:"visible"`   // claimable now
-	Delayed  int `json:"delayed"`   // visible later
-	InFlight int `json:"in_flight"` // claimed, their visibility timeout running
+	Queue    string `json:"queue"`
+	Visible  int    `json:"visible"`   // claimable now
+	Delayed  int    `json:"delayed"`   // visible later
+	InFlight int    `json:"in_flight"` // claimed, their visibility timeout running
+	Dead     int    `json:"dead"`      // dead letters
 }
 
 // QueueStats counts queue's messages; a queue never used has none.
@@ -177,6 +230,86 @@ func (c *Client) QueueStats(ctx context.Context, queue string) (QueueStats, erro
 	var s QueueStats
 	err := c.do(ctx, request{method: http.MethodGet, path: pathOf("v1/queues", queue)}, &s)
 	return s, err
+}
+
+// Queues lists the namespace's queues whose names start with prefix (all
+// for ""), by name, with their counts: every queue enqueued to and not
+// purged since.
+func (c *Client) Queues(ctx context.Context, prefix string) ([]QueueStats, error) {
+	var out struct {
+		Queues []QueueStats `json:"queues"`
+	}
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/queues", query: q}, &out)
+	return out.Queues, err
+}
+
+// DeadLetterPage is a page of a queue's dead letters.
+type DeadLetterPage struct {
+	// Dead counts the queue's dead letters in all.
+	Dead     int
+	Messages []*QueueMessage
+	// Cursor, when not empty, reads the next page.
+	Cursor string
+}
+
+// DeadLetters reads up to limit (0: the server's 100; at most 1000) dead
+// letters of queue, in the order added, from after cursor ("": the
+// first). A dead letter is a message that had its MaxAttempts claims.
+func (c *Client) DeadLetters(ctx context.Context, queue, cursor string, limit int) (DeadLetterPage, error) {
+	if err := checkName("queue name", queue); err != nil {
+		return DeadLetterPage{}, err
+	}
+	q := url.Values{}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	if limit != 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out struct {
+		Dead     int           `json:"dead"`
+		Messages []messageJSON `json:"messages"`
+		Cursor   string        `json:"cursor"`
+	}
+	if err := c.do(ctx, request{method: http.MethodGet, path: pathOf("v1/queues", queue, "dead"), query: q}, &out); err != nil {
+		return DeadLetterPage{}, err
+	}
+	page := DeadLetterPage{Dead: out.Dead, Cursor: out.Cursor, Messages: make([]*QueueMessage, len(out.Messages))}
+	for i, m := range out.Messages {
+		page.Messages[i] = c.newMessage(queue, m)
+	}
+	return page, nil
+}
+
+// Redrive gives dead letters of queue back, visible at once with their
+// attempts counted from 0: those of ids, or without ids the 1000 oldest.
+// It returns how many it gave back and how many dead letters are left.
+func (c *Client) Redrive(ctx context.Context, queue string, ids ...string) (redriven, left int, err error) {
+	if err := checkName("queue name", queue); err != nil {
+		return 0, 0, err
+	}
+	body := struct {
+		IDs []string `json:"ids,omitempty"`
+	}{IDs: ids}
+	var out struct {
+		Redriven int `json:"redriven"`
+		Dead     int `json:"dead"`
+	}
+	err = c.do(ctx, request{method: http.MethodPost, path: pathOf("v1/queues", queue, "redrive"), body: body}, &out)
+	return out.Redriven, out.Dead, err
+}
+
+// DropDeadLetter deletes dead letter id of queue; an error matching
+// ErrNotFound when no dead letter has the id.
+func (c *Client) DropDeadLetter(ctx context.Context, queue, id string) error {
+	if err := checkName("queue name", queue); err != nil {
+		return err
+	}
+	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/queues", queue, "dead", id)}, nil)
 }
 
 // PurgeQueue deletes queue and every message in it, claimed or not, and

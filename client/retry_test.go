@@ -62,7 +62,7 @@ func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
 // A client WithRetries whose answers to a Put, a Lock, a Batch, an atomic
-// Batch, a PATCH and a Delete are lost once each: each call succeeds, each write
+// Batch, a PATCH, an enqueue and a Delete are lost once each: each call succeeds, each write
 // applied once (Replayed), the lock's token the one granted. Without retries the same
 // Put fails.
 func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
@@ -110,6 +110,13 @@ func TestRetriesSendWritesAgainUnderTheirIdempotencyKeys(t *testing.T) {
 	e, err = pt.PatchOps(ctx, "jobs/J3/queue", []client.PatchOp{{Op: "add", Path: "/pending/-", Value: "T1"}})
 	if err != nil || !e.Replayed || string(e.Value) != `{"pending":["T1"]}` {
 		t.Errorf("PatchOps with its first answer lost: %+v, %v; want T1 appended once, Replayed", e, err)
+	}
+
+	// An enqueue whose answer is lost adds one message.
+	q := mustNew(t, lossyProxy(t, srv.URL, http.MethodPost), client.WithWorkerID("w1"), client.WithRetries(2))
+	m, err := q.Enqueue(ctx, "retried", "T1", client.EnqueueOptions{})
+	if s, _ := c.QueueStats(ctx, "retried"); err != nil || !m.Replayed || s.Visible != 1 {
+		t.Errorf("Enqueue with its first answer lost: %+v, %v, %d visible; want one message, Replayed", m, err, s.Visible)
 	}
 
 	d := mustNew(t, lossyProxy(t, srv.URL, http.MethodDelete), client.WithWorkerID("w1"), client.WithRetries(2))

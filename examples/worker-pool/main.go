@@ -78,7 +78,7 @@ func run(ctx context.Context, baseURL string, out io.Writer) error {
 func workTheQueue(ctx context.Context, workers []*client.Client, out io.Writer) error {
 	const queue = "tasks"
 	for i := 1; i <= 6; i++ {
-		if _, err := workers[0].Enqueue(ctx, queue, map[string]any{"task": fmt.Sprintf("T%d", i)}, 0); err != nil {
+		if _, err := workers[0].Enqueue(ctx, queue, map[string]any{"task": fmt.Sprintf("T%d", i)}, client.EnqueueOptions{}); err != nil {
 			return err
 		}
 	}
