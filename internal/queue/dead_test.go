@@ -298,3 +298,99 @@ func TestQueueListing(t *testing.T) {
 		}
 	})
 }
+
+// Consumers on two Queues claim concurrently; they ack the even messages
+// and release the odd ones (their work fails): every even one is acked
+// once, and every odd one ends a dead letter after exactly its 3 attempts.
+func TestQueueDeadLettersUnderConcurrentClaims(t *testing.T) {
+	b := redistest.Real(t)
+	qs := []*queue.Queues{newQueues(t, b), newQueues(t, b)}
+	ctx := context.Background()
+	const messages, consumers, most = 60, 6, 3
+	for i := range messages {
+		if _, _, err := qs[i%2].Enqueue(ctx, ns, "flaky", queue.EnqueueRequest{Value: json.RawMessage(fmt.Sprint(i)), MaxAttempts: most}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	acked := map[string]int{}
+	attempts := map[string]int{} // claims seen per odd message
+	var wg sync.WaitGroup
+	for c := range consumers {
+		wg.Go(func() {
+			q := qs[c%2]
+			for {
+				msgs, err := q.Claim(ctx, ns, "flaky", queue.ClaimRequest{Visibility: time.Minute, Max: 4})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(msgs) == 0 {
+					return // nothing visible: every message is acked, dead or being released by another consumer
+				}
+				for _, m := range msgs {
+					var n int
+					if err := json.Unmarshal(m.Value, &n); err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					if n%2 == 0 {
+						acked[string(m.Value)]++
+					} else {
+						attempts[string(m.Value)]++
+					}
+					mu.Unlock()
+					if n%2 == 0 {
+						err = q.Ack(ctx, ns, "flaky", m.ID, m.Receipt)
+					} else {
+						err = q.Release(ctx, ns, "flaky", m.ID, m.Receipt, 0)
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// A consumer may stop while another still releases: drain what is left.
+	for {
+		msgs := claim(t, qs[0], "flaky", queue.ClaimRequest{Visibility: time.Minute, Max: 10})
+		if len(msgs) == 0 {
+			break
+		}
+		for _, m := range msgs {
+			attempts[string(m.Value)]++
+			if err := qs[0].Release(ctx, ns, "flaky", m.ID, m.Receipt, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for v, n := range acked {
+		if n != 1 {
+			t.Errorf("message %s acked %d times", v, n)
+		}
+	}
+	dead, total, err := qs[1].Dead(ctx, ns, "flaky", "", queue.MaxDeadPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acked) != messages/2 || total != messages/2 || len(dead) != messages/2 {
+		t.Fatalf("%d acked, %d dead (%d read); want %d of each", len(acked), total, len(dead), messages/2)
+	}
+	for _, m := range dead {
+		var n int
+		_ = json.Unmarshal(m.Value, &n)
+		if n%2 != 1 || m.Attempts != most || attempts[string(m.Value)] != most {
+			t.Errorf("dead letter %s: %d attempts recorded, %d claims seen; want an odd one, %d and %d", m.Value, m.Attempts, attempts[string(m.Value)], most, most)
+		}
+	}
+	if s, _ := qs[0].Stats(ctx, ns, "flaky"); s != (queue.Stats{Dead: messages / 2}) {
+		t.Fatalf("Stats = %+v", s)
+	}
+	if d := qs[0].Counters().Dead + qs[1].Counters().Dead; d != messages/2 {
+		t.Fatalf("Counters count %d dead, want %d", d, messages/2)
+	}
+}
