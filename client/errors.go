@@ -32,8 +32,12 @@ var (
 	// many are live (Holders) and when the first ends (LockExpiresAt).
 	ErrSemaphoreFull = errors.New("memsync: semaphore full")
 	// ErrNotClaimed: 409 not_claimed — the claim's receipt no longer holds
-	// the queue message (claimed again since, released, or acked).
+	// the queue message (claimed again since, released, acked, or gone to
+	// the dead letters).
 	ErrNotClaimed = errors.New("memsync: message not claimed")
+	// ErrCounterOverflow: 409 counter_overflow — the increment would take
+	// the counter past ±(2^53−1); nothing changed.
+	ErrCounterOverflow = errors.New("memsync: counter overflow")
 	// ErrNoHeartbeat: 409 no_heartbeat — an Ephemeral write's worker has
 	// no live heartbeat to bind the key to; nothing was written.
 	ErrNoHeartbeat = errors.New("memsync: no heartbeat")
@@ -126,6 +130,7 @@ var codeErrors = map[string]error{
 	"limit_mismatch":      ErrLimitMismatch,
 	"no_heartbeat":        ErrNoHeartbeat,
 	"not_claimed":         ErrNotClaimed,
+	"counter_overflow":    ErrCounterOverflow,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,

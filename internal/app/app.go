@@ -20,6 +20,7 @@ import (
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
+	"github.com/memsync/memsync/internal/counter"
 	"github.com/memsync/memsync/internal/ephemeral"
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/lock"
@@ -83,9 +84,11 @@ type App struct {
 	// Ephemeral binds keys to heartbeats and reaps them.
 	Ephemeral *ephemeral.Binder
 	// Queues serves the work queues.
-	Queues  *queue.Queues
-	Metrics *metrics.Metrics
-	Handler http.Handler
+	Queues *queue.Queues
+	// Counters serves the counters.
+	Counters *counter.Counters
+	Metrics  *metrics.Metrics
+	Handler  http.Handler
 
 	api        *memhttp.Server
 	shareEvery time.Duration
@@ -139,6 +142,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	// instance's copies go at once.
 	a.Ephemeral = ephemeral.New(rdb, a.Cache)
 	a.Queues = queue.New(rdb, queue.Options{MaxWait: cfg.MaxLockWait})
+	a.Counters = counter.New(rdb, counter.Options{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL})
 	a.Metrics = metrics.New(a.sources(a.namespace))
 	a.shareEvery = cfg.LimitShareInterval
 	if a.shareEvery <= 0 {
@@ -152,7 +156,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.api, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
-		Queue: a.Queue, Ephemeral: a.Ephemeral, Queues: a.Queues, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
+		Queue: a.Queue, Ephemeral: a.Ephemeral, Queues: a.Queues, Counters: a.Counters, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 		Usage: usage,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
@@ -183,6 +187,10 @@ func (a *App) sources(ns string) metrics.Sources {
 		c := a.Queues.Counters()
 		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked,
 			Dead: c.Dead, Redriven: c.Redriven, Replayed: c.Replayed}
+	}
+	src.Counters = func() metrics.CounterStats {
+		s := a.Counters.Stats()
+		return metrics.CounterStats{Added: s.Added, Replayed: s.Replayed}
 	}
 	src.Cache = func() metrics.CacheStats {
 		s := a.Cache.Stats()

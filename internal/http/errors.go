@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/memsync/memsync/internal/counter"
 	"github.com/memsync/memsync/internal/ephemeral"
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/lock"
@@ -80,6 +81,10 @@ var errorKinds = []errorKind{
 	{queue.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{queue.ErrNotClaimed, http.StatusConflict, "not_claimed", "Message not claimed"},
 	{queue.ErrNotDead, http.StatusNotFound, "not_found", "Not found"},
+	{counter.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{counter.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{counter.ErrOverflow, http.StatusConflict, "counter_overflow", "Counter overflow"},
+	{counter.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{queue.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{queue.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},

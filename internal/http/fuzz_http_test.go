@@ -61,6 +61,10 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/queues/{id}/dead"},
 	{"POST", "/v1/queues/{id}/redrive"},
 	{"DELETE", "/v1/queues/{id}/dead/0000000000000001"},
+	{"POST", "/v1/counters/{k}"},
+	{"PUT", "/v1/counters/{k}"},
+	{"GET", "/v1/counters/{k}"},
+	{"DELETE", "/v1/counters/{k}"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,

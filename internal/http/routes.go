@@ -49,6 +49,10 @@ func (s *Server) routes() {
 	r.Get("/v1/queues/{queue}/dead", handleDeadLetters(log, cfg))
 	r.Post("/v1/queues/{queue}/redrive", handleRedrive(log, cfg))
 	r.Delete("/v1/queues/{queue}/dead/{id}", handleDropDead(log, cfg))
+	r.Post("/v1/counters/*", handleCounterAdd(log, cfg))
+	r.Put("/v1/counters/*", handleCounterSet(log, cfg))
+	r.Get("/v1/counters/*", handleCounterGet(log, cfg))
+	r.Delete("/v1/counters/*", handleCounterDelete(log, cfg))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

@@ -54,6 +54,8 @@ type Config struct {
 	Ephemeral Binder
 	// Queues serves /v1/queues; nil answers 503.
 	Queues Queues
+	// Counters serves /v1/counters; nil answers 503.
+	Counters Counters
 	// Metrics serves /metrics, Stats answers /v1/stats, and ObserveRequest
 	// hears every finished request (route pattern, method, status, time).
 	// Any may be nil: /metrics and /v1/stats then answer 404.

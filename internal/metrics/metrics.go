@@ -37,6 +37,12 @@ type QueueStats struct {
 	Replayed                                              uint64 // enqueues answered by their Idempotency-Key
 }
 
+// CounterStats are the counters' counts.
+type CounterStats struct {
+	Added    uint64 // increments applied
+	Replayed uint64 // increments answered by their Idempotency-Key
+}
+
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
 	Hits, Misses, Evictions, Invalidations uint64
@@ -66,6 +72,7 @@ type Sources struct {
 	Async         func() AsyncStats
 	Reaped        func() uint64 // keys deleted because their worker's heartbeat was gone
 	Queues        func() QueueStats
+	Counters      func() CounterStats
 	VectorClock   func() map[string]uint64
 	ActiveWorkers func(context.Context) (int, error)
 }
@@ -186,7 +193,7 @@ var (
 	descEvents        = desc("memsync_events_published_total", "Change events published by this instance.")
 	descRedisErrors   = desc("memsync_redis_errors_total", "Redis calls that failed (unreachable or an error reply).")
 	descTidied        = desc("memsync_index_entries_tidied_total", "Listing index entries (namespaces, roots, children) this instance removed once nothing below them was left.")
-	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, lock and permit acquires, enqueues.", "kind")
+	descReplayed      = desc("memsync_idempotent_replays_total", "Requests answered without being carried out again, because an earlier one had been under the same Idempotency-Key: puts, deletes, lock and permit acquires, enqueues, counter increments.", "kind")
 	descLockGrants    = desc("memsync_lock_grants_total", "Locks granted.")
 	descLockContended = desc("memsync_lock_contention_total", "Lock requests that found the lock held.")
 	descPermits       = desc("memsync_semaphore_permits_total", "Semaphore permits granted.")
@@ -203,6 +210,7 @@ var (
 	descPending       = desc("memsync_pending_async_writes", "Async writes queued and not yet in Redis.")
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
 	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked, dead (moved to the dead letters, having had its most attempts), redriven (given back from the dead letters).", "event")
+	descCounterAdds   = desc("memsync_increments_total", "Increments this instance applied to counters (not those answered by their Idempotency-Key).")
 	descReaped        = desc("memsync_ephemeral_keys_reaped_total", "Keys bound to a heartbeat (ephemeral) that this instance deleted once the heartbeat was gone.")
 )
 
@@ -212,7 +220,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
 		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descPermits, descPermitsFull, descCacheHits, descCacheMisses, descCacheEntries,
-		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped, descQueue} {
+		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped, descQueue, descCounterAdds} {
 		ch <- d
 	}
 }
@@ -284,6 +292,11 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQueue, q.Dead, "dead")
 		counter(descQueue, q.Redriven, "redriven")
 		counter(descReplayed, q.Replayed, "enqueue")
+	}
+	if src.Counters != nil {
+		c := src.Counters()
+		counter(descCounterAdds, c.Added)
+		counter(descReplayed, c.Replayed, "counter")
 	}
 	if src.ActiveWorkers != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

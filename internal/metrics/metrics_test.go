@@ -34,6 +34,7 @@ func sources() metrics.Sources {
 		Queues: func() metrics.QueueStats {
 			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10, Dead: 1, Redriven: 1, Replayed: 5}
 		},
+		Counters:      func() metrics.CounterStats { return metrics.CounterStats{Added: 13, Replayed: 6} },
 		VectorClock:   func() map[string]uint64 { return map[string]uint64{"w1": 4} },
 		ActiveWorkers: func(context.Context) (int, error) { return 2, nil },
 	}
@@ -74,6 +75,8 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_queue_messages_total{event="acked"} 10`,
 		`memsync_queue_messages_total{event="dead"} 1`,
 		`memsync_idempotent_replays_total{kind="enqueue"} 5`,
+		`memsync_increments_total 13`,
+		`memsync_idempotent_replays_total{kind="counter"} 6`,
 		`memsync_semaphore_contention_total 3`,
 		`memsync_idempotent_replays_total{kind="permit"} 8`,
 		`memsync_active_workers 2`,
