@@ -64,10 +64,7 @@ var (
 // redisError names the operation of a failed Redis call and marks it
 // ErrUnavailable when Redis could not serve (rediserr.Unavailable).
 func redisError(op, name string, err error) error {
-	if !rediserr.Unavailable(err) {
-		return fmt.Errorf("counter: %s %q: %w", op, name, err)
-	}
-	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+	return rediserr.Wrap("counter", ErrUnavailable, op, name, err)
 }
 
 // Options configure Counters.

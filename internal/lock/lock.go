@@ -104,10 +104,7 @@ var (
 // ErrUnavailable unless Redis itself answered with an error (a bug or
 // misuse), or the caller gave up.
 func redisError(op, name string, err error) error {
-	if !rediserr.Unavailable(err) {
-		return fmt.Errorf("lock: %s %q: %w", op, name, err)
-	}
-	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+	return rediserr.Wrap("lock", ErrUnavailable, op, name, err)
 }
 
 // HeldError is the error of an Acquire that did not get the lock because
@@ -372,10 +369,10 @@ func (l *Locker) try(ctx context.Context, ns, name, token string, req AcquireReq
 		return Grant{}, redisError("acquire", name, err)
 	}
 	res, err := run.Slice()
-	if isNoScript(err) {
+	if rediserr.NoScript(err) {
 		res, err = acquireScript.Run(ctx, l.rdb, scriptKeys, scriptArgs...).Slice()
 	}
-	if trim != nil && isNoScript(trim.Err()) {
+	if trim != nil && rediserr.NoScript(trim.Err()) {
 		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time
 	}
 	if err != nil {
@@ -445,10 +442,6 @@ func (l *Locker) trimDue(ns string) bool {
 	now := time.Now().UnixNano()
 	prev := last.Load()
 	return now-prev >= int64(l.opts.TrimInterval) && last.CompareAndSwap(prev, now)
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 // Release gives up the lock that token holds. ErrNotHeld when the token does

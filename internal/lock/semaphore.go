@@ -15,6 +15,7 @@ import (
 
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Semaphores.
@@ -242,10 +243,10 @@ func (l *Locker) tryPermit(ctx context.Context, ns, name, token string, req Sema
 			trim = trimIndexScript.EvalSha(ctx, p, []string{idx})
 		}
 	})
-	if trim != nil && isNoScript(trim.Err()) {
+	if trim != nil && rediserr.NoScript(trim.Err()) {
 		_ = trimIndexScript.Run(ctx, l.rdb, []string{idx}).Err() // loads it for next time
 	}
-	if err == nil && isNoScript(cmd.Err()) {
+	if err == nil && rediserr.NoScript(cmd.Err()) {
 		cmd = semAcquireScript.Run(ctx, l.rdb, sk, args...)
 	}
 	if err != nil {
@@ -427,7 +428,7 @@ func (l *Locker) semaphores(ctx context.Context, ns string, names []string) ([]S
 		return err
 	}
 	err := read()
-	if isNoScript(err) {
+	if rediserr.NoScript(err) {
 		// A script cache emptied by a restart: load it, then read again.
 		if err = semInfoScript.Load(ctx, l.rdb).Err(); err == nil {
 			err = read()

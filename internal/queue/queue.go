@@ -97,10 +97,7 @@ var (
 // redisError names the operation of a failed Redis call and marks it
 // ErrUnavailable when Redis could not serve (rediserr.Unavailable).
 func redisError(op, name string, err error) error {
-	if !rediserr.Unavailable(err) {
-		return fmt.Errorf("queue: %s %q: %w", op, name, err)
-	}
-	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, name, err)
+	return rediserr.Wrap("queue", ErrUnavailable, op, name, err)
 }
 
 // Options configure Queues. The zero value is ready to use.
@@ -329,7 +326,7 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 		return err
 	}
 	err := exec()
-	if isNoScript(cmd.Err()) {
+	if rediserr.NoScript(cmd.Err()) {
 		// A script cache emptied (by a restart, or first use): load it.
 		if err = enqueueScript.Load(ctx, q.rdb).Err(); err == nil {
 			err = exec()
@@ -361,12 +358,6 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	q.enqueued.Add(1)
 	m.Value = req.Value
 	return m, false, nil
-}
-
-// isNoScript reports a script missing from Redis's cache (a restart emptied
-// it), which EvalSha in a pipeline cannot load by itself.
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 // Claim takes up to req.Max visible messages of queue name, oldest first,
@@ -593,7 +584,7 @@ func (q *Queues) stats(ctx context.Context, ns string, names []string) ([]QueueI
 		return err
 	}
 	err := read()
-	if isNoScript(err) {
+	if rediserr.NoScript(err) {
 		if err = statsScript.Load(ctx, q.rdb).Err(); err == nil {
 			err = read()
 		}

@@ -6,6 +6,7 @@ package rediserr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -109,3 +110,20 @@ func Refused(err error) (Refusal, string) {
 // while a slot's migration ends: 630 ms in all.
 var MovedPauses = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond,
 	80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond}
+
+// Wrap names the operation of a failed Redis call for package pkg
+// ("store: get \"k\": …") and marks it with unavailable, the package's
+// sentinel, when Redis could not serve (Unavailable): the HTTP layer
+// answers those 503, the others 500.
+func Wrap(pkg string, unavailable error, op, name string, err error) error {
+	if !Unavailable(err) {
+		return fmt.Errorf("%s: %s %q: %w", pkg, op, name, err)
+	}
+	return fmt.Errorf("%w: %s %q: %w", unavailable, op, name, err)
+}
+
+// NoScript reports a script missing from Redis's cache (a restart emptied
+// it, or its first use), which EvalSha in a pipeline cannot load by itself.
+func NoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}

@@ -95,3 +95,26 @@ type reply string
 
 func (r reply) Error() string { return string(r) }
 func (reply) RedisError()     {}
+
+func TestWrap(t *testing.T) {
+	errDown := errors.New("pkg: backend unavailable")
+	for _, tt := range []struct {
+		name     string
+		err      error
+		down     bool
+		wantText string
+	}{
+		{"connection refused", errors.New("dial tcp: connection refused"), true, `pkg: backend unavailable: get "k": dial tcp: connection refused`},
+		{"transient reply", reply("LOADING loading"), true, `pkg: backend unavailable: get "k": LOADING loading`},
+		{"bug's reply", reply("ERR wrong number of arguments"), false, `pkg: get "k": ERR wrong number of arguments`},
+		{"caller gave up", context.Canceled, false, `pkg: get "k": context canceled`},
+	} {
+		got := rediserr.Wrap("pkg", errDown, "get", "k", tt.err)
+		if errors.Is(got, errDown) != tt.down || !errors.Is(got, tt.err) || got.Error() != tt.wantText {
+			t.Errorf("%s: Wrap = %q (unavailable %v), want %q (unavailable %v)", tt.name, got, errors.Is(got, errDown), tt.wantText, tt.down)
+		}
+	}
+	if !rediserr.NoScript(reply("NOSCRIPT No matching script.")) || rediserr.NoScript(nil) || rediserr.NoScript(errDown) {
+		t.Error("NoScript misreads a NOSCRIPT reply, nil or another error")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // commitStride is how many ARGV commitScript takes per write.
@@ -217,7 +218,7 @@ func (s *Store) runCommit(ctx context.Context, writes []scriptWrite) {
 		cmd := s.pipeCommit(ctx, pipe, writes)
 		_, _ = pipe.Exec(ctx) // the call's own error is read below
 		confirm()
-		if isNoScript(cmd.Err()) && attempt == 0 {
+		if rediserr.NoScript(cmd.Err()) && attempt == 0 {
 			if err := commitScript.Load(ctx, s.rdb).Err(); err == nil {
 				continue
 			}

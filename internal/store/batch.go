@@ -372,7 +372,7 @@ func (s *Store) runScripted(ctx context.Context, items []batchItem) error {
 		_, err := pipe.Exec(ctx)
 		refused := 0
 		for _, c := range calls {
-			if isNoScript(c.cmd.Err()) {
+			if rediserr.NoScript(c.cmd.Err()) {
 				refused++
 			}
 		}
@@ -397,7 +397,7 @@ func (s *Store) runScripted(ctx context.Context, items []batchItem) error {
 		}
 		confirm()
 		for _, c := range calls {
-			if isNoScript(c.cmd.Err()) {
+			if rediserr.NoScript(c.cmd.Err()) {
 				c.cmd.SetErr(fmt.Errorf("%w: Redis lost its scripts in the middle of the batch; this op did not run, retry it", ErrUnavailable))
 			}
 			s.readCommit(c.cmd, c.writes)
@@ -452,7 +452,7 @@ func (s *Store) rerunNoScript(ctx context.Context, items []batchItem) error {
 		}
 		rk := keys.Redis(it.op.Namespace, it.op.Key)
 		all, seen := failed[rk]
-		noScript := isNoScript(it.scriptErr())
+		noScript := rediserr.NoScript(it.scriptErr())
 		failed[rk] = noScript && (all || !seen)
 	}
 	s.scripts.loaded.Store(false)
@@ -469,7 +469,7 @@ func (s *Store) rerunNoScript(ctx context.Context, items []batchItem) error {
 		case failed[rk] && loadErr == nil:
 			s.pipeOp(ctx, pipe, it, false)
 			n++
-		case isNoScript(it.scriptErr()):
+		case rediserr.NoScript(it.scriptErr()):
 			it.err = fmt.Errorf("%w: batch %q: Redis lost its scripts in the middle of the batch; this op did not run, retry it", ErrUnavailable, it.op.Key)
 			if loadErr != nil {
 				it.err = s.wrap("batch", it.op.Key, loadErr)
@@ -484,7 +484,7 @@ func (s *Store) rerunNoScript(ctx context.Context, items []batchItem) error {
 
 func (s *Store) anyNoScript(items []batchItem) bool {
 	for i := range items {
-		if items[i].err == nil && isNoScript(items[i].scriptErr()) {
+		if items[i].err == nil && rediserr.NoScript(items[i].scriptErr()) {
 			return true
 		}
 	}

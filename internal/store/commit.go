@@ -14,6 +14,7 @@ import (
 
 	"github.com/memsync/memsync/internal/clock"
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/rediserr"
 )
 
 // Defaults of the group committer.
@@ -170,7 +171,7 @@ func (c *committer) commit(batch []*writeOp) {
 		confirm()
 		var retry []*writeOp
 		for _, op := range pending {
-			if isNoScript(op.run.Err()) && attempt == 0 {
+			if rediserr.NoScript(op.run.Err()) && attempt == 0 {
 				retry = append(retry, op)
 			}
 		}

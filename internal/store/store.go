@@ -624,14 +624,7 @@ func (s *Store) wrap(op, key string, err error) error {
 // from the server is a bug or misuse (internal), anything else means Redis
 // could not be reached.
 func wrap(op, key string, err error) error {
-	if !rediserr.Unavailable(err) {
-		return fmt.Errorf("store: %s %q: %w", op, key, err)
-	}
-	return fmt.Errorf("%w: %s %q: %w", ErrUnavailable, op, key, err)
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+	return rediserr.Wrap("store", ErrUnavailable, op, key, err)
 }
 
 // newETag returns a fresh opaque etag. It is random rather than derived from
