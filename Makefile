@@ -9,6 +9,7 @@ run:
 
 build:
 	$(GO) build -o bin/memsync ./cmd/server
+	$(GO) build -o bin/memsync-mcp ./cmd/mcp
 
 test:
 	$(GO) test -race -count=1 -timeout 12m ./...
