@@ -59,7 +59,10 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 		"as claude-flow's memory tool does. action: store (key, value, ttl seconds), retrieve (key), list (key as a " +
 		"prefix, optional), delete (key), search (key as a glob: * one segment, ** any depth)."}, t.memoryUsage)
 	mcp.AddTool(s, &mcp.Tool{Name: "kv_get", Description: "Read a key: its value, version (vector clock) and etag. " +
-		"resolve picks how siblings (concurrent writes) combine: lww, union, merge, max, siblings."}, t.get)
+		"resolve picks how siblings (concurrent writes) combine: lww, union, merge, max, siblings. With wait_ms " +
+		"the read waits for a change instead of polling: for the key to leave the state if_none_match (an etag " +
+		"read before) names, or, without it, for a missing key to be written; unchanged after wait_ms, it " +
+		"answers unchanged: true."}, t.get)
 	mcp.AddTool(s, &mcp.Tool{Name: "kv_put", Description: "Write a key. if_match (an etag read before) makes it a " +
 		"compare-and-set: it fails with precondition_failed when the key changed. context (a version read " +
 		"before) supersedes what that read saw. ttl in seconds, 0 never expires."}, t.put)
@@ -230,12 +233,21 @@ func matchSegments(pat, segs []string) bool {
 }
 
 type getIn struct {
-	Key        string `json:"key"`
-	Resolve    string `json:"resolve,omitempty" jsonschema:"lww, union, merge, max or siblings; default: the key's strategy"`
-	Consistent bool   `json:"consistent,omitempty" jsonschema:"read Redis, not the server's cache"`
+	Key         string `json:"key"`
+	Resolve     string `json:"resolve,omitempty" jsonschema:"lww, union, merge, max or siblings; default: the key's strategy"`
+	Consistent  bool   `json:"consistent,omitempty" jsonschema:"read Redis, not the server's cache"`
+	IfNoneMatch string `json:"if_none_match,omitempty" jsonschema:"an etag read before: answer unchanged while the key is still in that state"`
+	WaitMs      int64  `json:"wait_ms,omitempty" jsonschema:"wait up to this long (at most 60000) for a change rather than answer unchanged or not found at once"`
 }
 
-func (t *tools) get(ctx context.Context, _ *mcp.CallToolRequest, in getIn) (*mcp.CallToolResult, entry, error) {
+type getOut struct {
+	entry
+	// Unchanged: the key is still in the state if_none_match names (no
+	// entry then).
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+func (t *tools) get(ctx context.Context, _ *mcp.CallToolRequest, in getIn) (*mcp.CallToolResult, getOut, error) {
 	var opts []client.GetOption
 	if in.Resolve != "" {
 		opts = append(opts, client.Resolve(in.Resolve))
@@ -243,12 +255,25 @@ func (t *tools) get(ctx context.Context, _ *mcp.CallToolRequest, in getIn) (*mcp
 	if in.Consistent {
 		opts = append(opts, client.Consistent())
 	}
-	e, err := t.c.Get(ctx, in.Key, opts...)
+	if in.WaitMs > 0 {
+		opts = append(opts, client.WaitForChange(time.Duration(in.WaitMs)*time.Millisecond))
+	}
+	var e *client.Entry
+	var err error
+	if in.IfNoneMatch != "" {
+		var changed bool
+		e, changed, err = t.c.GetIfChanged(ctx, in.Key, in.IfNoneMatch, opts...)
+		if err == nil && !changed {
+			return nil, getOut{entry: entry{Key: in.Key, ETag: in.IfNoneMatch}, Unchanged: true}, nil
+		}
+	} else {
+		e, err = t.c.Get(ctx, in.Key, opts...)
+	}
 	if err != nil {
-		return nil, entry{}, err
+		return nil, getOut{}, err
 	}
 	out, err := newEntry(e)
-	return nil, out, err
+	return nil, getOut{entry: out}, err
 }
 
 type putIn struct {

@@ -174,6 +174,29 @@ func TestKeysShareStateBetweenAgents(t *testing.T) {
 	if v := got["version"].(map[string]any); v["agent-a"] != 2.0 || v["agent-b"] != 1.0 {
 		t.Fatalf("get = %v", got)
 	}
+	// A read waits for another agent's write rather than polling.
+	if got := b.must("kv_get", map[string]any{"key": "tasks/T1/state", "if_none_match": got["etag"], "wait_ms": 50}); got["unchanged"] != true {
+		t.Fatalf("get of an unchanged key = %v, want unchanged", got)
+	}
+	changed := make(chan map[string]any, 1)
+	go func() {
+		// call, not must: Fatal belongs to the test's goroutine.
+		got, errText := b.call("kv_get", map[string]any{"key": "tasks/T1/state", "if_none_match": got["etag"], "wait_ms": 10000})
+		if errText != "" {
+			got = map[string]any{"error": errText}
+		}
+		changed <- got
+	}()
+	time.Sleep(100 * time.Millisecond)
+	a.must("kv_patch", map[string]any{"key": "tasks/T1/state", "merge": map[string]any{"step": 3}})
+	select {
+	case got := <-changed:
+		if v, _ := got["value"].(map[string]any); got["unchanged"] == true || v["step"] != 3.0 {
+			t.Fatalf("waiting get = %v, want step 3", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting get did not answer the change within 5 s")
+	}
 	if got := b.must("kv_list", map[string]any{"prefix": "tasks/"}); fmt.Sprint(got["keys"]) != "[tasks/T1/state]" {
 		t.Fatalf("list = %v", got)
 	}
