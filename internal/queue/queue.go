@@ -44,7 +44,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +51,7 @@ import (
 
 	"github.com/memsync/memsync/internal/keys"
 	"github.com/memsync/memsync/internal/rediserr"
+	"github.com/memsync/memsync/internal/wakeup"
 )
 
 // Defaults of Options, and limits.
@@ -201,25 +201,17 @@ type QueueInfo struct {
 // Queues serves the queues of every namespace of one Redis. It is safe for
 // concurrent use; create one per process and Close it when done.
 type Queues struct {
-	rdb  redis.UniversalClient
-	opts Options
-	ps   *redis.PubSub
-
-	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{} // by ready key
+	rdb    redis.UniversalClient
+	opts   Options
+	wakeup *wakeup.Hub // by ready key
 
 	enqueued, replayed, claimed, redelivered, acked, dead, redriven atomic.Uint64
-
-	done      chan struct{}
-	closeOnce sync.Once
-	closeErr  error
-	wg        sync.WaitGroup
 }
 
-// readyPattern matches the ready channel of every namespace.
-var readyPattern = keys.Namespace("*", "queue-ready")
+// readyKind names the channels that announce a message visible now.
+const readyKind = "queue-ready"
 
-func readyChannel(ns string) string { return keys.Namespace(ns, "queue-ready") }
+func readyChannel(ns string) string { return wakeup.Channel(ns, readyKind) }
 
 // queueKeys are the Redis keys of queue name in ns: ready, details, in
 // flight, the id counter.
@@ -253,26 +245,19 @@ func New(rdb redis.UniversalClient, opts Options) *Queues {
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = DefaultDedupWindow
 	}
-	q := &Queues{rdb: rdb, opts: opts, waiters: make(map[string]map[chan struct{}]struct{}), done: make(chan struct{})}
-	q.ps = rdb.PSubscribe(context.Background(), readyPattern)
-	ch := q.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024))
-	q.wg.Add(1)
-	go func() {
-		defer q.wg.Done()
-		q.dispatch(ch)
-	}()
+	q := &Queues{rdb: rdb, opts: opts}
+	q.wakeup = wakeup.New(rdb, readyKind, func(ns, name string) (string, bool) {
+		if !keys.ValidSegment(name) {
+			return "", false
+		}
+		ready, _, _, _ := queueKeys(ns, name)
+		return ready, true
+	})
 	return q
 }
 
 // Close stops the subscription; waiting claims return ErrClosed.
-func (q *Queues) Close() error {
-	q.closeOnce.Do(func() {
-		close(q.done)
-		q.closeErr = q.ps.Close()
-		q.wg.Wait()
-	})
-	return q.closeErr
-}
+func (q *Queues) Close() error { return q.wakeup.Close() }
 
 // validName checks a namespace and a queue name (one key segment).
 func validName(ns, name string) error {
@@ -382,17 +367,17 @@ func (q *Queues) Claim(ctx context.Context, ns, name string, req ClaimRequest) (
 		return nil, fmt.Errorf("%w: owner is %d bytes, more than %d", ErrInvalidArgument, len(req.Owner), MaxOwnerLen)
 	}
 	deadline := time.Now().Add(req.Wait)
-	var wake chan struct{}
+	var wake <-chan struct{}
 	if req.Wait > 0 {
 		select {
-		case <-q.done:
+		case <-q.wakeup.Done():
 			return nil, ErrClosed
 		default:
 		}
 		ready, _, _, _ := queueKeys(ns, name)
-		wake = make(chan struct{}, 1)
-		q.register(ready, wake)
-		defer q.unregister(ready, wake)
+		var unregister func()
+		wake, unregister = q.wakeup.Register(ready)
+		defer unregister()
 	}
 	timer := time.NewTimer(req.Wait)
 	defer timer.Stop()
@@ -410,7 +395,7 @@ func (q *Queues) Claim(ctx context.Context, ns, name string, req ClaimRequest) (
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("queue: claim %q: %w", name, ctx.Err())
-		case <-q.done:
+		case <-q.wakeup.Done():
 			return nil, ErrClosed
 		case <-wake:
 		case <-timer.C:
@@ -505,7 +490,7 @@ func (q *Queues) Release(ctx context.Context, ns, name, id, receipt string, dela
 		return ErrNotClaimed
 	}
 	if delay == 0 {
-		q.wake(ready) // this instance's claims need not wait for the message
+		q.wakeup.Wake(ready) // this instance's claims need not wait for the message
 	}
 	return nil
 }
@@ -684,7 +669,7 @@ func (q *Queues) Redrive(ctx context.Context, ns, name string, ids []string, lim
 	}
 	if res[0] > 0 {
 		q.redriven.Add(uint64(res[0]))
-		q.wake(ready)
+		q.wakeup.Wake(ready)
 	}
 	return int(res[0]), int(res[1]), nil
 }
@@ -760,60 +745,4 @@ func newReceipt() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b[:]), nil
-}
-
-func (q *Queues) register(ready string, wake chan struct{}) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.waiters[ready] == nil {
-		q.waiters[ready] = make(map[chan struct{}]struct{})
-	}
-	q.waiters[ready][wake] = struct{}{}
-}
-
-func (q *Queues) unregister(ready string, wake chan struct{}) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	delete(q.waiters[ready], wake)
-	if len(q.waiters[ready]) == 0 {
-		delete(q.waiters, ready)
-	}
-}
-
-// wake wakes every claim waiting on a queue (ready key), or on every queue
-// for "".
-func (q *Queues) wake(ready string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for k, ws := range q.waiters {
-		if ready != "" && k != ready {
-			continue
-		}
-		for w := range ws {
-			select {
-			case w <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// dispatch wakes the claims waiting on the queues named by ready messages
-// until the subscription is closed.
-func (q *Queues) dispatch(ch <-chan any) {
-	prefix, suffix, _ := strings.Cut(readyPattern, "*")
-	for msg := range ch {
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			q.wake("") // (re)subscribed: messages may have been missed
-		case *redis.Message:
-			ns, ok1 := strings.CutPrefix(m.Channel, prefix)
-			ns, ok2 := strings.CutSuffix(ns, suffix)
-			if !ok1 || !ok2 || !keys.ValidSegment(m.Payload) {
-				continue
-			}
-			ready, _, _, _ := queueKeys(ns, m.Payload)
-			q.wake(ready)
-		}
-	}
 }
