@@ -11,8 +11,9 @@ import (
 
 // A shutdown does not wait for requests that would otherwise wait on: a
 // watch stream ends, a blocking read is answered with the key as it is
-// (404 here), and a lock request waiting for a held lock and a claim
-// waiting on an empty queue are answered 503 (try another instance), all at
+// (404 here), and a lock request waiting for a held lock, a claim
+// waiting on an empty queue and an arrival waiting at a barrier are
+// answered 503 (try another instance), all at
 // once rather than at their clients' leisure or after wait_ms; run then
 // returns.
 func TestShutdownEndsWaitingRequests(t *testing.T) {
@@ -38,6 +39,7 @@ func TestShutdownEndsWaitingRequests(t *testing.T) {
 	posts := map[string][2]string{
 		"waiting lock request": {"/v1/locks/jobs/L1", `{"ttl_ms":60000,"wait_ms":60000}`},
 		"waiting claim":        {"/v1/queues/jobs/claim", `{"visibility_ms":60000,"wait_ms":60000}`},
+		"waiting arrival":      {"/v1/barriers/jobs/B1", `{"parties":2,"wait_ms":60000,"party":"w1"}`},
 	}
 	answers := make(chan answer, 2+len(posts))
 	for what, p := range posts {
@@ -77,7 +79,7 @@ func TestShutdownEndsWaitingRequests(t *testing.T) {
 	for range 2 + len(posts) {
 		select {
 		case a := <-answers:
-			want := map[string]int{"watch stream": 200, "blocking read": 404, "waiting lock request": 503, "waiting claim": 503}[a.what]
+			want := map[string]int{"watch stream": 200, "blocking read": 404, "waiting lock request": 503, "waiting claim": 503, "waiting arrival": 503}[a.what]
 			if a.err != nil || a.status != want {
 				t.Errorf("%s at shutdown: %d, %v; want %d", a.what, a.status, a.err, want)
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/memsync/memsync/api"
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/auth"
+	"github.com/memsync/memsync/internal/barrier"
 	"github.com/memsync/memsync/internal/cache"
 	"github.com/memsync/memsync/internal/counter"
 	"github.com/memsync/memsync/internal/ephemeral"
@@ -87,6 +88,8 @@ type App struct {
 	Queues *queue.Queues
 	// Counters serves the counters.
 	Counters *counter.Counters
+	// Barriers serves the barriers.
+	Barriers *barrier.Barriers
 	Metrics  *metrics.Metrics
 	Handler  http.Handler
 
@@ -143,6 +146,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.Ephemeral = ephemeral.New(rdb, a.Cache)
 	a.Queues = queue.New(rdb, queue.Options{MaxWait: cfg.MaxLockWait})
 	a.Counters = counter.New(rdb, counter.Options{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL})
+	a.Barriers = barrier.New(rdb, barrier.Options{MaxWait: cfg.MaxLockWait})
 	a.Metrics = metrics.New(a.sources(a.namespace))
 	a.shareEvery = cfg.LimitShareInterval
 	if a.shareEvery <= 0 {
@@ -156,10 +160,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*App, error) {
 	a.api, err = memhttp.NewServer(memhttp.Config{
 		Namespace: cfg.Namespace, MaxBodyBytes: cfg.MaxBodyBytes, Spec: api.Spec, HeartbeatTTL: cfg.HeartbeatTTL,
 		Metrics: a.Metrics.Handler(), Stats: func() any { return a.Metrics.Snapshot() }, ObserveRequest: a.Metrics.ObserveRequest,
-		Queue: a.Queue, Ephemeral: a.Ephemeral, Queues: a.Queues, Counters: a.Counters, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
+		Queue: a.Queue, Ephemeral: a.Ephemeral, Queues: a.Queues, Counters: a.Counters, Barriers: a.Barriers, Tokens: cfg.Tokens, RateLimit: float64(cfg.RateLimit), MaxWatchersPerToken: cfg.MaxWatchersPerToken,
 		Usage: usage,
 	}, a.log, a.Cache, a.Locker, memhttp.WithWatch(a.Hub, cfg.WatchPing), memhttp.WithCache(a.Cache))
 	if err != nil {
+		a.Barriers.Close()
 		a.Queues.Close()
 		a.Locker.Close()
 		a.Store.Close()
@@ -187,6 +192,10 @@ func (a *App) sources(ns string) metrics.Sources {
 		c := a.Queues.Counters()
 		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked,
 			Dead: c.Dead, Redriven: c.Redriven, Replayed: c.Replayed}
+	}
+	src.Barriers = func() metrics.BarrierStats {
+		s := a.Barriers.Stats()
+		return metrics.BarrierStats{Arrivals: s.Arrivals, Trips: s.Trips}
 	}
 	src.Counters = func() metrics.CounterStats {
 		s := a.Counters.Stats()
@@ -287,6 +296,7 @@ func (a *App) StopStreams() {
 	}
 	a.Locker.Close()
 	a.Queues.Close()
+	a.Barriers.Close()
 }
 
 // Close stops the loops, then flushes every queued async write (bounded by
@@ -303,6 +313,7 @@ func (a *App) Close(ctx context.Context) (int, error) {
 	if err != nil {
 		err = fmt.Errorf("app: %d queued writes were not flushed: %w", a.Queue.Pending(), err)
 	}
+	a.Barriers.Close()
 	a.Queues.Close()
 	a.Locker.Close()
 	a.Store.Close()

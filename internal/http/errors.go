@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/memsync/memsync/internal/barrier"
 	"github.com/memsync/memsync/internal/counter"
 	"github.com/memsync/memsync/internal/ephemeral"
 	"github.com/memsync/memsync/internal/keys"
@@ -85,6 +86,11 @@ var errorKinds = []errorKind{
 	{counter.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{counter.ErrOverflow, http.StatusConflict, "counter_overflow", "Counter overflow"},
 	{counter.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
+	{barrier.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
+	{barrier.ErrPartiesMismatch, http.StatusConflict, "limit_mismatch", "Barrier parties mismatch"},
+	{barrier.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
+	{barrier.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
+	{barrier.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 	{queue.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{queue.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down
 	{lock.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},

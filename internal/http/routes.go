@@ -53,6 +53,8 @@ func (s *Server) routes() {
 	r.Put("/v1/counters/*", handleCounterSet(log, cfg))
 	r.Get("/v1/counters/*", handleCounterGet(log, cfg))
 	r.Delete("/v1/counters/*", handleCounterDelete(log, cfg))
+	r.Post("/v1/barriers/*", handleArrive(log, cfg))
+	r.Get("/v1/barriers/*", handleBarrier(log, cfg))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.

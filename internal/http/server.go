@@ -56,6 +56,8 @@ type Config struct {
 	Queues Queues
 	// Counters serves /v1/counters; nil answers 503.
 	Counters Counters
+	// Barriers serves /v1/barriers; nil answers 503.
+	Barriers Barriers
 	// Metrics serves /metrics, Stats answers /v1/stats, and ObserveRequest
 	// hears every finished request (route pattern, method, status, time).
 	// Any may be nil: /metrics and /v1/stats then answer 404.

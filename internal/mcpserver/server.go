@@ -83,6 +83,9 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 		"receipt, or release it for another claim with release: true."}, t.ack)
 	mcp.AddTool(s, &mcp.Tool{Name: "counter_increment", Description: "Add by (default 1) to a counter atomically " +
 		"and return its value; idempotency_key makes sending it twice count once."}, t.increment)
+	mcp.AddTool(s, &mcp.Tool{Name: "barrier_arrive", Description: "Arrive at a barrier that waits for parties " +
+		"workers, and wait up to wait_ms for the others: the last to arrive trips it and all pass together " +
+		"(tripped: true), for the next phase of the work. Not tripped when the wait ends: call again to wait on."}, t.arrive)
 	mcp.AddTool(s, &mcp.Tool{Name: "workers_active", Description: "The workers with a live heartbeat, and " +
 		"heartbeat: true first beats for this session's worker (ttl seconds)."}, t.workers)
 	return s, t.stop
@@ -516,6 +519,17 @@ func (t *tools) increment(ctx context.Context, _ *mcp.CallToolRequest, in increm
 		return nil, counterOut{}, err
 	}
 	return nil, counterOut{Name: c.Name, Value: c.Value}, nil
+}
+
+type arriveIn struct {
+	Name    string `json:"name" jsonschema:"the barrier's name, a key path (phases/p1)"`
+	Parties int    `json:"parties" jsonschema:"how many workers the barrier waits for"`
+	WaitMs  int64  `json:"wait_ms,omitempty" jsonschema:"how long to wait for the others, at most 60000"`
+}
+
+func (t *tools) arrive(ctx context.Context, _ *mcp.CallToolRequest, in arriveIn) (*mcp.CallToolResult, *client.BarrierState, error) {
+	st, err := t.c.Arrive(ctx, in.Name, in.Parties, client.BarrierOptions{Wait: time.Duration(in.WaitMs) * time.Millisecond})
+	return nil, st, err
 }
 
 type workersIn struct {

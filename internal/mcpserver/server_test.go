@@ -99,7 +99,7 @@ func TestToolsAreListed(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := []string{"counter_increment", "kv_delete", "kv_get", "kv_list", "kv_patch", "kv_put", "lock_acquire",
+	want := []string{"barrier_arrive", "counter_increment", "kv_delete", "kv_get", "kv_list", "kv_patch", "kv_put", "lock_acquire",
 		"lock_release", "memory_usage", "queue_ack", "queue_claim", "queue_enqueue", "workers_active"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("tools %v, want %v", names, want)
@@ -272,6 +272,23 @@ func TestQueuesCountersAndWorkers(t *testing.T) {
 	}
 	if got := b.must("counter_increment", map[string]any{"name": "jobs/done", "by": 2}); got["value"] != 3.0 {
 		t.Fatalf("counter = %v, want 3 (1 once, then 2)", got)
+	}
+
+	// Two agents meet at a barrier.
+	met := make(chan map[string]any, 1)
+	go func() {
+		got, errText := b.call("barrier_arrive", map[string]any{"name": "phases/p1", "parties": 2, "wait_ms": 10000})
+		if errText != "" {
+			got = map[string]any{"error": errText}
+		}
+		met <- got
+	}()
+	if got := a.must("barrier_arrive", map[string]any{"name": "phases/p1", "parties": 2, "wait_ms": 10000}); got["tripped"] != true ||
+		fmt.Sprint(got["arrived"]) != "[agent-a agent-b]" {
+		t.Fatalf("barrier = %v", got)
+	}
+	if got := <-met; got["tripped"] != true || got["generation"] != 0.0 {
+		t.Fatalf("the other agent's barrier = %v", got)
 	}
 
 	a.must("workers_active", map[string]any{"heartbeat": true, "ttl": 30})

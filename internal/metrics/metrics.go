@@ -43,6 +43,12 @@ type CounterStats struct {
 	Replayed uint64 // increments answered by their Idempotency-Key
 }
 
+// BarrierStats are the barriers' counts.
+type BarrierStats struct {
+	Arrivals uint64 // parties counted in (or told their generation passed)
+	Trips    uint64 // arrivals that tripped their barrier
+}
+
 // CacheStats are the read cache's counters and size.
 type CacheStats struct {
 	Hits, Misses, Evictions, Invalidations uint64
@@ -73,6 +79,7 @@ type Sources struct {
 	Reaped        func() uint64 // keys deleted because their worker's heartbeat was gone
 	Queues        func() QueueStats
 	Counters      func() CounterStats
+	Barriers      func() BarrierStats
 	VectorClock   func() map[string]uint64
 	ActiveWorkers func(context.Context) (int, error)
 }
@@ -211,6 +218,8 @@ var (
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
 	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked, dead (moved to the dead letters, having had its most attempts), redriven (given back from the dead letters).", "event")
 	descCounterAdds   = desc("memsync_increments_total", "Increments this instance applied to counters (not those answered by their Idempotency-Key).")
+	descBarrierArrive = desc("memsync_barrier_arrivals_total", "Parties this instance counted in at a barrier.")
+	descBarrierTrips  = desc("memsync_barrier_trips_total", "Barrier generations an arrival on this instance completed.")
 	descReaped        = desc("memsync_ephemeral_keys_reaped_total", "Keys bound to a heartbeat (ephemeral) that this instance deleted once the heartbeat was gone.")
 )
 
@@ -220,7 +229,7 @@ type snapshotCollector struct{ m *Metrics }
 func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReads, descWrites, descConflicts, descFlushes, descEvents,
 		descRedisErrors, descTidied, descReplayed, descLockGrants, descLockContended, descPermits, descPermitsFull, descCacheHits, descCacheMisses, descCacheEntries,
-		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped, descQueue, descCounterAdds} {
+		descCacheEvicted, descCacheInval, descWatchers, descDelivered, descDropped, descSubUp, descPending, descWorkers, descReaped, descQueue, descCounterAdds, descBarrierArrive, descBarrierTrips} {
 		ch <- d
 	}
 }
@@ -297,6 +306,11 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		c := src.Counters()
 		counter(descCounterAdds, c.Added)
 		counter(descReplayed, c.Replayed, "counter")
+	}
+	if src.Barriers != nil {
+		b := src.Barriers()
+		counter(descBarrierArrive, b.Arrivals)
+		counter(descBarrierTrips, b.Trips)
 	}
 	if src.ActiveWorkers != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -35,6 +35,7 @@ func sources() metrics.Sources {
 			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10, Dead: 1, Redriven: 1, Replayed: 5}
 		},
 		Counters:      func() metrics.CounterStats { return metrics.CounterStats{Added: 13, Replayed: 6} },
+		Barriers:      func() metrics.BarrierStats { return metrics.BarrierStats{Arrivals: 14, Trips: 3} },
 		VectorClock:   func() map[string]uint64 { return map[string]uint64{"w1": 4} },
 		ActiveWorkers: func(context.Context) (int, error) { return 2, nil },
 	}
@@ -76,6 +77,8 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_queue_messages_total{event="dead"} 1`,
 		`memsync_idempotent_replays_total{kind="enqueue"} 5`,
 		`memsync_increments_total 13`,
+		`memsync_barrier_arrivals_total 14`,
+		`memsync_barrier_trips_total 3`,
 		`memsync_idempotent_replays_total{kind="counter"} 6`,
 		`memsync_semaphore_contention_total 3`,
 		`memsync_idempotent_replays_total{kind="permit"} 8`,
