@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -387,4 +388,23 @@ func untilWithdrawn(ctx context.Context, tokens *auth.Tokens) (_ context.Context
 		}
 	}()
 	return ctx, func() { cancel(context.Canceled) }
+}
+
+// waitContext is the context of a request that waits when waits is set (a
+// lock, a permit, a claim, an arrival): untilWithdrawn's, so that a token
+// withdrawn meanwhile ends the wait. Otherwise the request's own.
+func waitContext(r *http.Request, cfg Config, waits bool) (context.Context, func()) {
+	if !waits {
+		return r.Context(), func() {}
+	}
+	return untilWithdrawn(r.Context(), cfg.Tokens)
+}
+
+// withdrawn is err, or errTokenWithdrawn when that is what ended ctx: the
+// 401 its caller should hear rather than a cancelled wait's error.
+func withdrawn(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errTokenWithdrawn) {
+		return cause
+	}
+	return err
 }

@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -65,20 +64,13 @@ func handleArrive(log *slog.Logger, cfg Config) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		ctx := r.Context()
-		if req.WaitMs > 0 {
-			// As for a lock: a withdrawn token ends the wait.
-			var stop func()
-			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
-			defer stop()
-		}
+		// A token withdrawn while the request waits ends the wait: 401.
+		ctx, stop := waitContext(r, cfg, req.WaitMs > 0)
+		defer stop()
 		st, err := cfg.Barriers.Arrive(ctx, ns, name, barrier.Request{Parties: req.Parties, Wait: millis(req.WaitMs),
 			TTL: millis(req.TTLMs), Party: party, IdempotencyKey: idem})
 		if err != nil {
-			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
-				err = cause
-			}
-			writeError(w, r, log, err)
+			writeError(w, r, log, withdrawn(ctx, err))
 			return
 		}
 		writeJSON(w, http.StatusOK, newBarrierJSON(st))

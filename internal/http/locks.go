@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -136,14 +135,9 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			writeError(w, r, log, err)
 			return
 		}
-		ctx := r.Context()
-		if req.WaitMs > 0 {
-			// A token revoked or expiring while the request waits ends
-			// the wait: the lock must not go to a caller no longer let in.
-			var stop func()
-			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
-			defer stop()
-		}
+		// A token withdrawn while the request waits ends the wait: 401.
+		ctx, stop := waitContext(r, cfg, req.WaitMs > 0)
+		defer stop()
 		g, err := lk.Acquire(ctx, ns, name, lock.AcquireRequest{
 			TTL:            time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
 			Wait:           time.Duration(min(req.WaitMs, maxMillis)) * time.Millisecond,
@@ -151,10 +145,7 @@ func handleLockAcquire(log *slog.Logger, cfg Config, lk Locker, nameOf lockName)
 			IdempotencyKey: idem,
 		})
 		if err != nil {
-			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
-				err = cause
-			}
-			writeError(w, r, log, err)
+			writeError(w, r, log, withdrawn(ctx, err))
 			return
 		}
 		if g.Replayed {

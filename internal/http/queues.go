@@ -3,7 +3,6 @@ package http
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -140,20 +139,13 @@ func handleClaim(log *slog.Logger, cfg Config) http.HandlerFunc {
 			writeError(w, r, log, err)
 			return
 		}
-		ctx := r.Context()
-		if req.WaitMs > 0 {
-			// As for a lock: a withdrawn token ends the wait.
-			var stop func()
-			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
-			defer stop()
-		}
+		// A token withdrawn while the request waits ends the wait: 401.
+		ctx, stop := waitContext(r, cfg, req.WaitMs > 0)
+		defer stop()
 		msgs, err := cfg.Queues.Claim(ctx, ns, name, queue.ClaimRequest{
 			Visibility: millis(*req.VisibilityMs), Wait: millis(req.WaitMs), Max: req.Max, Owner: owner})
 		if err != nil {
-			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
-				err = cause
-			}
-			writeError(w, r, log, err)
+			writeError(w, r, log, withdrawn(ctx, err))
 			return
 		}
 		out := response{Messages: make([]messageJSON, len(msgs))}

@@ -2,7 +2,6 @@ package http
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -103,13 +102,9 @@ func handleSemaphoreAcquire(log *slog.Logger, cfg Config, sem Semaphores) http.H
 			writeError(w, r, log, err)
 			return
 		}
-		ctx := r.Context()
-		if req.WaitMs > 0 {
-			// As for a lock: a withdrawn token ends the wait.
-			var stop func()
-			ctx, stop = untilWithdrawn(ctx, cfg.Tokens)
-			defer stop()
-		}
+		// A token withdrawn while the request waits ends the wait: 401.
+		ctx, stop := waitContext(r, cfg, req.WaitMs > 0)
+		defer stop()
 		p, err := sem.AcquirePermit(ctx, ns, name, lock.SemaphoreRequest{
 			Limit:          *req.Limit,
 			TTL:            time.Duration(min(*req.TTLMs, maxMillis)) * time.Millisecond,
@@ -118,10 +113,7 @@ func handleSemaphoreAcquire(log *slog.Logger, cfg Config, sem Semaphores) http.H
 			IdempotencyKey: idem,
 		})
 		if err != nil {
-			if cause := context.Cause(ctx); errors.Is(cause, errTokenWithdrawn) {
-				err = cause
-			}
-			writeError(w, r, log, err)
+			writeError(w, r, log, withdrawn(ctx, err))
 			return
 		}
 		if p.Replayed {
