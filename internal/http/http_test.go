@@ -294,6 +294,35 @@ func TestRedisDownThenBack(t *testing.T) {
 		}
 	}
 	h.must(503, "PUT", "/v1/kv/k", `{"value":2}`)
+	// Every kind of request, not only keys: 503 and a retry, never 500.
+	others := []struct{ method, path, body string }{
+		{"POST", "/v1/locks/jobs/L1", `{"ttl_ms":1000}`},
+		{"POST", "/v1/semaphores/jobs/S1", `{"limit":2,"ttl_ms":1000}`},
+		{"POST", "/v1/queues/jobs/messages", `{"value":1}`},
+		{"POST", "/v1/queues/jobs/claim", `{"visibility_ms":1000}`},
+		{"GET", "/v1/queues", ``},
+		{"POST", "/v1/counters/jobs/done", ``},
+		{"GET", "/v1/counters/jobs/done", ``},
+		{"POST", "/v1/barriers/jobs/B1", `{"parties":2}`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"put","key":"jobs/J1/state","value":1}]}`},
+	}
+	for _, o := range others {
+		r := h.do(o.method, o.path, o.body, "X-Worker-Id", "w1")
+		var p struct {
+			Code string `json:"code"`
+		}
+		_ = json.Unmarshal(r.body, &p)
+		if o.path == "/v1/batch" && r.status == 200 {
+			// A batch answers per operation.
+			if !strings.Contains(string(r.body), "backend_unavailable") {
+				t.Errorf("batch with Redis down: %s", r.body)
+			}
+			continue
+		}
+		if r.status != 503 || p.Code != "backend_unavailable" || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s %s with Redis down: %d %s", o.method, o.path, r.status, r.body)
+		}
+	}
 	h.must(200, "GET", "/healthz", "") // the process itself is fine
 	b.Real.Restart(t)
 	// go-redis re-dials a server that refused it in the background, about
@@ -309,6 +338,11 @@ func TestRedisDownThenBack(t *testing.T) {
 	h.must(200, "PUT", "/v1/kv/k", `{"value":3}`)
 	if got := h.must(200, "GET", "/v1/kv/k", "").json(t)["value"]; got != float64(3) {
 		t.Errorf("value after recovery = %v, want 3", got)
+	}
+	for _, o := range others {
+		if r := h.do(o.method, o.path, o.body, "X-Worker-Id", "w1"); r.status >= 500 {
+			t.Errorf("%s %s after recovery: %d %s", o.method, o.path, r.status, r.body)
+		}
 	}
 }
 
