@@ -87,12 +87,16 @@ func TestQueueDeadLetters(t *testing.T) {
 
 		// A message released as often as it may be claimed dies too.
 		once := add(`"once"`, 1)
-		c := claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute})
+		c := claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute, Owner: "w9"})
 		if err := q.Release(ctx, ns, "jobs", c[0].ID, c[0].Receipt, 0); err != nil {
 			t.Fatal(err)
 		}
 		if none := claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute}); len(none) != 0 {
 			t.Fatalf("claim after the only attempt was released = %s", values(none))
+		}
+		// Released, then dead: it still names its last claimant.
+		if dead, _, err := q.Dead(ctx, ns, "jobs", "", 10); err != nil || len(dead) != 1 || dead[0].Owner != "w9" {
+			t.Fatalf("dead letter after a release = %+v, %v; want its claimant w9", dead, err)
 		}
 		if err := q.DropDead(ctx, ns, "jobs", once.ID); err != nil {
 			t.Fatal(err)

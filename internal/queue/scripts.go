@@ -161,7 +161,7 @@ return 1
 `)
 
 // releaseScript gives a claimed message back, visible after a delay; its
-// receipt then holds nothing.
+// receipt then holds nothing (its owner stays, for a dead letter to name).
 //
 // KEYS[1] details, KEYS[2] ready, KEYS[3] in flight
 // ARGV[1] id, ARGV[2] receipt, ARGV[3] delay in ms, ARGV[4] channel,
@@ -172,8 +172,8 @@ var releaseScript = redis.NewScript(receiptLua + `
 if not held(ARGV[1]) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local attempts, enq = string.match(redis.call('HGET', KEYS[1], 'm:' .. ARGV[1]), '^(%d+)|(%d+)|')
-redis.call('HSET', KEYS[1], 'm:' .. ARGV[1], attempts .. '|' .. enq .. '||')
+local attempts, enq, owner = string.match(redis.call('HGET', KEYS[1], 'm:' .. ARGV[1]), '^(%d+)|(%d+)|[^|]*|(.*)$')
+redis.call('HSET', KEYS[1], 'm:' .. ARGV[1], attempts .. '|' .. enq .. '||' .. owner)
 redis.call('ZREM', KEYS[3], ARGV[1])
 local at = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[2], string.format('%.0f', at), ARGV[1])
