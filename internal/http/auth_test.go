@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -122,6 +123,21 @@ func TestTokensAndRoles(t *testing.T) {
 		h.must(200, "POST", "/v1/locks/jobs/c", `{"ttl_ms":5000,"owner":"w1"}`, with(w1Token)...)
 		h.must(200, "POST", "/v1/locks/jobs/d", `{"ttl_ms":5000,"owner":"anyone"}`, with(adminToken)...)
 		h.must(204, "DELETE", "/v1/locks/jobs/a?force=true", "", with(adminToken)...)
+
+		// Counters are data: a worker counts where it writes keys; a
+		// reader reads them. A barrier's party is the token's worker.
+		h.must(200, "POST", "/v1/counters/tasks/T1/done", "", with(w1Token)...)
+		checkProblem(t, h.must(403, "POST", "/v1/counters/agents/a1/done", "", with(w1Token)...), "forbidden")
+		checkProblem(t, h.must(403, "DELETE", "/v1/counters/tasks/T1/done", "", with(readerToken)...), "forbidden")
+		if c := h.must(200, "GET", "/v1/counters/tasks/T1/done", "", with(readerToken)...).json(t); c["value"] != 1.0 {
+			t.Errorf("reader's read of the counter = %v", c)
+		}
+		if st := h.must(200, "POST", "/v1/barriers/jobs/B1", `{"parties":2}`, with(w1Token)...).json(t); fmt.Sprint(st["arrived"]) != "[w1]" {
+			t.Errorf("w1 token's arrival = %v, want w1 arrived", st)
+		}
+		checkProblem(t, h.must(403, "POST", "/v1/barriers/jobs/B1", `{"parties":2,"party":"w2"}`, with(w1Token)...), "forbidden")
+		checkProblem(t, h.must(403, "POST", "/v1/barriers/jobs/B1", `{"parties":2}`, with(readerToken)...), "forbidden")
+		checkProblem(t, h.must(403, "DELETE", "/v1/queues/jobs", "", with(w1Token)...), "forbidden")
 
 		// An admin may write anywhere, as any writer, and drop caches.
 		r = h.must(200, "PUT", "/v1/kv/agents/a1/state", `{"value":3}`, with(adminToken, "X-Worker-Id", "migrator")...)
