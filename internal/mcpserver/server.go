@@ -73,7 +73,12 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 	mcp.AddTool(s, &mcp.Tool{Name: "lock_acquire", Description: "Take a lock for ttl_ms, waiting up to wait_ms for " +
 		"its holder. Returns a token (to release it) and a fence that increases with every grant. keep: refresh " +
 		"the lease until released or this session ends. Fails with lock_held when someone else holds it."}, t.lockAcquire)
-	mcp.AddTool(s, &mcp.Tool{Name: "lock_release", Description: "Release a lock this session holds, by its token."}, t.lockRelease)
+	mcp.AddTool(s, &mcp.Tool{Name: "semaphore_acquire", Description: "Take one of limit permits of a counting " +
+		"semaphore for ttl_ms (at most limit holders at once), waiting up to wait_ms in line for one. Returns a " +
+		"token to release it with lock_release. keep: refresh it until released or this session ends. Fails with " +
+		"semaphore_full when every permit is taken."}, t.permitAcquire)
+	mcp.AddTool(s, &mcp.Tool{Name: "lock_release", Description: "Release a lock or a semaphore permit this session " +
+		"holds, by its token."}, t.lockRelease)
 	mcp.AddTool(s, &mcp.Tool{Name: "queue_enqueue", Description: "Add a message to a work queue. max_attempts " +
 		"sends it to the dead letters after that many claims; idempotency_key makes sending it twice add one."}, t.enqueue)
 	mcp.AddTool(s, &mcp.Tool{Name: "queue_claim", Description: "Claim up to max messages of a queue for " +
@@ -361,7 +366,7 @@ type lockIn struct {
 type lockOut struct {
 	Name      string `json:"name"`
 	Token     string `json:"token"`
-	Fence     uint64 `json:"fence"`
+	Fence     uint64 `json:"fence,omitempty"`
 	ExpiresAt string `json:"expires_at"`
 }
 
@@ -371,7 +376,13 @@ func (t *tools) lockAcquire(ctx context.Context, _ *mcp.CallToolRequest, in lock
 	if err != nil {
 		return nil, lockOut{}, err
 	}
-	if in.Keep {
+	return nil, t.hold(l, in.Keep), nil
+}
+
+// hold keeps a granted lock or permit for the session, refreshed when
+// keep is set, and says what was granted.
+func (t *tools) hold(l *client.Lock, keep bool) lockOut {
+	if keep {
 		// Not the call's context: the keeper outlives the call, until
 		// lock_release or the session's end.
 		l.Keep(context.Background())
@@ -379,7 +390,24 @@ func (t *tools) lockAcquire(ctx context.Context, _ *mcp.CallToolRequest, in lock
 	t.mu.Lock()
 	t.locks[l.Token] = l
 	t.mu.Unlock()
-	return nil, lockOut{Name: l.Name, Token: l.Token, Fence: l.Fence, ExpiresAt: l.ExpiresAt().UTC().Format(time.RFC3339Nano)}, nil
+	return lockOut{Name: l.Name, Token: l.Token, Fence: l.Fence, ExpiresAt: l.ExpiresAt().UTC().Format(time.RFC3339Nano)}
+}
+
+type permitIn struct {
+	Name   string `json:"name" jsonschema:"the semaphore's name, a key path (apis/search)"`
+	Limit  int    `json:"limit" jsonschema:"how many permits the semaphore has, 1 to 1000; every holder asks the same"`
+	TTLMs  int64  `json:"ttl_ms,omitempty" jsonschema:"the lease in ms; default 30000"`
+	WaitMs int64  `json:"wait_ms,omitempty" jsonschema:"how long to wait in line for a permit; default 0"`
+	Keep   bool   `json:"keep,omitempty" jsonschema:"refresh the lease until released or this session ends"`
+}
+
+func (t *tools) permitAcquire(ctx context.Context, _ *mcp.CallToolRequest, in permitIn) (*mcp.CallToolResult, lockOut, error) {
+	l, err := t.c.AcquirePermit(ctx, in.Name, in.Limit, client.LockOptions{
+		TTL: time.Duration(in.TTLMs) * time.Millisecond, Wait: time.Duration(in.WaitMs) * time.Millisecond})
+	if err != nil {
+		return nil, lockOut{}, err
+	}
+	return nil, t.hold(l, in.Keep), nil
 }
 
 type releaseIn struct {

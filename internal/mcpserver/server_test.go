@@ -100,7 +100,7 @@ func TestToolsAreListed(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"barrier_arrive", "counter_increment", "kv_delete", "kv_get", "kv_list", "kv_patch", "kv_put", "lock_acquire",
-		"lock_release", "memory_usage", "queue_ack", "queue_claim", "queue_enqueue", "workers_active"}
+		"lock_release", "memory_usage", "queue_ack", "queue_claim", "queue_enqueue", "semaphore_acquire", "workers_active"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("tools %v, want %v", names, want)
 	}
@@ -234,6 +234,15 @@ func TestLocksBetweenAgents(t *testing.T) {
 	if next["fence"].(float64) <= held["fence"].(float64) {
 		t.Fatalf("fences %v then %v, want increasing", held["fence"], next["fence"])
 	}
+	// Semaphores: two permits, a third holder is refused until one goes.
+	p1 := a.must("semaphore_acquire", map[string]any{"name": "apis/search", "limit": 2, "ttl_ms": 60000})
+	b.must("semaphore_acquire", map[string]any{"name": "apis/search", "limit": 2, "ttl_ms": 60000})
+	if _, errText := b.call("semaphore_acquire", map[string]any{"name": "apis/search", "limit": 2, "ttl_ms": 60000}); !strings.Contains(errText, "semaphore_full") {
+		t.Fatalf("a third permit of two: %q, want semaphore_full", errText)
+	}
+	a.must("lock_release", map[string]any{"token": p1["token"]})
+	b.must("semaphore_acquire", map[string]any{"name": "apis/search", "limit": 2, "ttl_ms": 60000, "wait_ms": 1000})
+
 	// The session ends: its lock goes at once, not when its 60 s lease ends.
 	b.stop(context.Background())
 	if got := a.must("lock_acquire", map[string]any{"name": "tasks/T1", "ttl_ms": 1000}); got["token"] == "" {
