@@ -24,6 +24,8 @@ const (
 	putBody = `{"value":` + value + `}`
 	// lockBody asks for a 5 s lease, the same PX the naive lock sets.
 	lockBody = `{"ttl_ms":5000}`
+	// incrBody adds 1 to a counter, as the naive INCRBY does.
+	incrBody = `{"by":1}`
 )
 
 // Servers an arm can address; the orchestrator maps each to a base URL.
@@ -216,6 +218,16 @@ var arms = []*arm{
 		method: "POST", prefix: "/v1/batch", fixedPath: true, n: batchBodies, bodyOf: batchBody, check: checkBatch,
 	},
 	{
+		name: "naive-incr", server: srvNaiveSet, unit: "req/s",
+		what:   "chi + go-redis, one INCRBY, its value answered",
+		method: "POST", prefix: "/incr/bench/c", body: incrBody,
+	},
+	{
+		name: "memsync-incr", server: srvMemsync, unit: "req/s",
+		what:   "POST /v1/counters/bench/c<i> " + incrBody,
+		method: "POST", prefix: "/v1/counters/bench/c", body: incrBody,
+	},
+	{
 		// The naive GET again, on the generator the lock arms use, so that
 		// "pairs/s ≥ 0.45 × naive GET" compares like with like.
 		name: "naive-get-go", server: srvNaiveGet, unit: "req/s", goOnly: true,
@@ -320,4 +332,5 @@ var comparisons = []comparison{
 	{what: "POST /v1/batch of 100 puts, key writes/s (absolute)", arm: "memsync-batch100", target: 150_000},
 	{what: "lock pairs/s vs naive GET req/s", arm: "memsync-lock", bases: []string{"naive-get-go", "naive-get"}, target: 0.45},
 	{what: "lock pairs/s vs naive SET NX PX + DEL", arm: "memsync-lock", bases: []string{"naive-lock"}},
+	{what: "counter increments vs naive INCRBY", arm: "memsync-incr", bases: []string{"naive-incr"}},
 }

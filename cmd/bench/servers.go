@@ -273,6 +273,17 @@ func startBaselines(redisAddr string) (map[string]string, func(), error) {
 				}
 				w.WriteHeader(http.StatusNoContent)
 			})
+			// The counter's baseline: one INCRBY, its value answered.
+			r.Post("/incr/*", func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				n, err := c.IncrBy(r.Context(), naivePrefix+"incr:"+chi.URLParam(r, "*"), 1).Result()
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = fmt.Fprintf(w, `{"value":%d}`, n)
+			})
 		},
 		srvNaiveLock: func(r chi.Router) {
 			c := rdb()
