@@ -36,6 +36,9 @@ type QueueMessage struct {
 	// (DeadLetters).
 	DeadAt time.Time
 	Owner  string
+	// ExpiresAt is when the message expires (EnqueueOptions.TTL); zero
+	// when it lives until acked.
+	ExpiresAt time.Time
 
 	c     *Client
 	queue string
@@ -53,6 +56,7 @@ type messageJSON struct {
 	MaxAttempts int    `json:"max_attempts"`
 	DeadAt      int64  `json:"dead_at"`
 	Owner       string `json:"owner"`
+	ExpiresAt   int64  `json:"expires_at"`
 }
 
 func (c *Client) newMessage(queue string, m messageJSON) *QueueMessage {
@@ -60,6 +64,9 @@ func (c *Client) newMessage(queue string, m messageJSON) *QueueMessage {
 		VisibleAt: fromMillis(m.VisibleAt), Receipt: m.Receipt, MaxAttempts: m.MaxAttempts, Owner: m.Owner, c: c, queue: queue}
 	if m.DeadAt != 0 {
 		out.DeadAt = fromMillis(m.DeadAt)
+	}
+	if m.ExpiresAt != 0 {
+		out.ExpiresAt = fromMillis(m.ExpiresAt)
 	}
 	return out
 }
@@ -81,6 +88,10 @@ type EnqueueOptions struct {
 	// Once claimed that many times, it goes to the queue's dead letters
 	// when it would be claimed again.
 	MaxAttempts int
+	// TTL is how long the message lives (0: until acked; else more than
+	// Delay, at most 14 days): past it, a claim deletes it rather than
+	// take it.
+	TTL time.Duration
 	// IdempotencyKey makes the enqueue safe to send again: for an hour the
 	// queue answers the same message under the same key with the first
 	// one's, adding nothing (QueueMessage.Replayed). A client made
@@ -96,7 +107,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, value any, opts Enqu
 	if err := checkName("queue name", queue); err != nil {
 		return nil, err
 	}
-	if opts.Delay < 0 || opts.MaxAttempts < 0 {
+	if opts.Delay < 0 || opts.MaxAttempts < 0 || opts.TTL < 0 {
 		return nil, fmt.Errorf("memsync: enqueue to %q: negative delay or max attempts: %w", queue, ErrInvalid)
 	}
 	raw, err := json.Marshal(value)
@@ -107,7 +118,8 @@ func (c *Client) Enqueue(ctx context.Context, queue string, value any, opts Enqu
 		Value       json.RawMessage `json:"value"`
 		DelayMs     int64           `json:"delay_ms,omitempty"`
 		MaxAttempts int             `json:"max_attempts,omitempty"`
-	}{Value: raw, DelayMs: ceilMillis(opts.Delay), MaxAttempts: opts.MaxAttempts}
+		TTLMs       int64           `json:"ttl_ms,omitempty"`
+	}{Value: raw, DelayMs: ceilMillis(opts.Delay), MaxAttempts: opts.MaxAttempts, TTLMs: ceilMillis(opts.TTL)}
 	h := http.Header{}
 	if key := c.idempotencyKey(opts.IdempotencyKey); key != "" {
 		h.Set("Idempotency-Key", key)

@@ -123,8 +123,8 @@ func TestDeadLettersAgainstServer(t *testing.T) {
 	if n, left, err := c.Redrive(ctx, "mail"); err != nil || n != 1 || left != 0 {
 		t.Fatalf("Redrive of the rest = %d, %d left, %v", n, left, err)
 	}
-	if _, err := c.Enqueue(ctx, "build", "B1", client.EnqueueOptions{Delay: time.Hour}); err != nil {
-		t.Fatal(err)
+	if m, err := c.Enqueue(ctx, "build", "B1", client.EnqueueOptions{Delay: time.Hour, TTL: 2 * time.Hour}); err != nil || m.ExpiresAt.Sub(m.EnqueuedAt) != 2*time.Hour {
+		t.Fatalf("Enqueue with a TTL = %+v, %v", m, err)
 	}
 	qs, err := c.Queues(ctx, "")
 	want := []client.QueueStats{{Queue: "build", Delayed: 1}, {Queue: "mail", Visible: 2}}

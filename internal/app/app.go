@@ -191,7 +191,7 @@ func (a *App) sources(ns string) metrics.Sources {
 	src.Queues = func() metrics.QueueStats {
 		c := a.Queues.Counters()
 		return metrics.QueueStats{Enqueued: c.Enqueued, Claimed: c.Claimed, Redelivered: c.Redelivered, Acked: c.Acked,
-			Dead: c.Dead, Redriven: c.Redriven, Replayed: c.Replayed}
+			Expired: c.Expired, Dead: c.Dead, Redriven: c.Redriven, Replayed: c.Replayed}
 	}
 	src.Barriers = func() metrics.BarrierStats {
 		s := a.Barriers.Stats()

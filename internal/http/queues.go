@@ -42,6 +42,8 @@ type messageJSON struct {
 	// DeadAt and Owner are a dead letter's.
 	DeadAt int64  `json:"dead_at,omitempty"`
 	Owner  string `json:"owner,omitempty"`
+	// ExpiresAt is left out for a message that lives until acked.
+	ExpiresAt int64 `json:"expires_at,omitempty"`
 }
 
 func newMessageJSON(m queue.Message) messageJSON {
@@ -49,6 +51,9 @@ func newMessageJSON(m queue.Message) messageJSON {
 		VisibleAt: m.VisibleAt.UnixMilli(), Receipt: m.Receipt, MaxAttempts: m.MaxAttempts}
 	if !m.DeadAt.IsZero() {
 		out.DeadAt, out.Owner = m.DeadAt.UnixMilli(), m.Owner
+	}
+	if !m.ExpiresAt.IsZero() {
+		out.ExpiresAt = m.ExpiresAt.UnixMilli()
 	}
 	return out
 }
@@ -85,6 +90,7 @@ func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 		Value       json.RawMessage `json:"value"`
 		DelayMs     int64           `json:"delay_ms"`
 		MaxAttempts int             `json:"max_attempts"`
+		TTLMs       int64           `json:"ttl_ms"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := queueTarget(r, cfg)
@@ -92,14 +98,14 @@ func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 		if err == nil {
 			err = decode(r, cfg.MaxDepth, &req)
 		}
-		if err == nil && (req.Value == nil || req.DelayMs < 0) {
-			err = fmt.Errorf("%w: the body needs a \"value\" (null is a value); delay_ms must not be negative", errInvalidArgument)
+		if err == nil && (req.Value == nil || req.DelayMs < 0 || req.TTLMs < 0) {
+			err = fmt.Errorf("%w: the body needs a \"value\" (null is a value); delay_ms and ttl_ms must not be negative", errInvalidArgument)
 		}
 		var m queue.Message
 		var replayed bool
 		if err == nil {
 			m, replayed, err = cfg.Queues.Enqueue(r.Context(), ns, name, queue.EnqueueRequest{Value: req.Value,
-				Delay: millis(req.DelayMs), MaxAttempts: req.MaxAttempts, IdempotencyKey: r.Header.Get("Idempotency-Key")})
+				Delay: millis(req.DelayMs), MaxAttempts: req.MaxAttempts, TTL: millis(req.TTLMs), IdempotencyKey: r.Header.Get("Idempotency-Key")})
 		}
 		if err != nil {
 			writeError(w, r, log, err)

@@ -40,6 +40,9 @@ func TestQueueOverHTTP(t *testing.T) {
 		}
 		h.must(201, "POST", q+"/messages", `{"value":null}`)
 		h.must(201, "POST", q+"/messages", `{"value":"later","delay_ms":3600000}`)
+		if m := h.must(201, "POST", "/v1/queues/brief/messages", `{"value":1,"ttl_ms":60000}`).json(t); m["expires_at"].(float64)-m["enqueued_at"].(float64) != 60000 {
+			t.Fatalf("enqueue with ttl_ms = %v, want expires_at 60 s after enqueued_at", m)
+		}
 		if s := h.must(200, "GET", q, "").json(t); s["visible"] != 2.0 || s["delayed"] != 1.0 || s["in_flight"] != 0.0 {
 			t.Fatalf("stats = %v", s)
 		}
@@ -212,6 +215,8 @@ func TestQueueBadInput(t *testing.T) {
 		{"POST", "/v1/queues/jobs/messages/" + id + "/release", `{}`, "invalid_argument", nil},
 		{"POST", "/v1/queues/jobs/messages/" + id + "/extend", `{"receipt":"r"}`, "invalid_argument", nil},
 		{"POST", "/v1/queues/jobs/messages", `{"value":1,"max_attempts":1001}`, "invalid_argument", nil},
+		{"POST", "/v1/queues/jobs/messages", `{"value":1,"delay_ms":5000,"ttl_ms":5000}`, "invalid_argument", nil},
+		{"POST", "/v1/queues/jobs/messages", `{"value":1,"ttl_ms":-1}`, "invalid_argument", nil},
 		{"POST", "/v1/queues/jobs/messages", `{"value":1}`, "invalid_argument", []string{"Idempotency-Key", "a b"}},
 		{"GET", "/v1/queues/jobs/dead?limit=0", ``, "invalid_argument", nil},
 		{"GET", "/v1/queues/jobs/dead?limit=x", ``, "invalid_argument", nil},

@@ -435,6 +435,7 @@ type enqueueIn struct {
 	Value          any    `json:"value" jsonschema:"any JSON"`
 	DelayMs        int64  `json:"delay_ms,omitempty"`
 	MaxAttempts    int    `json:"max_attempts,omitempty"`
+	TTLMs          int64  `json:"ttl_ms,omitempty" jsonschema:"how long the message lives unclaimed; default until acked"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
@@ -457,7 +458,8 @@ func newMessageOut(m *client.QueueMessage) (messageOut, error) {
 
 func (t *tools) enqueue(ctx context.Context, _ *mcp.CallToolRequest, in enqueueIn) (*mcp.CallToolResult, messageOut, error) {
 	m, err := t.c.Enqueue(ctx, in.Queue, in.Value, client.EnqueueOptions{
-		Delay: time.Duration(in.DelayMs) * time.Millisecond, MaxAttempts: in.MaxAttempts, IdempotencyKey: in.IdempotencyKey})
+		Delay: time.Duration(in.DelayMs) * time.Millisecond, MaxAttempts: in.MaxAttempts,
+		TTL: time.Duration(in.TTLMs) * time.Millisecond, IdempotencyKey: in.IdempotencyKey})
 	if err != nil {
 		return nil, messageOut{}, err
 	}

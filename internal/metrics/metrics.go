@@ -33,8 +33,8 @@ type LockStats struct {
 
 // QueueStats are the work queues' counters.
 type QueueStats struct {
-	Enqueued, Claimed, Redelivered, Acked, Dead, Redriven uint64
-	Replayed                                              uint64 // enqueues answered by their Idempotency-Key
+	Enqueued, Claimed, Redelivered, Acked, Expired, Dead, Redriven uint64
+	Replayed                                                       uint64 // enqueues answered by their Idempotency-Key
 }
 
 // CounterStats are the counters' counts.
@@ -216,7 +216,7 @@ var (
 	descSubUp         = desc("memsync_event_subscription_up", "1 while this instance's Redis event subscription is up.")
 	descPending       = desc("memsync_pending_async_writes", "Async writes queued and not yet in Redis.")
 	descWorkers       = desc("memsync_active_workers", "Workers whose heartbeat is alive (default namespace).")
-	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked, dead (moved to the dead letters, having had its most attempts), redriven (given back from the dead letters).", "event")
+	descQueue         = desc("memsync_queue_messages_total", "Work queue messages this instance handled, by what it did: enqueued, claimed, redelivered (claimed again after a claim lapsed or a release), acked, expired (deleted past its TTL), dead (moved to the dead letters, having had its most attempts), redriven (given back from the dead letters).", "event")
 	descCounterAdds   = desc("memsync_increments_total", "Increments this instance applied to counters (not those answered by their Idempotency-Key).")
 	descBarrierArrive = desc("memsync_barrier_arrivals_total", "Parties this instance counted in at a barrier.")
 	descBarrierTrips  = desc("memsync_barrier_trips_total", "Barrier generations an arrival on this instance completed.")
@@ -298,6 +298,7 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQueue, q.Claimed, "claimed")
 		counter(descQueue, q.Redelivered, "redelivered")
 		counter(descQueue, q.Acked, "acked")
+		counter(descQueue, q.Expired, "expired")
 		counter(descQueue, q.Dead, "dead")
 		counter(descQueue, q.Redriven, "redriven")
 		counter(descReplayed, q.Replayed, "enqueue")

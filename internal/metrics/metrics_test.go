@@ -32,7 +32,7 @@ func sources() metrics.Sources {
 		Async:  func() metrics.AsyncStats { return metrics.AsyncStats{Pending: 3, Flushes: 2} },
 		Reaped: func() uint64 { return 9 },
 		Queues: func() metrics.QueueStats {
-			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10, Dead: 1, Redriven: 1, Replayed: 5}
+			return metrics.QueueStats{Enqueued: 11, Claimed: 12, Redelivered: 2, Acked: 10, Expired: 4, Dead: 1, Redriven: 1, Replayed: 5}
 		},
 		Counters:      func() metrics.CounterStats { return metrics.CounterStats{Added: 13, Replayed: 6} },
 		Barriers:      func() metrics.BarrierStats { return metrics.BarrierStats{Arrivals: 14, Trips: 3} },
@@ -75,6 +75,7 @@ func TestExpositionPassesLint(t *testing.T) {
 		`memsync_queue_messages_total{event="redelivered"} 2`,
 		`memsync_queue_messages_total{event="acked"} 10`,
 		`memsync_queue_messages_total{event="dead"} 1`,
+		`memsync_queue_messages_total{event="expired"} 4`,
 		`memsync_idempotent_replays_total{kind="enqueue"} 5`,
 		`memsync_increments_total 13`,
 		`memsync_barrier_arrivals_total 14`,

@@ -398,3 +398,58 @@ func TestQueueDeadLettersUnderConcurrentClaims(t *testing.T) {
 		t.Fatalf("Counters count %d dead, want %d", d, messages/2)
 	}
 }
+
+// A message past its TTL is deleted by the claim that finds it, whether it
+// was never claimed or its claim lapsed; the claim takes the next one.
+func TestQueueMessagesExpire(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		q := newQueues(t, b)
+		ctx := context.Background()
+		add := func(value string, ttl time.Duration) queue.Message {
+			t.Helper()
+			m, _, err := q.Enqueue(ctx, ns, "jobs", queue.EnqueueRequest{Value: json.RawMessage(value), TTL: ttl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		brief := add(`"brief"`, 100*time.Millisecond)
+		if got := brief.ExpiresAt.Sub(brief.EnqueuedAt); got != 100*time.Millisecond {
+			t.Fatalf("ExpiresAt - EnqueuedAt = %v, want the TTL", got)
+		}
+		claimed := add(`"claimed"`, 300*time.Millisecond)
+		add(`"lasting"`, 0)
+		got := claim(t, q, "jobs", queue.ClaimRequest{Visibility: 50 * time.Millisecond})
+		if values(got) != `["brief"]` || !got[0].ExpiresAt.Equal(brief.ExpiresAt) {
+			t.Fatalf("first claim = %+v", got)
+		}
+		got = claim(t, q, "jobs", queue.ClaimRequest{Visibility: 50 * time.Millisecond})
+		if values(got) != `["claimed"]` || got[0].ID != claimed.ID {
+			t.Fatalf("second claim = %+v", got)
+		}
+		time.Sleep(400 * time.Millisecond) // both backends run on real time: all but lasting expired
+		got = claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute, Max: 10})
+		if values(got) != `["lasting"]` || !got[0].ExpiresAt.IsZero() {
+			t.Fatalf("claim after the TTLs = %+v, want lasting alone", got)
+		}
+		if s, _ := q.Stats(ctx, ns, "jobs"); s != (queue.Stats{InFlight: 1}) {
+			t.Fatalf("Stats = %+v, want lasting in flight only", s)
+		}
+		if c := q.Counters(); c.Expired != 2 {
+			t.Fatalf("Counters = %+v, want 2 expired", c)
+		}
+		n, err := b.Client.HLen(ctx, "ms:{test/queues/jobs}#queue-messages").Result()
+		if err != nil || n != 2 {
+			t.Fatalf("%d fields left in the queue's hash, %v; want lasting's v: and m:", n, err)
+		}
+		for _, bad := range []queue.EnqueueRequest{
+			{Value: json.RawMessage(`1`), TTL: -time.Second},
+			{Value: json.RawMessage(`1`), TTL: queue.MaxTTL + time.Second},
+			{Value: json.RawMessage(`1`), Delay: time.Minute, TTL: time.Minute},
+		} {
+			if _, _, err := q.Enqueue(ctx, ns, "jobs", bad); !errors.Is(err, queue.ErrInvalidArgument) {
+				t.Errorf("Enqueue %+v: %v, want ErrInvalidArgument", bad, err)
+			}
+		}
+	})
+}

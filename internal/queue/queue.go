@@ -69,6 +69,8 @@ const (
 	MaxAttempts = 1000
 	// MaxDeadPage is the most dead letters one Dead or Redrive call takes.
 	MaxDeadPage = 1000
+	// MaxTTL is the longest a message lives.
+	MaxTTL = 14 * 24 * time.Hour
 	// DefaultDedupWindow is how long a queue remembers an enqueue's
 	// idempotency key.
 	DefaultDedupWindow = time.Hour
@@ -85,7 +87,7 @@ var (
 	// ErrNotDead: no dead letter has the id.
 	ErrNotDead = errors.New("queue: no such dead letter")
 	// ErrIdempotencyMismatch: the queue remembers the enqueue's idempotency
-	// key for another value, delay or bound on attempts. It is an
+	// key for another value, delay, bound on attempts or TTL. It is an
 	// ErrInvalidArgument.
 	ErrIdempotencyMismatch = fmt.Errorf("%w: idempotency key reused for another message", ErrInvalidArgument)
 	// ErrClosed: a claim had to wait on closed Queues.
@@ -133,6 +135,9 @@ type Message struct {
 	MaxAttempts int
 	// DeadAt is when it went to the dead letters (zero but for those).
 	DeadAt time.Time
+	// ExpiresAt is when the message expires: a claim deletes it rather
+	// than take it once that has passed. Zero: it lives until acked.
+	ExpiresAt time.Time
 	// Owner names the claimant of its latest claim (read of dead letters).
 	Owner string
 }
@@ -146,10 +151,14 @@ type EnqueueRequest struct {
 	// MaxAttempts bounds the message's claims, 0 (no bound) to
 	// MaxAttempts.
 	MaxAttempts int
+	// TTL is how long the message lives, from now: past it, unclaimed or
+	// whose claim lapsed, it is deleted, never claimed. 0: until acked;
+	// else more than Delay and at most MaxTTL.
+	TTL time.Duration
 	// IdempotencyKey, when set, makes the enqueue safe to send again: for
 	// Options.DedupWindow the queue answers the same request under the same key
 	// with the first one's message, adding nothing. The same key with
-	// another value, delay or MaxAttempts is ErrIdempotencyMismatch.
+	// another value, Delay, MaxAttempts or TTL is ErrIdempotencyMismatch.
 	IdempotencyKey string
 }
 
@@ -174,6 +183,7 @@ type Counters struct {
 	Claimed     uint64 // messages claimed
 	Redelivered uint64 // of those, claimed before (Attempts > 1)
 	Acked       uint64 // messages acked
+	Expired     uint64 // messages deleted past their TTL
 	Dead        uint64 // messages that went to the dead letters
 	Redriven    uint64 // dead letters given back
 }
@@ -181,7 +191,7 @@ type Counters struct {
 // Counters returns the counts.
 func (q *Queues) Counters() Counters {
 	return Counters{Enqueued: q.enqueued.Load(), Replayed: q.replayed.Load(), Claimed: q.claimed.Load(),
-		Redelivered: q.redelivered.Load(), Acked: q.acked.Load(), Dead: q.dead.Load(), Redriven: q.redriven.Load()}
+		Redelivered: q.redelivered.Load(), Acked: q.acked.Load(), Expired: q.expired.Load(), Dead: q.dead.Load(), Redriven: q.redriven.Load()}
 }
 
 // Stats count a queue's messages.
@@ -205,7 +215,7 @@ type Queues struct {
 	opts   Options
 	wakeup *wakeup.Hub // by ready key
 
-	enqueued, replayed, claimed, redelivered, acked, dead, redriven atomic.Uint64
+	enqueued, replayed, claimed, redelivered, acked, expired, dead, redriven atomic.Uint64
 }
 
 // readyKind names the channels that announce a message visible now.
@@ -280,6 +290,8 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	switch {
 	case req.Delay < 0 || req.Delay > MaxDelay:
 		return Message{}, false, fmt.Errorf("%w: delay %v must be between 0 and %v", ErrInvalidArgument, req.Delay, MaxDelay)
+	case req.TTL < 0 || req.TTL > MaxTTL || req.TTL > 0 && req.TTL <= req.Delay:
+		return Message{}, false, fmt.Errorf("%w: ttl %v must be 0 (until acked), or more than the delay and at most %v", ErrInvalidArgument, req.TTL, MaxTTL)
 	case req.MaxAttempts < 0 || req.MaxAttempts > MaxAttempts:
 		return Message{}, false, fmt.Errorf("%w: max attempts %d must be between 0 (no bound) and %d", ErrInvalidArgument, req.MaxAttempts, MaxAttempts)
 	case req.IdempotencyKey != "" && !keys.ValidSegment(req.IdempotencyKey):
@@ -292,7 +304,7 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	digest := ""
 	if req.IdempotencyKey != "" {
 		h := sha256.New()
-		fmt.Fprintf(h, "%d\x00%d\x00", req.Delay.Milliseconds(), req.MaxAttempts)
+		fmt.Fprintf(h, "%d\x00%d\x00%d\x00", req.Delay.Milliseconds(), req.MaxAttempts, req.TTL.Milliseconds())
 		h.Write(req.Value)
 		digest = hex.EncodeToString(h.Sum(nil)[:12])
 	}
@@ -300,7 +312,7 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	run := func(p redis.Pipeliner) {
 		cmd = enqueueScript.EvalSha(ctx, p, []string{ready, details, seq, dedup},
 			string(req.Value), req.Delay.Milliseconds(), readyChannel(ns), name,
-			req.MaxAttempts, req.IdempotencyKey, digest, q.opts.DedupWindow.Milliseconds())
+			req.MaxAttempts, req.IdempotencyKey, digest, q.opts.DedupWindow.Milliseconds(), req.TTL.Milliseconds())
 		// The index is in another hash slot: its entry goes in the same
 		// round trip, not the same script. A purge racing with an enqueue
 		// may leave a queue with messages out of it until the next one.
@@ -332,9 +344,12 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	at, _ := res[2].(int64)
 	replayed, _ := res[3].(int64)
 	m := Message{ID: id, EnqueuedAt: time.UnixMilli(enq), VisibleAt: time.UnixMilli(at), MaxAttempts: req.MaxAttempts}
+	if req.TTL > 0 {
+		m.ExpiresAt = m.EnqueuedAt.Add(req.TTL)
+	}
 	switch replayed {
 	case -1:
-		return Message{}, false, fmt.Errorf("%w: key %q was used on queue %q for message %s, with another value, delay or max attempts",
+		return Message{}, false, fmt.Errorf("%w: key %q was used on queue %q for message %s, with another value, delay, max attempts or ttl",
 			ErrIdempotencyMismatch, req.IdempotencyKey, name, id)
 	case 1:
 		q.replayed.Add(1)
@@ -420,13 +435,15 @@ func (q *Queues) tryClaim(ctx context.Context, ns, name string, req ClaimRequest
 	if err != nil {
 		return nil, 0, redisError("claim", name, err)
 	}
-	const head, per = 3, 6
+	const head, per = 4, 7
 	if len(res) < head || (len(res)-head)%per != 0 {
 		return nil, 0, fmt.Errorf("queue: claim %q: unexpected script reply %v", name, res)
 	}
 	now, _ := res[0].(int64)
 	died, _ := res[2].(int64)
+	expired, _ := res[3].(int64)
 	q.dead.Add(uint64(max(died, 0)))
+	q.expired.Add(uint64(max(expired, 0)))
 	if len(res) == head {
 		next, _ := res[1].(int64)
 		if next == 0 {
@@ -443,8 +460,12 @@ func (q *Queues) tryClaim(ctx context.Context, ns, name string, req ClaimRequest
 		enq, _ := res[i+3].(int64)
 		until, _ := res[i+4].(int64)
 		most, _ := res[i+5].(int64)
+		expires, _ := res[i+6].(int64)
 		msgs[j] = Message{ID: id, Value: json.RawMessage(value), Attempts: int(attempts), MaxAttempts: int(most),
 			EnqueuedAt: time.UnixMilli(enq), VisibleAt: time.UnixMilli(until), Receipt: args[2+j].(string), Owner: req.Owner}
+		if expires > 0 {
+			msgs[j].ExpiresAt = time.UnixMilli(expires)
+		}
 		q.claimed.Add(1)
 		if attempts > 1 {
 			q.redelivered.Add(1)

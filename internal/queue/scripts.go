@@ -10,7 +10,7 @@ import "github.com/redis/go-redis/v9"
 // its value as JSON; "m:<id>", "<attempts>|<enqueued_at>|<receipt>|<owner>"
 // (the receipt and owner of its latest claim, empty before one; the owner
 // last, as it may hold any character); "x:<id>", its most attempts, when
-// bounded; "d:<id>", when it went to the dead letters, while there. The
+// bounded; "e:<id>", when it expires (ms), when it does; "d:<id>", when it went to the dead letters, while there. The
 // hash also holds "k:<idempotency key>", "<id>|<enqueued_at>|<visible_at>|
 // <digest>", for each key remembered. Numbers are formatted with
 // string.format('%.0f', n) (see package lock's scripts).
@@ -26,7 +26,8 @@ import "github.com/redis/go-redis/v9"
 // ARGV[1] value (JSON), ARGV[2] delay in ms, ARGV[3] channel, ARGV[4] the
 // queue's name (the message), ARGV[5] most attempts (0: no bound), ARGV[6]
 // idempotency key ("": none), ARGV[7] the request's digest, ARGV[8] how
-// long a key is remembered, ms
+// long a key is remembered, ms, ARGV[9] how long the message lives, ms (0:
+// until acked)
 //
 // Returns {id, enqueued_at_ms, visible_at_ms, replayed}: replayed is 0 for
 // a message added, 1 for a key remembered with the same digest, -1 for one
@@ -56,6 +57,7 @@ local id = string.format('%016.0f', redis.call('INCR', KEYS[3]))
 local at = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[2], 'v:' .. id, ARGV[1], 'm:' .. id, '0|' .. string.format('%.0f', now) .. '||')
 if tonumber(ARGV[5]) > 0 then redis.call('HSET', KEYS[2], 'x:' .. id, ARGV[5]) end
+if tonumber(ARGV[9]) > 0 then redis.call('HSET', KEYS[2], 'e:' .. id, string.format('%.0f', now + tonumber(ARGV[9]))) end
 if idem ~= '' then
   redis.call('HSET', KEYS[2], 'k:' .. idem, id .. '|' .. string.format('%.0f', now) .. '|' .. string.format('%.0f', at) .. '|' .. ARGV[7])
   redis.call('ZADD', KEYS[4], string.format('%.0f', now + tonumber(ARGV[8])), idem)
@@ -71,7 +73,7 @@ return {id, now, at, 0}
 // whose timeout passed are visible again first (as of when it passed). A
 // visible message already claimed as many times as its most attempts
 // allow goes to the dead letters instead, held by no receipt, and the
-// claim takes the next one.
+// claim takes the next one; one past its expiry is deleted.
 //
 // KEYS[1] ready, KEYS[2] details, KEYS[3] in flight (sorted set: id → end of
 // the visibility timeout, ms), KEYS[4] dead letters (sorted set: id → id as
@@ -79,11 +81,12 @@ return {id, now, at, 0}
 // ARGV[1] visibility timeout in ms, ARGV[2] owner, ARGV[3..] one receipt
 // per message to claim at most
 //
-// Returns {now_ms, next_ms, dead} when none was claimed (next_ms: when the
-// first may be visible, 0 when the queue is empty; dead: how many went to
-// the dead letters), else {now_ms, 0, dead, then per message: id, value,
-// attempts, enqueued_at_ms, visible_again_at_ms, most attempts (0: no
-// bound)}.
+// Returns {now_ms, next_ms, dead, expired} when none was claimed (next_ms:
+// when the first may be visible, 0 when the queue is empty; dead: how many
+// went to the dead letters; expired: how many were deleted), else {now_ms,
+// 0, dead, expired, then per message: id, value, attempts, enqueued_at_ms,
+// visible_again_at_ms, most attempts (0: no bound), expires_at_ms (0:
+// none)}.
 var claimScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -94,8 +97,8 @@ for i = 1, #lapsed, 2 do
 end
 local want = #ARGV - 2
 local until_ = now + tonumber(ARGV[1])
-local out = {now, 0, 0}
-local got, dead = 0, 0
+local out = {now, 0, 0, 0}
+local got, dead, expired = 0, 0, 0
 while got < want do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now), 'LIMIT', 0, want - got)
   if #ids == 0 then break end
@@ -105,7 +108,11 @@ while got < want do
     attempts = tonumber(attempts) or 0
     enq = enq or '0'
     local most = tonumber(redis.call('HGET', KEYS[2], 'x:' .. id) or '0')
-    if most > 0 and attempts >= most then
+    local expires = tonumber(redis.call('HGET', KEYS[2], 'e:' .. id) or '0')
+    if expires > 0 and expires <= now then
+      redis.call('HDEL', KEYS[2], 'v:' .. id, 'm:' .. id, 'x:' .. id, 'e:' .. id)
+      expired = expired + 1
+    elseif most > 0 and attempts >= most then
       redis.call('HSET', KEYS[2], 'm:' .. id, string.format('%.0f', attempts) .. '|' .. enq .. '||' .. (owner or ''),
         'd:' .. id, string.format('%.0f', now))
       redis.call('ZADD', KEYS[4], id, id)
@@ -121,10 +128,12 @@ while got < want do
       table.insert(out, tonumber(enq))
       table.insert(out, until_)
       table.insert(out, most)
+      table.insert(out, expires)
     end
   end
 end
 out[3] = dead
+out[4] = expired
 if got == 0 then
   local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
   local busy = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')[2]
@@ -154,7 +163,7 @@ end
 // again since, released, or deleted); then nothing changes.
 var ackScript = redis.NewScript(receiptLua + `
 if not held(ARGV[1]) then return 0 end
-redis.call('HDEL', KEYS[1], 'v:' .. ARGV[1], 'm:' .. ARGV[1], 'x:' .. ARGV[1])
+redis.call('HDEL', KEYS[1], 'v:' .. ARGV[1], 'm:' .. ARGV[1], 'x:' .. ARGV[1], 'e:' .. ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
@@ -275,6 +284,6 @@ return {#ids, redis.call('ZCARD', KEYS[1])}
 // Returns 1, or 0 when the message is not a dead letter.
 var dropDeadScript = redis.NewScript(`
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], 'v:' .. ARGV[1], 'm:' .. ARGV[1], 'x:' .. ARGV[1], 'd:' .. ARGV[1])
+redis.call('HDEL', KEYS[2], 'v:' .. ARGV[1], 'm:' .. ARGV[1], 'x:' .. ARGV[1], 'd:' .. ARGV[1], 'e:' .. ARGV[1])
 return 1
 `)
