@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -126,4 +127,24 @@ func (c *Client) DeleteCounter(ctx context.Context, name string) error {
 		return errEmpty("counter name")
 	}
 	return c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/counters", name)}, nil)
+}
+
+// Counters lists the namespace's counters whose names start with prefix
+// (all for ""), by name.
+func (c *Client) Counters(ctx context.Context, prefix string) ([]*Counter, error) {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	var out struct {
+		Counters []counterJSON `json:"counters"`
+	}
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/counters", query: q}, &out); err != nil {
+		return nil, err
+	}
+	cs := make([]*Counter, len(out.Counters))
+	for i, j := range out.Counters {
+		cs[i] = j.counter()
+	}
+	return cs, nil
 }

@@ -40,6 +40,9 @@ func TestCountersAgainstServer(t *testing.T) {
 	if got, err := c.Counter(ctx, "jobs/done"); err != nil || got.Value != 1<<53-1 {
 		t.Fatalf("Counter = %+v, %v", got, err)
 	}
+	if cs, err := c.Counters(ctx, "jobs/"); err != nil || len(cs) != 1 || cs[0].Name != "jobs/done" || cs[0].Value != 1<<53-1 {
+		t.Fatalf("Counters = %+v, %v", cs, err)
+	}
 	if err := c.DeleteCounter(ctx, "jobs/done"); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,9 @@
 //	ms:{N/sub}…#counter-keys-at  sorted set: idempotency key → when
 //	                             forgotten (ms); both expire a window after
 //	                             the latest keyed increment
+//	ms:{N}#counters              sorted set, the namespace's index: name →
+//	                             when an Add or Set last touched it (ms);
+//	                             List drops the names of counters gone
 package counter
 
 import (
@@ -26,7 +29,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -193,8 +198,8 @@ func (c *Counters) Add(ctx context.Context, ns, name string, req AddRequest) (Co
 		h := sha256.Sum256([]byte(strconv.FormatInt(req.By, 10) + " " + strconv.FormatInt(ttl, 10)))
 		digest = hex.EncodeToString(h[:12])
 	}
-	res, err := addScript.Run(ctx, c.rdb, counterKeys(ns, name), req.By, ttl, c.opts.DefaultTTL.Milliseconds(),
-		req.IdempotencyKey, digest, int64(MaxValue), c.opts.DedupWindow.Milliseconds(), c.opts.MaxRemembered).Int64Slice()
+	res, err := c.indexed(ctx, ns, name, addScript, counterKeys(ns, name), req.By, ttl, c.opts.DefaultTTL.Milliseconds(),
+		req.IdempotencyKey, digest, int64(MaxValue), c.opts.DedupWindow.Milliseconds(), c.opts.MaxRemembered)
 	if err != nil {
 		return Counter{}, false, redisError("add", name, err)
 	}
@@ -228,7 +233,7 @@ func (c *Counters) Set(ctx context.Context, ns, name string, value int64, ttl *t
 	if err != nil {
 		return Counter{}, err
 	}
-	res, err := setScript.Run(ctx, c.rdb, counterKeys(ns, name)[:1], value, ms, c.opts.DefaultTTL.Milliseconds()).Int64Slice()
+	res, err := c.indexed(ctx, ns, name, setScript, counterKeys(ns, name)[:1], value, ms, c.opts.DefaultTTL.Milliseconds())
 	if err != nil {
 		return Counter{}, redisError("set", name, err)
 	}
@@ -280,6 +285,10 @@ func (c *Counters) Delete(ctx context.Context, ns, name string) error {
 		p.Del(ctx, ks...)
 		return nil
 	})
+	if err == nil {
+		// The index is in another hash slot: a separate command.
+		err = c.rdb.ZRem(ctx, indexKey(ns), name).Err()
+	}
 	if err != nil {
 		return redisError("delete", name, err)
 	}
@@ -287,6 +296,95 @@ func (c *Counters) Delete(ctx context.Context, ns, name string) error {
 		return ErrNotFound
 	}
 	return nil
+}
+
+// indexKey is namespace ns's index of counters.
+func indexKey(ns string) string { return keys.Namespace(ns, "counters") }
+
+// indexed runs script, which writes counter name, and, in the same round
+// trip, records name in the namespace's index (another hash slot, so not
+// in the script): an index entry may name a counter gone, which List
+// drops, but never misses one written.
+func (c *Counters) indexed(ctx context.Context, ns, name string, script *redis.Script, ks []string, args ...any) ([]int64, error) {
+	var cmd *redis.Cmd
+	exec := func() error {
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = script.EvalSha(ctx, p, ks, args...)
+			p.ZAddGT(ctx, indexKey(ns), redis.Z{Score: float64(time.Now().UnixMilli()), Member: name})
+			return nil
+		})
+		return err
+	}
+	err := exec()
+	if rediserr.NoScript(cmd.Err()) {
+		if err = script.Load(ctx, c.rdb).Err(); err == nil {
+			err = exec()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Int64Slice()
+}
+
+// List returns the counters of namespace ns whose names start with prefix
+// (all for ""), sorted by name. It reads the namespace's index, never the
+// keyspace, and each counter it names, and drops from the index the
+// names of counters gone (expired or deleted).
+func (c *Counters) List(ctx context.Context, ns, prefix string) ([]Counter, error) {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	members, err := c.rdb.ZRangeWithScores(ctx, indexKey(ns), 0, -1).Result()
+	if err != nil {
+		return nil, redisError("list", prefix, err)
+	}
+	var names []string
+	scores := map[string]float64{}
+	for _, m := range members {
+		name, _ := m.Member.(string)
+		if strings.HasPrefix(name, prefix) && keys.Validate(name) == nil {
+			names = append(names, name)
+			scores[name] = m.Score
+		}
+	}
+	slices.Sort(names)
+	out := []Counter{}
+	if len(names) == 0 {
+		return out, nil
+	}
+	values := make([]*redis.StringCmd, len(names))
+	ttls := make([]*redis.DurationCmd, len(names))
+	_, err = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, name := range names {
+			k := counterKeys(ns, name)[0]
+			values[i], ttls[i] = p.HGet(ctx, k, "v"), p.PTTL(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, redisError("list", prefix, err)
+	}
+	var gone []any
+	for i, name := range names {
+		v, err := values[i].Int64()
+		if errors.Is(err, redis.Nil) {
+			gone = append(gone, name, strconv.FormatFloat(scores[name], 'f', -1, 64))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("counter: list: %q: %w", name, err)
+		}
+		pttl := ttls[i].Val().Milliseconds()
+		if ttls[i].Val() < 0 {
+			pttl = -1
+		}
+		out = append(out, newCounter(name, v, pttl))
+	}
+	if len(gone) > 0 {
+		_ = pruneScript.Run(ctx, c.rdb, []string{indexKey(ns)}, gone...).Err() // the next listing tries again
+	}
+	return out, nil
 }
 
 // newCounter makes a Counter of a value and a PTTL in ms (negative: none).

@@ -234,3 +234,45 @@ func TestCounterRemembersAtMostMaxKeys(t *testing.T) {
 		}
 	})
 }
+
+// List names the namespace's counters by prefix, with their values, and
+// drops from its index those gone.
+func TestCounterList(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		c := counter.New(b.Client, counter.Options{})
+		ctx := context.Background()
+		if got, err := c.List(ctx, ns, ""); err != nil || len(got) != 0 {
+			t.Fatalf("List of a new namespace = %+v, %v", got, err)
+		}
+		add(t, c, "jobs/done", counter.AddRequest{By: 3})
+		add(t, c, "jobs/failed", counter.AddRequest{By: 1, TTL: ttl(time.Hour)})
+		add(t, c, "mail/sent", counter.AddRequest{By: 7})
+		add(t, c, "jobs/brief", counter.AddRequest{By: 1, TTL: ttl(50 * time.Millisecond)})
+		if _, err := c.Set(ctx, ns, "jobs/reset", 10, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, ns, "mail/sent"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond) // jobs/brief expires: both backends run TTLs in real time
+		got, err := c.List(ctx, ns, "jobs/")
+		var names []string
+		for _, x := range got {
+			names = append(names, fmt.Sprint(x.Name, "=", x.Value))
+		}
+		if err != nil || fmt.Sprint(names) != "[jobs/done=3 jobs/failed=1 jobs/reset=10]" || got[1].ExpiresAt.IsZero() || !got[0].ExpiresAt.IsZero() {
+			t.Fatalf("List jobs/ = %v (%+v), %v", names, got, err)
+		}
+		if all, _ := c.List(ctx, ns, ""); len(all) != 3 {
+			t.Fatalf("List = %+v, want the three jobs counters", all)
+		}
+		// The expired counter's entry went from the index; the deleted
+		// one's went with its Delete.
+		if n, err := b.Client.ZCard(ctx, "ms:{test}#counters").Result(); err != nil || n != 3 {
+			t.Fatalf("index holds %d names, %v; want 3", n, err)
+		}
+		if other, _ := c.List(ctx, "elsewhere", ""); len(other) != 0 {
+			t.Fatalf("another namespace lists %+v", other)
+		}
+	})
+}

@@ -16,6 +16,7 @@ type Counters interface {
 	Set(ctx context.Context, ns, name string, value int64, ttl *time.Duration) (counter.Counter, error)
 	Get(ctx context.Context, ns, name string) (counter.Counter, error)
 	Delete(ctx context.Context, ns, name string) error
+	List(ctx context.Context, ns, prefix string) ([]counter.Counter, error)
 }
 
 // counterJSON is a counter on the wire (expires_at in Unix ms, left out
@@ -150,5 +151,31 @@ func handleCounterDelete(log *slog.Logger, cfg Config) http.HandlerFunc {
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// handleCounters lists a namespace's counters by prefix.
+func handleCounters(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Counters []counterJSON `json:"counters"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		if err == nil && cfg.Counters == nil {
+			err = errNotConfigured
+		}
+		var cs []counter.Counter
+		if err == nil {
+			cs, err = cfg.Counters.List(r.Context(), ns, r.URL.Query().Get("prefix"))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Counters: make([]counterJSON, len(cs))}
+		for i, c := range cs {
+			out.Counters[i] = newCounterJSON(c)
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }

@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,14 @@ func TestCountersOverHTTP(t *testing.T) {
 		checkProblem(t, h.must(409, "POST", c, `{"by":2}`), "counter_overflow")
 		if got := h.must(200, "POST", c, `{"by":1}`); strings.TrimSpace(string(got.body)) != `{"counter":"jobs/J1/done","value":9007199254740991}` {
 			t.Fatalf("increment to the bound = %s", got.body)
+		}
+		h.must(200, "POST", "/v1/counters/jobs/J2/done", `{"by":2}`)
+		var list struct {
+			Counters []map[string]any `json:"counters"`
+		}
+		if err := json.Unmarshal(h.must(200, "GET", "/v1/counters?prefix=jobs/", "").body, &list); err != nil || len(list.Counters) != 2 ||
+			list.Counters[0]["counter"] != "jobs/J1/done" || list.Counters[1]["value"] != 2.0 {
+			t.Fatalf("list = %+v, %v", list, err)
 		}
 		h.must(204, "DELETE", c, "")
 		checkProblem(t, h.must(404, "DELETE", c, ""), "not_found")

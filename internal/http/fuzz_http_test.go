@@ -65,6 +65,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"PUT", "/v1/counters/{k}"},
 	{"GET", "/v1/counters/{k}"},
 	{"DELETE", "/v1/counters/{k}"},
+	{"GET", "/v1/counters"},
 	{"POST", "/v1/barriers/{k}"}, // a wait for parties that never come ends at the client's timeout, as a lock's
 	{"GET", "/v1/barriers/{k}"},
 }

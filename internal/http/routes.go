@@ -53,6 +53,7 @@ func (s *Server) routes() {
 	r.Put("/v1/counters/*", handleCounterSet(log, cfg))
 	r.Get("/v1/counters/*", handleCounterGet(log, cfg))
 	r.Delete("/v1/counters/*", handleCounterDelete(log, cfg))
+	r.Get("/v1/counters", handleCounters(log, cfg))
 	r.Post("/v1/barriers/*", handleArrive(log, cfg))
 	r.Get("/v1/barriers/*", handleBarrier(log, cfg))
 
