@@ -276,3 +276,26 @@ func TestCounterList(t *testing.T) {
 		}
 	})
 }
+
+// On a Redis Cluster of three masters the counters, their remembered keys
+// and their index (in another slot) work as on one Redis.
+func TestCounterOnCluster(t *testing.T) {
+	rdb := redistest.ClusterClient(t, redistest.StartCluster(t, 3))
+	c := counter.New(rdb, counter.Options{})
+	ctx := context.Background()
+	for _, name := range []string{"jobs/done", "mail/sent", "x"} {
+		for range 2 {
+			if _, _, err := c.Add(ctx, ns, name, counter.AddRequest{By: 2, IdempotencyKey: "k"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := c.List(ctx, ns, "")
+	var names []string
+	for _, x := range got {
+		names = append(names, fmt.Sprint(x.Name, "=", x.Value))
+	}
+	if err != nil || fmt.Sprint(names) != "[jobs/done=2 mail/sent=2 x=2]" {
+		t.Fatalf("List = %v, %v", names, err)
+	}
+}
