@@ -51,7 +51,7 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 	t := &tools{c: c, ns: ns, locks: map[string]*client.Lock{}, msgs: map[string]*client.QueueMessage{}}
 	s := mcp.NewServer(&mcp.Implementation{Name: "memsync", Version: Version}, &mcp.ServerOptions{
 		Instructions: "Shared memory and coordination for a fleet of agents: keys with versions and " +
-			"compare-and-set, locks with fencing tokens, work queues, counters. Keys are paths of " +
+			"compare-and-set, locks with fencing tokens, semaphores, work queues, counters, barriers. Keys are paths of " +
 			"1-8 segments like tasks/T1/state. Writes made without having read a key are kept " +
 			"as siblings, not lost.",
 	})
