@@ -157,7 +157,7 @@ func New(rdb redis.UniversalClient, opts Options) *Barriers {
 		opts.Keep = DefaultKeep
 	}
 	b := &Barriers{rdb: rdb, opts: opts}
-	b.wakeup = wakeup.New(rdb, trippedKind, func(ns, name string) (string, bool) {
+	b.wakeup = wakeup.New(rdb, trippedKind, wakeup.Every, func(ns, name string) (string, bool) {
 		if keys.Validate(name) != nil {
 			return "", false
 		}

@@ -3,9 +3,10 @@
 // one it finished (with the receipt of its claim), or releases it; a
 // message whose claimant neither acks nor releases it in time (it crashed)
 // is visible again, and the next claim gets it, counting one attempt more.
-// Workers may wait for a message: an enqueue wakes the waiting claims of
-// every instance (one pattern subscription per Queues, fanned out in the
-// process), and a waiting claim also wakes when a delayed message or a
+// Workers may wait for a message: an enqueue wakes, on every instance, the
+// claim waiting there longest (one pattern subscription per Queues, package
+// wakeup), so that an instance serves its waiting claims in line; a waiting
+// claim also wakes when a delayed message or a
 // visibility timeout comes due, and every Options.RetryInterval as a
 // safety net for a lost message.
 //
@@ -256,7 +257,10 @@ func New(rdb redis.UniversalClient, opts Options) *Queues {
 		opts.DedupWindow = DefaultDedupWindow
 	}
 	q := &Queues{rdb: rdb, opts: opts}
-	q.wakeup = wakeup.New(rdb, readyKind, func(ns, name string) (string, bool) {
+	// One message is for one claim: it wakes the claim of each instance
+	// that waits longest, which takes it or, beaten by another instance,
+	// waits on.
+	q.wakeup = wakeup.New(rdb, readyKind, wakeup.First, func(ns, name string) (string, bool) {
 		if !keys.ValidSegment(name) {
 			return "", false
 		}
@@ -511,7 +515,7 @@ func (q *Queues) Release(ctx context.Context, ns, name, id, receipt string, dela
 		return ErrNotClaimed
 	}
 	if delay == 0 {
-		q.wakeup.Wake(ready) // this instance's claims need not wait for the message
+		q.wakeup.WakeFirst(ready) // this instance's claims need not wait for the message
 	}
 	return nil
 }

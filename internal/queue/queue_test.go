@@ -290,3 +290,39 @@ func TestQueueDeliversEachMessageOnce(t *testing.T) {
 		t.Fatalf("%d acked (%d twice), want each of %d once", acked, dup, producers*perProducer)
 	}
 }
+
+// Claims waiting on one instance are served in line: each message, added
+// on another instance, goes to the claim that has waited longest, woken
+// by the message alone (the safety-net retry is set past the test).
+func TestQueueWaitingClaimsServedInLine(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		producer := newQueues(t, b)
+		consumer := queue.New(b.Client, queue.Options{RetryInterval: time.Minute})
+		t.Cleanup(func() { _ = consumer.Close() })
+		ctx := context.Background()
+		const waiters = 3
+		got := make([]chan string, waiters)
+		for i := range waiters {
+			got[i] = make(chan string, 1)
+			go func() {
+				msgs, err := consumer.Claim(ctx, ns, "line", queue.ClaimRequest{Visibility: time.Minute, Wait: 20 * time.Second})
+				if err != nil {
+					t.Error(err)
+				}
+				got[i] <- values(msgs)
+			}()
+			time.Sleep(50 * time.Millisecond) // in line before the next
+		}
+		for i := range waiters {
+			enqueue(t, producer, "line", strconv.Itoa(i), 0)
+			select {
+			case v := <-got[i]:
+				if v != fmt.Sprintf("[%d]", i) {
+					t.Fatalf("claim %d got %s, want message %d", i, v, i)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("claim %d, the longest waiting, did not get message %d within 10 s", i, i)
+			}
+		}
+	})
+}
