@@ -71,3 +71,18 @@ func (c *Client) Barrier(ctx context.Context, name string) (*BarrierState, error
 	}
 	return &st, nil
 }
+
+// ResetBarrier breaks barrier name's current generation, as an operator
+// unsticks a barrier waiting for a party that will not come: the parties
+// waiting at it get an error matching ErrBarrierBroken, and the next
+// generation begins. It returns the generation broken. An administrator's.
+func (c *Client) ResetBarrier(ctx context.Context, name string) (int64, error) {
+	if name == "" {
+		return 0, errEmpty("barrier name")
+	}
+	var out struct {
+		Broken int64 `json:"broken_generation"`
+	}
+	err := c.do(ctx, request{method: http.MethodDelete, path: pathOf("v1/barriers", name)}, &out)
+	return out.Broken, err
+}

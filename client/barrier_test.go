@@ -52,6 +52,19 @@ func TestBarrierAgainstServer(t *testing.T) {
 	if _, err := c.Barrier(ctx, "phases/none"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Barrier of none: %v, want ErrNotFound", err)
 	}
+	// w9 waits at a generation nobody else comes to: a reset ends it.
+	waited := make(chan error, 1)
+	go func() {
+		_, err := c.Arrive(ctx, "phases/all", 3, client.BarrierOptions{Wait: 10 * time.Second})
+		waited <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if gen, err := c.ResetBarrier(ctx, "phases/all"); err != nil || gen != 2 {
+		t.Fatalf("ResetBarrier = %d, %v; want generation 2", gen, err)
+	}
+	if err := <-waited; !errors.Is(err, client.ErrBarrierBroken) {
+		t.Fatalf("Arrive at a reset: %v, want ErrBarrierBroken", err)
+	}
 }
 
 // The arrival that trips a barrier, its answer lost, is sent again by a

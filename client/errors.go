@@ -35,6 +35,9 @@ var (
 	// the queue message (claimed again since, released, acked, or gone to
 	// the dead letters).
 	ErrNotClaimed = errors.New("memsync: message not claimed")
+	// ErrBarrierBroken: 409 barrier_broken — an administrator reset the
+	// barrier while the arrival waited at it.
+	ErrBarrierBroken = errors.New("memsync: barrier broken by a reset")
 	// ErrCounterOverflow: 409 counter_overflow — the increment would take
 	// the counter past ±(2^53−1); nothing changed.
 	ErrCounterOverflow = errors.New("memsync: counter overflow")
@@ -131,6 +134,7 @@ var codeErrors = map[string]error{
 	"no_heartbeat":        ErrNoHeartbeat,
 	"not_claimed":         ErrNotClaimed,
 	"counter_overflow":    ErrCounterOverflow,
+	"barrier_broken":      ErrBarrierBroken,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,

@@ -64,6 +64,8 @@ var (
 	// ErrNotFound: Redis holds no such barrier (never used, or idle past
 	// Options.Keep).
 	ErrNotFound = errors.New("barrier: not found")
+	// ErrBroken: a Reset broke the generation the arrival waited at.
+	ErrBroken = errors.New("barrier: generation broken by a reset")
 	// ErrClosed: an arrival had to wait on closed Barriers.
 	ErrClosed = errors.New("barrier: closed")
 	// ErrUnavailable wraps any failure to reach Redis.
@@ -182,8 +184,8 @@ func valid(ns, name string) error {
 // Arrive counts req.Party in at barrier name and waits up to req.Wait for
 // the barrier to trip. A wait that ends first returns the state with
 // Tripped false, and no error; the arrival counts on for req.TTL.
-// Errors: ErrInvalidArgument, ErrPartiesMismatch, ErrClosed, ctx's error
-// (the arrival withdrawn), or a Redis failure.
+// Errors: ErrInvalidArgument, ErrPartiesMismatch, ErrBroken (a Reset),
+// ErrClosed, ctx's error (the arrival withdrawn), or a Redis failure.
 func (b *Barriers) Arrive(ctx context.Context, ns, name string, req Request) (State, error) {
 	if err := valid(ns, name); err != nil {
 		return State{}, err
@@ -252,8 +254,11 @@ func (b *Barriers) try(ctx context.Context, ns, name string, req Request, counts
 	outcome, _ := res[0].(int64)
 	gen, _ := res[1].(int64)
 	parties, _ := res[2].(int64)
-	if outcome == -1 {
+	switch outcome {
+	case -1:
 		return State{}, fmt.Errorf("%w: barrier %q waits for %d parties, not %d", ErrPartiesMismatch, name, parties, req.Parties)
+	case -2:
+		return State{}, fmt.Errorf("%w: barrier %q, generation %d", ErrBroken, name, gen)
 	}
 	if expected < 0 {
 		b.arrivals.Add(1) // a first try, not a waiter looking again
@@ -270,6 +275,28 @@ func (b *Barriers) leave(bk []string, party string, gen int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = leaveScript.Run(ctx, b.rdb, bk, party, gen).Err() // best effort: it lapses anyway
+}
+
+// Reset breaks barrier name's current generation, as an operator unsticks
+// a barrier that waits for a party that will not come: the arrivals are
+// dropped, the waiting parties get ErrBroken, and the next generation
+// begins. It returns the generation broken and how many had arrived;
+// ErrNotFound when Redis holds no such barrier.
+func (b *Barriers) Reset(ctx context.Context, ns, name string) (int64, int, error) {
+	if err := valid(ns, name); err != nil {
+		return 0, 0, err
+	}
+	res, err := resetScript.Run(ctx, b.rdb, barrierKeys(ns, name), wakeup.Channel(ns, trippedKind), name).Int64Slice()
+	if err != nil {
+		return 0, 0, redisError("reset", name, err)
+	}
+	if len(res) == 0 {
+		return 0, 0, ErrNotFound
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("barrier: reset %q: unexpected script reply %v", name, res)
+	}
+	return res[0], int(res[1]), nil
 }
 
 // Get reads barrier name: its generation, parties and live arrivals.

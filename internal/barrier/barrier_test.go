@@ -215,3 +215,55 @@ func TestBarrierValidation(t *testing.T) {
 		t.Fatalf("refused arrivals made a barrier: %v", err)
 	}
 }
+
+// A reset breaks the generation waited at: its waiters are told so at
+// once, a keyed arrival sent again learns it too, and the next generation
+// starts empty.
+func TestBarrierReset(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		bs := newBarriers(t, b)
+		ctx := context.Background()
+		if _, _, err := bs.Reset(ctx, ns, "phases/none"); !errors.Is(err, barrier.ErrNotFound) {
+			t.Fatalf("Reset of no barrier: %v, want ErrNotFound", err)
+		}
+		waited := make(chan error, 1)
+		go func() {
+			_, err := bs.Arrive(ctx, ns, "phases/p6", barrier.Request{Parties: 3, Party: "w1", Wait: 10 * time.Second})
+			waited <- err
+		}()
+		keyed := barrier.Request{Parties: 3, Party: "w2", IdempotencyKey: "p6-w2"}
+		arrive(t, bs, "phases/p6", keyed)
+		deadline := time.Now().Add(5 * time.Second)
+		for st, _ := bs.Get(ctx, ns, "phases/p6"); len(st.Arrived) < 2; st, _ = bs.Get(ctx, ns, "phases/p6") {
+			if time.Now().After(deadline) {
+				t.Fatal("w1 did not arrive")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		gen, arrived, err := bs.Reset(ctx, ns, "phases/p6")
+		if err != nil || gen != 0 || arrived != 2 {
+			t.Fatalf("Reset = %d, %d, %v; want generation 0 broken with 2 arrived", gen, arrived, err)
+		}
+		select {
+		case err := <-waited:
+			if !errors.Is(err, barrier.ErrBroken) {
+				t.Fatalf("the waiter at a reset: %v, want ErrBroken", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the waiter was not told of the reset within 5 s")
+		}
+		if _, err := bs.Arrive(ctx, ns, "phases/p6", keyed); !errors.Is(err, barrier.ErrBroken) {
+			t.Fatalf("keyed arrival sent again after the reset: %v, want ErrBroken", err)
+		}
+		if st, _ := bs.Get(ctx, ns, "phases/p6"); st.Generation != 1 || len(st.Arrived) != 0 {
+			t.Fatalf("after the reset: %+v, want generation 1, nobody", st)
+		}
+		var last barrier.State
+		for _, p := range []string{"w1", "w2", "w3"} {
+			last = arrive(t, bs, "phases/p6", barrier.Request{Parties: 3, Party: p})
+		}
+		if !last.Tripped || last.Generation != 1 {
+			t.Fatalf("the next generation = %+v, want 1 tripped", last)
+		}
+	})
+}

@@ -28,9 +28,10 @@ import "github.com/redis/go-redis/v9"
 //
 // Returns {outcome, generation, parties, then parties' names}: outcome 2
 // this arrival tripped the barrier, 1 passed (the generation passed, and
-// who passed it when that generation is the latest passed), 0 waiting (the generation waited on, and who has
-// arrived), -1 the barrier asks for another number of parties (its
-// number).
+// who passed it when that generation is the latest passed), 0 waiting (the
+// generation waited on, and who has arrived), -1 the barrier asks for
+// another number of parties (its number), -2 a reset broke the generation
+// the caller arrived at.
 var arriveScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,6 +42,7 @@ if ARGV[5] ~= '' then
   if g then expected = tonumber(g) end
 end
 if expected >= 0 and gen > expected then
+  if redis.call('HGET', KEYS[1], 'broken') == string.format('%.0f', expected) then return {-2, expected, 0} end
   local out = {1, expected, tonumber(redis.call('HGET', KEYS[1], 'parties') or ARGV[2])}
   if expected == gen - 1 then
     for p in string.gmatch(redis.call('HGET', KEYS[1], 'last') or '', '[^,]+') do table.insert(out, p) end
@@ -73,6 +75,28 @@ redis.call('PEXPIRE', KEYS[2], ARGV[8])
 local out = {0, gen, want}
 for _, p in ipairs(members) do table.insert(out, p) end
 return out
+`)
+
+// resetScript breaks a barrier's current generation: its arrivals are
+// dropped and the next generation begins without a trip; the parties that
+// waited are told so (arriveScript's -2), and the barrier's name is
+// published to wake them.
+//
+// KEYS[1] the barrier, KEYS[2] its arrivals
+// ARGV[1] channel, ARGV[2] the barrier's name
+//
+// Returns {the generation broken, how many parties had arrived}, or {}
+// for a barrier Redis does not hold.
+var resetScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local arrived = redis.call('ZCOUNT', KEYS[2], string.format('%.0f', now), '+inf')
+redis.call('HSET', KEYS[1], 'gen', string.format('%.0f', gen + 1), 'broken', string.format('%.0f', gen), 'last', '')
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {gen, arrived}
 `)
 
 // stateScript reads a barrier: its generation, parties and live arrivals.

@@ -138,6 +138,8 @@ func TestTokensAndRoles(t *testing.T) {
 		checkProblem(t, h.must(403, "POST", "/v1/barriers/jobs/B1", `{"parties":2,"party":"w2"}`, with(w1Token)...), "forbidden")
 		checkProblem(t, h.must(403, "POST", "/v1/barriers/jobs/B1", `{"parties":2}`, with(readerToken)...), "forbidden")
 		checkProblem(t, h.must(403, "DELETE", "/v1/queues/jobs", "", with(w1Token)...), "forbidden")
+		checkProblem(t, h.must(403, "DELETE", "/v1/barriers/jobs/B1", "", with(w1Token)...), "forbidden")
+		h.must(200, "DELETE", "/v1/barriers/jobs/B1", "", with(adminToken)...)
 
 		// An admin may write anywhere, as any writer, and drop caches.
 		r = h.must(200, "PUT", "/v1/kv/agents/a1/state", `{"value":3}`, with(adminToken, "X-Worker-Id", "migrator")...)

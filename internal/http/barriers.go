@@ -13,6 +13,7 @@ import (
 type Barriers interface {
 	Arrive(ctx context.Context, ns, name string, req barrier.Request) (barrier.State, error)
 	Get(ctx context.Context, ns, name string) (barrier.State, error)
+	Reset(ctx context.Context, ns, name string) (int64, int, error)
 }
 
 // barrierJSON is a barrier's state on the wire.
@@ -89,5 +90,31 @@ func handleBarrier(log *slog.Logger, cfg Config) http.HandlerFunc {
 			return
 		}
 		writeJSON(w, http.StatusOK, newBarrierJSON(st))
+	}
+}
+
+// handleBarrierReset breaks a barrier's current generation: an admin's, as
+// a forced lock release is.
+func handleBarrierReset(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Barrier string `json:"barrier"`
+		Broken  int64  `json:"broken_generation"`
+		Dropped int    `json:"dropped"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name, err := barrierTarget(r, cfg)
+		if err == nil {
+			err = requireAdmin(r, "reset a barrier")
+		}
+		var out response
+		if err == nil {
+			out.Barrier = name
+			out.Broken, out.Dropped, err = cfg.Barriers.Reset(r.Context(), ns, name)
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/memsync/memsync/internal/redistest"
 )
@@ -62,6 +63,25 @@ func TestBarrierOverHTTP(t *testing.T) {
 		!st.Tripped || st.Generation != 0 || fmt.Sprint(st.Arrived) != "[w0 w1]" {
 		t.Fatalf("keyed arrival sent again = %+v, %v", st, err)
 	}
+	// An admin's reset breaks a generation: its waiter is answered 409.
+	done := make(chan response, 1)
+	go func() {
+		r, err := hs[0].exchange("POST", "/v1/barriers/phases/p3", `{"parties":2,"wait_ms":10000}`, "X-Worker-Id", "w0")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	for deadline := time.Now().Add(5 * time.Second); hs[1].do("GET", "/v1/barriers/phases/p3", "").status != 200; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("w0 did not arrive within 5 s")
+		}
+	}
+	if r := hs[1].must(200, "DELETE", "/v1/barriers/phases/p3", "").json(t); r["broken_generation"] != 0.0 || r["dropped"] != 1.0 {
+		t.Fatalf("reset = %v", r)
+	}
+	checkProblem(t, <-done, "barrier_broken")
+	checkProblem(t, hs[1].must(404, "DELETE", "/v1/barriers/phases/none", ""), "not_found")
 }
 
 func TestBarrierBadInput(t *testing.T) {

@@ -88,6 +88,7 @@ var errorKinds = []errorKind{
 	{counter.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{barrier.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{barrier.ErrPartiesMismatch, http.StatusConflict, "limit_mismatch", "Barrier parties mismatch"},
+	{barrier.ErrBroken, http.StatusConflict, "barrier_broken", "Barrier reset"},
 	{barrier.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},
 	{barrier.ErrUnavailable, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"},
 	{barrier.ErrClosed, http.StatusServiceUnavailable, "backend_unavailable", "Backend unavailable"}, // shutting down

@@ -68,6 +68,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"GET", "/v1/counters"},
 	{"POST", "/v1/barriers/{k}"}, // a wait for parties that never come ends at the client's timeout, as a lock's
 	{"GET", "/v1/barriers/{k}"},
+	{"DELETE", "/v1/barriers/{k}"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,
