@@ -97,11 +97,11 @@ func TestBarrierArrivalsLapse(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
 		bs := newBarriers(t, b)
 		ctx := context.Background()
-		arrive(t, bs, "phases/p2", barrier.Request{Parties: 3, Party: "w1", TTL: 100 * time.Millisecond})
+		arrive(t, bs, "phases/p2", barrier.Request{Parties: 3, Party: "w1", TTL: time.Second})
 		if _, err := bs.Arrive(ctx, ns, "phases/p2", barrier.Request{Parties: 2, Party: "w2"}); !errors.Is(err, barrier.ErrPartiesMismatch) {
 			t.Fatalf("another number of parties: %v, want ErrPartiesMismatch", err)
 		}
-		time.Sleep(200 * time.Millisecond) // both backends run on real time
+		time.Sleep(1200 * time.Millisecond) // both backends run on real time
 		if st, _ := bs.Get(ctx, ns, "phases/p2"); len(st.Arrived) != 0 {
 			t.Fatalf("after w1's TTL: %+v, want nobody", st)
 		}

@@ -216,11 +216,11 @@ func TestKeysShareStateBetweenAgents(t *testing.T) {
 func TestLocksBetweenAgents(t *testing.T) {
 	srv := testserver.Start(t)
 	a, b := connect(t, srv.URL, "agent-a"), connect(t, srv.URL, "agent-b")
-	held := a.must("lock_acquire", map[string]any{"name": "tasks/T1", "ttl_ms": 300, "keep": true})
+	held := a.must("lock_acquire", map[string]any{"name": "tasks/T1", "ttl_ms": 1000, "keep": true})
 	if held["token"] == "" || held["fence"].(float64) < 1 {
 		t.Fatalf("acquire = %v", held)
 	}
-	time.Sleep(700 * time.Millisecond) // past the TTL: only refreshes keep it
+	time.Sleep(2 * time.Second) // past the TTL twice: only refreshes keep it
 	if _, errText := b.call("lock_acquire", map[string]any{"name": "tasks/T1", "ttl_ms": 1000}); !strings.Contains(errText, "lock_held") {
 		t.Fatalf("second agent's acquire of a kept lock: %q, want lock_held", errText)
 	}

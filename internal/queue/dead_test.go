@@ -177,7 +177,7 @@ func TestQueueDeadLetterPages(t *testing.T) {
 // keys are forgotten after the window, lapsed ones by later enqueues.
 func TestQueueEnqueueIdempotency(t *testing.T) {
 	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
-		q := queue.New(b.Client, queue.Options{DedupWindow: 300 * time.Millisecond})
+		q := queue.New(b.Client, queue.Options{DedupWindow: time.Second})
 		t.Cleanup(func() { _ = q.Close() })
 		ctx := context.Background()
 		req := queue.EnqueueRequest{Value: json.RawMessage(`{"task":"T1"}`), Delay: time.Hour, MaxAttempts: 3, IdempotencyKey: "send-T1"}
@@ -213,7 +213,7 @@ func TestQueueEnqueueIdempotency(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(400 * time.Millisecond) // both backends run on real time
+		time.Sleep(1200 * time.Millisecond) // both backends run on real time
 		m3, replayed, err := q.Enqueue(ctx, ns, "jobs", req)
 		if err != nil || replayed || m3.ID == m1.ID {
 			t.Fatalf("after the window = %+v, replayed %v, %v; want a new message", m3, replayed, err)
@@ -413,11 +413,11 @@ func TestQueueMessagesExpire(t *testing.T) {
 			}
 			return m
 		}
-		brief := add(`"brief"`, 100*time.Millisecond)
-		if got := brief.ExpiresAt.Sub(brief.EnqueuedAt); got != 100*time.Millisecond {
+		brief := add(`"brief"`, 500*time.Millisecond)
+		if got := brief.ExpiresAt.Sub(brief.EnqueuedAt); got != 500*time.Millisecond {
 			t.Fatalf("ExpiresAt - EnqueuedAt = %v, want the TTL", got)
 		}
-		claimed := add(`"claimed"`, 300*time.Millisecond)
+		claimed := add(`"claimed"`, 800*time.Millisecond)
 		add(`"lasting"`, 0)
 		got := claim(t, q, "jobs", queue.ClaimRequest{Visibility: 50 * time.Millisecond})
 		if values(got) != `["brief"]` || !got[0].ExpiresAt.Equal(brief.ExpiresAt) {
@@ -427,7 +427,7 @@ func TestQueueMessagesExpire(t *testing.T) {
 		if values(got) != `["claimed"]` || got[0].ID != claimed.ID {
 			t.Fatalf("second claim = %+v", got)
 		}
-		time.Sleep(400 * time.Millisecond) // both backends run on real time: all but lasting expired
+		time.Sleep(time.Second) // both backends run on real time: all but lasting expired
 		got = claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute, Max: 10})
 		if values(got) != `["lasting"]` || !got[0].ExpiresAt.IsZero() {
 			t.Fatalf("claim after the TTLs = %+v, want lasting alone", got)

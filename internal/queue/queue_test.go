@@ -311,7 +311,7 @@ func TestQueueWaitingClaimsServedInLine(t *testing.T) {
 				}
 				got[i] <- values(msgs)
 			}()
-			time.Sleep(50 * time.Millisecond) // in line before the next
+			time.Sleep(250 * time.Millisecond) // in line before the next
 		}
 		for i := range waiters {
 			enqueue(t, producer, "line", strconv.Itoa(i), 0)
