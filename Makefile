@@ -1,11 +1,14 @@
-# memsync: `make run` serves on 127.0.0.1:8080 with an embedded Redis;
+# memsync: `make run` serves on 127.0.0.1:8080 with an embedded Redis
+# whose data is kept in DATA_FILE across restarts (`make run DATA_FILE=`
+# keeps nothing; with REDIS_URL set, that Redis is used and keeps the data);
 # `make test` runs every test with the race detector.
 GO ?= go
+DATA_FILE ?= memsync.data
 
 .PHONY: run build test lint bench bench-load fuzz
 
 run:
-	$(GO) run ./cmd/server
+	$(GO) run ./cmd/server $(if $(REDIS_URL),,$(if $(DATA_FILE),--data-file $(DATA_FILE)))
 
 build:
 	$(GO) build -o bin/memsync ./cmd/server

@@ -14,6 +14,7 @@ import (
 	"github.com/memsync/memsync/internal/async"
 	"github.com/memsync/memsync/internal/auth"
 	"github.com/memsync/memsync/internal/cache"
+	"github.com/memsync/memsync/internal/embedded"
 	memhttp "github.com/memsync/memsync/internal/http"
 	"github.com/memsync/memsync/internal/store"
 )
@@ -28,8 +29,13 @@ const (
 // config is the process configuration: flags, each with an environment
 // fallback (the flag wins).
 type config struct {
-	Addr         string
-	RedisURL     string
+	Addr     string
+	RedisURL string
+	// DataFile keeps the embedded Redis's data across restarts ("": not
+	// kept), saved every SaveInterval (0: only at shutdown) and at
+	// shutdown. Only without RedisURL.
+	DataFile     string
+	SaveInterval time.Duration
 	Namespace    string
 	DefaultTTL   time.Duration
 	MaxTTL       time.Duration
@@ -80,9 +86,11 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		}
 		return def
 	}
-	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel, batchInterval, readTimeout string
+	var defaultTTL, maxTTL, heartbeatTTL, maxLockTTL, maxLockWait, logLevel, batchInterval, readTimeout, saveInterval string
 	fs.StringVar(&c.Addr, "addr", env("MEMSYNC_ADDR", "127.0.0.1:8080"), "listen address (MEMSYNC_ADDR)")
 	fs.StringVar(&c.RedisURL, "redis-url", env("REDIS_URL", ""), "redis:// or rediss:// URL; a comma-separated list for Cluster; ?master_name= for Sentinel; empty for an embedded, non-persistent Redis (REDIS_URL)")
+	fs.StringVar(&c.DataFile, "data-file", env("MEMSYNC_DATA_FILE", ""), "with the embedded Redis: keep its data in this file across restarts, loaded at start and saved every --save-interval and at shutdown; empty: nothing is kept (MEMSYNC_DATA_FILE)")
+	fs.StringVar(&saveInterval, "save-interval", env("MEMSYNC_SAVE_INTERVAL", embedded.DefaultSaveInterval.String()), "how often the embedded Redis's data is saved to --data-file when it changed: seconds or a duration; 0: only at shutdown (MEMSYNC_SAVE_INTERVAL)")
 	fs.StringVar(&c.Namespace, "namespace", env("MEMSYNC_NAMESPACE", memhttp.DefaultNamespace), "namespace of requests without ?ns= (MEMSYNC_NAMESPACE)")
 	fs.StringVar(&defaultTTL, "default-ttl", env("MEMSYNC_DEFAULT_TTL", "3600"), "TTL of writes that name none: seconds or a duration like 1h (MEMSYNC_DEFAULT_TTL)")
 	fs.StringVar(&maxTTL, "max-ttl", env("MEMSYNC_MAX_TTL", "720h"), "largest TTL a write may ask for (MEMSYNC_MAX_TTL)")
@@ -121,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 		name, text string
 		into       *time.Duration
 	}{{"heartbeat-ttl", heartbeatTTL, &c.HeartbeatTTL}, {"max-lock-ttl", maxLockTTL, &c.MaxLockTTL}, {"max-lock-wait", maxLockWait, &c.MaxLockWait},
-		{"read-timeout", readTimeout, &c.ReadTimeout}} {
+		{"read-timeout", readTimeout, &c.ReadTimeout}, {"save-interval", saveInterval, &c.SaveInterval}} {
 		if *d.into, err = parseSeconds(d.name, d.text); err != nil {
 			return c, err
 		}
@@ -131,6 +139,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 	}
 	if c.MaxTTL <= 0 {
 		return c, fmt.Errorf("max-ttl must be positive")
+	}
+	if c.DataFile != "" && c.RedisURL != "" {
+		return c, fmt.Errorf("data-file keeps the embedded Redis's data, and redis-url names another Redis: pass one or the other (a Redis server keeps its own data: appendonly yes)")
 	}
 	if c.DefaultTTL > c.MaxTTL {
 		return c, fmt.Errorf("default-ttl %s is above max-ttl %s", c.DefaultTTL, c.MaxTTL)
@@ -180,11 +191,14 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (conf
 
 // log prints the configuration at start-up, with the Redis password masked.
 func (c config) log(log *slog.Logger) {
-	redis := "embedded (miniredis)"
+	redis := "embedded (miniredis), nothing kept"
+	if c.DataFile != "" {
+		redis = "embedded (miniredis), kept in " + c.DataFile
+	}
 	if c.RedisURL != "" {
 		redis = maskURL(c.RedisURL)
 	}
-	log.Info("configuration", "addr", c.Addr, "redis", redis, "namespace", c.Namespace,
+	log.Info("configuration", "addr", c.Addr, "redis", redis, "save_interval", c.SaveInterval, "namespace", c.Namespace,
 		"default_ttl", c.DefaultTTL, "max_ttl", c.MaxTTL, "max_body", c.MaxBodyBytes,
 		"rules", c.RulesFile, "heartbeat_ttl", c.HeartbeatTTL, "max_lock_ttl", c.MaxLockTTL,
 		"max_lock_wait", c.MaxLockWait, "batch_interval", c.BatchInterval, "batch_size", c.BatchSize, "cache_size", c.CacheSize,

@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	cfg.log(log)
 
-	rdb, closeRedis, err := openRedis(cfg.RedisURL, log)
+	rdb, closeRedis, err := openRedis(cfg.RedisURL, embeddedData{cfg.DataFile, cfg.SaveInterval}, log)
 	if err != nil {
 		return err
 	}

@@ -179,7 +179,7 @@ func TestParseConfig(t *testing.T) {
 	}{
 		{name: "defaults", check: func(c config) error {
 			if c.Addr != "127.0.0.1:8080" || c.Namespace != "task-sentinel" || c.DefaultTTL != time.Hour || c.RedisURL != "" ||
-				c.EventLogLen != 10000 {
+				c.EventLogLen != 10000 || c.DataFile != "" || c.SaveInterval != 10*time.Second {
 				return fmt.Errorf("got %+v", c)
 			}
 			return nil
@@ -245,6 +245,21 @@ func TestParseConfig(t *testing.T) {
 		{name: "negative rate limit", args: []string{"--rate-limit", "-1"}, wantErr: "rate-limit"},
 		{name: "public address with --insecure", args: []string{"--addr", "0.0.0.0:8080", "--insecure"}, check: func(c config) error { return nil }},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+		{name: "data file", args: []string{"--data-file", "/var/lib/memsync/data", "--save-interval", "1m"}, check: func(c config) error {
+			if c.DataFile != "/var/lib/memsync/data" || c.SaveInterval != time.Minute {
+				return fmt.Errorf("data file %q every %s", c.DataFile, c.SaveInterval)
+			}
+			return nil
+		}},
+		{name: "data file from the environment, saved only at shutdown", env: map[string]string{"MEMSYNC_DATA_FILE": "d", "MEMSYNC_SAVE_INTERVAL": "0"},
+			check: func(c config) error {
+				if c.DataFile != "d" || c.SaveInterval != 0 {
+					return fmt.Errorf("data file %q every %s", c.DataFile, c.SaveInterval)
+				}
+				return nil
+			}},
+		{name: "data file with a Redis", args: []string{"--data-file", "d", "--redis-url", "redis://x:6379"}, wantErr: "pass one or the other"},
+		{name: "bad save interval", args: []string{"--save-interval", "often"}, wantErr: "save-interval"},
 		{name: "tls certificate without key", args: []string{"--tls-cert", certFile}, wantErr: "tls-cert and tls-key go together"},
 		{name: "tls key without certificate", env: map[string]string{"MEMSYNC_TLS_KEY": keyFile}, wantErr: "tls-cert and tls-key go together"},
 		{name: "tls key that does not match", args: []string{"--tls-cert", certFile, "--tls-key", otherKey}, wantErr: "tls-cert"},

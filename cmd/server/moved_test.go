@@ -265,7 +265,7 @@ func TestClusterMigratingSlotsAreFollowed(t *testing.T) {
 // the new master, which is given the script it has not cached.
 func TestFollowRedirectsAsksTheImportingMaster(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
-	rdb, closeRedis, err := openRedis(clusterURL(nodes), slog.New(slog.DiscardHandler))
+	rdb, closeRedis, err := openRedis(clusterURL(nodes), embeddedData{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/memsync/memsync/internal/embedded"
 )
 
 // Redis client timeouts: short, so that requests fail fast with 503 while
@@ -39,29 +40,50 @@ const (
 	redisMaxRetries = -1
 )
 
+// embeddedData says where the embedded Redis keeps its data, and how often
+// it saves it.
+type embeddedData struct {
+	DataFile     string
+	SaveInterval time.Duration
+}
+
+// embeddedSaveTimeout bounds the embedded Redis's last save at shutdown.
+const embeddedSaveTimeout = time.Minute
+
 // openRedis connects to the Redis named by rawURL, or starts an embedded
-// miniredis when it is empty. It returns the client and a function that
-// closes it (and stops the embedded server).
+// miniredis when it is empty (loaded from keep.DataFile, when it names
+// one). It returns the client and a function that closes it (and stops the
+// embedded server, after a last save).
 //
 //	redis://host:6379/0                         one server
 //	rediss://…                                  one server over TLS
 //	redis://h1:7000,redis://h2:7001             Redis Cluster (comma-separated)
 //	redis://h1:26379?master_name=m&addr=h2:26379  Sentinel
-func openRedis(rawURL string, log *slog.Logger) (redis.UniversalClient, func(), error) {
+func openRedis(rawURL string, keep embeddedData, log *slog.Logger) (redis.UniversalClient, func(), error) {
 	if rawURL == "" {
-		m := miniredis.NewMiniRedis()
-		if err := m.Start(); err != nil {
-			return nil, nil, fmt.Errorf("start embedded redis: %w", err)
+		e, err := embedded.Start(embedded.Options{DataFile: keep.DataFile, SaveInterval: keep.SaveInterval, Log: log})
+		if err != nil {
+			return nil, nil, err
 		}
-		m.ClockTTL(true) // TTLs run in real time, as on a real Redis
-		log.Warn("no REDIS_URL: using an embedded in-memory Redis; NOTHING IS PERSISTED and other instances cannot share it", "addr", m.Addr())
-		opts := tune(&redis.Options{Addr: m.Addr()})
+		if keep.DataFile == "" {
+			log.Warn("no REDIS_URL: using an embedded in-memory Redis; NOTHING IS PERSISTED (pass --data-file to keep it) and other instances cannot share it", "addr", e.Addr())
+		} else {
+			log.Info("no REDIS_URL: using an embedded Redis, kept in the data file; other instances cannot share it", "addr", e.Addr(), "data_file", keep.DataFile, "save_interval", keep.SaveInterval)
+		}
+		opts := tune(&redis.Options{Addr: e.Addr()})
 		// In process, it cannot be unreachable, only slow: a batch of 1,000
 		// creates takes it over a second (gopher-lua), and a timeout would
 		// answer 503 for a batch it then applies.
 		opts.ReadTimeout, opts.WriteTimeout = embeddedIOTimeout, embeddedIOTimeout
 		c := redis.NewClient(opts)
-		return c, func() { c.Close(); m.Close() }, nil
+		return c, func() {
+			c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), embeddedSaveTimeout)
+			defer cancel()
+			if err := e.Close(ctx); err != nil {
+				log.Error("embedded Redis: data NOT saved at shutdown: the data file holds the last periodic save", "data_file", keep.DataFile, "err", err)
+			}
+		}, nil
 	}
 	var c redis.UniversalClient
 	switch {

@@ -46,7 +46,8 @@ type Backend struct {
 }
 
 // Each runs fn as two subtests: once against a fresh miniredis (with
-// real-time TTLs, as the embedded server runs) and once against a fresh real
+// real-time TTLs, exact at every command; the embedded server's clock
+// ticks instead, see internal/embedded) and once against a fresh real
 // redis-server.
 func Each(t *testing.T, fn func(t *testing.T, b Backend)) {
 	t.Helper()
