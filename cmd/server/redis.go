@@ -72,8 +72,9 @@ func openRedis(rawURL string, keep embeddedData, log *slog.Logger) (redis.Univer
 		}
 		opts := tune(&redis.Options{Addr: e.Addr()})
 		// In process, it cannot be unreachable, only slow: a batch of 1,000
-		// creates takes it over a second (gopher-lua), and a timeout would
-		// answer 503 for a batch it then applies.
+		// creates takes it about 70 ms, and seconds under the race
+		// detector on a loaded machine (gopher-lua); a timeout would answer
+		// 503 for a batch it then applies.
 		opts.ReadTimeout, opts.WriteTimeout = embeddedIOTimeout, embeddedIOTimeout
 		c := redis.NewClient(opts)
 		return c, func() {
