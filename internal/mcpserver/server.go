@@ -86,6 +86,14 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 		"acked nor released in time goes to another claim."}, t.claim)
 	mcp.AddTool(s, &mcp.Tool{Name: "queue_ack", Description: "Ack a claimed message (its work is done) by its " +
 		"receipt, or release it for another claim with release: true."}, t.ack)
+	mcp.AddTool(s, &mcp.Tool{Name: "queue_stats", Description: "Count a queue's messages: visible (claimable " +
+		"now), delayed, in_flight (claimed) and dead (dead letters). Without queue: every queue whose name starts " +
+		"with prefix."}, t.queueStats)
+	mcp.AddTool(s, &mcp.Tool{Name: "queue_dead_letters", Description: "Read a queue's dead letters, the messages " +
+		"claimed max_attempts times without an ack, oldest first, with their last claimant (owner); cursor reads " +
+		"the next page."}, t.deadLetters)
+	mcp.AddTool(s, &mcp.Tool{Name: "queue_redrive", Description: "Give a queue's dead letters back to it, all " +
+		"or those ids, claimable at once with their attempts counted from 0."}, t.redrive)
 	mcp.AddTool(s, &mcp.Tool{Name: "counter_increment", Description: "Add by (default 1) to a counter atomically " +
 		"and return its value; idempotency_key makes sending it twice count once."}, t.increment)
 	mcp.AddTool(s, &mcp.Tool{Name: "barrier_arrive", Description: "Arrive at a barrier that waits for parties " +
@@ -522,6 +530,76 @@ func (t *tools) ack(ctx context.Context, _ *mcp.CallToolRequest, in ackIn) (*mcp
 		err = m.Ack(ctx)
 	}
 	return nil, ackOut{ID: m.ID}, err
+}
+
+type queueStatsIn struct {
+	Queue  string `json:"queue,omitempty" jsonschema:"a queue; empty: every queue under prefix"`
+	Prefix string `json:"prefix,omitempty"`
+}
+
+type queueStatsOut struct {
+	Queues []client.QueueStats `json:"queues"`
+}
+
+func (t *tools) queueStats(ctx context.Context, _ *mcp.CallToolRequest, in queueStatsIn) (*mcp.CallToolResult, queueStatsOut, error) {
+	if in.Queue == "" {
+		qs, err := t.c.Queues(ctx, in.Prefix)
+		return nil, queueStatsOut{Queues: qs}, err
+	}
+	q, err := t.c.QueueStats(ctx, in.Queue)
+	return nil, queueStatsOut{Queues: []client.QueueStats{q}}, err
+}
+
+type deadLettersIn struct {
+	Queue  string `json:"queue"`
+	Limit  int    `json:"limit,omitempty" jsonschema:"default 100, at most 1000"`
+	Cursor string `json:"cursor,omitempty" jsonschema:"from the previous page"`
+}
+
+type deadLetterOut struct {
+	ID       string `json:"id"`
+	Value    any    `json:"value,omitempty"`
+	Attempts int    `json:"attempts"`
+	Owner    string `json:"owner,omitempty" jsonschema:"the worker that claimed it last"`
+	DeadAt   string `json:"dead_at"`
+}
+
+type deadLettersOut struct {
+	Dead     int             `json:"dead" jsonschema:"the queue's dead letters in all"`
+	Messages []deadLetterOut `json:"messages"`
+	Cursor   string          `json:"cursor,omitempty" jsonschema:"reads the next page when not empty"`
+}
+
+func (t *tools) deadLetters(ctx context.Context, _ *mcp.CallToolRequest, in deadLettersIn) (*mcp.CallToolResult, deadLettersOut, error) {
+	page, err := t.c.DeadLetters(ctx, in.Queue, in.Cursor, in.Limit)
+	if err != nil {
+		return nil, deadLettersOut{}, err
+	}
+	out := deadLettersOut{Dead: page.Dead, Cursor: page.Cursor, Messages: make([]deadLetterOut, 0, len(page.Messages))}
+	for _, m := range page.Messages {
+		mo, err := newMessageOut(m)
+		if err != nil {
+			return nil, deadLettersOut{}, err
+		}
+		out.Messages = append(out.Messages, deadLetterOut{ID: mo.ID, Value: mo.Value, Attempts: mo.Attempts, Owner: m.Owner,
+			DeadAt: m.DeadAt.UTC().Format(time.RFC3339Nano)})
+	}
+	return nil, out, nil
+}
+
+type redriveIn struct {
+	Queue string   `json:"queue"`
+	IDs   []string `json:"ids,omitempty" jsonschema:"the dead letters to give back; empty: all"`
+}
+
+type redriveOut struct {
+	Redriven int `json:"redriven"`
+	Left     int `json:"left" jsonschema:"dead letters still there"`
+}
+
+func (t *tools) redrive(ctx context.Context, _ *mcp.CallToolRequest, in redriveIn) (*mcp.CallToolResult, redriveOut, error) {
+	n, left, err := t.c.Redrive(ctx, in.Queue, in.IDs...)
+	return nil, redriveOut{Redriven: n, Left: left}, err
 }
 
 type incrementIn struct {

@@ -100,7 +100,8 @@ func TestToolsAreListed(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"barrier_arrive", "counter_increment", "kv_delete", "kv_get", "kv_list", "kv_patch", "kv_put", "lock_acquire",
-		"lock_release", "memory_usage", "queue_ack", "queue_claim", "queue_enqueue", "semaphore_acquire", "workers_active"}
+		"lock_release", "memory_usage", "queue_ack", "queue_claim", "queue_dead_letters", "queue_enqueue", "queue_redrive", "queue_stats",
+		"semaphore_acquire", "workers_active"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("tools %v, want %v", names, want)
 	}
@@ -307,5 +308,49 @@ func TestQueuesCountersAndWorkers(t *testing.T) {
 	_ = json.Unmarshal(raw, &ws)
 	if !slices.Equal(ws, []string{"agent-a", "agent-b"}) {
 		t.Fatalf("workers = %v", ws)
+	}
+}
+
+// A supervising agent finds a poison message among the dead letters, sees
+// who claimed it last, and gives it back.
+func TestDeadLettersBetweenAgents(t *testing.T) {
+	srv := testserver.Start(t)
+	worker, supervisor := connect(t, srv.URL, "agent-w"), connect(t, srv.URL, "agent-s")
+	worker.must("queue_enqueue", map[string]any{"queue": "crawl", "value": map[string]any{"url": "bad"}, "max_attempts": 1})
+	worker.must("queue_enqueue", map[string]any{"queue": "crawl", "value": map[string]any{"url": "good"}})
+	first := worker.must("queue_claim", map[string]any{"queue": "crawl", "visibility_ms": 60000})["messages"].([]any)[0].(map[string]any)
+	worker.must("queue_ack", map[string]any{"receipt": first["receipt"], "release": true})
+	next := worker.must("queue_claim", map[string]any{"queue": "crawl", "visibility_ms": 60000})["messages"].([]any)
+	if len(next) != 1 || fmt.Sprint(next[0].(map[string]any)["value"]) != "map[url:good]" {
+		t.Fatalf("second claim = %v, want the good message", next)
+	}
+	// Its one attempt spent, the bad message goes to the dead letters when
+	// the next claim finds it, and that claim gets nothing.
+	if none := worker.must("queue_claim", map[string]any{"queue": "crawl", "visibility_ms": 60000})["messages"].([]any); len(none) != 0 {
+		t.Fatalf("third claim = %v, want nothing", none)
+	}
+
+	stats := supervisor.must("queue_stats", map[string]any{"queue": "crawl"})
+	if got := fmt.Sprint(stats["queues"]); got != "[map[dead:1 delayed:0 in_flight:1 queue:crawl visible:0]]" {
+		t.Errorf("queue_stats = %s", got)
+	}
+	if all := supervisor.must("queue_stats", map[string]any{"prefix": "cr"}); len(all["queues"].([]any)) != 1 {
+		t.Errorf("queue_stats by prefix = %v", all)
+	}
+	dead := supervisor.must("queue_dead_letters", map[string]any{"queue": "crawl"})
+	msgs := dead["messages"].([]any)
+	if dead["dead"] != 1.0 || len(msgs) != 1 {
+		t.Fatalf("queue_dead_letters = %v", dead)
+	}
+	m := msgs[0].(map[string]any)
+	if m["id"] != first["id"] || m["owner"] != "agent-w" || m["attempts"] != 1.0 || fmt.Sprint(m["value"]) != "map[url:bad]" || m["dead_at"] == "" {
+		t.Errorf("dead letter = %v, want %v claimed once by agent-w", m, first["id"])
+	}
+	if got := supervisor.must("queue_redrive", map[string]any{"queue": "crawl", "ids": []string{m["id"].(string)}}); got["redriven"] != 1.0 || got["left"] != 0.0 {
+		t.Errorf("queue_redrive = %v", got)
+	}
+	again := supervisor.must("queue_claim", map[string]any{"queue": "crawl", "visibility_ms": 60000})["messages"].([]any)
+	if len(again) != 1 || again[0].(map[string]any)["id"] != first["id"] {
+		t.Errorf("claim after the redrive = %v, want the bad message back", again)
 	}
 }
