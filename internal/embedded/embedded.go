@@ -3,8 +3,8 @@
 // across restarts, as redis-server keeps dump.rdb: loaded at start, saved
 // every Options.SaveInterval when something changed, and at Close.
 //
-// A save is a snapshot of one instant (one script reads every key), so
-// the file never holds half of a write. It is written to a temporary file,
+// A save is a snapshot of one instant (one transaction, or one script,
+// reads every key), so the file never holds half of a write. It is written to a temporary file,
 // synced, and renamed over the last one: a crash mid-save leaves the
 // previous file whole. What changed after the last save is lost in a crash
 // (not in a graceful shutdown, which saves).
@@ -207,7 +207,7 @@ func init() {
 // counts those that may change data, so that a periodic save skips the
 // snapshot, which stops the embedded Redis while it reads every key, when
 // nothing changed: an idle server with 10,000 keys would otherwise stop
-// for about half a second every interval. A key that expires changes
+// for about 0.1 s every interval. A key that expires changes
 // nothing a save must keep: restored, it would be left out.
 func (s *Server) countChanges(_ *server.Peer, cmd string, args ...string) bool {
 	if !readOnly[cmd] && !isSnapshot(cmd, args) {

