@@ -68,6 +68,8 @@ type Server struct {
 	done chan struct{}
 
 	clockStop, clockDone chan struct{}
+	// unlock releases the data file's lock (see lockDataFile).
+	unlock func()
 }
 
 // file is a data file's contents, gob-encoded: strings are bytes to gob,
@@ -100,7 +102,15 @@ func Start(opts Options) (*Server, error) {
 	go s.runClock()
 	m.Server().SetPreHook(s.countChanges)
 	if opts.DataFile != "" {
-		if err := s.load(); err != nil {
+		unlock, err := lockDataFile(opts.DataFile)
+		if err == nil {
+			s.unlock = unlock
+			err = s.load()
+		}
+		if err != nil {
+			if unlock != nil {
+				unlock()
+			}
 			s.stopClock()
 			s.rdb.Close()
 			m.Close()
@@ -348,5 +358,8 @@ func (s *Server) Close(ctx context.Context) error {
 	s.stopClock()
 	s.rdb.Close()
 	s.m.Close()
+	if s.unlock != nil {
+		s.unlock()
+	}
 	return err
 }

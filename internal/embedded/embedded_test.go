@@ -1,13 +1,16 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
+	"encoding/gob"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,20 +295,48 @@ func TestServerSavesEveryInterval(t *testing.T) {
 
 func readFileKeys(t *testing.T, path string) []entry {
 	t.Helper()
-	if _, err := os.Stat(path); err != nil {
+	raw, err := os.ReadFile(path)
+	if err != nil {
 		return nil
 	}
-	s, err := Start(Options{DataFile: path})
+	var f file
+	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	return f.Keys
+}
+
+// TestDataFileServesOneProcess: a second server on the same data file is
+// refused while the first runs (it would save its own state over the
+// first's), and starts once the first has stopped.
+func TestDataFileServesOneProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "memsync.data")
+	first, err := Start(Options{DataFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close(context.Background())
-	s.opts.DataFile = "" // read it; do not save over it
-	entries, err := snapshot(context.Background(), s.rdb)
-	if err != nil {
+	c := redis.NewClient(&redis.Options{Addr: first.Addr()})
+	defer c.Close()
+	c.Set(context.Background(), "k", "first", 0)
+	if second, err := Start(Options{DataFile: path}); err == nil {
+		second.Close(context.Background())
+		t.Fatal("a second server started on a data file in use")
+	} else if !strings.Contains(err.Error(), "in use by another memsync") {
+		t.Errorf("second server: %v", err)
+	}
+	if err := first.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return entries
+	second, err := Start(Options{DataFile: path})
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	defer second.Close(context.Background())
+	c2 := redis.NewClient(&redis.Options{Addr: second.Addr()})
+	defer c2.Close()
+	if v := c2.Get(context.Background(), "k").Val(); v != "first" {
+		t.Errorf("the second server holds k=%q, want the first's", v)
+	}
 }
 
 func TestDamagedDataFileIsRefusedAndKept(t *testing.T) {
