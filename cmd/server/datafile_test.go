@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/memsync/memsync/internal/redistest"
 )
 
 // startStoppable runs run() with args on a free port and returns its base
@@ -205,4 +207,68 @@ func lastEventID(t *testing.T, base, pattern string, n int) string {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestImportDataMovesMakeRunToRedis: `memsync import-data` copies what a
+// server with a data file held into a Redis server, and into a Redis
+// Cluster, where memsync serves it on as it was: the key with its siblings
+// and etag, the lock still held (and released with its token), the
+// counter, the queued message. A Redis that holds memsync keys already is
+// refused.
+func TestImportDataMovesMakeRunToRedis(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "memsync.data")
+	base, stop := startStoppable(t, "--data-file", file)
+	for _, w := range []string{"w1", "w2"} {
+		if code, _ := call(t, "PUT", base+"/v1/kv/tasks/T1/state", `{"value":"by `+w+`"}`, "X-Worker-Id", w); code != 200 {
+			t.Fatalf("PUT: %d", code)
+		}
+	}
+	_, before := call(t, "GET", base+"/v1/kv/tasks/T1/state?consistent=true", "")
+	code, lock := call(t, "POST", base+"/v1/locks/jobs/L1", `{"ttl_ms":120000}`, "X-Worker-Id", "w1")
+	if code != 200 {
+		t.Fatalf("lock: %d %v", code, lock)
+	}
+	call(t, "POST", base+"/v1/counters/jobs/done", `{"by":7}`)
+	call(t, "POST", base+"/v1/queues/jobs/messages", `{"value":"m1"}`)
+	stop()
+
+	if err := run(context.Background(), []string{"import-data", "--data-file", file}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("import-data without a Redis: %v, want its usage", err)
+	}
+	targets := map[string]func(t *testing.T) string{
+		"redis-server": func(t *testing.T) string { return "redis://" + redistest.Start(t, redistest.Options{}).Addr },
+		"cluster":      func(t *testing.T) string { return clusterURL(redistest.StartCluster(t, 3)) },
+	}
+	for name, target := range targets {
+		t.Run(name, func(t *testing.T) {
+			url := target(t)
+			var out syncBuffer
+			imp := []string{"import-data", "--data-file", file, "--redis-url", url}
+			if err := run(context.Background(), imp, func(string) string { return "" }, &out); err != nil {
+				t.Fatalf("import-data: %v\n%s", err, out.String())
+			}
+			if err := run(context.Background(), imp, func(string) string { return "" }, &out); err == nil || !strings.Contains(err.Error(), "already holds memsync keys") {
+				t.Errorf("a second import-data into the same Redis: %v", err)
+			}
+
+			base, stop := startStoppable(t, "--redis-url", url)
+			defer stop()
+			code, got := call(t, "GET", base+"/v1/kv/tasks/T1/state", "")
+			if code != 200 || got["etag"] != before["etag"] || got["siblings"] != float64(2) {
+				t.Errorf("imported key = %d %v; want etag %v, 2 siblings", code, got, before["etag"])
+			}
+			if code, got = call(t, "POST", base+"/v1/locks/jobs/L1", `{"ttl_ms":60000}`, "X-Worker-Id", "w2"); code != 409 {
+				t.Errorf("imported lock, another worker's request = %d %v; want 409", code, got)
+			}
+			if code, got = call(t, "DELETE", base+"/v1/locks/jobs/L1", "", "X-Lock-Token", lock["token"].(string)); code != 204 {
+				t.Errorf("imported lock released with its token = %d %v", code, got)
+			}
+			if code, got = call(t, "GET", base+"/v1/counters/jobs/done", ""); code != 200 || got["value"] != float64(7) {
+				t.Errorf("imported counter = %d %v; want 7", code, got)
+			}
+			if code, got = call(t, "POST", base+"/v1/queues/jobs/claim", `{"visibility_ms":30000}`); code != 200 || !strings.Contains(mustJSON(got), `"value":"m1"`) {
+				t.Errorf("claim of the imported queue = %d %v; want m1", code, got)
+			}
+		})
+	}
 }

@@ -50,9 +50,13 @@ const shutdownTimeout = 10 * time.Second
 const flushTimeout = 15 * time.Second
 
 // run starts the service and blocks until ctx is cancelled, then shuts down
-// gracefully. Flags come from args, with environment fallbacks from getenv;
+// gracefully; or, with "import-data" first, copies a data file into a
+// Redis (importData). Flags come from args, with environment fallbacks from getenv;
 // logs go to stdout.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "import-data" {
+		return importData(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		return err

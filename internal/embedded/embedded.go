@@ -363,3 +363,61 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// ErrTargetNotEmpty: Import found memsync's keys in the Redis it was to
+// fill.
+var ErrTargetNotEmpty = errors.New("the Redis already holds memsync keys (ms:*)")
+
+// Import copies the data file at path into rdb, a Redis server (or
+// Cluster) that holds no memsync keys yet: the way from the embedded
+// Redis of `make run` to a Redis server, with every key, version, lock,
+// fence, queue, counter and event as they were. It takes the data file's
+// lock, so no memsync may run on the file meanwhile. Keys that expired
+// since the save are left out. It returns how many Redis keys it wrote.
+func Import(ctx context.Context, path string, rdb redis.UniversalClient) (int, error) {
+	unlock, err := lockDataFile(path)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("data file: %w", err)
+	}
+	var f file
+	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&f); err != nil || f.Format != fileFormat {
+		return 0, fmt.Errorf("data file %s is not a memsync data file or is damaged (%v)", path, err)
+	}
+	if err := checkNoMemsyncKeys(ctx, rdb); err != nil {
+		return 0, err
+	}
+	return restore(ctx, rdb, f.Keys)
+}
+
+// checkNoMemsyncKeys fails with ErrTargetNotEmpty when rdb (each master,
+// on a Cluster) holds a key that starts with "ms:".
+func checkNoMemsyncKeys(ctx context.Context, rdb redis.UniversalClient) error {
+	scan := func(ctx context.Context, c *redis.Client) error {
+		for cursor := uint64(0); ; {
+			keys, next, err := c.Scan(ctx, cursor, "ms:*", 1000).Result()
+			if err != nil {
+				return fmt.Errorf("target Redis: %w", err)
+			}
+			if len(keys) > 0 {
+				return fmt.Errorf("%w: %s, for one; import into an empty Redis", ErrTargetNotEmpty, keys[0])
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		return scan(ctx, c)
+	default:
+		return fmt.Errorf("target Redis: unsupported client %T", rdb)
+	}
+}
