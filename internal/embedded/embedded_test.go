@@ -160,12 +160,17 @@ return 1`)
 		for i := range 200 {
 			b.Client.Set(ctx, "filler:"+strconv.Itoa(i), i, 0)
 		}
+		keys := []string{"a", "z", "flip", "swap:even", "swap:odd"}
+		// The first write before any snapshot: a snapshot holds one.
+		if err := write.Run(ctx, b.Client, keys, 1).Err(); err != nil {
+			t.Fatal(err)
+		}
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 1; ctx.Err() == nil; i++ {
-				write.Run(ctx, b.Client, []string{"a", "z", "flip", "swap:even", "swap:odd"}, i)
+			for i := 2; ctx.Err() == nil; i++ {
+				write.Run(ctx, b.Client, keys, i)
 			}
 		}()
 		defer func() { cancel(); wg.Wait() }()
