@@ -157,7 +157,7 @@ if tonumber(ARGV[1]) % 2 == 0 then redis.call('DEL', KEYS[5]) redis.call('SET', 
 else redis.call('DEL', KEYS[4]) redis.call('SET', KEYS[5], ARGV[1]) end
 return 1`)
 		// Keys enough that a key-by-key reader would take many turns.
-		for i := range 200 {
+		for i := range 100 {
 			b.Client.Set(ctx, "filler:"+strconv.Itoa(i), i, 0)
 		}
 		keys := []string{"a", "z", "flip", "swap:even", "swap:odd"}
@@ -174,7 +174,7 @@ return 1`)
 			}
 		}()
 		defer func() { cancel(); wg.Wait() }()
-		for range 30 {
+		for range 15 {
 			entries, err := snapshot(ctx, b.Client)
 			if err != nil {
 				t.Fatal(err)
