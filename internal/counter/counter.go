@@ -29,15 +29,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/nameindex"
 	"github.com/memsync/memsync/internal/rediserr"
 )
 
@@ -287,7 +286,7 @@ func (c *Counters) Delete(ctx context.Context, ns, name string) error {
 	})
 	if err == nil {
 		// The index is in another hash slot: a separate command.
-		err = c.rdb.ZRem(ctx, indexKey(ns), name).Err()
+		err = c.rdb.ZRem(ctx, nameindex.Key(ns, indexKind), name).Err()
 	}
 	if err != nil {
 		return redisError("delete", name, err)
@@ -298,8 +297,8 @@ func (c *Counters) Delete(ctx context.Context, ns, name string) error {
 	return nil
 }
 
-// indexKey is namespace ns's index of counters.
-func indexKey(ns string) string { return keys.Namespace(ns, "counters") }
+// indexKind names the namespace's index of counters (package nameindex).
+const indexKind = "counters"
 
 // indexed runs script, which writes counter name, and, in the same round
 // trip, records name in the namespace's index (another hash slot, so not
@@ -310,7 +309,7 @@ func (c *Counters) indexed(ctx context.Context, ns, name string, script *redis.S
 	exec := func() error {
 		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			cmd = script.EvalSha(ctx, p, ks, args...)
-			p.ZAddGT(ctx, indexKey(ns), redis.Z{Score: float64(time.Now().UnixMilli()), Member: name})
+			nameindex.Touch(ctx, p, ns, indexKind, name)
 			return nil
 		})
 		return err
@@ -335,23 +334,17 @@ func (c *Counters) List(ctx context.Context, ns, prefix string) ([]Counter, erro
 	if err := keys.ValidateNamespace(ns); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	members, err := c.rdb.ZRangeWithScores(ctx, indexKey(ns), 0, -1).Result()
+	entries, err := nameindex.Names(ctx, c.rdb, ns, indexKind, prefix, func(name string) bool { return keys.Validate(name) == nil })
 	if err != nil {
 		return nil, redisError("list", prefix, err)
 	}
-	var names []string
-	scores := map[string]float64{}
-	for _, m := range members {
-		name, _ := m.Member.(string)
-		if strings.HasPrefix(name, prefix) && keys.Validate(name) == nil {
-			names = append(names, name)
-			scores[name] = m.Score
-		}
-	}
-	slices.Sort(names)
 	out := []Counter{}
-	if len(names) == 0 {
+	if len(entries) == 0 {
 		return out, nil
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name
 	}
 	values := make([]*redis.StringCmd, len(names))
 	ttls := make([]*redis.DurationCmd, len(names))
@@ -365,11 +358,11 @@ func (c *Counters) List(ctx context.Context, ns, prefix string) ([]Counter, erro
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, redisError("list", prefix, err)
 	}
-	var gone []any
+	var gone []nameindex.Entry
 	for i, name := range names {
 		v, err := values[i].Int64()
 		if errors.Is(err, redis.Nil) {
-			gone = append(gone, name, strconv.FormatFloat(scores[name], 'f', -1, 64))
+			gone = append(gone, entries[i])
 			continue
 		}
 		if err != nil {
@@ -381,9 +374,7 @@ func (c *Counters) List(ctx context.Context, ns, prefix string) ([]Counter, erro
 		}
 		out = append(out, newCounter(name, v, pttl))
 	}
-	if len(gone) > 0 {
-		_ = pruneScript.Run(ctx, c.rdb, []string{indexKey(ns)}, gone...).Err() // the next listing tries again
-	}
+	_, _ = nameindex.Prune(ctx, c.rdb, ns, indexKind, gone) // the next listing tries again
 	return out, nil
 }
 

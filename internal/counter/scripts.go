@@ -70,24 +70,6 @@ end
 return {v, expire(tonumber(ARGV[2]), cur ~= false, tonumber(ARGV[3])), 0}
 `)
 
-// pruneScript drops the index entries of counters a listing found gone,
-// unless an Add or Set touched them since: an entry goes only while its
-// score is the one the listing read.
-//
-// KEYS[1] the namespace's index (sorted set: name → when last touched, ms)
-// ARGV pairs: name, the score read
-//
-// Returns how many entries it dropped.
-var pruneScript = redis.NewScript(`
-local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return n
-`)
-
 // setScript sets a counter's value.
 //
 // KEYS[1] the counter (hash)
