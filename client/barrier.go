@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -70,6 +71,22 @@ func (c *Client) Barrier(ctx context.Context, name string) (*BarrierState, error
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Barriers lists the barriers whose names start with prefix ("": all),
+// sorted by name, each as Barrier reads it.
+func (c *Client) Barriers(ctx context.Context, prefix string) ([]*BarrierState, error) {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	var out struct {
+		Barriers []*BarrierState `json:"barriers"`
+	}
+	if err := c.do(ctx, request{method: http.MethodGet, path: "/v1/barriers", query: q}, &out); err != nil {
+		return nil, err
+	}
+	return out.Barriers, nil
 }
 
 // ResetBarrier breaks barrier name's current generation, as an operator

@@ -49,6 +49,9 @@ func TestBarrierAgainstServer(t *testing.T) {
 	if st, err := c.Barrier(ctx, "phases/all"); err != nil || st.Generation != 2 || st.Parties != 3 {
 		t.Fatalf("Barrier = %+v, %v", st, err)
 	}
+	if bs, err := c.Barriers(ctx, "phases/"); err != nil || len(bs) != 1 || bs[0].Name != "phases/all" || bs[0].Generation != 2 {
+		t.Fatalf("Barriers = %+v, %v; want phases/all at generation 2", bs, err)
+	}
 	if _, err := c.Barrier(ctx, "phases/none"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Barrier of none: %v, want ErrNotFound", err)
 	}

@@ -20,8 +20,10 @@
 //	ms:{N/sub}…#barrier          hash: "gen", "parties", "last", "i:<party> <key>"
 //	ms:{N/sub}…#barrier-arrived  sorted set: party → when its arrival lapses (ms)
 //	ms:{N}#barrier-tripped       pub/sub channel; message: B, when it trips
+//	ms:{N}#barriers              the namespace's index (package nameindex):
+//	                             B → its latest arrival (ms), for List
 //
-// Both keys expire after Options.Keep without an arrival.
+// Both of B's keys expire after Options.Keep without an arrival.
 package barrier
 
 import (
@@ -35,6 +37,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memsync/memsync/internal/keys"
+	"github.com/memsync/memsync/internal/nameindex"
 	"github.com/memsync/memsync/internal/rediserr"
 	"github.com/memsync/memsync/internal/wakeup"
 )
@@ -205,6 +208,11 @@ func (b *Barriers) Arrive(ctx context.Context, ns, name string, req Request) (St
 	case req.IdempotencyKey != "" && !keys.ValidSegment(req.IdempotencyKey):
 		return State{}, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
 	}
+	// The namespace's index (another hash slot) is touched first: a
+	// listing never misses a barrier arrived at.
+	if err := nameindex.Touch(ctx, b.rdb, ns, indexKind, name).Err(); err != nil {
+		return State{}, redisError("arrive", name, err)
+	}
 	bk := barrierKeys(ns, name)
 	var wake <-chan struct{}
 	if req.Wait > 0 {
@@ -318,6 +326,39 @@ func (b *Barriers) Get(ctx context.Context, ns, name string) (State, error) {
 	gen, _ := res[0].(int64)
 	parties, _ := res[1].(int64)
 	return newState(name, gen, parties, false, res[2:]), nil
+}
+
+// indexKind names the namespace's index of barriers (package nameindex).
+const indexKind = "barriers"
+
+// List returns the barriers of namespace ns whose names start with prefix
+// (all for ""), sorted by name, each as Get reads it. It reads the
+// namespace's index, never the keyspace, then each barrier it names (a
+// round trip each), and drops from the index the names of barriers gone
+// (idle for Options.Keep).
+func (b *Barriers) List(ctx context.Context, ns, prefix string) ([]State, error) {
+	if err := keys.ValidateNamespace(ns); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	entries, err := nameindex.Names(ctx, b.rdb, ns, indexKind, prefix, func(name string) bool { return keys.Validate(name) == nil })
+	if err != nil {
+		return nil, redisError("list", prefix, err)
+	}
+	out := []State{}
+	var gone []nameindex.Entry
+	for _, e := range entries {
+		st, err := b.Get(ctx, ns, e.Name)
+		if errors.Is(err, ErrNotFound) {
+			gone = append(gone, e)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	_, _ = nameindex.Prune(ctx, b.rdb, ns, indexKind, gone) // the next listing tries again
+	return out, nil
 }
 
 func newState(name string, gen, parties int64, tripped bool, names []any) State {

@@ -267,3 +267,51 @@ func TestBarrierReset(t *testing.T) {
 		}
 	})
 }
+
+// List names the namespace's barriers under a prefix, sorted, each as Get
+// reads it, and forgets a barrier gone idle (past Keep).
+func TestBarriersAreListed(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		bs := barrier.New(b.Client, barrier.Options{Keep: time.Second})
+		t.Cleanup(func() { _ = bs.Close() })
+		if got, err := bs.List(ctx, ns, ""); err != nil || len(got) != 0 {
+			t.Fatalf("List of none = %+v, %v", got, err)
+		}
+		arrive(t, bs, "phases/p2", barrier.Request{Parties: 2, Party: "w1"})
+		arrive(t, bs, "phases/p1", barrier.Request{Parties: 1, Party: "w1"}) // trips: generation 1 waited on
+		arrive(t, bs, "other/o1", barrier.Request{Parties: 3, Party: "w2"})
+		got, err := bs.List(ctx, ns, "phases/")
+		if err != nil || len(got) != 2 {
+			t.Fatalf("List(phases/) = %+v, %v", got, err)
+		}
+		if p1, p2 := got[0], got[1]; p1.Name != "phases/p1" || p1.Generation != 1 || len(p1.Arrived) != 0 ||
+			p2.Name != "phases/p2" || p2.Parties != 2 || fmt.Sprint(p2.Arrived) != "[w1]" {
+			t.Fatalf("List(phases/) = %+v", got)
+		}
+		if all, _ := bs.List(ctx, ns, ""); len(all) != 3 || all[0].Name != "other/o1" {
+			t.Fatalf("List() = %+v", all)
+		}
+		if _, err := bs.List(ctx, "bad ns", ""); !errors.Is(err, barrier.ErrInvalidArgument) {
+			t.Errorf("List of a bad namespace: %v", err)
+		}
+		// Idle past Keep, the barriers go, and with them their names.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			all, err := bs.List(ctx, ns, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(all) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("barriers idle for 10 s still listed: %+v", all)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := b.Client.ZCard(ctx, "ms:{"+ns+"}#barriers").Val(); n != 0 {
+			t.Errorf("the index still names %d barriers gone", n)
+		}
+	})
+}

@@ -14,6 +14,7 @@ type Barriers interface {
 	Arrive(ctx context.Context, ns, name string, req barrier.Request) (barrier.State, error)
 	Get(ctx context.Context, ns, name string) (barrier.State, error)
 	Reset(ctx context.Context, ns, name string) (int64, int, error)
+	List(ctx context.Context, ns, prefix string) ([]barrier.State, error)
 }
 
 // barrierJSON is a barrier's state on the wire.
@@ -90,6 +91,32 @@ func handleBarrier(log *slog.Logger, cfg Config) http.HandlerFunc {
 			return
 		}
 		writeJSON(w, http.StatusOK, newBarrierJSON(st))
+	}
+}
+
+// handleBarriers lists the namespace's barriers under ?prefix=.
+func handleBarriers(log *slog.Logger, cfg Config) http.HandlerFunc {
+	type response struct {
+		Barriers []barrierJSON `json:"barriers"`
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, err := namespace(r, cfg)
+		if err == nil && cfg.Barriers == nil {
+			err = errNotConfigured
+		}
+		var bs []barrier.State
+		if err == nil {
+			bs, err = cfg.Barriers.List(r.Context(), ns, r.URL.Query().Get("prefix"))
+		}
+		if err != nil {
+			writeError(w, r, log, err)
+			return
+		}
+		out := response{Barriers: make([]barrierJSON, len(bs))}
+		for i, b := range bs {
+			out.Barriers[i] = newBarrierJSON(b)
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }
 

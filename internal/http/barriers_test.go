@@ -63,6 +63,17 @@ func TestBarrierOverHTTP(t *testing.T) {
 		!st.Tripped || st.Generation != 0 || fmt.Sprint(st.Arrived) != "[w0 w1]" {
 		t.Fatalf("keyed arrival sent again = %+v, %v", st, err)
 	}
+	// Both barriers are listed, from the other instance too.
+	var list struct {
+		Barriers []struct {
+			Barrier    string
+			Generation int64
+		}
+	}
+	if err := json.Unmarshal(hs[0].must(200, "GET", "/v1/barriers?prefix=phases/", "").body, &list); err != nil || len(list.Barriers) != 2 ||
+		list.Barriers[0].Barrier != "phases/p1" || list.Barriers[1].Barrier != "phases/p2" || list.Barriers[1].Generation != 1 {
+		t.Fatalf("barrier listing = %+v, %v", list, err)
+	}
 	// An admin's reset breaks a generation: its waiter is answered 409.
 	done := make(chan response, 1)
 	go func() {

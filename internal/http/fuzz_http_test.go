@@ -69,6 +69,7 @@ var fuzzRoutes = []struct{ method, path string }{
 	{"POST", "/v1/barriers/{k}"}, // a wait for parties that never come ends at the client's timeout, as a lock's
 	{"GET", "/v1/barriers/{k}"},
 	{"DELETE", "/v1/barriers/{k}"},
+	{"GET", "/v1/barriers"},
 }
 
 // FuzzRequests sends requests made of the fuzzer's strings (a route, a key,

@@ -57,6 +57,7 @@ func (s *Server) routes() {
 	r.Post("/v1/barriers/*", handleArrive(log, cfg))
 	r.Get("/v1/barriers/*", handleBarrier(log, cfg))
 	r.Delete("/v1/barriers/*", handleBarrierReset(log, cfg))
+	r.Get("/v1/barriers", handleBarriers(log, cfg))
 
 	// The seed's typed API (CONTRACT §6): the same bodies as /v1/kv for
 	// their key.
