@@ -70,6 +70,9 @@ type Server struct {
 	clockStop, clockDone chan struct{}
 	// unlock releases the data file's lock (see lockDataFile).
 	unlock func()
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // file is a data file's contents, gob-encoded: strings are bytes to gob,
@@ -337,8 +340,14 @@ func (s *Server) saveEvery(interval time.Duration) {
 // Close stops the periodic saves, saves a last time, and stops the
 // embedded Redis. Call it once nothing writes any more (after the
 // service's own shutdown flushed its queues). The Redis stops even when
-// the save fails, and the error says so.
+// the save fails, and the error says so. Closing again does nothing and
+// returns the first Close's error.
 func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *Server) close(ctx context.Context) error {
 	if s.stop != nil {
 		close(s.stop)
 		<-s.done

@@ -45,6 +45,22 @@ func fill(t *testing.T, c *redis.Client) {
 	}
 }
 
+// start starts a server with opts and a client of it, both closed when
+// the test ends (a test may Close the server sooner).
+func start(tb testing.TB, opts Options) (*Server, *redis.Client) {
+	tb.Helper()
+	s, err := Start(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), ReadTimeout: -1})
+	tb.Cleanup(func() {
+		c.Close()
+		s.Close(context.Background())
+	})
+	return s, c
+}
+
 // equalEntries compares two snapshots, expiries to within a second (each
 // is read against the clock at its own instant).
 func equalEntries(t *testing.T, got, want []entry) {
@@ -211,24 +227,13 @@ return 1`)
 func TestServerKeepsItsDataAcrossARestart(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "memsync.data")
-	s, err := Start(Options{DataFile: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	s, c := start(t, Options{DataFile: path})
 	fill(t, c)
-	c.Close()
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	s, err = Start(Options{DataFile: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
-	c = redis.NewClient(&redis.Options{Addr: s.Addr()})
-	defer c.Close()
+	s, c = start(t, Options{DataFile: path})
 	if v, err := c.HGet(ctx, "ms:{ns/tasks/T1}/state", "s:1").Result(); err != nil || v != `,"writer":"w1","value":{"a":[1,2.5e300,"x"]}}` {
 		t.Errorf("after a restart, the key's sibling = %q, %v", v, err)
 	}
@@ -270,12 +275,7 @@ func TestServerKeepsItsDataAcrossARestart(t *testing.T) {
 func TestServerSavesEveryInterval(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "memsync.data")
-	s, err := Start(Options{DataFile: path, SaveInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	defer c.Close()
+	s, c := start(t, Options{DataFile: path, SaveInterval: 20 * time.Millisecond})
 	c.Set(ctx, "k", "v1", 0)
 	// Read the file as a restart would, until the periodic save has it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -316,12 +316,7 @@ func readFileKeys(t *testing.T, path string) []entry {
 // first's), and starts once the first has stopped.
 func TestDataFileServesOneProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "memsync.data")
-	first, err := Start(Options{DataFile: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: first.Addr()})
-	defer c.Close()
+	first, c := start(t, Options{DataFile: path})
 	c.Set(context.Background(), "k", "first", 0)
 	if second, err := Start(Options{DataFile: path}); err == nil {
 		second.Close(context.Background())
@@ -332,13 +327,7 @@ func TestDataFileServesOneProcess(t *testing.T) {
 	if err := first.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	second, err := Start(Options{DataFile: path})
-	if err != nil {
-		t.Fatalf("after the first stopped: %v", err)
-	}
-	defer second.Close(context.Background())
-	c2 := redis.NewClient(&redis.Options{Addr: second.Addr()})
-	defer c2.Close()
+	_, c2 := start(t, Options{DataFile: path})
 	if v := c2.Get(context.Background(), "k").Val(); v != "first" {
 		t.Errorf("the second server holds k=%q, want the first's", v)
 	}
@@ -355,13 +344,8 @@ func TestDamagedDataFileIsRefusedAndKept(t *testing.T) {
 			if content == nil {
 				// A real file cut short, as a full disk would leave it
 				// without the rename.
-				s, err := Start(Options{DataFile: path})
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+				s, c := start(t, Options{DataFile: path})
 				fill(t, c)
-				c.Close()
 				if err := s.Close(context.Background()); err != nil {
 					t.Fatal(err)
 				}
@@ -386,14 +370,8 @@ func TestDamagedDataFileIsRefusedAndKept(t *testing.T) {
 // TestTTLsRunInRealTime: keys expire on the embedded Redis by the clock,
 // and PTTL counts down, though nothing but time passes.
 func TestTTLsRunInRealTime(t *testing.T) {
-	s, err := Start(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	_, c := start(t, Options{})
 	ctx := context.Background()
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	defer c.Close()
 	c.Set(ctx, "short", "x", 100*time.Millisecond)
 	c.Set(ctx, "long", "x", time.Hour)
 	started := time.Now()
@@ -423,6 +401,9 @@ func TestServerWithoutDataFileKeepsNothing(t *testing.T) {
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
 }
 
 // BenchmarkSave: saves of 10,000 keys shaped as memsync's (a hash of
@@ -433,14 +414,8 @@ func BenchmarkSave(b *testing.B) {
 	for _, way := range []string{"transaction", "script"} {
 		b.Run(way, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "memsync.data")
-			s, err := Start(Options{DataFile: path})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(context.Background())
+			s, c := start(b, Options{DataFile: path})
 			ctx := context.Background()
-			c := redis.NewClient(&redis.Options{Addr: s.Addr(), ReadTimeout: -1})
-			defer c.Close()
 			pipe := c.Pipeline()
 			for i := range 10_000 {
 				k := fmt.Sprintf("ms:{bench/tasks/T%d}/state", i)
@@ -493,14 +468,8 @@ func BenchmarkCommandAmongKeys(b *testing.B) {
 	write := redis.NewScript(`redis.call('HSET', KEYS[1], 'v', ARGV[1]) redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1]) return 1`)
 	for _, held := range []int{100, 20_000} {
 		b.Run(strconv.Itoa(held)+"-keys", func(b *testing.B) {
-			s, err := Start(Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(context.Background())
+			_, c := start(b, Options{})
 			ctx := context.Background()
-			c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-			defer c.Close()
 			pipe := c.Pipeline()
 			for i := range held {
 				pipe.Set(ctx, "held:"+strconv.Itoa(i), i, time.Hour)
