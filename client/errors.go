@@ -35,6 +35,9 @@ var (
 	// the queue message (claimed again since, released, acked, or gone to
 	// the dead letters).
 	ErrNotClaimed = errors.New("memsync: message not claimed")
+	// ErrQueueFull: 409 queue_full — the queue held EnqueueOptions.MaxLength
+	// messages or more; nothing was added.
+	ErrQueueFull = errors.New("memsync: queue full")
 	// ErrBarrierBroken: 409 barrier_broken — an administrator reset the
 	// barrier while the arrival waited at it.
 	ErrBarrierBroken = errors.New("memsync: barrier broken by a reset")
@@ -135,6 +138,7 @@ var codeErrors = map[string]error{
 	"not_claimed":         ErrNotClaimed,
 	"counter_overflow":    ErrCounterOverflow,
 	"barrier_broken":      ErrBarrierBroken,
+	"queue_full":          ErrQueueFull,
 	"invalid_key":         ErrInvalid,
 	"invalid_json":        ErrInvalid,
 	"invalid_argument":    ErrInvalid,

@@ -97,6 +97,10 @@ type EnqueueOptions struct {
 	// one's, adding nothing (QueueMessage.Replayed). A client made
 	// WithRetries gives an enqueue without one a key of its own.
 	IdempotencyKey string
+	// MaxLength, when set, adds the message only while the queue holds
+	// fewer messages (visible, delayed and claimed), else an error matching
+	// ErrQueueFull: backpressure for a producer faster than its consumers.
+	MaxLength int
 }
 
 // Enqueue adds value (encoded with encoding/json) to queue (one segment:
@@ -107,7 +111,7 @@ func (c *Client) Enqueue(ctx context.Context, queue string, value any, opts Enqu
 	if err := checkName("queue name", queue); err != nil {
 		return nil, err
 	}
-	if opts.Delay < 0 || opts.MaxAttempts < 0 || opts.TTL < 0 {
+	if opts.Delay < 0 || opts.MaxAttempts < 0 || opts.TTL < 0 || opts.MaxLength < 0 {
 		return nil, fmt.Errorf("memsync: enqueue to %q: negative delay or max attempts: %w", queue, ErrInvalid)
 	}
 	raw, err := json.Marshal(value)
@@ -119,7 +123,8 @@ func (c *Client) Enqueue(ctx context.Context, queue string, value any, opts Enqu
 		DelayMs     int64           `json:"delay_ms,omitempty"`
 		MaxAttempts int             `json:"max_attempts,omitempty"`
 		TTLMs       int64           `json:"ttl_ms,omitempty"`
-	}{Value: raw, DelayMs: ceilMillis(opts.Delay), MaxAttempts: opts.MaxAttempts, TTLMs: ceilMillis(opts.TTL)}
+		MaxLength   int             `json:"max_length,omitempty"`
+	}{Value: raw, DelayMs: ceilMillis(opts.Delay), MaxAttempts: opts.MaxAttempts, TTLMs: ceilMillis(opts.TTL), MaxLength: opts.MaxLength}
 	h := http.Header{}
 	if key := c.idempotencyKey(opts.IdempotencyKey); key != "" {
 		h.Set("Idempotency-Key", key)

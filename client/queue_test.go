@@ -60,6 +60,13 @@ func TestQueueAgainstServer(t *testing.T) {
 	if n, err := c.PurgeQueue(ctx, "jobs"); err != nil || n != 1 {
 		t.Fatalf("PurgeQueue = %d, %v", n, err)
 	}
+	// A bounded enqueue on a queue that holds its bound.
+	if _, err := c.Enqueue(ctx, "jobs", 1, client.EnqueueOptions{MaxLength: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Enqueue(ctx, "jobs", 2, client.EnqueueOptions{MaxLength: 1}); !errors.Is(err, client.ErrQueueFull) {
+		t.Errorf("Enqueue past MaxLength: %v, want ErrQueueFull", err)
+	}
 	for _, bad := range []string{"", "a/b"} {
 		if _, err := c.Enqueue(ctx, bad, 1, client.EnqueueOptions{}); !errors.Is(err, client.ErrInvalid) {
 			t.Errorf("Enqueue to %q: %v, want ErrInvalid", bad, err)

@@ -81,6 +81,7 @@ var errorKinds = []errorKind{
 	{ephemeral.ErrNoHeartbeat, http.StatusConflict, "no_heartbeat", "No heartbeat"},
 	{queue.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{queue.ErrNotClaimed, http.StatusConflict, "not_claimed", "Message not claimed"},
+	{queue.ErrQueueFull, http.StatusConflict, "queue_full", "Queue full"},
 	{queue.ErrNotDead, http.StatusNotFound, "not_found", "Not found"},
 	{counter.ErrInvalidArgument, http.StatusBadRequest, "invalid_argument", "Invalid argument"},
 	{counter.ErrNotFound, http.StatusNotFound, "not_found", "Not found"},

@@ -91,6 +91,7 @@ func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 		DelayMs     int64           `json:"delay_ms"`
 		MaxAttempts int             `json:"max_attempts"`
 		TTLMs       int64           `json:"ttl_ms"`
+		MaxLength   int             `json:"max_length"`
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name, err := queueTarget(r, cfg)
@@ -105,7 +106,8 @@ func handleEnqueue(log *slog.Logger, cfg Config) http.HandlerFunc {
 		var replayed bool
 		if err == nil {
 			m, replayed, err = cfg.Queues.Enqueue(r.Context(), ns, name, queue.EnqueueRequest{Value: req.Value,
-				Delay: millis(req.DelayMs), MaxAttempts: req.MaxAttempts, TTL: millis(req.TTLMs), IdempotencyKey: r.Header.Get("Idempotency-Key")})
+				Delay: millis(req.DelayMs), MaxAttempts: req.MaxAttempts, TTL: millis(req.TTLMs), MaxLength: req.MaxLength,
+				IdempotencyKey: r.Header.Get("Idempotency-Key")})
 		}
 		if err != nil {
 			writeError(w, r, log, err)

@@ -80,7 +80,8 @@ func New(c *client.Client, ns string) (*mcp.Server, func(context.Context)) {
 	mcp.AddTool(s, &mcp.Tool{Name: "lock_release", Description: "Release a lock or a semaphore permit this session " +
 		"holds, by its token."}, t.lockRelease)
 	mcp.AddTool(s, &mcp.Tool{Name: "queue_enqueue", Description: "Add a message to a work queue. max_attempts " +
-		"sends it to the dead letters after that many claims; idempotency_key makes sending it twice add one."}, t.enqueue)
+		"sends it to the dead letters after that many claims; idempotency_key makes sending it twice add one; " +
+		"max_length fails with queue_full while the queue holds that many messages."}, t.enqueue)
 	mcp.AddTool(s, &mcp.Tool{Name: "queue_claim", Description: "Claim up to max messages of a queue for " +
 		"visibility_ms, waiting up to wait_ms for one. Ack each one done (queue_ack with its receipt); one neither " +
 		"acked nor released in time goes to another claim."}, t.claim)
@@ -445,6 +446,7 @@ type enqueueIn struct {
 	MaxAttempts    int    `json:"max_attempts,omitempty"`
 	TTLMs          int64  `json:"ttl_ms,omitempty" jsonschema:"how long the message lives unclaimed; default until acked"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	MaxLength      int    `json:"max_length,omitempty" jsonschema:"add it only while the queue holds fewer messages, else queue_full"`
 }
 
 type messageOut struct {
@@ -467,7 +469,7 @@ func newMessageOut(m *client.QueueMessage) (messageOut, error) {
 func (t *tools) enqueue(ctx context.Context, _ *mcp.CallToolRequest, in enqueueIn) (*mcp.CallToolResult, messageOut, error) {
 	m, err := t.c.Enqueue(ctx, in.Queue, in.Value, client.EnqueueOptions{
 		Delay: time.Duration(in.DelayMs) * time.Millisecond, MaxAttempts: in.MaxAttempts,
-		TTL: time.Duration(in.TTLMs) * time.Millisecond, IdempotencyKey: in.IdempotencyKey})
+		TTL: time.Duration(in.TTLMs) * time.Millisecond, IdempotencyKey: in.IdempotencyKey, MaxLength: in.MaxLength})
 	if err != nil {
 		return nil, messageOut{}, err
 	}

@@ -453,3 +453,54 @@ func TestQueueMessagesExpire(t *testing.T) {
 		}
 	})
 }
+
+// MaxLength refuses an enqueue while the queue holds that many messages,
+// visible, delayed or claimed, and adds nothing; dead letters and acked
+// messages make room; a replayed keyed enqueue is answered, full or not.
+func TestQueueMaxLength(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, b redistest.Backend) {
+		q := newQueues(t, b)
+		ctx := context.Background()
+		bounded := func(value string, opts ...func(*queue.EnqueueRequest)) error {
+			req := queue.EnqueueRequest{Value: json.RawMessage(value), MaxLength: 3}
+			for _, o := range opts {
+				o(&req)
+			}
+			_, _, err := q.Enqueue(ctx, ns, "jobs", req)
+			return err
+		}
+		keyed := func(r *queue.EnqueueRequest) { r.IdempotencyKey = "k1" }
+		once := func(r *queue.EnqueueRequest) { r.MaxAttempts = 1 }
+		for _, err := range []error{bounded(`1`, keyed, once), bounded(`2`, func(r *queue.EnqueueRequest) { r.Delay = time.Hour }), bounded(`3`)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := bounded(`4`); !errors.Is(err, queue.ErrQueueFull) {
+			t.Fatalf("fourth enqueue with max length 3: %v, want ErrQueueFull", err)
+		}
+		if err := bounded(`1`, keyed, once); err != nil {
+			t.Fatalf("a keyed enqueue replayed on a full queue: %v", err)
+		}
+		// Claimed messages count: the claim takes 1 (in flight) and 3.
+		got := claim(t, q, "jobs", queue.ClaimRequest{Visibility: time.Minute, Max: 2})
+		if values(got) != "[1 3]" {
+			t.Fatalf("claimed %s", values(got))
+		}
+		if err := bounded(`4`); !errors.Is(err, queue.ErrQueueFull) {
+			t.Fatalf("with 2 in flight and 1 delayed: %v, want ErrQueueFull", err)
+		}
+		if err := q.Ack(ctx, ns, "jobs", got[1].ID, got[1].Receipt); err != nil {
+			t.Fatal(err)
+		}
+		if err := bounded(`4`); err != nil {
+			t.Fatalf("after an ack: %v", err)
+		}
+		if s, _ := q.Stats(ctx, ns, "jobs"); s != (queue.Stats{Visible: 1, Delayed: 1, InFlight: 1}) {
+			t.Errorf("Stats = %+v", s)
+		}
+		if _, _, err := q.Enqueue(ctx, ns, "jobs", queue.EnqueueRequest{Value: json.RawMessage(`5`), MaxLength: -1}); !errors.Is(err, queue.ErrInvalidArgument) {
+			t.Errorf("a negative max length: %v", err)
+		}
+	})
+}

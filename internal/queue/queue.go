@@ -75,6 +75,8 @@ const (
 	// DefaultDedupWindow is how long a queue remembers an enqueue's
 	// idempotency key.
 	DefaultDedupWindow = time.Hour
+	// MaxLength is the largest EnqueueRequest.MaxLength.
+	MaxLength = 10_000_000
 )
 
 // Errors. Redis failures come back wrapped with the operation and are none
@@ -85,6 +87,9 @@ var (
 	// ErrNotClaimed: the receipt does not hold the message (it was claimed
 	// again since, released, acked, or went to the dead letters).
 	ErrNotClaimed = errors.New("queue: message not claimed by this receipt")
+	// ErrQueueFull: the queue held EnqueueRequest.MaxLength messages
+	// already; nothing was added.
+	ErrQueueFull = errors.New("queue: full")
 	// ErrNotDead: no dead letter has the id.
 	ErrNotDead = errors.New("queue: no such dead letter")
 	// ErrIdempotencyMismatch: the queue remembers the enqueue's idempotency
@@ -161,6 +166,12 @@ type EnqueueRequest struct {
 	// with the first one's message, adding nothing. The same key with
 	// another value, Delay, MaxAttempts or TTL is ErrIdempotencyMismatch.
 	IdempotencyKey string
+	// MaxLength, when set (1 to MaxLength), adds the message only while
+	// the queue holds fewer messages (visible, delayed and claimed; dead
+	// letters not counted), else ErrQueueFull: a producer's backpressure.
+	// An enqueue its idempotency key replays is answered as before, full
+	// or not.
+	MaxLength int
 }
 
 // ClaimRequest says how to claim.
@@ -300,10 +311,12 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 		return Message{}, false, fmt.Errorf("%w: max attempts %d must be between 0 (no bound) and %d", ErrInvalidArgument, req.MaxAttempts, MaxAttempts)
 	case req.IdempotencyKey != "" && !keys.ValidSegment(req.IdempotencyKey):
 		return Message{}, false, fmt.Errorf("%w: idempotency key %q must be 1-128 characters of [A-Za-z0-9._:@-]", ErrInvalidArgument, req.IdempotencyKey)
+	case req.MaxLength < 0 || req.MaxLength > MaxLength:
+		return Message{}, false, fmt.Errorf("%w: max length %d must be between 0 (no bound) and %d", ErrInvalidArgument, req.MaxLength, MaxLength)
 	case !json.Valid(req.Value):
 		return Message{}, false, fmt.Errorf("%w: the value is not JSON", ErrInvalidArgument)
 	}
-	ready, details, _, seq := queueKeys(ns, name)
+	ready, details, inflight, seq := queueKeys(ns, name)
 	_, dedup := moreKeys(ns, name)
 	digest := ""
 	if req.IdempotencyKey != "" {
@@ -314,9 +327,9 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 	}
 	var cmd *redis.Cmd
 	run := func(p redis.Pipeliner) {
-		cmd = enqueueScript.EvalSha(ctx, p, []string{ready, details, seq, dedup},
+		cmd = enqueueScript.EvalSha(ctx, p, []string{ready, details, seq, dedup, inflight},
 			string(req.Value), req.Delay.Milliseconds(), readyChannel(ns), name,
-			req.MaxAttempts, req.IdempotencyKey, digest, q.opts.DedupWindow.Milliseconds(), req.TTL.Milliseconds())
+			req.MaxAttempts, req.IdempotencyKey, digest, q.opts.DedupWindow.Milliseconds(), req.TTL.Milliseconds(), req.MaxLength)
 		// The index is in another hash slot: its entry goes in the same
 		// round trip, not the same script. A purge racing with an enqueue
 		// may leave a queue with messages out of it until the next one.
@@ -352,6 +365,8 @@ func (q *Queues) Enqueue(ctx context.Context, ns, name string, req EnqueueReques
 		m.ExpiresAt = m.EnqueuedAt.Add(req.TTL)
 	}
 	switch replayed {
+	case -2:
+		return Message{}, false, fmt.Errorf("%w: queue %q holds %d messages or more (max_length)", ErrQueueFull, name, req.MaxLength)
 	case -1:
 		return Message{}, false, fmt.Errorf("%w: key %q was used on queue %q for message %s, with another value, delay, max attempts or ttl",
 			ErrIdempotencyMismatch, req.IdempotencyKey, name, id)

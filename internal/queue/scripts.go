@@ -22,16 +22,19 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1] ready (sorted set: id → when visible, ms), KEYS[2] details
 // (hash), KEYS[3] the last id given (string), KEYS[4] remembered
-// idempotency keys (sorted set: key → when forgotten, ms)
+// idempotency keys (sorted set: key → when forgotten, ms), KEYS[5] in
+// flight (sorted set)
 // ARGV[1] value (JSON), ARGV[2] delay in ms, ARGV[3] channel, ARGV[4] the
 // queue's name (the message), ARGV[5] most attempts (0: no bound), ARGV[6]
 // idempotency key ("": none), ARGV[7] the request's digest, ARGV[8] how
 // long a key is remembered, ms, ARGV[9] how long the message lives, ms (0:
-// until acked)
+// until acked), ARGV[10] the most messages the queue may hold for this one
+// to be added (0: no bound)
 //
 // Returns {id, enqueued_at_ms, visible_at_ms, replayed}: replayed is 0 for
 // a message added, 1 for a key remembered with the same digest, -1 for one
-// remembered with another (then the id is the first enqueue's). Ids are 16
+// remembered with another (then the id is the first enqueue's), -2 for a
+// queue full (then nothing was added, and id is ""). Ids are 16
 // digits, so that messages visible at the same millisecond are claimed in
 // the order sent.
 var enqueueScript = redis.NewScript(`
@@ -52,6 +55,10 @@ if idem ~= '' then
     if digest ~= ARGV[7] then replayed = -1 end
     return {id, tonumber(enq), tonumber(at), replayed}
   end
+end
+local maxlen = tonumber(ARGV[10])
+if maxlen > 0 and redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[5]) >= maxlen then
+  return {'', now, now, -2}
 end
 local id = string.format('%016.0f', redis.call('INCR', KEYS[3]))
 local at = now + tonumber(ARGV[2])
